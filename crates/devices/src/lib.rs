@@ -1,1 +1,25 @@
-//! placeholder
+//! The device side of the machine model every engine shares: the port and
+//! MMIO buses that route guest accesses to devices ([`bus`]), the events a
+//! device raises toward the VMM ([`events`]), the interrupt line devices
+//! drive ([`irq`]), and the emulated PC devices: a 16550A UART, a minimal
+//! i8042, the CMOS RTC, PCI configuration mechanism #1 with a host bridge,
+//! the ACPI fixed hardware, a debug-exit port and a port sink.
+
+pub mod acpi_pm;
+pub mod bus;
+pub mod debug_exit;
+pub mod events;
+pub mod i8042;
+pub mod irq;
+pub mod pci;
+pub mod port_sink;
+pub mod rtc;
+pub mod serial;
+
+#[cfg(test)]
+pub(crate) mod test_util;
+
+pub use bus::{Bus, BusDevice, BusError, IoBus};
+pub use events::{VmEvent, VmEventSink};
+pub use irq::IrqLine;
+pub use serial::Serial;
