@@ -67,7 +67,7 @@ impl Bus {
 
     /// Maps `device` at `[base, base + len)`. The same device may be mapped
     /// at several ranges; each sees offsets relative to its own base.
-    pub fn insert(&self, device: SharedDevice, base: u64, len: u64) -> Result<(), BusError> {
+    pub fn insert(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
         if len == 0 {
             return Err(BusError::ZeroLength { base });
         }
@@ -207,45 +207,45 @@ mod tests {
     #[test]
     fn insert_rejects_overlap_zero_length_and_wrap() {
         let bus = Bus::new();
-        bus.insert(probe(), 0x10, 0x10).unwrap();
-        bus.insert(probe(), 0x30, 0x10).unwrap();
+        bus.insert(0x10, 0x10, probe()).unwrap();
+        bus.insert(0x30, 0x10, probe()).unwrap();
         assert_eq!(
-            bus.insert(probe(), 0x18, 2),
+            bus.insert(0x18, 2, probe()),
             Err(BusError::Overlap { base: 0x18, len: 2 })
         );
         assert_eq!(
-            bus.insert(probe(), 0x08, 0x9),
+            bus.insert(0x08, 0x9, probe()),
             Err(BusError::Overlap { base: 0x08, len: 9 })
         );
         assert_eq!(
-            bus.insert(probe(), 0x1f, 0x12),
+            bus.insert(0x1f, 0x12, probe()),
             Err(BusError::Overlap {
                 base: 0x1f,
                 len: 0x12
             })
         );
         assert_eq!(
-            bus.insert(probe(), 0x00, 0x100),
+            bus.insert(0x00, 0x100, probe()),
             Err(BusError::Overlap {
                 base: 0,
                 len: 0x100
             })
         );
         assert_eq!(
-            bus.insert(probe(), 0x50, 0),
+            bus.insert(0x50, 0, probe()),
             Err(BusError::ZeroLength { base: 0x50 })
         );
         assert_eq!(
-            bus.insert(probe(), u64::MAX, 2),
+            bus.insert(u64::MAX, 2, probe()),
             Err(BusError::WrapAround {
                 base: u64::MAX,
                 len: 2
             })
         );
         // Adjacent ranges on both sides are fine, as is the very top.
-        bus.insert(probe(), 0x20, 0x10).unwrap();
-        bus.insert(probe(), 0x08, 0x8).unwrap();
-        bus.insert(probe(), u64::MAX, 1).unwrap();
+        bus.insert(0x20, 0x10, probe()).unwrap();
+        bus.insert(0x08, 0x8, probe()).unwrap();
+        bus.insert(u64::MAX, 1, probe()).unwrap();
         assert_eq!(
             bus.ranges(),
             vec![
@@ -262,8 +262,8 @@ mod tests {
     fn lookup_gives_offset_from_base() {
         let bus = Bus::new();
         let a = probe();
-        bus.insert(a.clone(), 0x3f8, 8).unwrap();
-        bus.insert(probe(), 0x60, 5).unwrap();
+        bus.insert(0x3f8, 8, a.clone()).unwrap();
+        bus.insert(0x60, 5, probe()).unwrap();
         let mut data = [0u8; 1];
         assert!(bus.read(0x3fd, &mut data));
         assert_eq!(data, [5]);
@@ -277,8 +277,8 @@ mod tests {
     #[test]
     fn straddling_access_is_unclaimed() {
         let bus = Bus::new();
-        bus.insert(probe(), 0x100, 4).unwrap();
-        bus.insert(probe(), 0x104, 4).unwrap();
+        bus.insert(0x100, 4, probe()).unwrap();
+        bus.insert(0x104, 4, probe()).unwrap();
         let mut four = [0u8; 4];
         assert!(bus.read(0x100, &mut four));
         assert!(!bus.read(0x102, &mut four));
@@ -292,17 +292,17 @@ mod tests {
     #[test]
     fn remove_unmaps() {
         let bus = Bus::new();
-        bus.insert(probe(), 0x100, 4).unwrap();
+        bus.insert(0x100, 4, probe()).unwrap();
         assert!(bus.remove(0x101).is_err());
         bus.remove(0x100).unwrap();
         assert!(!bus.write(0x100, &[0]));
-        bus.insert(probe(), 0x100, 8).unwrap();
+        bus.insert(0x100, 8, probe()).unwrap();
     }
 
     #[test]
     fn iobus_unclaimed_reads_all_ones() {
         let io = IoBus::new();
-        io.pio.insert(probe(), 0x70, 2).unwrap();
+        io.pio.insert(0x70, 2, probe()).unwrap();
         let mut data = [0u8; 4];
         io.pio_read(0x80, &mut data);
         assert_eq!(data, [0xff; 4]);
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn poisoned_device_still_reachable() {
         let io = Arc::new(IoBus::new());
-        io.pio.insert(Arc::new(Mutex::new(Panicky)), 0x10, 1).unwrap();
+        io.pio.insert(0x10, 1, Arc::new(Mutex::new(Panicky))).unwrap();
         let io2 = io.clone();
         let r = std::thread::spawn(move || io2.pio_write(0x10, &[0])).join();
         assert!(r.is_err());
@@ -343,14 +343,14 @@ mod tests {
         fn read(&mut self, _offset: u64, _data: &mut [u8]) {}
         fn write(&mut self, _offset: u64, data: &[u8]) {
             let base = u64::from(data[0]) << 8;
-            let _ = self.0.insert(probe(), base, 1);
+            let _ = self.0.insert(base, 1, probe());
         }
     }
 
     #[test]
     fn device_may_change_bus_from_handler() {
         let bus = Arc::new(Bus::new());
-        bus.insert(Arc::new(Mutex::new(Remapper(bus.clone()))), 0, 1)
+        bus.insert(0, 1, Arc::new(Mutex::new(Remapper(bus.clone()))))
             .unwrap();
         assert!(bus.write(0, &[0x12]));
         let mut d = [0u8];

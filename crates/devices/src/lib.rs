@@ -23,3 +23,5 @@ pub use bus::{Bus, BusDevice, BusError, IoBus};
 pub use events::{VmEvent, VmEventSink};
 pub use irq::IrqLine;
 pub use serial::Serial;
+pub use i8042::I8042;
+pub use rtc::Rtc;
