@@ -50,7 +50,9 @@ impl Range {
 /// Locks a device, recovering the guard if an earlier holder panicked: one
 /// broken device access must not take the whole VMM down with it.
 pub fn lock_device<T: ?Sized>(device: &Mutex<T>) -> MutexGuard<'_, T> {
-    device.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    device
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Address ranges `[base, base + len)` mapped to devices, sorted by base,
@@ -328,7 +330,9 @@ mod tests {
     #[test]
     fn poisoned_device_still_reachable() {
         let io = Arc::new(IoBus::new());
-        io.pio.insert(0x10, 1, Arc::new(Mutex::new(Panicky))).unwrap();
+        io.pio
+            .insert(0x10, 1, Arc::new(Mutex::new(Panicky)))
+            .unwrap();
         let io2 = io.clone();
         let r = std::thread::spawn(move || io2.pio_write(0x10, &[0])).join();
         assert!(r.is_err());

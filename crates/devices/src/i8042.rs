@@ -335,13 +335,25 @@ mod tests {
         command(&mut d, 0x60, &[0x65], 0).unwrap();
         assert_eq!(command(&mut d, 0x20, &[], 1), Some(vec![0x65]));
         command(&mut d, 0xa7, &[], 0).unwrap();
-        assert_ne!(command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_AUX_DISABLE, 0);
+        assert_ne!(
+            command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_AUX_DISABLE,
+            0
+        );
         command(&mut d, 0xa8, &[], 0).unwrap();
-        assert_eq!(command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_AUX_DISABLE, 0);
+        assert_eq!(
+            command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_AUX_DISABLE,
+            0
+        );
         command(&mut d, 0xad, &[], 0).unwrap();
-        assert_ne!(command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_KBD_DISABLE, 0);
+        assert_ne!(
+            command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_KBD_DISABLE,
+            0
+        );
         command(&mut d, 0xae, &[], 0).unwrap();
-        assert_eq!(command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_KBD_DISABLE, 0);
+        assert_eq!(
+            command(&mut d, 0x20, &[], 1).unwrap()[0] & CTR_KBD_DISABLE,
+            0
+        );
     }
 
     #[test]

@@ -19,9 +19,13 @@ pub mod serial;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-pub use bus::{Bus, BusDevice, BusError, IoBus};
+pub use acpi_pm::{AcpiPmControl, AcpiPmEvent, AcpiPmTimer, AcpiReset};
+pub use bus::{Bus, BusDevice, BusError, IoBus, SharedDevice};
+pub use debug_exit::DebugExit;
 pub use events::{VmEvent, VmEventSink};
-pub use irq::IrqLine;
-pub use serial::Serial;
 pub use i8042::I8042;
+pub use irq::IrqLine;
+pub use pci::{PciDevice, PciError, PciHostBridge, PciRoot};
+pub use port_sink::PortSink;
 pub use rtc::Rtc;
+pub use serial::Serial;

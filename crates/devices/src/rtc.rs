@@ -209,7 +209,10 @@ impl Rtc {
         let ext_kib = below_4g.saturating_sub(MIB) / KIB;
         self.put_u16(EXT_MEM_LO, ext_kib);
         self.put_u16(EXT_MEM2_LO, ext_kib);
-        self.put_u16(MEM_ABOVE_16M_LO, below_4g.saturating_sub(16 * MIB) / (64 * KIB));
+        self.put_u16(
+            MEM_ABOVE_16M_LO,
+            below_4g.saturating_sub(16 * MIB) / (64 * KIB),
+        );
         let high = (above_4g / (64 * KIB)).min(0xff_ffff);
         self.cmos[MEM_ABOVE_4G] = (high & 0xff) as u8;
         self.cmos[MEM_ABOVE_4G + 1] = (high >> 8 & 0xff) as u8;
@@ -466,9 +469,8 @@ mod tests {
     #[test]
     fn cmos_memory_and_sizes() {
         let mut rtc = Rtc::new(64 * MIB);
-        let word = |rtc: &mut Rtc, at: u8| {
-            u32::from(read(rtc, at)) | u32::from(read(rtc, at + 1)) << 8
-        };
+        let word =
+            |rtc: &mut Rtc, at: u8| u32::from(read(rtc, at)) | u32::from(read(rtc, at + 1)) << 8;
         assert_eq!(word(&mut rtc, 0x15), 640);
         assert_eq!(word(&mut rtc, 0x17), 63 * 1024);
         assert_eq!(word(&mut rtc, 0x30), 63 * 1024);

@@ -130,14 +130,9 @@ impl Serial {
         irq: Arc<dyn IrqLine>,
         out: Box<dyn Write + Send>,
     ) -> Option<Self> {
-        vm_superio::Serial::from_state(
-            state,
-            IrqTrigger(irq),
-            NoEvents,
-            OrderedOutput::new(out),
-        )
-        .ok()
-        .map(|uart| Serial { uart })
+        vm_superio::Serial::from_state(state, IrqTrigger(irq), NoEvents, OrderedOutput::new(out))
+            .ok()
+            .map(|uart| Serial { uart })
     }
 
     /// The registers and input FIFO, for a snapshot.
