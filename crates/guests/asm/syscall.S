@@ -1,0 +1,155 @@
+# syscall: a GDT with user segments and a TSS, SYSCALL/SYSRET set up
+# through STAR/LSTAR/SFMASK and EFER.SCE. The kernel enters CPL3 with
+# SYSRETQ; the user code raises INT 0x80 (a DPL3 gate: the CPU must switch
+# to TSS.RSP0), sums 1..1000 and SYSCALLs back with the result in RDI and
+# its CS in RSI.
+        .include "common.S"
+
+        .set MSR_EFER, 0xc0000080
+        .set MSR_STAR, 0xc0000081
+        .set MSR_LSTAR, 0xc0000082
+        .set MSR_SFMASK, 0xc0000084
+        .set TSS_SIZE, 104
+        .set INT_FRAME_SIZE, 40         # RIP, CS, RFLAGS, RSP, SS
+
+guest_main:
+        push %rbx
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        mov %rsp, kernel_rsp(%rip)
+
+        # TSS: RSP0 and no I/O bitmap; its 16-byte descriptor at SEL_TSS.
+        lea kstack0_top(%rip), %rax
+        mov %rax, tss + 4(%rip)
+        movw $TSS_SIZE, tss + 102(%rip)
+        lea tss(%rip), %rax
+        lea gdt_tss(%rip), %rdi
+        movw $TSS_SIZE - 1, (%rdi)      # limit 15:0
+        mov %ax, 2(%rdi)                # base 15:0
+        mov %rax, %rcx
+        shr $16, %rcx
+        mov %cl, 4(%rdi)                # base 23:16
+        movb $0x89, 5(%rdi)             # present, 64-bit TSS (available)
+        movb $0, 6(%rdi)
+        shr $8, %rcx
+        mov %cl, 7(%rdi)                # base 31:24
+        shr $8, %rcx
+        mov %ecx, 8(%rdi)               # base 63:32
+        movl $0, 12(%rdi)
+        mov $SEL_TSS, %eax
+        ltr %ax
+
+        mov $0x80, %edi
+        lea int80_isr(%rip), %rsi
+        call idt_set_gate_user
+
+        mov $MSR_STAR, %ecx             # SYSRET base 0x18, SYSCALL CS 0x08
+        xor %eax, %eax
+        mov $(SEL_CODE32 << 16) | SEL_CODE64, %edx
+        wrmsr
+        mov $MSR_LSTAR, %ecx
+        lea syscall_entry(%rip), %rax
+        mov %rax, %rdx
+        shr $32, %rdx
+        wrmsr
+        mov $MSR_SFMASK, %ecx           # clear TF, IF, DF on entry
+        mov $0x700, %eax
+        xor %edx, %edx
+        wrmsr
+        mov $MSR_EFER, %ecx
+        rdmsr
+        or $1, %eax                     # SCE
+        wrmsr
+
+        lea user_code(%rip), %rcx
+        mov $0x2, %r11d                 # user RFLAGS: interrupts off
+        lea user_stack_top(%rip), %rsp
+        sysretq
+
+# ---- CPL3
+user_code:
+        int $0x80
+        xor %eax, %eax
+        mov $1, %ecx
+1:      add %rcx, %rax
+        inc %rcx
+        cmp $1000, %rcx
+        jbe 1b
+        mov %rax, %rdi
+        mov %cs, %esi
+        syscall
+        ud2
+
+# ---- CPL0
+# INT 0x80 from CPL3: records where the CPU put the frame and the CS it
+# came from.
+int80_isr:
+        mov %rsp, int80_rsp(%rip)
+        push %rax
+        mov 8 + 8(%rsp), %rax           # saved CS
+        mov %rax, int80_cs(%rip)
+        pop %rax
+        iretq
+
+syscall_entry:
+        mov kernel_rsp(%rip), %rsp
+        mov %rdi, %rbx                  # result
+        mov %rsi, %r12                  # user CS
+        mov %rcx, %r13                  # user RIP after SYSCALL
+        PRINT "syscall: user returned "
+        mov %rbx, %rdi
+        call put_dec
+        call newline
+        cmp $500500, %rbx
+        je 1f
+        FAIL "wrong sum"
+1:      mov %r12d, %eax
+        and $3, %eax
+        cmp $3, %eax
+        jne 2f
+        cmp $SEL_UCODE64 | 3, %r12d
+        je 3f
+2:      FAIL "user code did not run at cpl3"
+3:      PRINTLN "syscall: cpl3 ok"
+        lea user_code(%rip), %rax
+        cmp %rax, %r13
+        jb 4f
+        lea user_code_end(%rip), %rax
+        cmp %rax, %r13
+        jb 5f
+4:      FAIL "rcx does not hold the return address"
+5:      lea kstack0_top - INT_FRAME_SIZE(%rip), %rax
+        cmp int80_rsp(%rip), %rax
+        jne 6f
+        cmpq $SEL_UCODE64 | 3, int80_cs(%rip)
+        je 7f
+6:      FAIL "int 0x80 from cpl3 did not switch to tss.rsp0"
+7:      PRINTLN "syscall: int 0x80 from cpl3 ran on tss.rsp0"
+        mov $SEL_DATA, %eax
+        mov %eax, %ds
+        mov %eax, %es
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %rbx
+        ret
+user_code_end:
+
+        .section .data
+        .p2align 3
+kernel_rsp:     .quad 0
+int80_rsp:      .quad 0
+int80_cs:       .quad 0
+
+        .section .bss
+        .p2align 4
+tss:    .skip TSS_SIZE
+        .p2align 4
+kstack0: .skip 4096
+kstack0_top:
+user_stack: .skip 4096
+user_stack_top:
+        .section .text
