@@ -17,6 +17,8 @@ pub mod rtc;
 pub mod serial;
 
 #[cfg(test)]
+mod machine_tests;
+#[cfg(test)]
 pub(crate) mod test_util;
 
 pub use acpi_pm::{AcpiPmControl, AcpiPmEvent, AcpiPmTimer, AcpiReset};
