@@ -30,4 +30,4 @@ pub use irq::IrqLine;
 pub use pci::{PciDevice, PciError, PciHostBridge, PciRoot};
 pub use port_sink::PortSink;
 pub use rtc::Rtc;
-pub use serial::Serial;
+pub use serial::{Serial, SerialError};

@@ -107,6 +107,13 @@ impl Write for OrderedOutput {
     }
 }
 
+/// Why a UART could not be restored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SerialError {
+    #[error("saved input is larger than the receive fifo")]
+    InputTooLarge,
+}
+
 type Uart = vm_superio::Serial<IrqTrigger, NoEvents, OrderedOutput>;
 
 /// A 16550A UART. Map it over its 8 ports (COM1: 0x3f8..0x400).
@@ -129,10 +136,10 @@ impl Serial {
         state: &SerialState,
         irq: Arc<dyn IrqLine>,
         out: Box<dyn Write + Send>,
-    ) -> Option<Self> {
+    ) -> Result<Self, SerialError> {
         vm_superio::Serial::from_state(state, IrqTrigger(irq), NoEvents, OrderedOutput::new(out))
-            .ok()
             .map(|uart| Serial { uart })
+            .map_err(|_| SerialError::InputTooLarge)
     }
 
     /// The registers and input FIFO, for a snapshot.
@@ -308,8 +315,12 @@ mod tests {
         s.write(IER, &[0x01]);
         s.enqueue_input(b"z");
         let state = s.state();
-        let mut t = Serial::from_state(&state, irq, Box::new(out)).unwrap();
+        let mut t = Serial::from_state(&state, irq.clone(), Box::new(out.clone())).unwrap();
         assert_eq!(read(&mut t, THR), b'z');
+        let mut huge = state;
+        huge.in_buffer = vec![0; 1000];
+        let r = Serial::from_state(&huge, irq, Box::new(out));
+        assert_eq!(r.err(), Some(SerialError::InputTooLarge));
     }
 
     #[test]
