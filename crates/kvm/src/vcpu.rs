@@ -20,6 +20,8 @@ use crate::{os_error, Error};
 /// The longest x86 instruction.
 const MAX_INSN_LEN: usize = 15;
 const PAGE_SIZE: u64 = 4096;
+/// EFER.LMA: long mode active.
+const EFER_LMA: u64 = 1 << 10;
 
 /// Local APIC register offsets and LVT fields.
 const APIC_LVT_LINT0: usize = 0x350;
@@ -148,12 +150,16 @@ impl KvmVcpu {
             .get_regs()
             .map_err(|e| os_error("KVM_GET_REGS", e))?
             .rip;
-        let cs_base = self
+        let sregs = self
             .fd
             .get_sregs()
-            .map_err(|e| os_error("KVM_GET_SREGS", e))?
-            .cs
-            .base;
+            .map_err(|e| os_error("KVM_GET_SREGS", e))?;
+        // In 64-bit mode the CS base is architecturally zero.
+        let cs_base = if sregs.cs.l != 0 && sregs.efer & EFER_LMA != 0 {
+            0
+        } else {
+            sregs.cs.base
+        };
         let bytes = self.read_insn(cs_base.wrapping_add(rip));
         let bytes = if bytes.is_empty() {
             kernel_bytes

@@ -421,3 +421,49 @@ fn detect_reports_this_host() {
         assert!(s.caps.iter().any(|&(n, has)| n == "IRQCHIP" && has));
     }
 }
+
+/// Switches `g` to 64-bit mode with identity-mapped 2 MiB pages over the
+/// first 1 GiB (PML4 0x9000, PDPT 0xa000, PD 0xb000).
+fn enter_long_mode(g: &mut Guest) {
+    let m = &g.memory;
+    m.write_obj(0xa000u64 | 3, GuestAddress(0x9000)).unwrap();
+    m.write_obj(0xb000u64 | 3, GuestAddress(0xa000)).unwrap();
+    for i in 0..512u64 {
+        m.write_obj((i << 21) | 0x83, GuestAddress(0xb000 + i * 8))
+            .unwrap();
+    }
+    let mut s = g.vcpu.special_regs().unwrap();
+    s.cs.l = true;
+    s.cs.db = false;
+    s.cr3 = 0x9000;
+    s.cr4 |= 0x20; // PAE
+    s.cr0 |= 0x8000_0001; // PG | PE
+    s.efer |= 0x500; // LME | LMA
+    g.vcpu.set_special_regs(&s).unwrap();
+}
+
+#[test]
+fn long_mode_guest_runs_and_reports_failures_through_page_tables() {
+    // mov rax,0x1122334455667788; out 0xf4,al; int3
+    let code = [
+        0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0xe6, 0xf4, 0xcc,
+    ];
+    let Some(mut g) = guest(&code) else { return };
+    enter_long_mode(&mut g);
+    let s = g.vcpu.special_regs().unwrap();
+    assert!(s.cs.l && s.efer & 0x400 != 0, "not in long mode: {s:?}");
+    match g.vcpu.run().unwrap() {
+        VmExit::EmulationFailure { rip, bytes } => {
+            assert_eq!(rip, CODE + 12);
+            assert_eq!(bytes.first(), Some(&0xcc), "{bytes:x?}");
+        }
+        VmExit::Shutdown => assert!(detect().hardware_assisted()),
+        other => panic!("unexpected exit {other:?}"),
+    }
+    assert_eq!(g.io.take(), vec![Access::PioWrite(0xf4, vec![0x88])]);
+    assert_eq!(g.vcpu.regs().unwrap().rax, 0x1122_3344_5566_7788);
+    // KVM_TRANSLATE walks the guest's page tables.
+    let mut buf = [0u8; 2];
+    g.vcpu.read_virtual(CODE, &mut buf).unwrap();
+    assert_eq!(buf, [0x48, 0xb8]);
+}
