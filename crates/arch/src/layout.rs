@@ -6,16 +6,25 @@
 pub mod mem {
     /// PVH `hvm_start_info` and its memory map.
     pub const PVH_INFO_START: u64 = 0x6000;
+    /// PVH module list (the initrd), after the start info.
+    pub const PVH_MODLIST_START: u64 = 0x6040;
+    /// PVH memory map, after the module list; runs up to the zero page.
+    pub const PVH_MEMMAP_START: u64 = 0x6080;
     /// Linux zero page (`boot_params`).
     pub const ZERO_PAGE_START: u64 = 0x7000;
-    /// Boot GDT (64-bit entry).
+    /// Boot GDT: null, null, code (0x10), data (0x18), TSS (0x20, 16 bytes
+    /// so a 64-bit TSS descriptor fits): six 8-byte slots.
     pub const BOOT_GDT_START: u64 = 0x500;
-    /// Boot IDT (empty; 64-bit entry).
-    pub const BOOT_IDT_START: u64 = 0x520;
-    /// Identity page tables for the 64-bit entry: PML4, PDPT, four PDs.
+    pub const BOOT_GDT_SLOTS: usize = 6;
+    /// Boot IDT (empty: any exception before the kernel loads its own IDT
+    /// ends in a triple fault, which the VMM reports).
+    pub const BOOT_IDT_START: u64 = 0x530;
+    /// Identity page tables for the 64-bit entry: PML4, PDPT, four PDs
+    /// (0xb000-0xefff) mapping the first 4 GiB with 2 MiB pages.
     pub const PML4_START: u64 = 0x9000;
     pub const PDPTE_START: u64 = 0xa000;
     pub const PDE_START: u64 = 0xb000;
+    pub const PDE_COUNT: u64 = 4;
     /// Initial stack pointer for the 64-bit entry.
     pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
     /// Kernel command line.
@@ -53,6 +62,8 @@ pub mod ports {
     /// i8042 keyboard controller (data 0x60, command/status 0x64).
     pub const I8042_DATA: u16 = 0x60;
     pub const I8042_COMMAND: u16 = 0x64;
+    /// i8042 keyboard IRQ.
+    pub const I8042_KBD_IRQ: u32 = 1;
     /// CMOS RTC index/data.
     pub const RTC: u16 = 0x70;
     /// Port 0x80 POST code: accepted and ignored.
