@@ -261,27 +261,44 @@ fn load_bzimage(guest_mem: &GuestMemoryMmap, file: &mut File) -> Result<LoadedKe
         return Err(LoadError::BzImageTooOld(version));
     }
     let load = result.kernel_load.0;
-    // The kernel decompresses in place and needs init_size bytes from its
-    // load address (protocol 2.10+); keep the initrd out of that range.
-    let init_size = if version >= 0x20a {
-        u64::from(hdr.init_size)
-    } else {
-        0
-    };
-    let need = init_size.max(result.kernel_end.saturating_sub(load));
-    if !range_in_ram(guest_mem, load, need) {
+    let image_end = result.kernel_end;
+    let (decompress_at, init_size) = decompression_area(&hdr, load);
+    let end = image_end.max(decompress_at.saturating_add(init_size));
+    if !range_in_ram(guest_mem, load, image_end - load)
+        || !range_in_ram(guest_mem, decompress_at, init_size)
+    {
         return Err(LoadError::BzImageOutsideRam {
             addr: load,
-            size: need,
+            size: end.saturating_sub(load),
         });
     }
     Ok(LoadedKernel {
         entry: GuestAddress(load + BZIMAGE_ENTRY64_OFFSET),
         protocol: BootProtocol::Linux64,
-        kernel_start: GuestAddress(load),
-        kernel_end: GuestAddress(load + need),
+        kernel_start: GuestAddress(load.min(decompress_at)),
+        kernel_end: GuestAddress(end),
         setup_header: Some(hdr),
     })
+}
+
+/// Where a bzImage loaded at `load` decompresses itself and how much room
+/// it needs there (protocol 2.10+; older kernels say nothing, and get
+/// `(load, 0)`). As the kernel's own 64-bit entry code does: a relocatable
+/// kernel uses its load address rounded up to `kernel_alignment`, but never
+/// less than `pref_address` (its link-time address); a fixed one always
+/// uses `pref_address`.
+fn decompression_area(hdr: &setup_header, load: u64) -> (u64, u64) {
+    if hdr.version < 0x20a {
+        return (load, 0);
+    }
+    let pref = hdr.pref_address;
+    let align = u64::from(hdr.kernel_alignment);
+    let at = if hdr.relocatable_kernel != 0 && align.is_power_of_two() {
+        load.saturating_add(align - 1) & !(align - 1)
+    } else {
+        pref
+    };
+    (at.max(pref), u64::from(hdr.init_size))
 }
 
 /// Copies the initrd to the top of low RAM (page aligned, below the

@@ -116,6 +116,8 @@ fn bzimage(version: u16, xloadflags: u16, body: &[u8]) -> Vec<u8> {
         xloadflags,
         cmdline_size: 2048,
         init_size: 0x40_0000,
+        relocatable_kernel: 1,
+        pref_address: 0x100_0000,
         ..Default::default()
     };
     let mut f = vec![0u8; 1024];
@@ -353,10 +355,34 @@ fn bzimage_uses_the_64_bit_entry() {
     assert_eq!(k.protocol, BootProtocol::Linux64);
     assert_eq!(k.entry, GuestAddress(0x100200));
     assert_eq!(k.kernel_start, GuestAddress(0x100000));
-    // init_size (4 MiB) is larger than the image: kernel_end covers it.
-    assert_eq!(k.kernel_end, GuestAddress(0x500000));
+    // It decompresses at pref_address (16 MiB, above its aligned load
+    // address) into init_size (4 MiB): kernel_end covers that.
+    assert_eq!(k.kernel_end, GuestAddress(0x140_0000));
     assert_eq!(k.setup_header.map(|h| h.version), Some(0x20f));
     assert_eq!(gm.read_obj::<u8>(GuestAddress(0x100fff)).unwrap(), 0xaa);
+}
+
+#[test]
+fn bzimage_decompression_area() {
+    let mut hdr = setup_header {
+        version: 0x20f,
+        relocatable_kernel: 1,
+        kernel_alignment: 0x20_0000,
+        pref_address: 0x10_0000,
+        init_size: 0x1000,
+        ..Default::default()
+    };
+    // Relocatable: the load address rounded up to the alignment...
+    assert_eq!(decompression_area(&hdr, 0x30_0000), (0x40_0000, 0x1000));
+    // ...but not below pref_address.
+    hdr.pref_address = 0x100_0000;
+    assert_eq!(decompression_area(&hdr, 0x30_0000), (0x100_0000, 0x1000));
+    // Fixed kernels always use pref_address.
+    hdr.relocatable_kernel = 0;
+    assert_eq!(decompression_area(&hdr, 0x200_0000), (0x100_0000, 0x1000));
+    // Before protocol 2.10 nothing is known.
+    hdr.version = 0x209;
+    assert_eq!(decompression_area(&hdr, 0x10_0000), (0x10_0000, 0));
 }
 
 #[test]
@@ -447,4 +473,25 @@ fn initrd_errors() {
         load_initrd_bytes(&gm, &vec![0; 8 * MIB as usize], &k),
         Err(LoadError::InitrdTooLarge(_))
     ));
+}
+
+/// Loads a real kernel named by `ARCH_TEST_KERNEL` (skipped when unset):
+/// `ARCH_TEST_KERNEL=/path/to/vmlinuz cargo test -p arch real_kernel`.
+#[test]
+fn real_kernel_from_env() {
+    let Some(path) = std::env::var_os("ARCH_TEST_KERNEL") else {
+        return;
+    };
+    let gm = guest(256 * MIB);
+    let mut f = File::open(path).unwrap();
+    let k = load_kernel(&gm, &mut f).unwrap();
+    eprintln!("{k:?}");
+    assert!(k.kernel_end.0 > k.kernel_start.0);
+    if let Some(hdr) = k.setup_header {
+        assert_eq!(k.entry.0, k.kernel_start.0 + 0x200);
+        let (addr, size) = load_initrd_bytes(&gm, &[7; 100_000], &k).unwrap();
+        assert!(
+            addr.0 >= k.kernel_end.0 && addr.0 + size as u64 <= u64::from(hdr.initrd_addr_max) + 1
+        );
+    }
 }
