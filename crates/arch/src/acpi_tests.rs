@@ -353,3 +353,62 @@ fn iasl_disassembles_every_table() {
         "dsdt does not recompile cleanly:\n{out}"
     );
 }
+
+/// ACPICA itself (acpiexec, same package as iasl) loads the tables, builds
+/// the namespace from the DSDT and evaluates objects in it.
+#[test]
+fn acpiexec_loads_the_namespace() {
+    if Command::new("acpiexec").arg("-v").output().is_err() {
+        panic!("\n\n*** acpiexec not installed: apt-get install acpica-tools ***\n\n");
+    }
+    let gm = guest();
+    let t = walk(
+        &gm,
+        create_acpi_tables(&gm, &AcpiConfig { cpus: 2 }).unwrap(),
+    );
+    let dir = TempDir::new();
+    for (name, bytes) in [
+        ("facp", &t.fadt),
+        ("dsdt", &t.dsdt),
+        ("apic", &t.madt),
+        ("xsdt", &t.xsdt),
+    ] {
+        std::fs::write(dir.path.join(format!("{name}.dat")), bytes).unwrap();
+    }
+    let out = Command::new("acpiexec")
+        .args([
+            "-b",
+            "evaluate \\_S5; evaluate \\_SB.PCI0._HID; evaluate \\_SB.KBD._CRS",
+        ])
+        .args(["facp.dat", "dsdt.dat", "apic.dat", "xsdt.dat"])
+        .current_dir(&dir.path)
+        .output()
+        .expect("run acpiexec");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("1 ACPI AML tables successfully acquired and loaded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[Integer] = 0000000000000005"),
+        "_S5 SLP_TYPa:\n{text}"
+    );
+    // EisaId("PNP0A03") as ACPICA prints the integer.
+    assert!(
+        text.contains("[Integer] = 00000000030AD041"),
+        "PCI0 _HID:\n{text}"
+    );
+    for bad in [
+        "ACPI Error",
+        "ACPI Warning",
+        "ACPI Exception",
+        "Could not",
+        "AE_NOT_FOUND",
+    ] {
+        assert!(!text.contains(bad), "acpiexec reports {bad}:\n{text}");
+    }
+}
