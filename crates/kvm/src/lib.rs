@@ -51,6 +51,8 @@ pub enum Error {
     BadRegion { start: u64 },
     #[error("interrupt controllers already created")]
     IrqChipAlreadyCreated,
+    #[error("cannot build the interrupt routing table: {0}")]
+    Routing(String),
     #[error("too many cpuid entries: {0}")]
     TooManyCpuidEntries(usize),
     #[error("too many msrs: {0}")]

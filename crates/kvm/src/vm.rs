@@ -6,7 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use hypervisor::{DeviceIo, Vcpu, Vm};
-use kvm_bindings::{kvm_msi, kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_irq_routing_irqchip, kvm_msi, kvm_pit_config,
+    kvm_userspace_memory_region, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -18,6 +22,44 @@ use crate::{kick, os_error, Error};
 pub const TSS_ADDRESS: usize = 0xfffb_d000;
 /// Where KVM puts its one-page identity map for unpaged real mode on Intel.
 pub const IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
+/// The interrupt routing of a PC whose MADT overrides ISA IRQ 0 to GSI 2:
+/// KVM's line 0 (where its in-kernel PIT fires) reaches PIC pin 0 and IOAPIC
+/// pin 2; every other line n < 16 reaches PIC pin n (pin 2 is the cascade)
+/// and IOAPIC pin n; lines 16-23 reach only the IOAPIC. KVM's default table
+/// wires line 0 to IOAPIC pin 0, where an ACPI guest never looks for the
+/// timer.
+fn pc_irq_routing() -> hypervisor::Result<KvmIrqRouting> {
+    let route = |gsi: u32, irqchip: u32, pin: u32| {
+        let mut e = kvm_irq_routing_entry {
+            gsi,
+            type_: KVM_IRQ_ROUTING_IRQCHIP,
+            ..Default::default()
+        };
+        e.u.irqchip = kvm_irq_routing_irqchip { irqchip, pin };
+        e
+    };
+    let mut entries = Vec::with_capacity(40);
+    for gsi in 0..16u32 {
+        if gsi == 2 {
+            continue;
+        }
+        let (chip, pin) = if gsi < 8 {
+            (KVM_IRQCHIP_PIC_MASTER, gsi)
+        } else {
+            (KVM_IRQCHIP_PIC_SLAVE, gsi - 8)
+        };
+        entries.push(route(gsi, chip, pin));
+    }
+    for gsi in 0..24u32 {
+        match gsi {
+            0 => entries.push(route(0, KVM_IRQCHIP_IOAPIC, 2)),
+            2 => {}
+            _ => entries.push(route(gsi, KVM_IRQCHIP_IOAPIC, gsi)),
+        }
+    }
+    KvmIrqRouting::from_entries(&entries).map_err(|e| Error::Routing(format!("{e:?}")).into())
+}
 
 /// A KVM VM (`KVM_CREATE_VM`).
 #[derive(Debug)]
@@ -117,6 +159,9 @@ impl Vm for KvmVm {
         self.fd
             .create_pit2(pit)
             .map_err(|e| os_error("KVM_CREATE_PIT2", e))?;
+        self.fd
+            .set_gsi_routing(&pc_irq_routing()?)
+            .map_err(|e| os_error("KVM_SET_GSI_ROUTING", e))?;
         self.irqchip.store(true, Ordering::SeqCst);
         Ok(())
     }

@@ -1,0 +1,205 @@
+//! From a [`VmConfig`] to a running VM and back: allocate memory, create the
+//! engine's VM, load the kernel, write ACPI tables and boot structures, wire
+//! the devices, start one thread per vCPU, and wait for the VM to stop.
+
+use crate::config::{ConfigError, VmConfig};
+use crate::console::Console;
+use crate::control::{Outcome, VmControl};
+use crate::device_manager::{DeviceError, DeviceManager};
+use crate::engine::{self, EngineError};
+use crate::memory::{self, MemoryError};
+use crate::vcpu;
+use hypervisor::{EngineKind, Hypervisor, Vcpu, Vm};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a VM could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open kernel {path}: {source}")]
+    KernelOpen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot load kernel {path}: {source}")]
+    KernelLoad {
+        path: PathBuf,
+        source: arch::LoadError,
+    },
+    #[error("cannot open initrd {path}: {source}")]
+    InitrdOpen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot load initrd {path}: {source}")]
+    InitrdLoad {
+        path: PathBuf,
+        source: arch::LoadError,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("--cpus {requested} is more than the {engine} engine allows here ({max})")]
+    TooManyCpus {
+        engine: EngineKind,
+        requested: usize,
+        max: usize,
+    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("{op}: {source}")]
+    Hypervisor {
+        op: &'static str,
+        source: hypervisor::Error,
+    },
+    #[error("cannot build ACPI tables: {0}")]
+    Acpi(#[from] arch::AcpiError),
+    #[error("cannot set up the boot state: {0}")]
+    Boot(#[from] arch::BootError),
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
+    #[error("cannot start a vCPU thread: {0}")]
+    Thread(std::io::Error),
+}
+
+fn hv(op: &'static str) -> impl FnOnce(hypervisor::Error) -> Error {
+    move |source| Error::Hypervisor { op, source }
+}
+
+fn open(path: &Path, err: fn(PathBuf, std::io::Error) -> Error) -> Result<File, Error> {
+    File::open(path).map_err(|e| err(path.to_path_buf(), e))
+}
+
+/// Boots the VM of `config` and runs it until it stops, restarting it on a
+/// guest reset when `config.reboot` is set. Returns why it finally stopped.
+pub fn run_vm(config: &VmConfig, console: &Console) -> Result<Outcome, Error> {
+    config.validate(memory::host_memory_mib())?;
+    // Fail on unreadable files before the engine is started.
+    open(&config.kernel, |path, source| Error::KernelOpen {
+        path,
+        source,
+    })?;
+    if let Some(initrd) = &config.initrd {
+        open(initrd, |path, source| Error::InitrdOpen { path, source })?;
+    }
+    let hypervisor = engine::create(config.engine)?;
+    loop {
+        let outcome = run_once(config, hypervisor.as_ref(), console)?;
+        if outcome == Outcome::Reset && config.reboot {
+            log::info!("guest reset: rebooting");
+            continue;
+        }
+        return Ok(outcome);
+    }
+}
+
+/// One boot of the VM, from power-on to stop.
+fn run_once(
+    config: &VmConfig,
+    hypervisor: &dyn Hypervisor,
+    console: &Console,
+) -> Result<Outcome, Error> {
+    let engine = hypervisor.kind();
+    let max = hypervisor.max_vcpus();
+    if config.cpus > max {
+        return Err(Error::TooManyCpus {
+            engine,
+            requested: config.cpus,
+            max,
+        });
+    }
+    let mem = memory::create_guest_memory(config.memory_mib)?;
+    let vm: Arc<dyn Vm> = Arc::from(hypervisor.create_vm().map_err(hv("cannot create the VM"))?);
+    vm.set_memory(&mem).map_err(hv("cannot map guest memory"))?;
+    vm.create_irq_controllers()
+        .map_err(hv("cannot create the interrupt controllers"))?;
+
+    let mut kernel_file = open(&config.kernel, |path, source| Error::KernelOpen {
+        path,
+        source,
+    })?;
+    let kernel = arch::load_kernel(&mem, &mut kernel_file).map_err(|source| Error::KernelLoad {
+        path: config.kernel.clone(),
+        source,
+    })?;
+    let initrd = match &config.initrd {
+        Some(path) => {
+            let mut f = open(path, |path, source| Error::InitrdOpen { path, source })?;
+            Some(
+                arch::load_initrd(&mem, &mut f, &kernel).map_err(|source| Error::InitrdLoad {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let rsdp = arch::create_acpi_tables(&mem, &arch::AcpiConfig { cpus: config.cpus })?;
+    let boot = arch::configure_boot(&mem, &kernel, &config.cmdline, initrd, rsdp)?;
+
+    let control = VmControl::new();
+    let devices = DeviceManager::new(vm.clone(), control.clone(), config.memory_mib << 20)?;
+    let supported = hypervisor
+        .supported_cpuid()
+        .map_err(hv("cannot read the engine's CPUID"))?;
+    // KVM's paravirtual clock, EOI and TLB-flush interfaces are served by
+    // KVM itself; the software engine does not offer them yet.
+    let cpuid_opts = arch::CpuidOptions {
+        kvm_pv: engine == EngineKind::Kvm,
+        pv_unhalt: false,
+    };
+
+    let mut vcpus: Vec<Box<dyn Vcpu>> = Vec::with_capacity(config.cpus);
+    for index in 0..config.cpus {
+        let mut vcpu = vm
+            .create_vcpu(index, devices.io.clone())
+            .map_err(hv("cannot create a vCPU"))?;
+        vcpu.set_cpuid(&arch::cpuid(&supported, index, config.cpus, &cpuid_opts))
+            .map_err(hv("cannot set CPUID"))?;
+        vcpu.set_msrs(&arch::boot_msrs())
+            .map_err(hv("cannot set MSRs"))?;
+        if index == 0 {
+            vcpu.set_special_regs(&boot.sregs)
+                .map_err(hv("cannot set the boot CPU's segment registers"))?;
+            vcpu.set_regs(&boot.regs)
+                .map_err(hv("cannot set the boot CPU's registers"))?;
+            vcpu.set_fpu(&boot.fpu)
+                .map_err(hv("cannot set the boot CPU's FPU state"))?;
+        }
+        control.add_vcpu(vcpu.kicker());
+        vcpus.push(vcpu);
+    }
+
+    console.attach(devices.console_input(), control.clone());
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        let vcpu_control = control.clone();
+        let name = format!("vcpu{}", vcpu.index());
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || vcpu::run_loop(vcpu, engine, vcpu_control));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                control.stop(Outcome::UserStop);
+                join_all(threads);
+                console.detach();
+                return Err(Error::Thread(e));
+            }
+        }
+    }
+    let outcome = control.wait();
+    join_all(threads);
+    console.detach();
+    Ok(outcome)
+}
+
+fn join_all(threads: Vec<std::thread::JoinHandle<()>>) {
+    for t in threads {
+        if t.join().is_err() {
+            log::error!("a vCPU thread panicked");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! How a running VM ends: the first stop request wins, every vCPU is kicked
+//! out of the guest, and the VMM thread learns why the VM stopped.
+//!
+//! Devices reach this through [`devices::VmEventSink`] (debug-exit port,
+//! ACPI power-off, i8042 reset); vCPU threads through [`VmControl::stop`]
+//! when their engine reports a shutdown or a failure; the console through
+//! the same call when the user types the escape sequence.
+
+use devices::{VmEvent, VmEventSink};
+use hypervisor::VcpuKicker;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// Why a VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest wrote this value to the debug-exit port.
+    DebugExit(u8),
+    /// The guest powered off (ACPI S5 or the engine's power-off event).
+    PowerOff,
+    /// The guest asked for a reset (reboot).
+    Reset,
+    /// The user stopped the VM from the console.
+    UserStop,
+    /// The guest or the engine failed; the text says how, for the user.
+    Failed(String),
+}
+
+#[derive(Default)]
+struct State {
+    outcome: Option<Outcome>,
+    kickers: Vec<Arc<dyn VcpuKicker>>,
+    halted_vcpus: usize,
+    vcpus: usize,
+}
+
+/// Shared by the VMM thread, the vCPU threads, the devices and the console.
+#[derive(Default)]
+pub struct VmControl {
+    state: Mutex<State>,
+    stopped: Condvar,
+}
+
+impl VmControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking vCPU thread must not take the VMM down with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a vCPU so a stop can kick it out of the guest.
+    pub fn add_vcpu(&self, kicker: Arc<dyn VcpuKicker>) {
+        let mut s = self.lock();
+        s.vcpus += 1;
+        if s.outcome.is_some() {
+            kicker.kick();
+        }
+        s.kickers.push(kicker);
+    }
+
+    /// Requests a stop. The first request decides the outcome.
+    pub fn stop(&self, outcome: Outcome) {
+        let mut s = self.lock();
+        if s.outcome.is_none() {
+            s.outcome = Some(outcome);
+        }
+        for k in &s.kickers {
+            k.kick();
+        }
+        self.stopped.notify_all();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.lock().outcome.is_some()
+    }
+
+    /// Blocks until some thread has requested a stop and returns why.
+    pub fn wait(&self) -> Outcome {
+        let mut s = self.lock();
+        loop {
+            if let Some(o) = &s.outcome {
+                return o.clone();
+            }
+            s = self.stopped.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A vCPU halted with no way to be woken (HLT with interrupts off).
+    /// When every vCPU is in that state the guest can never run again, so
+    /// the VM stops instead of hanging.
+    pub fn vcpu_halted_forever(&self) {
+        let all = {
+            let mut s = self.lock();
+            s.halted_vcpus += 1;
+            s.halted_vcpus >= s.vcpus
+        };
+        if all {
+            self.stop(Outcome::Failed(
+                "the guest halted every vCPU with interrupts disabled; nothing can wake it"
+                    .to_string(),
+            ));
+        }
+    }
+}
+
+impl VmEventSink for VmControl {
+    fn request(&self, event: VmEvent) {
+        self.stop(match event {
+            VmEvent::Exit(code) => Outcome::DebugExit(code),
+            VmEvent::PowerOff => Outcome::PowerOff,
+            VmEvent::Reset => Outcome::Reset,
+            VmEvent::Panic => Outcome::Failed("the guest kernel panicked".to_string()),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct CountingKicker(AtomicUsize);
+    impl VcpuKicker for CountingKicker {
+        fn kick(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn clear(&self) {}
+    }
+
+    #[test]
+    fn first_stop_wins_and_kicks_every_vcpu() {
+        let c = VmControl::new();
+        let k = Arc::new(CountingKicker::default());
+        c.add_vcpu(k.clone());
+        c.request(VmEvent::Exit(3));
+        c.stop(Outcome::PowerOff);
+        assert_eq!(c.wait(), Outcome::DebugExit(3));
+        assert_eq!(k.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn all_vcpus_halted_stops_the_vm() {
+        let c = VmControl::new();
+        c.add_vcpu(Arc::new(CountingKicker::default()));
+        c.add_vcpu(Arc::new(CountingKicker::default()));
+        c.vcpu_halted_forever();
+        assert!(!c.is_stopping());
+        c.vcpu_halted_forever();
+        assert!(matches!(c.wait(), Outcome::Failed(_)));
+    }
+}

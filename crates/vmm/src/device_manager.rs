@@ -1,0 +1,146 @@
+//! Builds the machine's devices and maps them on the port and MMIO buses at
+//! the addresses `arch::layout` fixes, so the ACPI tables describe exactly
+//! what is there.
+
+use crate::console::{ConsoleInput, ConsoleOutput};
+use crate::control::VmControl;
+use arch::layout::ports;
+use devices::{
+    AcpiPmControl, AcpiPmEvent, AcpiPmTimer, AcpiReset, BusDevice, BusError, DebugExit, IoBus,
+    IrqLine, PciRoot, PortSink, Rtc, Serial, I8042,
+};
+use hypervisor::Vm;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot map {name} on the {bus} bus: {source}")]
+    Map {
+        name: &'static str,
+        bus: &'static str,
+        source: BusError,
+    },
+}
+
+/// An interrupt line wired to a GSI of the VM's interrupt controllers.
+struct GsiLine {
+    vm: Arc<dyn Vm>,
+    gsi: u32,
+}
+
+impl IrqLine for GsiLine {
+    fn set_level(&self, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
+            log::warn!("cannot set GSI {}: {e}", self.gsi);
+        }
+    }
+}
+
+/// The devices of one VM.
+pub struct DeviceManager {
+    pub io: Arc<IoBus>,
+    pub serial: Arc<Mutex<Serial>>,
+}
+
+/// Console input into the UART.
+struct SerialInput(Arc<Mutex<Serial>>);
+
+impl ConsoleInput for SerialInput {
+    fn enqueue(&self, bytes: &[u8]) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .enqueue_input(bytes)
+    }
+}
+
+impl DeviceManager {
+    pub fn new(
+        vm: Arc<dyn Vm>,
+        control: Arc<VmControl>,
+        memory_bytes: u64,
+    ) -> Result<Self, DeviceError> {
+        let io = IoBus::default();
+        let irq = |gsi| -> Arc<dyn IrqLine> {
+            Arc::new(GsiLine {
+                vm: vm.clone(),
+                gsi,
+            })
+        };
+
+        let serial = Arc::new(Mutex::new(Serial::new(
+            irq(ports::COM1_IRQ),
+            Box::new(ConsoleOutput),
+        )));
+        let pio: Vec<(&'static str, u16, u16, Arc<Mutex<dyn BusDevice>>)> = vec![
+            ("serial", ports::COM1, 8, serial.clone()),
+            (
+                "i8042",
+                ports::I8042_DATA,
+                5,
+                Arc::new(Mutex::new(I8042::new(control.clone()))),
+            ),
+            (
+                "rtc",
+                ports::RTC,
+                2,
+                Arc::new(Mutex::new(Rtc::new(memory_bytes))),
+            ),
+            ("post", ports::POST, 1, Arc::new(Mutex::new(PortSink))),
+            (
+                "debug-exit",
+                ports::DEBUG_EXIT,
+                4,
+                Arc::new(Mutex::new(DebugExit::new(control.clone()))),
+            ),
+            (
+                "pci",
+                ports::PCI_CONFIG_ADDRESS,
+                8,
+                Arc::new(Mutex::new(PciRoot::new())),
+            ),
+            (
+                "acpi-pm1a-evt",
+                ports::ACPI_PM1A_EVT,
+                4,
+                Arc::new(Mutex::new(AcpiPmEvent::new())),
+            ),
+            (
+                "acpi-pm1a-cnt",
+                ports::ACPI_PM1A_CNT,
+                2,
+                Arc::new(Mutex::new(AcpiPmControl::new(control.clone()))),
+            ),
+            (
+                "acpi-pm-tmr",
+                ports::ACPI_PM_TMR,
+                4,
+                Arc::new(Mutex::new(AcpiPmTimer::new())),
+            ),
+            (
+                "acpi-reset",
+                ports::ACPI_RESET,
+                1,
+                Arc::new(Mutex::new(AcpiReset::new(control.clone()))),
+            ),
+        ];
+        for (name, base, len, dev) in pio {
+            io.pio
+                .insert(u64::from(base), u64::from(len), dev)
+                .map_err(|source| DeviceError::Map {
+                    name,
+                    bus: "port",
+                    source,
+                })?;
+        }
+        Ok(DeviceManager {
+            io: Arc::new(io),
+            serial,
+        })
+    }
+
+    /// The UART's receive side, for the console.
+    pub fn console_input(&self) -> Arc<dyn ConsoleInput> {
+        Arc::new(SerialInput(self.serial.clone()))
+    }
+}
