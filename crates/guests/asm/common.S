@@ -446,8 +446,16 @@ exc_unexpected:
         mov F_ERROR(%rbx), %rdi
         mov $4, %esi
         call put_hex_prefixed
+        PRINT " cs "
+        mov F_CS(%rbx), %rdi
+        mov $4, %esi
+        call put_hex_prefixed
         PRINT " rip "
         mov F_RIP(%rbx), %rdi
+        mov $16, %esi
+        call put_hex_prefixed
+        PRINT " rsp "
+        mov F_RSP(%rbx), %rdi
         mov $16, %esi
         call put_hex_prefixed
         PRINT " cr2 "

@@ -24,8 +24,11 @@ pub struct Guest {
     /// The value the guest writes to the debug-exit port on success. Not
     /// meaningful when `expects_shutdown` is set.
     pub exit_status: u8,
-    /// vCPUs the guest needs (the tests run everything with 2).
+    /// vCPUs the guest needs to prove anything (2 for `smp`).
     pub min_cpus: usize,
+    /// vCPUs the expected output was written for: run with exactly this
+    /// many (`acpi` prints the MADT's CPU count, `smp` how many came up).
+    pub cpus: usize,
     /// Guest memory in MiB the expected output was written for.
     pub memory_mib: u32,
     /// The guest ends in a shutdown (triple fault) instead of a debug
@@ -45,6 +48,7 @@ macro_rules! guest {
             expected: include_str!(concat!("../expected/", $name, ".txt")),
             exit_status: $status,
             min_cpus: $cpus,
+            cpus: 2,
             memory_mib: 128,
             expects_shutdown: $shutdown,
         }
@@ -145,6 +149,11 @@ mod tests {
         for g in all() {
             let meta = std::fs::metadata(g.path).expect("build.rs built the guest");
             assert!(meta.len() > 64, "{} is too small", g.path);
+            assert!(
+                g.min_cpus <= g.cpus,
+                "{} needs more cpus than it runs with",
+                g.name
+            );
             assert!(
                 g.expected.starts_with(OUTPUT_BEGIN),
                 "{} expected output must start with the marker",

@@ -11,7 +11,6 @@ use guests::Guest;
 
 const QEMU: &str = "qemu-system-x86_64";
 const TIMEOUT: Duration = Duration::from_secs(30);
-const CPUS: usize = 2;
 
 /// `true` when QEMU can run; otherwise prints the skip line (and panics in CI).
 fn qemu_available() -> bool {
@@ -41,7 +40,7 @@ fn run_qemu(guest: &Guest, machine: &str) -> Run {
     let mut child = Command::new(QEMU)
         .args(["-M", machine, "-accel", "tcg", "-cpu", "max"])
         .args(["-m", &guest.memory_mib.to_string()])
-        .args(["-smp", &CPUS.max(guest.min_cpus).to_string()])
+        .args(["-smp", &guest.cpus.to_string()])
         .args(["-nographic", "-no-reboot", "-display", "none"])
         .args(["-serial", "stdio", "-monitor", "none"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
