@@ -217,7 +217,7 @@ fn check_elf(
             });
         }
         extent.start = extent.start.min(paddr);
-        extent.end = extent.end.max(paddr + memsz);
+        extent.end = extent.end.max(paddr.saturating_add(memsz));
     }
     if extent.end == 0 {
         return Err(LoadError::BadProgramHeaders);
