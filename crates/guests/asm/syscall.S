@@ -1,8 +1,8 @@
 # syscall: a GDT with user segments and a TSS, SYSCALL/SYSRET set up
 # through STAR/LSTAR/SFMASK and EFER.SCE. The kernel enters CPL3 with
-# SYSRETQ; the user code raises INT 0x80 (a DPL3 gate: the CPU must switch
-# to TSS.RSP0), sums 1..1000 and SYSCALLs back with the result in RDI and
-# its CS in RSI.
+# SYSRETQ; the user code sums 1..1000 and SYSCALLs back with the result
+# in RDI and its CS in RSI. Then, back at CPL3, it raises INT 0x80 (a DPL3
+# gate: the CPU must switch to TSS.RSP0) and SYSCALLs again.
         .include "common.S"
 
         .set MSR_EFER, 0xc0000080
@@ -63,14 +63,19 @@ guest_main:
         or $1, %eax                     # SCE
         wrmsr
 
-        lea user_code(%rip), %rcx
-        mov $0x2, %r11d                 # user RFLAGS: interrupts off
+        lea hook(%rip), %rax
+        mov %rax, exc_hook(%rip)
+        lea user_sum(%rip), %rcx
+        jmp to_user
+
+# to_user(rcx = user RIP): SYSRETQ to CPL3 with interrupts off.
+to_user:
+        mov $0x2, %r11d                 # user RFLAGS
         lea user_stack_top(%rip), %rsp
         sysretq
 
 # ---- CPL3
-user_code:
-        int $0x80
+user_sum:
         xor %eax, %eax
         mov $1, %ecx
 1:      add %rcx, %rax
@@ -79,6 +84,12 @@ user_code:
         jbe 1b
         mov %rax, %rdi
         mov %cs, %esi
+        syscall
+user_sum_end:
+        ud2
+
+user_int:
+        int $0x80
         syscall
         ud2
 
@@ -94,7 +105,17 @@ int80_isr:
         iretq
 
 syscall_entry:
-        mov kernel_rsp(%rip), %rsp
+        # A SYSCALL that left the CPU at CPL3 cannot print (port I/O
+        # faults): report it from the exception hook instead.
+        mov %cs, %eax
+        test $3, %eax
+        jz 1f
+        movl $1, syscall_at_cpl3(%rip)
+        ud2
+1:      mov kernel_rsp(%rip), %rsp
+        incl syscall_count(%rip)
+        cmpl $1, syscall_count(%rip)
+        jne after_int
         mov %rdi, %rbx                  # result
         mov %rsi, %r12                  # user CS
         mov %rcx, %r13                  # user RIP after SYSCALL
@@ -113,20 +134,22 @@ syscall_entry:
         je 3f
 2:      FAIL "user code did not run at cpl3"
 3:      PRINTLN "syscall: cpl3 ok"
-        lea user_code(%rip), %rax
+        lea user_sum_end(%rip), %rax
         cmp %rax, %r13
-        jb 4f
-        lea user_code_end(%rip), %rax
-        cmp %rax, %r13
-        jb 5f
-4:      FAIL "rcx does not hold the return address"
-5:      lea kstack0_top - INT_FRAME_SIZE(%rip), %rax
+        je 4f
+        FAIL "rcx does not hold the return address"
+4:      lea user_int(%rip), %rcx        # back to CPL3 for INT 0x80
+        jmp to_user
+
+after_int:
+        lea kstack0_top - INT_FRAME_SIZE(%rip), %rax
         cmp int80_rsp(%rip), %rax
         jne 6f
         cmpq $SEL_UCODE64 | 3, int80_cs(%rip)
         je 7f
 6:      FAIL "int 0x80 from cpl3 did not switch to tss.rsp0"
 7:      PRINTLN "syscall: int 0x80 from cpl3 ran on tss.rsp0"
+        movq $0, exc_hook(%rip)
         mov $SEL_DATA, %eax
         mov %eax, %ds
         mov %eax, %es
@@ -136,13 +159,28 @@ syscall_entry:
         pop %r12
         pop %rbx
         ret
-user_code_end:
+
+# hook(rdi = frame): names the two ways a CPU can get this guest wrong,
+# else reports the exception as unexpected.
+hook:
+        cmpl $0, syscall_at_cpl3(%rip)
+        je 1f
+        FAIL "syscall reached lstar but stayed at cpl3"
+1:      cmpq $6, F_VECTOR(%rdi)
+        jne 2f
+        lea user_int(%rip), %rax
+        cmp %rax, F_RIP(%rdi)
+        jne 2f
+        FAIL "int 0x80 from cpl3 raised #UD"
+2:      jmp exc_unexpected
 
         .section .data
         .p2align 3
 kernel_rsp:     .quad 0
 int80_rsp:      .quad 0
 int80_cs:       .quad 0
+syscall_count:  .long 0
+syscall_at_cpl3: .long 0
 
         .section .bss
         .p2align 4
