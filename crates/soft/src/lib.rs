@@ -1,1 +1,112 @@
-//! placeholder
+//! vessel's own x86-64 CPU engine: full virtualization in software.
+//!
+//! Guest code is decoded with iced-x86 into basic blocks cached by
+//! address ([`cache`]) and interpreted ([`exec`]) over the architectural
+//! state ([`cpu`]) with lazily computed flags ([`flags`]), a soft MMU with
+//! a TLB ([`mmu`]), precise exceptions and IDT delivery ([`interrupt`]).
+//! Privileged instructions are emulated, port and MMIO accesses go to the
+//! VMM's [`hypervisor::DeviceIo`] except those of the engine's own
+//! interrupt controllers (`devices::irqchip`). [`SoftHypervisor`]
+//! implements the engine-neutral `hypervisor` traits.
+
+pub mod cache;
+pub mod core;
+pub mod cpu;
+pub mod exception;
+pub mod exec;
+pub mod flags;
+pub mod interrupt;
+pub mod mmu;
+pub mod phys;
+pub mod seg;
+pub mod vcpu;
+pub mod vm;
+
+pub use vcpu::SoftVcpu;
+pub use vm::SoftVm;
+
+use hypervisor::{CpuidEntry, EngineKind, Hypervisor, Result, Vm};
+
+/// The most vCPUs a soft VM may have.
+pub const MAX_VCPUS: usize = 64;
+
+/// The soft engine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SoftHypervisor;
+
+impl SoftHypervisor {
+    pub fn new() -> Self {
+        SoftHypervisor
+    }
+}
+
+fn leaf(function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> CpuidEntry {
+    CpuidEntry {
+        function,
+        index: 0,
+        significant_index: false,
+        eax,
+        ebx,
+        ecx,
+        edx,
+    }
+}
+
+fn text(s: &[u8; 16]) -> [u32; 4] {
+    [0, 1, 2, 3].map(|i| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]))
+}
+
+impl Hypervisor for SoftHypervisor {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Soft
+    }
+
+    fn max_vcpus(&self) -> usize {
+        MAX_VCPUS
+    }
+
+    /// What the interpreter implements: an AMD-flavoured CPU (no
+    /// page-table isolation in Linux) with fpu tsc msr pae cx8 apic sep
+    /// pge cmov pat clflush fxsr sse sse2, cx16 popcnt, syscall nx rdtscp
+    /// lm, lahf_lm abm.
+    fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>> {
+        // "AuthenticAMD" in EBX, EDX, ECX order.
+        let vendor = *b"AuthenticAMD\0\0\0\0";
+        let v = text(&vendor);
+        let edx1 = (1 << 0)
+            | (1 << 3)
+            | (1 << 4)
+            | (1 << 5)
+            | (1 << 6)
+            | (1 << 8)
+            | (1 << 9)
+            | (1 << 13)
+            | (1 << 15)
+            | (1 << 16)
+            | (1 << 19)
+            | (1 << 24)
+            | (1 << 25)
+            | (1 << 26);
+        let ecx1 = (1 << 13) | (1 << 23) | (1 << 31);
+        let edx81 = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29) | (edx1 & 0x0183_f3ff);
+        let ecx81 = 1 | (1 << 5);
+        let b1 = text(b"vessel soft x86-");
+        let b2 = text(b"64 engine\0\0\0\0\0\0\0");
+        let b3 = [0u32; 4];
+        Ok(vec![
+            leaf(0, 1, v[0], v[2], v[1]),
+            // Family 0x17-like signature; CLFLUSH line 8 (64 bytes).
+            leaf(1, 0x0080_0f12, 8 << 8, ecx1, edx1),
+            leaf(0x8000_0000, 0x8000_0008, v[0], v[2], v[1]),
+            leaf(0x8000_0001, 0x0080_0f12, 0, ecx81, edx81),
+            leaf(0x8000_0002, b1[0], b1[1], b1[2], b1[3]),
+            leaf(0x8000_0003, b2[0], b2[1], b2[2], b2[3]),
+            leaf(0x8000_0004, b3[0], b3[1], b3[2], b3[3]),
+            leaf(0x8000_0008, 0x3028, 0, 0, 0),
+        ])
+    }
+
+    fn create_vm(&self) -> Result<Box<dyn Vm>> {
+        Ok(Box::new(SoftVm::new()))
+    }
+}

@@ -1,0 +1,193 @@
+//! Shifts and rotates: SHL/SAL, SHR, SAR, ROL, ROR, RCL, RCR, SHLD, SHRD.
+//! Flags follow the architecture where it defines them; where it leaves
+//! them undefined (OF for counts above one, AF) the values are this
+//! engine's choice and the differential harness masks them.
+
+use iced_x86::{Instruction, Mnemonic};
+
+use super::alu::rmw;
+use super::ops::{self, read};
+use crate::core::Core;
+use crate::exception::ExecResult;
+use crate::flags::{mask, CF, OF, PF, SF, ZF};
+
+fn szp(size: u32, r: u64) -> u64 {
+    let mut f = 0;
+    if r & mask(size) == 0 {
+        f |= ZF;
+    }
+    if (r >> (size - 1)) & 1 != 0 {
+        f |= SF;
+    }
+    if (r as u8).count_ones() % 2 == 0 {
+        f |= PF;
+    }
+    f
+}
+
+fn msb(v: u64, size: u32) -> bool {
+    (v >> (size - 1)) & 1 != 0
+}
+
+fn count(core: &mut Core, ins: &Instruction, idx: u32, size: u32) -> ExecResult<u32> {
+    let c = if ins.op_count() > idx {
+        read(core, ins, idx, 8)? as u32
+    } else {
+        1
+    };
+    Ok(c & if size == 64 { 63 } else { 31 })
+}
+
+pub fn shift(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
+    let size = ops::op_size(ins, 0);
+    let n = count(core, ins, 1, size)?;
+    if n == 0 {
+        // No change, but the operand is still accessed (and can fault).
+        read(core, ins, 0, size)?;
+        return Ok(());
+    }
+    let flags_in = core.cpu.flags.get();
+    let cin = flags_in & CF != 0;
+    let m_ = mask(size);
+    let mut out = 0u64;
+    rmw(core, ins, size, |_, v| {
+        let v = v & m_;
+        let (r, f) = match m {
+            Mnemonic::Shl | Mnemonic::Sal => {
+                let r = if n >= size { 0 } else { (v << n) & m_ };
+                let cf = n <= size && (v >> (size - n)) & 1 != 0;
+                let of = msb(r, size) != cf;
+                (
+                    r,
+                    szp(size, r) | if cf { CF } else { 0 } | if of { OF } else { 0 },
+                )
+            }
+            Mnemonic::Shr => {
+                let r = if n >= size { 0 } else { v >> n };
+                let cf = n <= size && (v >> (n - 1)) & 1 != 0;
+                let of = msb(v, size);
+                (
+                    r,
+                    szp(size, r) | if cf { CF } else { 0 } | if of { OF } else { 0 },
+                )
+            }
+            Mnemonic::Sar => {
+                let sv = ops::sext(v, size) as i64;
+                let r = (sv >> n.min(63)) as u64 & m_;
+                let cf = (sv >> (n - 1).min(63)) & 1 != 0;
+                (r, szp(size, r) | if cf { CF } else { 0 })
+            }
+            Mnemonic::Rol => {
+                let k = n % size;
+                let r = if k == 0 {
+                    v
+                } else {
+                    ((v << k) | (v >> (size - k))) & m_
+                };
+                let cf = r & 1 != 0;
+                let of = msb(r, size) != cf;
+                (
+                    r,
+                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
+                )
+            }
+            Mnemonic::Ror => {
+                let k = n % size;
+                let r = if k == 0 {
+                    v
+                } else {
+                    ((v >> k) | (v << (size - k))) & m_
+                };
+                let cf = msb(r, size);
+                let of = msb(r, size) != (((r >> (size - 2)) & 1) != 0);
+                (
+                    r,
+                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
+                )
+            }
+            Mnemonic::Rcl => {
+                let k = n % (size + 1);
+                let wide = (u128::from(v)) | (u128::from(cin) << size);
+                let w = size + 1;
+                let r = if k == 0 {
+                    wide
+                } else {
+                    ((wide << k) | (wide >> (w - k))) & ((1u128 << w) - 1)
+                };
+                let res = (r as u64) & m_;
+                let cf = (r >> size) & 1 != 0;
+                let of = msb(res, size) != cf;
+                (
+                    res,
+                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
+                )
+            }
+            Mnemonic::Rcr => {
+                let k = n % (size + 1);
+                let wide = (u128::from(v)) | (u128::from(cin) << size);
+                let w = size + 1;
+                let r = if k == 0 {
+                    wide
+                } else {
+                    ((wide >> k) | (wide << (w - k))) & ((1u128 << w) - 1)
+                };
+                let res = (r as u64) & m_;
+                let cf = (r >> size) & 1 != 0;
+                let of = msb(res, size) != (((res >> (size - 2)) & 1) != 0);
+                (
+                    res,
+                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
+                )
+            }
+            _ => (v, flags_in),
+        };
+        out = f;
+        r
+    })?;
+    core.cpu.flags.set_arith(out);
+    Ok(())
+}
+
+/// SHLD / SHRD.
+pub fn shift_double(core: &mut Core, ins: &Instruction, left: bool) -> ExecResult {
+    let size = ops::op_size(ins, 0);
+    let n = count(core, ins, 2, size)?;
+    let src = read(core, ins, 1, size)?;
+    if n == 0 {
+        read(core, ins, 0, size)?;
+        return Ok(());
+    }
+    let m_ = mask(size);
+    let mut out = 0;
+    rmw(core, ins, size, |_, v| {
+        let v = v & m_;
+        // Work on a double-width value so counts above the size (16-bit
+        // operands) behave like the hardware's funnel shift.
+        let (r, cf) = if left {
+            let wide = (u128::from(v) << size) | u128::from(src);
+            let wide = if size == 16 {
+                wide | (u128::from(v) << 32)
+            } else {
+                wide
+            };
+            let r = ((wide << n) >> size) as u64 & m_;
+            let cf = (wide >> (2 * size - n)) & 1 != 0;
+            (r, cf)
+        } else {
+            let wide = (u128::from(src) << size) | u128::from(v);
+            let wide = if size == 16 {
+                wide | (u128::from(v) << 32)
+            } else {
+                wide
+            };
+            let r = (wide >> n) as u64 & m_;
+            let cf = (wide >> (n - 1)) & 1 != 0;
+            (r, cf)
+        };
+        let of = msb(r, size) != msb(v, size);
+        out = szp(size, r) | if cf { CF } else { 0 } | if of { OF } else { 0 };
+        r
+    })?;
+    core.cpu.flags.set_arith(out);
+    Ok(())
+}

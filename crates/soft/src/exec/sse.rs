@@ -1,0 +1,612 @@
+//! SSE/SSE2 and the x87 housekeeping the kernel needs: 128-bit moves,
+//! integer and logical packed operations, scalar and packed single/double
+//! arithmetic, conversions, (U)COMIS, MXCSR access and FXSAVE/FXRSTOR.
+//! x87 arithmetic is not implemented.
+
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+use super::ops::{self, read, write};
+use crate::core::Core;
+use crate::cpu::{CR0_EM, CR0_TS, CR4_OSFXSR};
+use crate::exception::{ExecResult, Fault, Stop, NM};
+use crate::flags::{CF, PF, ZF};
+
+fn xmm_index(r: Register) -> Option<usize> {
+    let v = r as u32;
+    if (Register::XMM0 as u32..=Register::XMM15 as u32).contains(&v) {
+        Some((v - Register::XMM0 as u32) as usize)
+    } else {
+        None
+    }
+}
+
+fn check(core: &Core) -> ExecResult {
+    if core.cpu.cr0 & CR0_EM != 0 || core.cpu.cr4 & CR4_OSFXSR == 0 {
+        return Err(Fault::ud().into());
+    }
+    if core.cpu.cr0 & CR0_TS != 0 {
+        return Err(Fault::new(NM).into());
+    }
+    Ok(())
+}
+
+/// Reads a 128-bit (or narrower, zero-extended) operand.
+fn get(core: &mut Core, ins: &Instruction, i: u32, aligned: bool) -> ExecResult<u128> {
+    match ins.op_kind(i) {
+        OpKind::Register => {
+            let r = ins.op_register(i);
+            if let Some(x) = xmm_index(r) {
+                Ok(core.cpu.fpu.xmm[x])
+            } else {
+                Ok(u128::from(ops::reg_get(&core.cpu, r)))
+            }
+        }
+        OpKind::Memory => {
+            let size = ins.memory_size().size();
+            let (s, off) = ops::mem_loc(core, ins, i);
+            if size == 16 && aligned && off % 16 != 0 {
+                return Err(Fault::gp(0).into());
+            }
+            let mut b = [0u8; 16];
+            core.read_seg_buf(s, off, &mut b[..size.min(16)])?;
+            Ok(u128::from_le_bytes(b))
+        }
+        _ => Ok(u128::from(ins.immediate(i))),
+    }
+}
+
+/// Writes operand `i`: a whole XMM register, a GPR, or `bytes` of memory.
+fn put(
+    core: &mut Core,
+    ins: &Instruction,
+    i: u32,
+    v: u128,
+    bytes: usize,
+    aligned: bool,
+) -> ExecResult {
+    match ins.op_kind(i) {
+        OpKind::Register => {
+            let r = ins.op_register(i);
+            if let Some(x) = xmm_index(r) {
+                core.cpu.fpu.xmm[x] = v;
+            } else {
+                ops::reg_set(&mut core.cpu, r, v as u64);
+            }
+            Ok(())
+        }
+        _ => {
+            let (s, off) = ops::mem_loc(core, ins, i);
+            if bytes == 16 && aligned && off % 16 != 0 {
+                return Err(Fault::gp(0).into());
+            }
+            core.write_seg_buf(s, off, &v.to_le_bytes()[..bytes])
+        }
+    }
+}
+
+fn lanes<const N: usize>(a: u128, b: u128, f: impl Fn(u64, u64) -> u64) -> u128 {
+    let bits = 128 / N;
+    let m: u128 = if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
+    let mut r = 0u128;
+    for i in 0..N {
+        let x = ((a >> (i * bits)) & m) as u64;
+        let y = ((b >> (i * bits)) & m) as u64;
+        r |= (u128::from(f(x, y)) & m) << (i * bits);
+    }
+    r
+}
+
+fn f64s(a: u128) -> [f64; 2] {
+    [f64::from_bits(a as u64), f64::from_bits((a >> 64) as u64)]
+}
+
+fn f32s(a: u128) -> [f32; 4] {
+    [0, 1, 2, 3].map(|i| f32::from_bits((a >> (32 * i)) as u32))
+}
+
+fn from_f64s(v: [f64; 2]) -> u128 {
+    u128::from(v[0].to_bits()) | (u128::from(v[1].to_bits()) << 64)
+}
+
+fn from_f32s(v: [f32; 4]) -> u128 {
+    v.iter().enumerate().fold(0u128, |acc, (i, x)| {
+        acc | (u128::from(x.to_bits()) << (32 * i))
+    })
+}
+
+fn arith64(m: Mnemonic, a: f64, b: f64) -> f64 {
+    match m {
+        Mnemonic::Addsd | Mnemonic::Addpd => a + b,
+        Mnemonic::Subsd | Mnemonic::Subpd => a - b,
+        Mnemonic::Mulsd | Mnemonic::Mulpd => a * b,
+        Mnemonic::Divsd | Mnemonic::Divpd => a / b,
+        Mnemonic::Minsd | Mnemonic::Minpd => {
+            if a < b {
+                a
+            } else {
+                b
+            }
+        }
+        Mnemonic::Maxsd | Mnemonic::Maxpd => {
+            if a > b {
+                a
+            } else {
+                b
+            }
+        }
+        _ => b.sqrt(),
+    }
+}
+
+fn arith32(m: Mnemonic, a: f32, b: f32) -> f32 {
+    match m {
+        Mnemonic::Addss | Mnemonic::Addps => a + b,
+        Mnemonic::Subss | Mnemonic::Subps => a - b,
+        Mnemonic::Mulss | Mnemonic::Mulps => a * b,
+        Mnemonic::Divss | Mnemonic::Divps => a / b,
+        Mnemonic::Minss | Mnemonic::Minps => {
+            if a < b {
+                a
+            } else {
+                b
+            }
+        }
+        Mnemonic::Maxss | Mnemonic::Maxps => {
+            if a > b {
+                a
+            } else {
+                b
+            }
+        }
+        _ => b.sqrt(),
+    }
+}
+
+/// Converts to a signed integer the way CVT(T)SD2SI does: out of range
+/// and NaN give the "integer indefinite" value.
+fn to_int(x: f64, size: u32, truncate: bool) -> u64 {
+    let x = if truncate {
+        x.trunc()
+    } else {
+        x.round_ties_even()
+    };
+    let (lo, hi) = if size == 64 {
+        (-9.223_372_036_854_776e18, 9.223_372_036_854_776e18)
+    } else {
+        (-2_147_483_648.0, 2_147_483_648.0)
+    };
+    if x.is_nan() || x < lo || x >= hi {
+        if size == 64 {
+            1 << 63
+        } else {
+            0x8000_0000
+        }
+    } else {
+        (x as i64) as u64 & crate::flags::mask(size)
+    }
+}
+
+pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
+    use Mnemonic as M;
+    match m {
+        M::Fninit => {
+            core.cpu.fpu.fcw = 0x37f;
+            core.cpu.fpu.fsw = 0;
+            core.cpu.fpu.ftw = 0;
+            return Ok(());
+        }
+        M::Fnstcw => {
+            let v = core.cpu.fpu.fcw;
+            return write(core, ins, 0, 16, u64::from(v));
+        }
+        M::Fldcw => {
+            let v = read(core, ins, 0, 16)?;
+            core.cpu.fpu.fcw = v as u16;
+            return Ok(());
+        }
+        M::Fnstsw => {
+            let v = core.cpu.fpu.fsw;
+            return write(core, ins, 0, 16, u64::from(v));
+        }
+        M::Wait | M::Fnclex => return Ok(()),
+        _ => {}
+    }
+    check(core)?;
+    let x = |v: u128| v;
+    match m {
+        M::Movaps
+        | M::Movapd
+        | M::Movdqa
+        | M::Movups
+        | M::Movupd
+        | M::Movdqu
+        | M::Movntdq
+        | M::Movntps
+        | M::Movntpd
+        | M::Lddqu => {
+            let al = matches!(
+                m,
+                M::Movaps | M::Movapd | M::Movdqa | M::Movntdq | M::Movntps | M::Movntpd
+            );
+            let v = get(core, ins, 1, al)?;
+            put(core, ins, 0, v, 16, al)
+        }
+        M::Movd | M::Movq => {
+            let dst_x =
+                ins.op_kind(0) == OpKind::Register && xmm_index(ins.op_register(0)).is_some();
+            let bytes = if m == M::Movd { 4 } else { 8 };
+            let mask: u128 = if bytes == 4 {
+                0xffff_ffff
+            } else {
+                u64::MAX.into()
+            };
+            let v = get(core, ins, 1, false)? & mask;
+            if dst_x {
+                put(core, ins, 0, v, 16, false)
+            } else if ins.op_kind(0) == OpKind::Register {
+                ops::reg_set(&mut core.cpu, ins.op_register(0), v as u64);
+                Ok(())
+            } else {
+                put(core, ins, 0, v, bytes, false)
+            }
+        }
+        M::Movss | M::Movsd => {
+            let bytes = if m == M::Movss { 4 } else { 8 };
+            let mask: u128 = if bytes == 4 {
+                0xffff_ffff
+            } else {
+                u64::MAX.into()
+            };
+            let v = get(core, ins, 1, false)? & mask;
+            if ins.op_kind(0) == OpKind::Register {
+                let both_reg = ins.op_kind(1) == OpKind::Register;
+                let d = if both_reg {
+                    (get(core, ins, 0, false)? & !mask) | v
+                } else {
+                    v
+                };
+                put(core, ins, 0, d, 16, false)
+            } else {
+                put(core, ins, 0, v, bytes, false)
+            }
+        }
+        M::Movlps | M::Movlpd | M::Movhps | M::Movhpd => {
+            let high = matches!(m, M::Movhps | M::Movhpd);
+            if ins.op_kind(0) == OpKind::Register {
+                let d = get(core, ins, 0, false)?;
+                let s = get(core, ins, 1, false)? & u128::from(u64::MAX);
+                let r = if high {
+                    (d & u128::from(u64::MAX)) | (s << 64)
+                } else {
+                    (d & !u128::from(u64::MAX)) | s
+                };
+                put(core, ins, 0, r, 16, false)
+            } else {
+                let s = get(core, ins, 1, false)?;
+                let v = if high { s >> 64 } else { s };
+                put(core, ins, 0, v, 8, false)
+            }
+        }
+        M::Movnti => {
+            let size = ops::op_size(ins, 0);
+            let v = read(core, ins, 1, size)?;
+            write(core, ins, 0, size, v)
+        }
+        M::Pxor
+        | M::Xorps
+        | M::Xorpd
+        | M::Por
+        | M::Orps
+        | M::Orpd
+        | M::Pand
+        | M::Andps
+        | M::Andpd
+        | M::Pandn
+        | M::Andnps
+        | M::Andnpd => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let r = match m {
+                M::Pxor | M::Xorps | M::Xorpd => a ^ b,
+                M::Por | M::Orps | M::Orpd => a | b,
+                M::Pand | M::Andps | M::Andpd => a & b,
+                _ => !a & b,
+            };
+            put(core, ins, 0, x(r), 16, false)
+        }
+        M::Paddb
+        | M::Paddw
+        | M::Paddd
+        | M::Paddq
+        | M::Psubb
+        | M::Psubw
+        | M::Psubd
+        | M::Psubq
+        | M::Pcmpeqb
+        | M::Pcmpeqw
+        | M::Pcmpeqd
+        | M::Pminub
+        | M::Pmaxub => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let r = match m {
+                M::Paddb => lanes::<16>(a, b, |x, y| x.wrapping_add(y)),
+                M::Paddw => lanes::<8>(a, b, |x, y| x.wrapping_add(y)),
+                M::Paddd => lanes::<4>(a, b, |x, y| x.wrapping_add(y)),
+                M::Paddq => lanes::<2>(a, b, |x, y| x.wrapping_add(y)),
+                M::Psubb => lanes::<16>(a, b, |x, y| x.wrapping_sub(y)),
+                M::Psubw => lanes::<8>(a, b, |x, y| x.wrapping_sub(y)),
+                M::Psubd => lanes::<4>(a, b, |x, y| x.wrapping_sub(y)),
+                M::Psubq => lanes::<2>(a, b, |x, y| x.wrapping_sub(y)),
+                M::Pcmpeqb => lanes::<16>(a, b, |x, y| if x == y { u64::MAX } else { 0 }),
+                M::Pcmpeqw => lanes::<8>(a, b, |x, y| if x == y { u64::MAX } else { 0 }),
+                M::Pcmpeqd => lanes::<4>(a, b, |x, y| if x == y { u64::MAX } else { 0 }),
+                M::Pminub => lanes::<16>(a, b, |x, y| x.min(y)),
+                _ => lanes::<16>(a, b, |x, y| x.max(y)),
+            };
+            put(core, ins, 0, r, 16, false)
+        }
+        M::Pmovmskb => {
+            let a = get(core, ins, 1, false)?;
+            let r = (0..16).fold(0u64, |acc, i| {
+                acc | ((((a >> (i * 8 + 7)) & 1) as u64) << i)
+            });
+            ops::reg_set(&mut core.cpu, ins.op_register(0), r);
+            Ok(())
+        }
+        M::Pshufd => {
+            let a = get(core, ins, 1, true)?;
+            let imm = ins.immediate(2) as u32;
+            let r = (0..4).fold(0u128, |acc, i| {
+                let sel = (imm >> (2 * i)) & 3;
+                acc | (((a >> (32 * sel)) & 0xffff_ffff) << (32 * i))
+            });
+            put(core, ins, 0, r, 16, false)
+        }
+        M::Punpcklbw
+        | M::Punpcklwd
+        | M::Punpckldq
+        | M::Punpcklqdq
+        | M::Punpckhbw
+        | M::Punpckhwd
+        | M::Punpckhdq
+        | M::Punpckhqdq => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let (bits, high) = match m {
+                M::Punpcklbw => (8, false),
+                M::Punpcklwd => (16, false),
+                M::Punpckldq => (32, false),
+                M::Punpcklqdq => (64, false),
+                M::Punpckhbw => (8, true),
+                M::Punpckhwd => (16, true),
+                M::Punpckhdq => (32, true),
+                _ => (64, true),
+            };
+            let n = 64 / bits;
+            let em: u128 = (1u128 << bits) - 1;
+            let shift = if high { 64 } else { 0 };
+            let mut r = 0u128;
+            for i in 0..n {
+                let x = (a >> (shift + i * bits)) & em;
+                let y = (b >> (shift + i * bits)) & em;
+                r |= x << (2 * i * bits);
+                r |= y << ((2 * i + 1) * bits);
+            }
+            put(core, ins, 0, r, 16, false)
+        }
+        M::Pslldq | M::Psrldq => {
+            let a = get(core, ins, 0, false)?;
+            let n = (ins.immediate(1) as u32).min(16) * 8;
+            let r = if n >= 128 {
+                0
+            } else if m == M::Pslldq {
+                a << n
+            } else {
+                a >> n
+            };
+            put(core, ins, 0, r, 16, false)
+        }
+        M::Addsd | M::Subsd | M::Mulsd | M::Divsd | M::Minsd | M::Maxsd | M::Sqrtsd => {
+            let a = get(core, ins, 0, false)?;
+            let b = f64::from_bits(get(core, ins, 1, false)? as u64);
+            let r = arith64(m, f64::from_bits(a as u64), b);
+            put(
+                core,
+                ins,
+                0,
+                (a & !u128::from(u64::MAX)) | u128::from(r.to_bits()),
+                16,
+                false,
+            )
+        }
+        M::Addss | M::Subss | M::Mulss | M::Divss | M::Minss | M::Maxss | M::Sqrtss => {
+            let a = get(core, ins, 0, false)?;
+            let b = f32::from_bits(get(core, ins, 1, false)? as u32);
+            let r = arith32(m, f32::from_bits(a as u32), b);
+            put(
+                core,
+                ins,
+                0,
+                (a & !0xffff_ffffu128) | u128::from(r.to_bits()),
+                16,
+                false,
+            )
+        }
+        M::Addpd | M::Subpd | M::Mulpd | M::Divpd | M::Minpd | M::Maxpd | M::Sqrtpd => {
+            let a = f64s(get(core, ins, 0, false)?);
+            let b = f64s(get(core, ins, 1, true)?);
+            put(
+                core,
+                ins,
+                0,
+                from_f64s([arith64(m, a[0], b[0]), arith64(m, a[1], b[1])]),
+                16,
+                false,
+            )
+        }
+        M::Addps | M::Subps | M::Mulps | M::Divps | M::Minps | M::Maxps | M::Sqrtps => {
+            let a = f32s(get(core, ins, 0, false)?);
+            let b = f32s(get(core, ins, 1, true)?);
+            put(
+                core,
+                ins,
+                0,
+                from_f32s([0, 1, 2, 3].map(|i| arith32(m, a[i], b[i]))),
+                16,
+                false,
+            )
+        }
+        M::Cvtsi2sd | M::Cvtsi2ss => {
+            let size = ops::op_size(ins, 1);
+            let v = ops::sext(read(core, ins, 1, size)?, size) as i64;
+            let a = get(core, ins, 0, false)?;
+            let r = if m == M::Cvtsi2sd {
+                (a & !u128::from(u64::MAX)) | u128::from((v as f64).to_bits())
+            } else {
+                (a & !0xffff_ffffu128) | u128::from((v as f32).to_bits())
+            };
+            put(core, ins, 0, r, 16, false)
+        }
+        M::Cvttsd2si | M::Cvtsd2si | M::Cvttss2si | M::Cvtss2si => {
+            let size = ops::op_size(ins, 0);
+            let b = get(core, ins, 1, false)?;
+            let x = if matches!(m, M::Cvttsd2si | M::Cvtsd2si) {
+                f64::from_bits(b as u64)
+            } else {
+                f64::from(f32::from_bits(b as u32))
+            };
+            let r = to_int(x, size, matches!(m, M::Cvttsd2si | M::Cvttss2si));
+            write(core, ins, 0, size, r)
+        }
+        M::Cvtss2sd => {
+            let a = get(core, ins, 0, false)?;
+            let b = f32::from_bits(get(core, ins, 1, false)? as u32);
+            put(
+                core,
+                ins,
+                0,
+                (a & !u128::from(u64::MAX)) | u128::from(f64::from(b).to_bits()),
+                16,
+                false,
+            )
+        }
+        M::Cvtsd2ss => {
+            let a = get(core, ins, 0, false)?;
+            let b = f64::from_bits(get(core, ins, 1, false)? as u64);
+            put(
+                core,
+                ins,
+                0,
+                (a & !0xffff_ffffu128) | u128::from((b as f32).to_bits()),
+                16,
+                false,
+            )
+        }
+        M::Ucomisd | M::Comisd | M::Ucomiss | M::Comiss => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, false)?;
+            let (x, y) = if matches!(m, M::Ucomisd | M::Comisd) {
+                (f64::from_bits(a as u64), f64::from_bits(b as u64))
+            } else {
+                (
+                    f64::from(f32::from_bits(a as u32)),
+                    f64::from(f32::from_bits(b as u32)),
+                )
+            };
+            let f = if x.is_nan() || y.is_nan() {
+                ZF | PF | CF
+            } else if x < y {
+                CF
+            } else if x == y {
+                ZF
+            } else {
+                0
+            };
+            core.cpu.flags.set_arith(f);
+            Ok(())
+        }
+        M::Ldmxcsr => {
+            let v = read(core, ins, 0, 32)? as u32;
+            if v & 0xffff_0000 != 0 {
+                return Err(Fault::gp(0).into());
+            }
+            core.cpu.fpu.mxcsr = v;
+            Ok(())
+        }
+        M::Stmxcsr => {
+            let v = core.cpu.fpu.mxcsr;
+            write(core, ins, 0, 32, u64::from(v))
+        }
+        M::Fxsave | M::Fxsave64 => fxsave(core, ins),
+        M::Fxrstor | M::Fxrstor64 => fxrstor(core, ins),
+        _ => Err(Stop::Unsupported),
+    }
+}
+
+fn fxsave(core: &mut Core, ins: &Instruction) -> ExecResult {
+    let (s, off) = ops::mem_loc(core, ins, 0);
+    if off % 16 != 0 {
+        return Err(Fault::gp(0).into());
+    }
+    let f = core.cpu.fpu;
+    let mut b = [0u8; 512];
+    b[0..2].copy_from_slice(&f.fcw.to_le_bytes());
+    b[2..4].copy_from_slice(&f.fsw.to_le_bytes());
+    b[4] = f.ftw;
+    b[6..8].copy_from_slice(&f.fop.to_le_bytes());
+    b[8..16].copy_from_slice(&f.fip.to_le_bytes());
+    b[16..24].copy_from_slice(&f.fdp.to_le_bytes());
+    b[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+    b[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+    for i in 0..8 {
+        b[32 + 16 * i..48 + 16 * i].copy_from_slice(&f.st[i]);
+    }
+    for i in 0..16 {
+        b[160 + 16 * i..176 + 16 * i].copy_from_slice(&f.xmm[i].to_le_bytes());
+    }
+    // Write in 16-byte pieces so each stays within the operand checks.
+    let lin = core.seg_lin(s, off, 512, true)?;
+    core.translate(lin, crate::mmu::Access::Write, false)?;
+    core.translate(lin + 511, crate::mmu::Access::Write, false)?;
+    for i in 0..32 {
+        core.write_seg_buf(s, off + 16 * i as u64, &b[16 * i..16 * i + 16])?;
+    }
+    Ok(())
+}
+
+fn fxrstor(core: &mut Core, ins: &Instruction) -> ExecResult {
+    let (s, off) = ops::mem_loc(core, ins, 0);
+    if off % 16 != 0 {
+        return Err(Fault::gp(0).into());
+    }
+    let mut b = [0u8; 512];
+    for i in 0..32 {
+        core.read_seg_buf(s, off + 16 * i as u64, &mut b[16 * i..16 * i + 16])?;
+    }
+    let mxcsr = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+    if mxcsr & 0xffff_0000 != 0 {
+        return Err(Fault::gp(0).into());
+    }
+    let f = &mut core.cpu.fpu;
+    f.fcw = u16::from_le_bytes([b[0], b[1]]);
+    f.fsw = u16::from_le_bytes([b[2], b[3]]);
+    f.ftw = b[4];
+    f.fop = u16::from_le_bytes([b[6], b[7]]);
+    f.fip = u64::from_le_bytes(b[8..16].try_into().unwrap_or([0; 8]));
+    f.fdp = u64::from_le_bytes(b[16..24].try_into().unwrap_or([0; 8]));
+    f.mxcsr = mxcsr;
+    for i in 0..8 {
+        f.st[i].copy_from_slice(&b[32 + 16 * i..48 + 16 * i]);
+    }
+    for i in 0..16 {
+        let mut x = [0u8; 16];
+        x.copy_from_slice(&b[160 + 16 * i..176 + 16 * i]);
+        f.xmm[i] = u128::from_le_bytes(x);
+    }
+    Ok(())
+}

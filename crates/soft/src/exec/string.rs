@@ -1,0 +1,134 @@
+//! String instructions (MOVS, STOS, LODS, CMPS, SCAS, INS, OUTS) with
+//! REP/REPE/REPNE. Each iteration commits before the next, so a fault
+//! mid-way leaves RCX/RSI/RDI describing the remaining work, as on the
+//! hardware; long repeats yield every few thousand iterations (RIP stays
+//! on the instruction) so interrupts are not held off.
+
+use iced_x86::Instruction;
+
+use super::ops::{self, seg_index};
+use crate::core::Core;
+use crate::cpu::{RAX, RCX, RDI, RDX, RSI};
+use crate::exception::ExecResult;
+use crate::flags::{mask, FlagOp, DF};
+
+const BATCH: u32 = 4096;
+
+/// The string operation, independent of element size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrOp {
+    Movs,
+    Stos,
+    Lods,
+    Cmps,
+    Scas,
+    Ins,
+    Outs,
+}
+
+fn elem_size(ins: &Instruction) -> u32 {
+    (ins.memory_size().size() * 8) as u32
+}
+
+pub fn string(core: &mut Core, ins: &Instruction, m: StrOp) -> ExecResult {
+    let size = match m {
+        StrOp::Ins | StrOp::Outs => match ins.code() {
+            iced_x86::Code::Insb_m8_DX | iced_x86::Code::Outsb_DX_m8 => 8,
+            iced_x86::Code::Insw_m16_DX | iced_x86::Code::Outsw_DX_m16 => 16,
+            _ => 32,
+        },
+        _ => elem_size(ins),
+    };
+    let bytes = u64::from(size / 8);
+    let asz = ops::string_addr_size(ins);
+    let am = mask(asz);
+    let rep = ins.has_rep_prefix() || ins.has_repne_prefix();
+    let step = if core.cpu.flags.has(DF) {
+        bytes.wrapping_neg()
+    } else {
+        bytes
+    };
+    let src_seg = seg_index(ins.memory_segment());
+    let mut n = 0;
+    loop {
+        if rep {
+            if core.cpu.gpr[RCX] & am == 0 {
+                return Ok(());
+            }
+            if n == BATCH {
+                // Resume later at this same instruction.
+                core.cpu.rip = ins.ip();
+                return Ok(());
+            }
+        }
+        n += 1;
+        let si = core.cpu.gpr[RSI] & am;
+        let di = core.cpu.gpr[RDI] & am;
+        let mut stop = false;
+        match m {
+            StrOp::Movs => {
+                let v = core.read_seg(src_seg, si, bytes as usize)?;
+                core.write_seg(crate::cpu::ES, di, bytes as usize, v)?;
+                core.cpu.set_gpr(RSI, asz, si.wrapping_add(step));
+                core.cpu.set_gpr(RDI, asz, di.wrapping_add(step));
+            }
+            StrOp::Stos => {
+                let v = core.cpu.gpr[RAX];
+                core.write_seg(crate::cpu::ES, di, bytes as usize, v)?;
+                core.cpu.set_gpr(RDI, asz, di.wrapping_add(step));
+            }
+            StrOp::Lods => {
+                let v = core.read_seg(src_seg, si, bytes as usize)?;
+                core.cpu.set_gpr(RAX, size, v);
+                core.cpu.set_gpr(RSI, asz, si.wrapping_add(step));
+            }
+            StrOp::Cmps => {
+                let a = core.read_seg(src_seg, si, bytes as usize)?;
+                let b = core.read_seg(crate::cpu::ES, di, bytes as usize)?;
+                core.cpu
+                    .flags
+                    .set_lazy(FlagOp::Sub, size, a, b, a.wrapping_sub(b));
+                core.cpu.set_gpr(RSI, asz, si.wrapping_add(step));
+                core.cpu.set_gpr(RDI, asz, di.wrapping_add(step));
+                stop = true;
+            }
+            StrOp::Scas => {
+                let a = core.cpu.gpr[RAX] & mask(size);
+                let b = core.read_seg(crate::cpu::ES, di, bytes as usize)?;
+                core.cpu
+                    .flags
+                    .set_lazy(FlagOp::Sub, size, a, b, a.wrapping_sub(b));
+                core.cpu.set_gpr(RDI, asz, di.wrapping_add(step));
+                stop = true;
+            }
+            StrOp::Ins => {
+                super::system::io_allowed(core, core.cpu.gpr[RDX] as u16, bytes)?;
+                // Check the destination before the port read has side effects.
+                let lin = core.seg_lin(crate::cpu::ES, di, bytes, true)?;
+                core.translate(lin, crate::mmu::Access::Write, false)?;
+                let mut b = [0u8; 4];
+                core.pio_read(core.cpu.gpr[RDX] as u16, &mut b[..bytes as usize]);
+                core.write_seg_buf(crate::cpu::ES, di, &b[..bytes as usize])?;
+                core.cpu.set_gpr(RDI, asz, di.wrapping_add(step));
+            }
+            _ => {
+                super::system::io_allowed(core, core.cpu.gpr[RDX] as u16, bytes)?;
+                let mut b = [0u8; 4];
+                core.read_seg_buf(src_seg, si, &mut b[..bytes as usize])?;
+                core.pio_write(core.cpu.gpr[RDX] as u16, &b[..bytes as usize]);
+                core.cpu.set_gpr(RSI, asz, si.wrapping_add(step));
+            }
+        }
+        if !rep {
+            return Ok(());
+        }
+        let c = (core.cpu.gpr[RCX] & am).wrapping_sub(1) & am;
+        core.cpu.set_gpr(RCX, asz, c);
+        if stop {
+            let zf = core.cpu.flags.zf();
+            if (ins.has_repe_prefix() && !zf) || (ins.has_repne_prefix() && zf) {
+                return Ok(());
+            }
+        }
+    }
+}

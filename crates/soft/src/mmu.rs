@@ -1,0 +1,418 @@
+//! The soft MMU: translation of linear to physical addresses through the
+//! guest's page tables (32-bit, PAE and 4-level paging), with accessed and
+//! dirty bits, user/supervisor, write-protect and NX checks, and a small
+//! direct-mapped TLB flushed on CR3 writes, INVLPG and paging-mode changes.
+
+use crate::cpu::{Cpu, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_NXE};
+use crate::exception::{Fault, PF};
+use crate::phys::{Ram, PAGE};
+
+const TLB_SIZE: usize = 256;
+
+/// How memory is accessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Exec,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// Linear page number + 1 (0 = empty).
+    tag: u64,
+    /// Physical page address.
+    pa: u64,
+    /// Host address of the page when it is RAM, else 0.
+    host: usize,
+    writable: bool,
+    user: bool,
+    nx: bool,
+    dirty: bool,
+}
+
+/// A resolved page: physical page address and its host page if RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub pa: u64,
+    pub host: usize,
+}
+
+/// Translation lookaside buffer.
+#[derive(Debug, Clone)]
+pub struct Tlb {
+    e: Vec<Entry>,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            e: vec![Entry::default(); TLB_SIZE],
+        }
+    }
+}
+
+impl Tlb {
+    pub fn flush(&mut self) {
+        self.e.iter_mut().for_each(|e| e.tag = 0);
+    }
+
+    pub fn flush_page(&mut self, lin: u64) {
+        let vpn = lin >> 12;
+        let e = &mut self.e[(vpn as usize) % TLB_SIZE];
+        if e.tag == vpn + 1 {
+            e.tag = 0;
+        }
+    }
+}
+
+/// Who makes the access: `user` is true for CPL3 accesses other than
+/// implicit supervisor ones (descriptor tables, TSS, IDT).
+#[derive(Debug, Clone, Copy)]
+pub struct Who {
+    pub user: bool,
+}
+
+fn pf(cpu: &mut Cpu, lin: u64, acc: Access, who: Who, present: bool) -> Fault {
+    cpu.cr2 = lin;
+    let mut code = 0u32;
+    if present {
+        code |= 1;
+    }
+    if acc == Access::Write {
+        code |= 2;
+    }
+    if who.user {
+        code |= 4;
+    }
+    if acc == Access::Exec && cpu.efer & EFER_NXE != 0 {
+        code |= 0x10;
+    }
+    Fault::with_code(PF, code)
+}
+
+fn read_pte(ram: &Ram, pa: u64, wide: bool) -> Option<u64> {
+    let host = ram.page_host(pa)?;
+    let off = (pa & (PAGE - 1)) as usize;
+    if wide {
+        let mut b = [0u8; 8];
+        Ram::read(host, off, &mut b);
+        Some(u64::from_le_bytes(b))
+    } else {
+        let mut b = [0u8; 4];
+        Ram::read(host, off, &mut b);
+        Some(u64::from(u32::from_le_bytes(b)))
+    }
+}
+
+fn write_pte(ram: &Ram, pa: u64, wide: bool, v: u64) {
+    if let Some(host) = ram.page_host(pa) {
+        let off = (pa & (PAGE - 1)) as usize;
+        if wide {
+            ram.write(pa, host, off, &v.to_le_bytes());
+        } else {
+            ram.write(pa, host, off, &(v as u32).to_le_bytes());
+        }
+    }
+}
+
+const P: u64 = 1;
+const RW: u64 = 2;
+const US: u64 = 4;
+const A: u64 = 0x20;
+const D: u64 = 0x40;
+const PS: u64 = 0x80;
+const NXB: u64 = 1 << 63;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// Translates `lin`; fills the TLB on success.
+pub fn translate(
+    cpu: &mut Cpu,
+    tlb: &mut Tlb,
+    ram: &Ram,
+    lin: u64,
+    acc: Access,
+    who: Who,
+) -> Result<Page, Fault> {
+    let vpn = lin >> 12;
+    let slot = (vpn as usize) % TLB_SIZE;
+    let e = tlb.e[slot];
+    if e.tag == vpn + 1 {
+        if check(cpu, &e, acc, who) {
+            if acc != Access::Write || e.dirty {
+                return Ok(Page {
+                    pa: e.pa,
+                    host: e.host,
+                });
+            }
+        } else {
+            return Err(pf(cpu, lin, acc, who, true));
+        }
+    }
+    let ent = walk(cpu, ram, lin, acc, who)?;
+    tlb.e[slot] = Entry {
+        tag: vpn + 1,
+        ..ent
+    };
+    Ok(Page {
+        pa: ent.pa,
+        host: ent.host,
+    })
+}
+
+fn check(cpu: &Cpu, e: &Entry, acc: Access, who: Who) -> bool {
+    if who.user && !e.user {
+        return false;
+    }
+    match acc {
+        Access::Write => e.writable || (!who.user && cpu.cr0 & CR0_WP == 0),
+        Access::Exec => !(e.nx && cpu.efer & EFER_NXE != 0),
+        Access::Read => true,
+    }
+}
+
+fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Entry, Fault> {
+    if cpu.cr0 & CR0_PG == 0 {
+        let pa = lin & 0xffff_f000 & !(PAGE - 1);
+        let pa = if cpu.long_active() {
+            lin & !(PAGE - 1)
+        } else {
+            pa
+        };
+        return Ok(Entry {
+            tag: 0,
+            pa,
+            host: ram.page_host(pa).unwrap_or(0),
+            writable: true,
+            user: true,
+            nx: false,
+            dirty: true,
+        });
+    }
+    let (levels, wide, mut table): (u32, bool, u64) = if cpu.long_active() {
+        (4, true, cpu.cr3 & ADDR)
+    } else if cpu.cr4 & CR4_PAE != 0 {
+        // The PDPTE is read at each walk here (real CPUs cache the four
+        // PDPTEs at CR3 load; guests do not rely on the difference).
+        let idx = (lin >> 30) & 3;
+        let pdpte_pa = (cpu.cr3 & 0xffff_ffe0) + idx * 8;
+        let pdpte = read_pte(ram, pdpte_pa, true).unwrap_or(0);
+        if pdpte & P == 0 {
+            return Err(pf(cpu, lin, acc, who, false));
+        }
+        (2, true, pdpte & ADDR)
+    } else {
+        (2, false, cpu.cr3 & 0xffff_f000)
+    };
+    let mut writable = true;
+    let mut user = true;
+    let mut nx = false;
+    let mut level = levels;
+    loop {
+        let shift = if wide {
+            12 + 9 * (level - 1)
+        } else {
+            12 + 10 * (level - 1)
+        };
+        let idx = if wide {
+            (lin >> shift) & 0x1ff
+        } else {
+            (lin >> shift) & 0x3ff
+        };
+        let pte_pa = table + idx * if wide { 8 } else { 4 };
+        let pte = match read_pte(ram, pte_pa, wide) {
+            Some(v) => v,
+            None => return Err(pf(cpu, lin, acc, who, false)),
+        };
+        if pte & P == 0 {
+            return Err(pf(cpu, lin, acc, who, false));
+        }
+        writable &= pte & RW != 0;
+        user &= pte & US != 0;
+        nx |= wide && pte & NXB != 0;
+        let large = level > 1
+            && pte & PS != 0
+            && (level <= 2 || (level == 3 && wide))
+            && (wide || cpu.cr4 & CR4_PSE != 0);
+        if level == 1 || large {
+            let ent = Entry {
+                tag: 0,
+                pa: 0,
+                host: 0,
+                writable,
+                user,
+                nx,
+                dirty: pte & D != 0,
+            };
+            if !check(cpu, &ent, acc, who) {
+                return Err(pf(cpu, lin, acc, who, true));
+            }
+            let mut new = pte | A;
+            if acc == Access::Write {
+                new |= D;
+            }
+            if new != pte {
+                write_pte(ram, pte_pa, wide, new);
+            }
+            let pa = if large {
+                let size = 1u64 << shift;
+                let base = if wide {
+                    pte & ADDR & !(size - 1)
+                } else {
+                    // 4 MiB page: bits 13-20 hold physical address bits 32-39.
+                    (pte & 0xffc0_0000) | ((pte & 0x001f_e000) << 19)
+                };
+                base + (lin & (size - 1) & !(PAGE - 1))
+            } else {
+                pte & if wide { ADDR } else { 0xffff_f000 }
+            };
+            return Ok(Entry {
+                pa,
+                host: ram.page_host(pa).unwrap_or(0),
+                dirty: new & D != 0,
+                ..ent
+            });
+        }
+        if pte & A == 0 {
+            write_pte(ram, pte_pa, wide, pte | A);
+        }
+        table = pte & if wide { ADDR } else { 0xffff_f000 };
+        level -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{CR0_PE, EFER_LMA, EFER_LME};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    fn setup(pte_flags: u64) -> (Cpu, Ram, GuestMemoryMmap) {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100000)]).unwrap();
+        // PML4 at 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> PT 0x4000 -> page 0x8000 at va 0x400000.
+        mem.write_obj(0x2000u64 | 7, GuestAddress(0x1000)).unwrap();
+        mem.write_obj(0x3000u64 | 7, GuestAddress(0x2000)).unwrap();
+        mem.write_obj(0x4000u64 | 7, GuestAddress(0x3000 + 2 * 8))
+            .unwrap();
+        mem.write_obj(0x8000u64 | pte_flags, GuestAddress(0x4000))
+            .unwrap();
+        let mut cpu = Cpu::reset();
+        cpu.cr0 |= CR0_PE | CR0_PG | CR0_WP;
+        cpu.cr4 |= CR4_PAE;
+        cpu.efer = EFER_LME | EFER_LMA | EFER_NXE;
+        cpu.cr3 = 0x1000;
+        let ram = Ram::new(&mem);
+        (cpu, ram, mem)
+    }
+
+    #[test]
+    fn walk_sets_accessed_and_dirty() {
+        let (mut cpu, ram, mem) = setup(P | RW);
+        let mut tlb = Tlb::default();
+        let p = translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400123,
+            Access::Read,
+            Who { user: false },
+        )
+        .unwrap();
+        assert_eq!(p.pa, 0x8000);
+        let pte: u64 = mem.read_obj(GuestAddress(0x4000)).unwrap();
+        assert_eq!(pte & (A | D), A);
+        translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400123,
+            Access::Write,
+            Who { user: false },
+        )
+        .unwrap();
+        let pte: u64 = mem.read_obj(GuestAddress(0x4000)).unwrap();
+        assert_eq!(pte & D, D);
+    }
+
+    #[test]
+    fn faults_carry_error_code_and_cr2() {
+        let (mut cpu, ram, _mem) = setup(P | NXB);
+        let mut tlb = Tlb::default();
+        let e = translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400000,
+            Access::Write,
+            Who { user: false },
+        )
+        .unwrap_err();
+        assert_eq!(e.error, Some(3));
+        assert_eq!(cpu.cr2, 0x400000);
+        let e = translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400000,
+            Access::Read,
+            Who { user: true },
+        )
+        .unwrap_err();
+        assert_eq!(e.error, Some(5));
+        let e = translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400000,
+            Access::Exec,
+            Who { user: false },
+        )
+        .unwrap_err();
+        assert_eq!(e.error, Some(0x11));
+        let e = translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x600000,
+            Access::Read,
+            Who { user: false },
+        )
+        .unwrap_err();
+        assert_eq!(e.error, Some(0));
+    }
+
+    #[test]
+    fn tlb_is_used_until_flushed() {
+        let (mut cpu, ram, mem) = setup(P | RW);
+        let mut tlb = Tlb::default();
+        translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400000,
+            Access::Read,
+            Who { user: false },
+        )
+        .unwrap();
+        mem.write_obj(0u64, GuestAddress(0x4000)).unwrap();
+        assert!(translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400000,
+            Access::Read,
+            Who { user: false }
+        )
+        .is_ok());
+        tlb.flush_page(0x400000);
+        assert!(translate(
+            &mut cpu,
+            &mut tlb,
+            &ram,
+            0x400000,
+            Access::Read,
+            Who { user: false }
+        )
+        .is_err());
+    }
+}

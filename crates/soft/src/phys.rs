@@ -1,0 +1,240 @@
+//! Guest-physical memory as the engine sees it: the RAM regions of the
+//! shared `GuestMemoryMmap` as host pointers (the one audited place in
+//! this crate that touches guest RAM through raw pointers), and the
+//! per-page code generations that invalidate cached decoded blocks when
+//! any vCPU writes a page holding code.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+pub const PAGE: u64 = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    start: u64,
+    len: u64,
+    host: usize,
+}
+
+/// The guest's RAM. Holds a clone of the memory object so the mappings
+/// outlive every pointer taken from them.
+pub struct Ram {
+    _mem: GuestMemoryMmap,
+    regions: Vec<Region>,
+    has_code: Vec<AtomicBool>,
+    gen: Vec<AtomicU32>,
+}
+
+impl std::fmt::Debug for Ram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ram")
+            .field("regions", &self.regions)
+            .finish()
+    }
+}
+
+impl Ram {
+    pub fn new(mem: &GuestMemoryMmap) -> Self {
+        let mut regions = Vec::new();
+        let mut end = 0u64;
+        for r in mem.iter() {
+            let start = r.start_addr().0;
+            let len = r.len();
+            // A region without a host address cannot be reached; leave it
+            // to the MMIO path.
+            if let Ok(p) = r.get_host_address(vm_memory::MemoryRegionAddress(0)) {
+                regions.push(Region {
+                    start,
+                    len,
+                    host: p as usize,
+                });
+                end = end.max(start.saturating_add(len));
+            }
+        }
+        regions.sort_by_key(|r| r.start);
+        let pages = end.div_ceil(PAGE) as usize;
+        Ram {
+            _mem: mem.clone(),
+            regions,
+            has_code: (0..pages).map(|_| AtomicBool::new(false)).collect(),
+            gen: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// The host address of the page holding `pa`, if it is RAM.
+    #[inline]
+    pub fn page_host(&self, pa: u64) -> Option<usize> {
+        let page = pa & !(PAGE - 1);
+        for r in &self.regions {
+            if page >= r.start && page - r.start < r.len {
+                return Some(r.host + (page - r.start) as usize);
+            }
+        }
+        None
+    }
+
+    /// Copies from RAM at `pa` (the range must lie in one page).
+    #[inline]
+    pub fn read(host_page: usize, off: usize, buf: &mut [u8]) {
+        debug_assert!(off + buf.len() <= PAGE as usize);
+        // SAFETY: `host_page` came from `page_host`, so it is the start of
+        // a 4 KiB page inside a live mapping owned by `Ram::_mem`; the
+        // range stays within that page (checked by every caller, asserted
+        // above). Other vCPUs may write the same bytes concurrently, as on
+        // real hardware; the bytes are plain data with no invalid values.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (host_page + off) as *const u8,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        }
+    }
+
+    /// Copies into RAM; returns true when the page held cached code (now
+    /// invalidated).
+    #[inline]
+    pub fn write(&self, pa: u64, host_page: usize, off: usize, buf: &[u8]) -> bool {
+        debug_assert!(off + buf.len() <= PAGE as usize);
+        // SAFETY: as in `read`: a live, page-bounded range of guest RAM.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), (host_page + off) as *mut u8, buf.len())
+        }
+        self.note_write(pa)
+    }
+
+    /// Marks a write to physical page of `pa`; true when it held code.
+    #[inline]
+    pub fn note_write(&self, pa: u64) -> bool {
+        let i = (pa / PAGE) as usize;
+        match self.has_code.get(i) {
+            Some(c) if c.load(Ordering::Relaxed) => {
+                c.store(false, Ordering::Relaxed);
+                if let Some(g) = self.gen.get(i) {
+                    g.fetch_add(1, Ordering::Release);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks a page as holding decoded code and returns its generation.
+    pub fn mark_code(&self, pa: u64) -> u32 {
+        let i = (pa / PAGE) as usize;
+        if let Some(c) = self.has_code.get(i) {
+            c.store(true, Ordering::Relaxed);
+        }
+        self.generation(pa)
+    }
+
+    #[inline]
+    pub fn generation(&self, pa: u64) -> u32 {
+        self.gen
+            .get((pa / PAGE) as usize)
+            .map(|g| g.load(Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    /// Atomically compares and exchanges an aligned value of `size` bytes
+    /// (1, 2, 4, 8). Returns the old value and whether a page holding code
+    /// was written; stores `new` only when the old value equalled `expect`.
+    pub fn cmpxchg(
+        &self,
+        pa: u64,
+        host_page: usize,
+        off: usize,
+        size: usize,
+        expect: u64,
+        new: u64,
+    ) -> (u64, bool) {
+        use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8};
+        debug_assert!(off % size == 0 && off + size <= PAGE as usize);
+        let p = host_page + off;
+        // SAFETY (all arms): `p` is inside a live RAM page (see `read`) and
+        // aligned to `size` (asserted by the caller's alignment check), so
+        // it is valid for an atomic of that width; other threads only
+        // access guest RAM through raw copies or atomics, never references.
+        let old = match size {
+            1 => {
+                let a = unsafe { AtomicU8::from_ptr(p as *mut u8) };
+                match a.compare_exchange(
+                    expect as u8,
+                    new as u8,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(v) | Err(v) => u64::from(v),
+                }
+            }
+            2 => {
+                let a = unsafe { AtomicU16::from_ptr(p as *mut u16) };
+                match a.compare_exchange(
+                    expect as u16,
+                    new as u16,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(v) | Err(v) => u64::from(v),
+                }
+            }
+            4 => {
+                let a = unsafe { AtomicU32::from_ptr(p as *mut u32) };
+                match a.compare_exchange(
+                    expect as u32,
+                    new as u32,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(v) | Err(v) => u64::from(v),
+                }
+            }
+            _ => {
+                let a = unsafe { AtomicU64::from_ptr(p as *mut u64) };
+                match a.compare_exchange(expect, new, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(v) | Err(v) => v,
+                }
+            }
+        };
+        let expect = expect & crate::flags::mask(size as u32 * 8);
+        let code = old == expect && self.note_write(pa);
+        (old, code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    fn ram() -> Ram {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        Ram::new(&mem)
+    }
+
+    #[test]
+    fn reads_back_writes_and_tracks_code() {
+        let r = ram();
+        let h = r.page_host(0x2000).unwrap();
+        assert!(!r.write(0x2010, h, 0x10, &[1, 2, 3]));
+        let mut b = [0u8; 3];
+        Ram::read(h, 0x10, &mut b);
+        assert_eq!(b, [1, 2, 3]);
+        let g = r.mark_code(0x2000);
+        assert!(r.write(0x2010, h, 0x10, &[4]));
+        assert_ne!(r.generation(0x2000), g);
+        assert!(r.page_host(0x10000).is_none());
+    }
+
+    #[test]
+    fn cmpxchg_only_stores_on_match() {
+        let r = ram();
+        let h = r.page_host(0).unwrap();
+        r.write(0, h, 8, &5u64.to_le_bytes());
+        assert_eq!(r.cmpxchg(8, h, 8, 8, 4, 9).0, 5);
+        assert_eq!(r.cmpxchg(8, h, 8, 8, 5, 9).0, 5);
+        let mut b = [0u8; 8];
+        Ram::read(h, 8, &mut b);
+        assert_eq!(u64::from_le_bytes(b), 9);
+    }
+}

@@ -1,0 +1,441 @@
+//! The soft engine's vCPU: the `hypervisor::Vcpu` implementation and the
+//! run loop (block lookup, interpretation, exception and interrupt
+//! delivery, HLT sleeping, INIT/SIPI start-up, kicks).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use devices::irqchip::Startup;
+use hypervisor::{
+    CpuidEntry, DeviceIo, FpuState, Regs, Result, SpecialRegs, Vcpu, VcpuKicker, VmExit,
+};
+
+use crate::cache::BlockCache;
+use crate::core::Core;
+use crate::cpu::{Cpu, CS};
+use crate::exception::Stop;
+use crate::exec;
+use crate::flags;
+use crate::interrupt::{self, Source};
+use crate::mmu::Access;
+use crate::vm::{Shared, Signal};
+
+/// The host TSC.
+pub fn host_tsc() -> u64 {
+    // SAFETY: RDTSC has no memory effects; every x86-64 CPU has it.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Running,
+    Halted,
+    /// An AP waiting for a start-up IPI.
+    WaitSipi,
+}
+
+/// One soft vCPU.
+pub struct SoftVcpu {
+    pub(crate) core: Core,
+    cache: BlockCache,
+    signal: Arc<Signal>,
+    state: RunState,
+    /// The irqchip may hold an interrupt for us (sticky until none is).
+    maybe_irq: bool,
+}
+
+/// How many blocks run between checks of the clock and kicks.
+const POLL_BLOCKS: u32 = 256;
+
+impl SoftVcpu {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        io: Arc<dyn DeviceIo>,
+        index: usize,
+        signal: Arc<Signal>,
+    ) -> Self {
+        let has_irq = shared.irq.get().is_some();
+        let mut core = Core::new(shared, io, index);
+        if index > 0 {
+            core.cpu.apic_base &= !(1 << 8);
+        }
+        SoftVcpu {
+            core,
+            cache: BlockCache::default(),
+            signal,
+            state: if index > 0 && has_irq {
+                RunState::WaitSipi
+            } else {
+                RunState::Running
+            },
+            maybe_irq: true,
+        }
+    }
+
+    /// Instructions retired so far.
+    pub fn retired(&self) -> u64 {
+        self.core.retired
+    }
+
+    fn handle_startup(&mut self) {
+        let Some(irq) = self.core.shared.irq.get().cloned() else {
+            return;
+        };
+        while let Some(s) = irq.take_startup(self.core.index) {
+            match s {
+                Startup::Init => {
+                    let apic = self.core.cpu.apic_base;
+                    self.core.cpu = Cpu::reset();
+                    self.core.cpu.apic_base = apic;
+                    self.core.tlb.flush();
+                    self.state = RunState::WaitSipi;
+                }
+                Startup::Sipi(v) => {
+                    if self.state == RunState::WaitSipi {
+                        let c = &mut self.core.cpu;
+                        c.seg[CS].selector = u16::from(v) << 8;
+                        c.seg[CS].base = u64::from(v) << 12;
+                        c.rip = 0;
+                        self.state = RunState::Running;
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_timers(&self) -> Option<Instant> {
+        let irq = self.core.shared.irq.get()?;
+        let now = Instant::now();
+        match irq.next_deadline() {
+            Some(d) if d <= now => {
+                irq.poll(now);
+                irq.next_deadline()
+            }
+            d => d,
+        }
+    }
+
+    /// Takes an external interrupt when one is pending and allowed.
+    fn try_interrupt(&mut self) -> std::result::Result<bool, Stop> {
+        if self.signal.attention.swap(false, Ordering::SeqCst) {
+            self.maybe_irq = true;
+            self.handle_startup();
+        }
+        if !self.maybe_irq || !self.core.cpu.flags.has(flags::IF) || self.core.cpu.int_shadow {
+            return Ok(false);
+        }
+        let Some(irq) = self.core.shared.irq.get().cloned() else {
+            self.maybe_irq = false;
+            return Ok(false);
+        };
+        match irq.ack(self.core.index) {
+            Some(v) => {
+                self.state = RunState::Running;
+                if let Err(f) = interrupt::deliver(&mut self.core, v, None, Source::External) {
+                    interrupt::raise(&mut self.core, f)?;
+                }
+                Ok(true)
+            }
+            None => {
+                self.maybe_irq = false;
+                Ok(false)
+            }
+        }
+    }
+
+    fn failure(&mut self) -> VmExit {
+        let rip = self.core.cpu.rip;
+        let mut bytes = vec![0u8; 15];
+        let lin = self.core.cpu.seg[CS].base.wrapping_add(rip);
+        let lin = if self.core.cpu.mode64() { rip } else { lin };
+        if self
+            .core
+            .read_lin(lin, &mut bytes, Access::Exec, true)
+            .is_err()
+        {
+            bytes.clear();
+        }
+        VmExit::EmulationFailure { rip, bytes }
+    }
+
+    /// Waits while halted or waiting for SIPI. Returns an exit when the
+    /// run must end.
+    fn idle(&mut self) -> Option<VmExit> {
+        loop {
+            if self.signal.kicked.load(Ordering::SeqCst) {
+                return Some(VmExit::Interrupted);
+            }
+            if self.signal.attention.swap(false, Ordering::SeqCst) {
+                self.maybe_irq = true;
+                self.handle_startup();
+            }
+            match self.state {
+                RunState::Running => return None,
+                RunState::Halted => {
+                    let Some(irq) = self.core.shared.irq.get().cloned() else {
+                        self.state = RunState::Running;
+                        return Some(VmExit::Hlt);
+                    };
+                    if !self.core.cpu.flags.has(flags::IF) {
+                        self.state = RunState::Running;
+                        return Some(VmExit::Hlt);
+                    }
+                    if irq.has_interrupt(self.core.index) {
+                        self.maybe_irq = true;
+                        self.state = RunState::Running;
+                        return None;
+                    }
+                }
+                RunState::WaitSipi => {}
+            }
+            let deadline = self.poll_timers();
+            let wait = deadline
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(50))
+                .min(Duration::from_millis(50));
+            if !wait.is_zero() {
+                self.signal.wait(wait);
+            }
+        }
+    }
+
+    fn run_loop(&mut self) -> VmExit {
+        let mut n: u32 = 0;
+        loop {
+            if self.state != RunState::Running {
+                if let Some(e) = self.idle() {
+                    return e;
+                }
+            }
+            n = n.wrapping_add(1);
+            if n % POLL_BLOCKS == 0 {
+                if self.signal.kicked.load(Ordering::SeqCst) {
+                    return VmExit::Interrupted;
+                }
+                self.poll_timers();
+            }
+            match self.try_interrupt() {
+                Ok(_) => {}
+                Err(Stop::Shutdown) => return VmExit::Shutdown,
+                Err(_) => return self.failure(),
+            }
+            self.core.cpu.int_shadow = false;
+            let block = match self.cache.lookup(&mut self.core) {
+                Ok(b) => b,
+                Err(Stop::Fault(f)) => {
+                    if interrupt::raise(&mut self.core, f).is_err() {
+                        return VmExit::Shutdown;
+                    }
+                    continue;
+                }
+                Err(_) => return self.failure(),
+            };
+            for ins in &block.instrs {
+                match exec::step(&mut self.core, ins) {
+                    Ok(()) => {
+                        self.core.retired += 1;
+                        if self.core.code_written {
+                            self.core.code_written = false;
+                            break;
+                        }
+                    }
+                    Err(Stop::EndBlock) => {
+                        self.core.retired += 1;
+                        self.core.code_written = false;
+                        break;
+                    }
+                    Err(Stop::Fault(f)) => {
+                        if interrupt::raise(&mut self.core, f).is_err() {
+                            return VmExit::Shutdown;
+                        }
+                        break;
+                    }
+                    Err(Stop::Halt) => {
+                        self.core.retired += 1;
+                        self.state = RunState::Halted;
+                        break;
+                    }
+                    Err(Stop::Shutdown) => return VmExit::Shutdown,
+                    Err(Stop::Unsupported) => return self.failure(),
+                }
+            }
+        }
+    }
+}
+
+fn seg_out(s: &hypervisor::Segment) -> hypervisor::Segment {
+    *s
+}
+
+impl Vcpu for SoftVcpu {
+    fn index(&self) -> usize {
+        self.core.index
+    }
+
+    fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
+        self.core.cpuid = entries.to_vec();
+        Ok(())
+    }
+
+    fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<()> {
+        for &(i, v) in msrs {
+            if !exec::system::wrmsr_value(&mut self.core, i, v) {
+                log::debug!("soft: ignoring write of unmodelled msr {i:#x}");
+            }
+        }
+        Ok(())
+    }
+
+    fn get_msr(&mut self, index: u32) -> Result<u64> {
+        exec::system::rdmsr_value(&self.core, index).ok_or_else(|| {
+            hypervisor::Error::Engine(format!("soft engine: msr {index:#x} is not modelled"))
+        })
+    }
+
+    fn regs(&mut self) -> Result<Regs> {
+        let c = &self.core.cpu;
+        let g = &c.gpr;
+        Ok(Regs {
+            rax: g[0],
+            rcx: g[1],
+            rdx: g[2],
+            rbx: g[3],
+            rsp: g[4],
+            rbp: g[5],
+            rsi: g[6],
+            rdi: g[7],
+            r8: g[8],
+            r9: g[9],
+            r10: g[10],
+            r11: g[11],
+            r12: g[12],
+            r13: g[13],
+            r14: g[14],
+            r15: g[15],
+            rip: c.rip,
+            rflags: c.flags.get(),
+        })
+    }
+
+    fn set_regs(&mut self, r: &Regs) -> Result<()> {
+        let c = &mut self.core.cpu;
+        c.gpr = [
+            r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ];
+        c.rip = r.rip;
+        c.flags.set(r.rflags);
+        Ok(())
+    }
+
+    fn special_regs(&mut self) -> Result<SpecialRegs> {
+        let c = &self.core.cpu;
+        Ok(SpecialRegs {
+            cs: seg_out(&c.seg[1]),
+            ds: seg_out(&c.seg[3]),
+            es: seg_out(&c.seg[0]),
+            fs: seg_out(&c.seg[4]),
+            gs: seg_out(&c.seg[5]),
+            ss: seg_out(&c.seg[2]),
+            tr: c.tr,
+            ldt: c.ldtr,
+            gdt: c.gdtr,
+            idt: c.idtr,
+            cr0: c.cr0,
+            cr2: c.cr2,
+            cr3: c.cr3,
+            cr4: c.cr4,
+            cr8: self
+                .core
+                .shared
+                .irq
+                .get()
+                .map(|i| u64::from(i.tpr(self.core.index) >> 4))
+                .unwrap_or(0),
+            efer: c.efer,
+            apic_base: c.apic_base,
+        })
+    }
+
+    fn set_special_regs(&mut self, s: &SpecialRegs) -> Result<()> {
+        let c = &mut self.core.cpu;
+        c.seg = [s.es, s.cs, s.ss, s.ds, s.fs, s.gs];
+        c.tr = s.tr;
+        c.ldtr = s.ldt;
+        c.gdtr = s.gdt;
+        c.idtr = s.idt;
+        c.cr0 = s.cr0;
+        c.cr2 = s.cr2;
+        c.cr3 = s.cr3;
+        c.cr4 = s.cr4;
+        c.efer = s.efer;
+        if s.apic_base != 0 {
+            c.apic_base = s.apic_base;
+        }
+        if let Some(i) = self.core.shared.irq.get() {
+            i.set_tpr(self.core.index, ((s.cr8 & 0xf) << 4) as u8);
+        }
+        self.core.tlb.flush();
+        Ok(())
+    }
+
+    fn fpu(&mut self) -> Result<FpuState> {
+        let f = &self.core.cpu.fpu;
+        Ok(FpuState {
+            st: f.st,
+            fcw: f.fcw,
+            fsw: f.fsw,
+            ftw: f.ftw,
+            last_opcode: f.fop,
+            last_ip: f.fip,
+            last_dp: f.fdp,
+            xmm: f.xmm.map(|x| x.to_le_bytes()),
+            mxcsr: f.mxcsr,
+        })
+    }
+
+    fn set_fpu(&mut self, s: &FpuState) -> Result<()> {
+        let f = &mut self.core.cpu.fpu;
+        f.st = s.st;
+        f.fcw = s.fcw;
+        f.fsw = s.fsw;
+        f.ftw = s.ftw;
+        f.fop = s.last_opcode;
+        f.fip = s.last_ip;
+        f.fdp = s.last_dp;
+        f.xmm = s.xmm.map(u128::from_le_bytes);
+        f.mxcsr = s.mxcsr;
+        Ok(())
+    }
+
+    fn read_virtual(&mut self, gva: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (buf.len() - done).min(16);
+            self.core
+                .read_lin(
+                    gva.wrapping_add(done as u64),
+                    &mut buf[done..done + n],
+                    Access::Read,
+                    true,
+                )
+                .map_err(|_| {
+                    hypervisor::Error::Engine(format!("soft engine: {gva:#x} does not translate"))
+                })?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<VmExit> {
+        if self.signal.kicked.load(Ordering::SeqCst) {
+            return Ok(VmExit::Interrupted);
+        }
+        Ok(self.run_loop())
+    }
+
+    fn kicker(&self) -> Arc<dyn VcpuKicker> {
+        self.signal.clone()
+    }
+}
