@@ -31,3 +31,4 @@ pub use pci::{PciDevice, PciError, PciHostBridge, PciRoot};
 pub use port_sink::PortSink;
 pub use rtc::Rtc;
 pub use serial::{Serial, SerialError};
+pub mod irqchip;
