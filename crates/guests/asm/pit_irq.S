@@ -1,12 +1,16 @@
 # pit_irq: the 8254 PIT's IRQ0 reaches the CPU through the IOAPIC (at the
 # GSI the MADT's interrupt source override names) and the local APIC:
 # channel 0 as a 1 kHz rate generator, ten interrupts counted with sti;hlt.
+# A one-shot local APIC timer (about 3 s) is the watchdog: if the PIT's
+# interrupts never come, the guest fails instead of halting forever.
         .include "common.S"
         .include "acpi_lib.S"
 
         .set PIT_VECTOR, 0x30
         .set PIT_DIVISOR, 1193          # 1.193182 MHz / 1193 = 1 kHz
         .set TICKS, 10
+        .set WATCHDOG_VECTOR, 0x41
+        .set WATCHDOG_COUNT, 23437500   # x 128 = 3 s at a 1 GHz APIC bus
 
 guest_main:
         push %rbx
@@ -51,6 +55,19 @@ guest_main:
         mov $PIT_VECTOR, %esi
         call ioapic_write
 
+        mov $WATCHDOG_VECTOR, %edi
+        lea watchdog_isr(%rip), %rsi
+        call idt_set_gate
+        mov $0x3e0, %edi                # divide by 128
+        mov $0xa, %esi
+        call lapic_write
+        mov $0x320, %edi                # LVT timer: one-shot
+        mov $WATCHDOG_VECTOR, %esi
+        call lapic_write
+        mov $0x380, %edi
+        mov $WATCHDOG_COUNT, %esi
+        call lapic_write
+
         mov $0x34, %al                  # channel 0, lobyte/hibyte, mode 2
         out %al, $0x43
         mov $PIT_DIVISOR & 0xff, %al
@@ -67,6 +84,9 @@ guest_main:
 4:      lea 0x10(,%r12,2), %edi         # mask the entry again
         mov $0x10000 | PIT_VECTOR, %esi
         call ioapic_write
+        mov $0x320, %edi                # disarm the watchdog
+        mov $0x10000 | WATCHDOG_VECTOR, %esi
+        call lapic_write
         PRINTLN "pit: 10 ticks"
         pop %r12
         pop %rbx
@@ -76,6 +96,15 @@ pit_isr:
         incl ticks(%rip)
         call lapic_eoi
         iretq
+
+watchdog_isr:
+        PRINT "pit: "
+        mov ticks(%rip), %edi
+        call put_dec
+        PRINTLN " ticks before the watchdog"
+        PRINTLN "FAIL: timeout waiting for pit interrupts"
+        mov $EXIT_TIMEOUT, %edi
+        jmp exit
 
         .section .data
         .p2align 2
