@@ -1,7 +1,6 @@
 //! The `vessel` command line: parses arguments, hands them to the VMM, and
 //! turns how the VM ended into this process's exit status.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,7 +92,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let console = vmm::console::Console::start();
     let outcome = vmm::run_vm(&config, &console);
     drop(console); // restores the terminal before anything more is printed
-    Ok(match outcome.context("the VM could not run")? {
+    Ok(match outcome? {
         Outcome::DebugExit(code) => ExitCode::from(code),
         Outcome::PowerOff | Outcome::Reset => ExitCode::SUCCESS,
         Outcome::UserStop => {

@@ -19,22 +19,22 @@ use std::sync::Arc;
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open kernel {path}: {source}")]
+    #[error("cannot open kernel {path}")]
     KernelOpen {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot load kernel {path}: {source}")]
+    #[error("cannot load kernel {path}")]
     KernelLoad {
         path: PathBuf,
         source: arch::LoadError,
     },
-    #[error("cannot open initrd {path}: {source}")]
+    #[error("cannot open initrd {path}")]
     InitrdOpen {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot load initrd {path}: {source}")]
+    #[error("cannot load initrd {path}")]
     InitrdLoad {
         path: PathBuf,
         source: arch::LoadError,
@@ -49,19 +49,19 @@ pub enum Error {
     },
     #[error(transparent)]
     Memory(#[from] MemoryError),
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Hypervisor {
         op: &'static str,
         source: hypervisor::Error,
     },
-    #[error("cannot build ACPI tables: {0}")]
+    #[error("cannot build ACPI tables")]
     Acpi(#[from] arch::AcpiError),
-    #[error("cannot set up the boot state: {0}")]
+    #[error("cannot set up the boot state")]
     Boot(#[from] arch::BootError),
     #[error(transparent)]
     Devices(#[from] DeviceError),
-    #[error("cannot start a vCPU thread: {0}")]
-    Thread(std::io::Error),
+    #[error("cannot start a vCPU thread")]
+    Thread(#[source] std::io::Error),
 }
 
 fn hv(op: &'static str) -> impl FnOnce(hypervisor::Error) -> Error {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    #[error("cannot map {name} on the {bus} bus: {source}")]
+    #[error("cannot map {name} on the {bus} bus")]
     Map {
         name: &'static str,
         bus: &'static str,

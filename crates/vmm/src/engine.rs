@@ -11,7 +11,7 @@ use kvm::detect::{DeviceState, KvmSupport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot use KVM: {0}")]
+    #[error("cannot use KVM")]
     Kvm(#[source] hypervisor::Error),
     #[error(
         "the software engine cannot run guests yet (it is being built); \
