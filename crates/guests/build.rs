@@ -20,6 +20,8 @@ const GUESTS: &[&str] = &[
     "smp",
     "syscall",
     "triple_fault",
+    "poweroff",
+    "reboot",
 ];
 
 fn run(cmd: &mut Command) {

@@ -21,8 +21,8 @@ pub struct Guest {
     pub path: &'static str,
     /// Serial output expected from [`OUTPUT_BEGIN`] on (`\n` line ends).
     pub expected: &'static str,
-    /// The value the guest writes to the debug-exit port on success. Not
-    /// meaningful when `expects_shutdown` is set.
+    /// The value the guest writes to the debug-exit port on success. Only
+    /// meaningful when `ending` is [`Ending::DebugExit`].
     pub exit_status: u8,
     /// vCPUs the guest needs to prove anything (2 for `smp`).
     pub min_cpus: usize,
@@ -31,26 +31,39 @@ pub struct Guest {
     pub cpus: usize,
     /// Guest memory in MiB the expected output was written for.
     pub memory_mib: u32,
-    /// The guest ends in a shutdown (triple fault) instead of a debug
-    /// exit: vessel exits non-zero with a message; QEMU with `-no-reboot`
-    /// exits 0 and prints nothing more.
-    pub expects_shutdown: bool,
+    /// How the guest ends.
+    pub ending: Ending,
+}
+
+/// How a test guest ends, and so what the machine running it must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Writes `exit_status` to the debug-exit port.
+    DebugExit,
+    /// Triple-faults: vessel exits non-zero naming the shutdown; QEMU with
+    /// `-no-reboot` exits 0.
+    TripleFault,
+    /// Enters ACPI S5: vessel and QEMU exit 0.
+    PowerOff,
+    /// Pulses the reset line: vessel reboots the guest (or exits 0 with
+    /// `--no-reboot`); QEMU with `-no-reboot` exits 0.
+    Reset,
 }
 
 macro_rules! guest {
     ($name:literal) => {
-        guest!($name, exit_status: 0, min_cpus: 1, shutdown: false)
+        guest!($name, min_cpus: 1, ending: Ending::DebugExit)
     };
-    ($name:literal, exit_status: $status:expr, min_cpus: $cpus:expr, shutdown: $shutdown:expr) => {
+    ($name:literal, min_cpus: $cpus:expr, ending: $ending:expr) => {
         Guest {
             name: $name,
             path: concat!(env!("OUT_DIR"), "/", $name, ".elf"),
             expected: include_str!(concat!("../expected/", $name, ".txt")),
-            exit_status: $status,
+            exit_status: 0,
             min_cpus: $cpus,
             cpus: 2,
             memory_mib: 128,
-            expects_shutdown: $shutdown,
+            ending: $ending,
         }
     };
 }
@@ -62,7 +75,7 @@ pub const EXIT_TIMEOUT: u8 = 2;
 /// Exit status a guest writes on an exception it did not expect.
 pub const EXIT_UNEXPECTED_EXCEPTION: u8 = 3;
 
-static GUESTS: [Guest; 12] = [
+static GUESTS: [Guest; 14] = [
     guest!("hello"),
     guest!("bootinfo"),
     guest!("paging"),
@@ -72,9 +85,11 @@ static GUESTS: [Guest; 12] = [
     guest!("rtc"),
     guest!("pci"),
     guest!("acpi"),
-    guest!("smp", exit_status: 0, min_cpus: 2, shutdown: false),
+    guest!("smp", min_cpus: 2, ending: Ending::DebugExit),
     guest!("syscall"),
-    guest!("triple_fault", exit_status: 255, min_cpus: 1, shutdown: true),
+    guest!("triple_fault", min_cpus: 1, ending: Ending::TripleFault),
+    guest!("poweroff", min_cpus: 1, ending: Ending::PowerOff),
+    guest!("reboot", min_cpus: 1, ending: Ending::Reset),
 ];
 
 /// Every guest, in a stable order.

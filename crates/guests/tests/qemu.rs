@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use guests::Guest;
+use guests::{Ending, Guest};
 
 const QEMU: &str = "qemu-system-x86_64";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,10 +98,11 @@ fn check(name: &str, machine: &str) {
     if let Err(diff) = guests::serial_output_matches(guest, &run.serial) {
         panic!("on {machine}: {diff}");
     }
-    let want = if guest.expects_shutdown {
-        0 // -no-reboot turns the shutdown into a normal QEMU exit
-    } else {
-        (i32::from(guest.exit_status) << 1) | 1
+    let want = match guest.ending {
+        Ending::DebugExit => (i32::from(guest.exit_status) << 1) | 1,
+        // -no-reboot turns a shutdown or reset into a normal QEMU exit, and
+        // an ACPI power-off ends QEMU with status 0.
+        Ending::TripleFault | Ending::Reset | Ending::PowerOff => 0,
     };
     assert_eq!(
         run.status,
@@ -134,6 +135,9 @@ qemu_tests! {
     smp_pc: "smp" on "pc";
     syscall_pc: "syscall" on "pc";
     triple_fault_pc: "triple_fault" on "pc";
+    poweroff_pc: "poweroff" on "pc";
+    reboot_pc: "reboot" on "pc";
+    poweroff_q35: "poweroff" on "q35";
     bootinfo_q35: "bootinfo" on "q35";
     pit_irq_q35: "pit_irq" on "q35";
     pci_q35: "pci" on "q35";

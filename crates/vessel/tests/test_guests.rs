@@ -4,6 +4,7 @@
 
 mod common;
 use common::{kvm_available, run, vessel};
+use guests::Ending;
 use std::time::Duration;
 
 fn run_guest(engine: &str, guest: &guests::Guest) -> Result<(), String> {
@@ -51,21 +52,26 @@ fn run_guest(engine: &str, guest: &guests::Guest) -> Result<(), String> {
             ))
         };
     }
-    if guest.expects_shutdown {
-        if r.status == Some(0) || !r.stderr.contains("triple-fault") {
-            return Err(format!(
-                "{name}: expected a triple-fault stop, got {:?}: {}",
-                r.status, r.stderr
-            ));
+    let want_status = match guest.ending {
+        Ending::TripleFault => {
+            if r.status == Some(0) || !r.stderr.contains("triple-fault") {
+                return Err(format!(
+                    "{name}: expected a triple-fault stop, got {:?}: {}",
+                    r.status, r.stderr
+                ));
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
+        Ending::DebugExit => i32::from(guest.exit_status),
+        // Power-off, and a reset under --no-reboot, end vessel with 0.
+        Ending::PowerOff | Ending::Reset => 0,
+    };
     guests::serial_output_matches(guest, &r.stdout)
         .map_err(|e| format!("{name}: {e}\nstderr: {}", r.stderr))?;
-    if r.status != Some(i32::from(guest.exit_status)) {
+    if r.status != Some(want_status) {
         return Err(format!(
-            "{name}: exit status {:?}, expected {}; stderr: {}",
-            r.status, guest.exit_status, r.stderr
+            "{name}: exit status {:?}, expected {want_status}; stderr: {}",
+            r.status, r.stderr
         ));
     }
     Ok(())
@@ -93,4 +99,30 @@ fn test_guests_on_kvm() {
     if kvm_available("test_guests_on_kvm") {
         run_all("kvm");
     }
+}
+
+/// Without --no-reboot a guest reset boots the guest again: the reboot
+/// guest's line appears more than once until the test stops vessel.
+#[test]
+fn reset_reboots_the_guest_on_kvm() {
+    if !kvm_available("reset_reboots_the_guest_on_kvm") {
+        return;
+    }
+    let guest = guests::by_name("reboot").expect("reboot guest");
+    let mut cmd = vessel();
+    cmd.args([
+        "run", "--engine", "kvm", "--memory", "128", "--kernel", guest.path,
+    ]);
+    let r = run(cmd, Duration::from_secs(5));
+    let boots = r.stdout.matches("reboot: pulsing the reset line").count();
+    assert!(
+        r.timed_out,
+        "vessel ended instead of rebooting: {:?} {}",
+        r.status, r.stderr
+    );
+    assert!(
+        boots >= 2,
+        "the guest booted {boots} time(s):\n{}",
+        r.stdout
+    );
 }
