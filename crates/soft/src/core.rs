@@ -265,6 +265,13 @@ impl Core {
         self.read_lin_u(lin, bytes, Access::Read, false)
     }
 
+    /// Reads the destination of a read-modify-write: checked for writing,
+    /// so a fault reports a write access as the hardware does.
+    pub fn read_seg_rmw(&mut self, seg: usize, off: u64, bytes: usize) -> ExecResult<u64> {
+        let lin = self.seg_lin(seg, off, bytes as u64, true)?;
+        self.read_lin_u(lin, bytes, Access::Write, false)
+    }
+
     pub fn write_seg(&mut self, seg: usize, off: u64, bytes: usize, v: u64) -> ExecResult {
         let lin = self.seg_lin(seg, off, bytes as u64, true)?;
         self.write_lin_u(lin, bytes, v, false)

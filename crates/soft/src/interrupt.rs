@@ -92,8 +92,6 @@ pub fn deliver(core: &mut Core, vector: u8, error: Option<u32>, src: Source) -> 
     let old_rsp = core.cpu.gpr[RSP];
     let rip = core.cpu.rip;
     if long {
-        let ist = (hi >> 32) as u8 & 0; // placeholder; IST lives in lo bits 32-34
-        let _ = ist;
         let ist = ((lo >> 32) & 7) as u64;
         let mut rsp = if ist != 0 {
             tss_read(core, 0x24 + (ist - 1) * 8, 8)?
@@ -212,6 +210,14 @@ pub fn raise(core: &mut Core, first: Fault) -> ExecResult {
     let mut cur = first;
     let mut prev: Option<u8> = None;
     for _ in 0..4 {
+        // Faults push RFLAGS with RF set (traps and interrupts do not).
+        let f = core.cpu.flags.get();
+        if !matches!(
+            cur.vector,
+            crate::exception::DB | crate::exception::BP | crate::exception::OFV
+        ) {
+            core.cpu.flags.set(f | flags::RF);
+        }
         match deliver(core, cur.vector, error_for(core, cur), Source::Exception) {
             Ok(()) => return Ok(()),
             Err(next) => {

@@ -377,6 +377,9 @@ impl Vcpu for SoftVcpu {
             i.set_tpr(self.core.index, ((s.cr8 & 0xf) << 4) as u8);
         }
         self.core.tlb.flush();
+        // The VMM may have rewritten guest memory behind the engine's
+        // back (loading images, restoring snapshots): decode afresh.
+        self.cache.clear();
         Ok(())
     }
 

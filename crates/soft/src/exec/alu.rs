@@ -21,7 +21,7 @@ pub fn rmw(
     if ins.op_kind(0) == OpKind::Memory && ins.has_lock_prefix() {
         let (seg, off) = ops::mem_loc(core, ins, 0);
         let bytes = (size / 8) as usize;
-        let mut old = core.read_seg(seg, off, bytes)?;
+        let mut old = core.read_seg_rmw(seg, off, bytes)?;
         loop {
             let new = f(core, old);
             let seen = core.cmpxchg_seg(seg, off, bytes, old, new)? & mask(size);
@@ -31,7 +31,12 @@ pub fn rmw(
             old = seen;
         }
     }
-    let old = read(core, ins, 0, size)?;
+    let old = if ins.op_kind(0) == OpKind::Memory {
+        let (seg, off) = ops::mem_loc(core, ins, 0);
+        core.read_seg_rmw(seg, off, (size / 8) as usize)?
+    } else {
+        read(core, ins, 0, size)?
+    };
     let new = f(core, old);
     write(core, ins, 0, size, new)?;
     Ok((old, new))
@@ -123,7 +128,7 @@ pub fn xchg(core: &mut Core, ins: &Instruction) -> ExecResult {
         let r = read(core, ins, ri, size)?;
         let (seg, off) = ops::mem_loc(core, ins, mi);
         let bytes = (size / 8) as usize;
-        let mut old = core.read_seg(seg, off, bytes)?;
+        let mut old = core.read_seg_rmw(seg, off, bytes)?;
         loop {
             let seen = core.cmpxchg_seg(seg, off, bytes, old, r)? & mask(size);
             if seen == old {
@@ -142,6 +147,16 @@ pub fn xchg(core: &mut Core, ins: &Instruction) -> ExecResult {
 pub fn xadd(core: &mut Core, ins: &Instruction) -> ExecResult {
     let size = ops::op_size(ins, 0);
     let src = read(core, ins, 1, size)?;
+    if ins.op_kind(0) == OpKind::Register {
+        // The source gets the old destination first, then the sum lands
+        // in the destination (which wins when both are one register).
+        let old = read(core, ins, 0, size)?;
+        let new = old.wrapping_add(src) & mask(size);
+        write(core, ins, 1, size, old)?;
+        write(core, ins, 0, size, new)?;
+        core.cpu.flags.set_lazy(FlagOp::Add, size, old, src, new);
+        return Ok(());
+    }
     let (old, new) = rmw(core, ins, size, |_, a| a.wrapping_add(src) & mask(size))?;
     write(core, ins, 1, size, old)?;
     core.cpu.flags.set_lazy(FlagOp::Add, size, old, src, new);

@@ -30,7 +30,11 @@ pub fn bt(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         let bit = soff.rem_euclid(i64::from(size)) as u32;
         let (seg, base) = ops::mem_loc(core, ins, 0);
         let a = base.wrapping_add(delta as u64) & mask(ops::addr_size(ins));
-        let v = core.read_seg(seg, a, bytes as usize)?;
+        let v = if m == Mnemonic::Bt {
+            core.read_seg(seg, a, bytes as usize)?
+        } else {
+            core.read_seg_rmw(seg, a, bytes as usize)?
+        };
         cf = (v >> bit) & 1 != 0;
         if m != Mnemonic::Bt {
             core.write_seg(seg, a, bytes as usize, modify(v, bit))?;

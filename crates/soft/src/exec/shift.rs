@@ -42,8 +42,12 @@ pub fn shift(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     let size = ops::op_size(ins, 0);
     let n = count(core, ins, 1, size)?;
     if n == 0 {
-        // No change, but the operand is still accessed (and can fault).
-        read(core, ins, 0, size)?;
+        // No flags change; a 32-bit register destination is still
+        // written (zero-extended) and a memory one still accessed.
+        let v = read(core, ins, 0, size)?;
+        if ins.op_kind(0) == iced_x86::OpKind::Register {
+            super::ops::write(core, ins, 0, size, v)?;
+        }
         return Ok(());
     }
     let flags_in = core.cpu.flags.get();
@@ -154,7 +158,10 @@ pub fn shift_double(core: &mut Core, ins: &Instruction, left: bool) -> ExecResul
     let n = count(core, ins, 2, size)?;
     let src = read(core, ins, 1, size)?;
     if n == 0 {
-        read(core, ins, 0, size)?;
+        let v = read(core, ins, 0, size)?;
+        if ins.op_kind(0) == iced_x86::OpKind::Register {
+            super::ops::write(core, ins, 0, size, v)?;
+        }
         return Ok(());
     }
     let m_ = mask(size);

@@ -41,7 +41,6 @@ pub fn string(core: &mut Core, ins: &Instruction, m: StrOp) -> ExecResult {
     };
     let bytes = u64::from(size / 8);
     let asz = ops::string_addr_size(ins);
-    let am = mask(asz);
     let rep = ins.has_rep_prefix() || ins.has_repne_prefix();
     let step = if core.cpu.flags.has(DF) {
         bytes.wrapping_neg()
@@ -49,6 +48,31 @@ pub fn string(core: &mut Core, ins: &Instruction, m: StrOp) -> ExecResult {
         bytes
     };
     let src_seg = seg_index(ins.memory_segment());
+    let flags_before = core.cpu.flags;
+    let r = run(core, ins, m, size, asz, rep, step, src_seg);
+    if rep && matches!(m, StrOp::Cmps | StrOp::Scas) {
+        if let Err(crate::exception::Stop::Fault(_)) = r {
+            // This CPU leaves RFLAGS as before the instruction when a
+            // repeated compare faults part-way; do the same.
+            core.cpu.flags = flags_before;
+        }
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    core: &mut Core,
+    ins: &Instruction,
+    m: StrOp,
+    size: u32,
+    asz: u32,
+    rep: bool,
+    step: u64,
+    src_seg: usize,
+) -> ExecResult {
+    let bytes = u64::from(size / 8);
+    let am = mask(asz);
     let mut n = 0;
     loop {
         if rep {
@@ -58,7 +82,7 @@ pub fn string(core: &mut Core, ins: &Instruction, m: StrOp) -> ExecResult {
             if n == BATCH {
                 // Resume later at this same instruction.
                 core.cpu.rip = ins.ip();
-                return Ok(());
+                return Err(crate::exception::Stop::EndBlock);
             }
         }
         n += 1;

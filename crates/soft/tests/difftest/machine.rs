@@ -1,0 +1,195 @@
+//! The machine image every snippet runs in (identical on both engines):
+//! 4-level identity paging, a GDT with user segments and a TSS, an IDT
+//! whose handlers push their vector and HLT, a user code page, a user
+//! stack page and two user data pages. Snippets start at CPL3.
+
+use hypervisor::{DescriptorTable, Regs, Segment, SpecialRegs};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+pub const MEM_SIZE: usize = 4 << 20;
+pub const GDT: u64 = 0x500;
+pub const TSS: u64 = 0x600;
+pub const IDT: u64 = 0x6000;
+pub const STUBS: u64 = 0x7000;
+pub const KSTACK_TOP: u64 = 0x9000;
+pub const CODE: u64 = 0x10_0000;
+pub const STACK: u64 = 0x20_0000;
+pub const DATA: u64 = 0x20_1000;
+pub const DATA_LEN: usize = 0x2000;
+pub const USER_RSP: u64 = STACK + 0x800;
+/// Where the prologue loads XMM0-15 from.
+pub const XMM_INIT: u64 = STACK + 0xe00;
+
+pub fn write_image(mem: &GuestMemoryMmap) {
+    let w = |a: u64, v: u64| {
+        mem.write_obj(v, GuestAddress(a))
+            .expect("image fits in memory")
+    };
+    // Paging: PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> PT 0x4000 (0-2M), PT 0x5000 (2-4M).
+    w(0x1000, 0x2000 | 7);
+    w(0x2000, 0x3000 | 7);
+    w(0x3000, 0x4000 | 7);
+    w(0x3008, 0x5000 | 7);
+    for p in 0..10u64 {
+        w(0x4000 + p * 8, (p << 12) | 3); // supervisor RW
+    }
+    w(0x4000 + 0x100 * 8, CODE | 5); // user, read-only code
+    w(0x5000, STACK | 7);
+    w(0x5008, DATA | 7);
+    w(0x5010, (DATA + 0x1000) | 7);
+    // GDT.
+    let gdt = [
+        0u64,
+        0x00af_9b00_0000_ffff, // 0x08 kernel code 64
+        0x00cf_9300_0000_ffff, // 0x10 kernel data
+        0x00cf_f300_0000_ffff, // 0x18 user data
+        0x00af_fb00_0000_ffff, // 0x20 user code 64
+    ];
+    for (i, d) in gdt.iter().enumerate() {
+        w(GDT + 8 * i as u64, *d);
+    }
+    let tss_desc = 0x67 | ((TSS & 0xff_ffff) << 16) | (0x8b << 40) | ((TSS >> 24) << 56);
+    w(GDT + 0x28, tss_desc);
+    w(GDT + 0x30, 0);
+    // TSS: RSP0.
+    w(TSS + 4, KSTACK_TOP);
+    // IDT: 32 interrupt gates to the stubs.
+    for v in 0..32u64 {
+        let off = STUBS + 4 * v;
+        let lo = (off & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((off >> 16) << 48);
+        w(IDT + 16 * v, lo);
+        w(IDT + 16 * v + 8, 0);
+        // push imm8 v; hlt; nop
+        mem.write_slice(&[0x6a, v as u8, 0xf4, 0x90], GuestAddress(off))
+            .expect("stub fits");
+    }
+}
+
+fn seg(selector: u16, code: bool, dpl: u8) -> Segment {
+    Segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_: if code { 0xb } else { 0x3 },
+        present: true,
+        dpl,
+        db: !code,
+        s: true,
+        l: code,
+        g: true,
+        avl: false,
+        unusable: false,
+    }
+}
+
+/// The CPL3 long-mode state snippets start in.
+pub fn user_sregs() -> SpecialRegs {
+    let data = seg(0x1b, false, 3);
+    SpecialRegs {
+        cs: seg(0x23, true, 3),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: Segment {
+            base: TSS,
+            limit: 0x67,
+            selector: 0x28,
+            type_: 0xb,
+            present: true,
+            ..Default::default()
+        },
+        ldt: Segment {
+            type_: 2,
+            present: true,
+            unusable: true,
+            ..Default::default()
+        },
+        gdt: DescriptorTable {
+            base: GDT,
+            limit: 0x37,
+        },
+        idt: DescriptorTable {
+            base: IDT,
+            limit: 32 * 16 - 1,
+        },
+        cr0: 0x8001_0033,
+        cr2: 0,
+        cr3: 0x1000,
+        cr4: 0x620,
+        cr8: 0,
+        efer: 0xd01,
+        apic_base: 0xfee0_0900,
+    }
+}
+
+/// One test case: code bytes, start registers, data contents, XMM values.
+#[derive(Debug, Clone)]
+pub struct Snippet {
+    pub code: Vec<u8>,
+    pub text: Vec<String>,
+    pub regs: Regs,
+    pub data: Vec<u8>,
+    pub stack: Vec<u8>,
+    pub xmm: [[u8; 16]; 16],
+    /// RFLAGS bits whose final value is undefined.
+    pub undefined_flags: u64,
+}
+
+/// What a snippet left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub gpr: [u64; 16],
+    pub vector: u64,
+    pub error: Option<u64>,
+    pub rip: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub cr2: Option<u64>,
+    pub data: Vec<u8>,
+    pub stack: Vec<u8>,
+    pub xmm: Vec<[u8; 16]>,
+}
+
+fn has_error(v: u64) -> bool {
+    matches!(v, 8 | 10..=14 | 17)
+}
+
+/// Reads the outcome after the handler's HLT.
+pub fn outcome(
+    mem: &GuestMemoryMmap,
+    regs: &Regs,
+    cr2: u64,
+    xmm: [[u8; 16]; 16],
+    undefined: u64,
+) -> Outcome {
+    let q = |a: u64| -> u64 { mem.read_obj(GuestAddress(a)).unwrap_or(u64::MAX) };
+    let sp = regs.rsp;
+    let vector = q(sp);
+    let (error, f) = if has_error(vector) {
+        (Some(q(sp + 8)), sp + 16)
+    } else {
+        (None, sp + 8)
+    };
+    let mut data = vec![0u8; DATA_LEN];
+    let mut stack = vec![0u8; 0x1000];
+    let _ = mem.read_slice(&mut data, GuestAddress(DATA));
+    let _ = mem.read_slice(&mut stack, GuestAddress(STACK));
+    let g = [
+        regs.rax, regs.rcx, regs.rdx, regs.rbx, 0, regs.rbp, regs.rsi, regs.rdi, regs.r8, regs.r9,
+        regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+    ];
+    Outcome {
+        gpr: g,
+        vector,
+        error,
+        rip: q(f),
+        rflags: q(f + 16) & !undefined,
+        rsp: q(f + 24),
+        cr2: (vector == 14).then_some(cr2),
+        data,
+        stack,
+        xmm: xmm.to_vec(),
+    }
+}

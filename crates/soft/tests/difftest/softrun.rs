@@ -1,0 +1,69 @@
+//! The engine under test: the same snippet through `soft::SoftHypervisor`
+//! and the engine-neutral traits, exactly as the VMM drives it.
+
+use std::sync::Arc;
+
+use hypervisor::{DeviceIo, FpuState, Hypervisor, Vcpu, VmExit};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use super::machine::*;
+use super::reference::load;
+
+struct NoIo;
+
+impl DeviceIo for NoIo {
+    fn pio_read(&self, _port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn pio_write(&self, _port: u16, _data: &[u8]) {}
+    fn mmio_read(&self, _addr: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&self, _addr: u64, _data: &[u8]) {}
+}
+
+pub struct SoftRunner {
+    _vm: Box<dyn hypervisor::Vm>,
+    vcpu: Box<dyn Vcpu>,
+    pub mem: GuestMemoryMmap,
+}
+
+impl SoftRunner {
+    pub fn new() -> Self {
+        let hv = soft::SoftHypervisor::new();
+        let vm = hv.create_vm().expect("soft vm");
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("memory");
+        vm.set_memory(&mem).expect("set memory");
+        let vcpu = vm.create_vcpu(0, Arc::new(NoIo)).expect("vcpu");
+        write_image(&mem);
+        SoftRunner { _vm: vm, vcpu, mem }
+    }
+
+    pub fn run(&mut self, s: &Snippet) -> Result<Outcome, String> {
+        load(&self.mem, s);
+        self.vcpu
+            .set_special_regs(&user_sregs())
+            .map_err(|e| e.to_string())?;
+        let fpu = FpuState {
+            xmm: s.xmm,
+            ..Default::default()
+        };
+        self.vcpu.set_fpu(&fpu).map_err(|e| e.to_string())?;
+        self.vcpu.set_regs(&s.regs).map_err(|e| e.to_string())?;
+        match self.vcpu.run().map_err(|e| e.to_string())? {
+            VmExit::Hlt => {}
+            other => return Err(format!("unexpected exit {other:?}")),
+        }
+        let regs = self.vcpu.regs().map_err(|e| e.to_string())?;
+        let sr = self.vcpu.special_regs().map_err(|e| e.to_string())?;
+        let fpu = self.vcpu.fpu().map_err(|e| e.to_string())?;
+        Ok(outcome(
+            &self.mem,
+            &regs,
+            sr.cr2,
+            fpu.xmm,
+            s.undefined_flags,
+        ))
+    }
+}
