@@ -300,7 +300,7 @@ impl Core {
     ) -> ExecResult<u64> {
         let lin = self.seg_lin(seg, off, bytes as u64, true)?;
         let lin = self.lin_mask(lin);
-        if lin % bytes as u64 == 0 {
+        if lin.is_multiple_of(bytes as u64) {
             let p = self.translate(lin, Access::Write, false)?;
             if p.host != 0 {
                 let off = (lin & (PAGE - 1)) as usize;

@@ -92,7 +92,7 @@ pub fn deliver(core: &mut Core, vector: u8, error: Option<u32>, src: Source) -> 
     let old_rsp = core.cpu.gpr[RSP];
     let rip = core.cpu.rip;
     if long {
-        let ist = ((lo >> 32) & 7) as u64;
+        let ist = (lo >> 32) & 7;
         let mut rsp = if ist != 0 {
             tss_read(core, 0x24 + (ist - 1) * 8, 8)?
         } else if new_cpl < cpl {

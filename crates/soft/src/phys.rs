@@ -149,14 +149,15 @@ impl Ram {
         new: u64,
     ) -> (u64, bool) {
         use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8};
-        debug_assert!(off % size == 0 && off + size <= PAGE as usize);
+        debug_assert!(off.is_multiple_of(size) && off + size <= PAGE as usize);
         let p = host_page + off;
-        // SAFETY (all arms): `p` is inside a live RAM page (see `read`) and
-        // aligned to `size` (asserted by the caller's alignment check), so
-        // it is valid for an atomic of that width; other threads only
-        // access guest RAM through raw copies or atomics, never references.
+        // In every arm below, `p` is inside a live RAM page (see `read`) and
+        // aligned to `size` (the caller checked alignment), so it is valid
+        // for an atomic of that width; other threads only access guest RAM
+        // through raw copies or atomics, never references.
         let old = match size {
             1 => {
+                // SAFETY: aligned, live guest RAM (see above).
                 let a = unsafe { AtomicU8::from_ptr(p as *mut u8) };
                 match a.compare_exchange(
                     expect as u8,
@@ -168,6 +169,7 @@ impl Ram {
                 }
             }
             2 => {
+                // SAFETY: aligned, live guest RAM (see above).
                 let a = unsafe { AtomicU16::from_ptr(p as *mut u16) };
                 match a.compare_exchange(
                     expect as u16,
@@ -179,6 +181,7 @@ impl Ram {
                 }
             }
             4 => {
+                // SAFETY: aligned, live guest RAM (see above).
                 let a = unsafe { AtomicU32::from_ptr(p as *mut u32) };
                 match a.compare_exchange(
                     expect as u32,
@@ -190,6 +193,7 @@ impl Ram {
                 }
             }
             _ => {
+                // SAFETY: aligned, live guest RAM (see above).
                 let a = unsafe { AtomicU64::from_ptr(p as *mut u64) };
                 match a.compare_exchange(expect, new, Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(v) | Err(v) => v,

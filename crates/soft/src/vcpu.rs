@@ -209,7 +209,7 @@ impl SoftVcpu {
                 }
             }
             n = n.wrapping_add(1);
-            if n % POLL_BLOCKS == 0 {
+            if n.is_multiple_of(POLL_BLOCKS) {
                 if self.signal.kicked.load(Ordering::SeqCst) {
                     return VmExit::Interrupted;
                 }

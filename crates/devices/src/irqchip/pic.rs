@@ -88,11 +88,9 @@ impl Chip {
             } else {
                 // OCW2: EOI commands.
                 match v >> 5 {
-                    1 | 5 => {
-                        if self.isr != 0 {
-                            let i = self.isr.trailing_zeros();
-                            self.isr &= !(1 << i);
-                        }
+                    1 | 5 if self.isr != 0 => {
+                        let i = self.isr.trailing_zeros();
+                        self.isr &= !(1 << i);
                     }
                     3 | 7 => self.isr &= !(1 << (v & 7)),
                     _ => {}

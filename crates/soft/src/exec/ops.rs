@@ -56,9 +56,9 @@ pub fn gpr_index(r: Register) -> usize {
     match v {
         1..=20 => {
             let n = (v - 1) as usize;
-            if (4..8).contains(&n) {
-                n - 4
-            } else if n >= 8 {
+            // AH-BH (4-7) and SPL-R15L (8-19) both sit four above their
+            // register's number.
+            if n >= 4 {
                 n - 4
             } else {
                 n

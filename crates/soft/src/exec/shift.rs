@@ -19,7 +19,7 @@ fn szp(size: u32, r: u64) -> u64 {
     if (r >> (size - 1)) & 1 != 0 {
         f |= SF;
     }
-    if (r as u8).count_ones() % 2 == 0 {
+    if (r as u8).count_ones().is_multiple_of(2) {
         f |= PF;
     }
     f

@@ -9,7 +9,7 @@ use super::flow::{adjust_sp, peek, push};
 use super::ops::{self, read, write};
 use crate::core::Core;
 use crate::cpu::*;
-use crate::exception::{ExecResult, Fault, Stop, UD};
+use crate::exception::{ExecResult, Fault, Stop};
 use crate::flags::{self, mask};
 use crate::interrupt::{self, Source};
 use crate::seg;
@@ -582,9 +582,8 @@ pub fn swapgs(core: &mut Core) -> ExecResult {
         return Err(Fault::ud().into());
     }
     require_cpl0(core)?;
-    let k = core.cpu.msr.kernel_gs_base;
-    core.cpu.msr.kernel_gs_base = core.cpu.seg[GS].base;
-    core.cpu.seg[GS].base = k;
+    let c = &mut core.cpu;
+    std::mem::swap(&mut c.msr.kernel_gs_base, &mut c.seg[GS].base);
     Ok(())
 }
 
@@ -677,9 +676,6 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 Mnemonic::Iretd => 4,
                 _ => 8,
             };
-            if core.cpu.protected() && core.cpu.cpl() != 0 && core.cpu.long_active() && false {
-                return Err(Fault::new(UD).into());
-            }
             interrupt::iret(core, bytes)
         }
         Mnemonic::Retf => retf(core, ins),
