@@ -23,6 +23,10 @@ pub struct Core {
     pub cpuid: Vec<CpuidEntry>,
     /// Set when a write hit a page holding cached code.
     pub code_written: bool,
+    /// Set when a write went to a device outside the engine: the device may
+    /// have asked the VMM to stop, so the run loop looks for a kick before
+    /// the next instruction (a guest must not run on past its power-off).
+    pub device_written: bool,
     /// Instructions retired (for statistics and the benchmark).
     pub retired: u64,
 }
@@ -37,6 +41,7 @@ impl Core {
             index,
             cpuid: Vec::new(),
             code_written: false,
+            device_written: false,
             retired: 0,
         }
     }
@@ -199,6 +204,7 @@ impl Core {
                 return;
             }
         }
+        self.device_written = true;
         self.io.mmio_write(pa, buf);
     }
 
@@ -217,6 +223,7 @@ impl Core {
                 return;
             }
         }
+        self.device_written = true;
         self.io.pio_write(port, buf);
     }
 

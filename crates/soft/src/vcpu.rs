@@ -235,6 +235,12 @@ impl SoftVcpu {
                 match exec::step(&mut self.core, ins) {
                     Ok(()) => {
                         self.core.retired += 1;
+                        if self.core.device_written {
+                            self.core.device_written = false;
+                            if self.signal.kicked.load(Ordering::SeqCst) {
+                                return VmExit::Interrupted;
+                            }
+                        }
                         if self.core.code_written {
                             self.core.code_written = false;
                             break;
@@ -243,6 +249,11 @@ impl SoftVcpu {
                     Err(Stop::EndBlock) => {
                         self.core.retired += 1;
                         self.core.code_written = false;
+                        if std::mem::take(&mut self.core.device_written)
+                            && self.signal.kicked.load(Ordering::SeqCst)
+                        {
+                            return VmExit::Interrupted;
+                        }
                         break;
                     }
                     Err(Stop::Fault(f)) => {

@@ -101,17 +101,19 @@ fn test_guests_on_kvm() {
     }
 }
 
+/// The software engine needs nothing from the host: these always run.
+#[test]
+fn test_guests_on_soft() {
+    run_all("soft");
+}
+
 /// Without --no-reboot a guest reset boots the guest again: the reboot
 /// guest's line appears more than once until the test stops vessel.
-#[test]
-fn reset_reboots_the_guest_on_kvm() {
-    if !kvm_available("reset_reboots_the_guest_on_kvm") {
-        return;
-    }
+fn reset_reboots(engine: &str) {
     let guest = guests::by_name("reboot").expect("reboot guest");
     let mut cmd = vessel();
     cmd.args([
-        "run", "--engine", "kvm", "--memory", "128", "--kernel", guest.path,
+        "run", "--engine", engine, "--memory", "128", "--kernel", guest.path,
     ]);
     let r = run(cmd, Duration::from_secs(5));
     let boots = r.stdout.matches("reboot: pulsing the reset line").count();
@@ -125,4 +127,16 @@ fn reset_reboots_the_guest_on_kvm() {
         "the guest booted {boots} time(s):\n{}",
         r.stdout
     );
+}
+
+#[test]
+fn reset_reboots_the_guest_on_kvm() {
+    if kvm_available("reset_reboots_the_guest_on_kvm") {
+        reset_reboots("kvm");
+    }
+}
+
+#[test]
+fn reset_reboots_the_guest_on_soft() {
+    reset_reboots("soft");
 }

@@ -13,11 +13,6 @@ use kvm::detect::{DeviceState, KvmSupport};
 pub enum EngineError {
     #[error("cannot use KVM")]
     Kvm(#[source] hypervisor::Error),
-    #[error(
-        "the software engine cannot run guests yet (it is being built); \
-         use --engine kvm"
-    )]
-    SoftNotReady,
 }
 
 /// What was found and what `auto` would pick, for `vessel info` and for
@@ -70,6 +65,6 @@ pub fn create(choice: EngineChoice) -> Result<Box<dyn Hypervisor>, EngineError> 
         EngineKind::Kvm => Ok(Box::new(
             kvm::KvmHypervisor::new().map_err(EngineError::Kvm)?,
         )),
-        EngineKind::Soft => Err(EngineError::SoftNotReady),
+        EngineKind::Soft => Ok(Box::new(soft::SoftHypervisor::new())),
     }
 }

@@ -292,6 +292,7 @@ fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Wbinvd
         | M::Syscall
         | M::Sysret
+        | M::Sysretq
         | M::Swapgs
         | M::Int
         | M::Int3

@@ -667,7 +667,7 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             }
         }
         Mnemonic::Syscall => syscall(core),
-        Mnemonic::Sysret => sysret(core, ins),
+        Mnemonic::Sysret | Mnemonic::Sysretq => sysret(core, ins),
         Mnemonic::Swapgs => swapgs(core),
         Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Into | Mnemonic::Int1 => int(core, ins, m),
         Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq => {
