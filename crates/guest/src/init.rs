@@ -1,0 +1,315 @@
+//! The guest's userspace recipe: the `/init` script, the small files under
+//! /etc, the poweroff wrappers, and the tree that holds them with busybox
+//! and the kernel modules. [`RECIPE_VERSION`] is part of the cache key: bump
+//! it whenever anything here changes what ends up in the image.
+
+use crate::modules::{self, Module};
+use crate::tree::{Node, Tree, TreeError};
+
+/// Version of this recipe; part of the cache key.
+pub const RECIPE_VERSION: u32 = 1;
+
+/// The kernel command line the default guest boots with. `panic=-1` makes
+/// a kernel panic reboot at once, which the VMM treats as a failed run
+/// (a clean end is an ACPI power-off); `quiet` keeps boot messages out of a
+/// command's output (errors still print).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
+
+/// A file only the initramfs has.
+pub const INITRAMFS_MARKER: &str = "etc/vessel-initramfs";
+
+/// The `/init` script, run by busybox sh as PID 1. See `cmdline.rs` for the
+/// `vessel.cmd` contract it implements.
+pub const INIT_SCRIPT: &str = r#"#!/bin/sh
+# vessel guest init: mount the kernel filesystems, load the modules for the
+# devices present, then run vessel.cmd or an interactive shell; power off.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+umask 022
+
+mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
+mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mountpoint -q /dev/pts || mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
+mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+
+cmd=
+host=vessel
+modules=present
+root=
+rootfstype=ext4
+rootmode=ro
+set -f
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vessel.cmd=*) cmd=${arg#vessel.cmd=} ;;
+        vessel.hostname=*) host=${arg#vessel.hostname=} ;;
+        vessel.modules=*) modules=${arg#vessel.modules=} ;;
+        root=*) root=${arg#root=} ;;
+        rootfstype=*) rootfstype=${arg#rootfstype=} ;;
+        rw) rootmode=rw ;;
+        ro) rootmode=ro ;;
+    esac
+done
+set +f
+hostname "$host"
+ip link set lo up 2>/dev/null
+
+# Modules: by default only those for the devices present, matched through
+# modules.alias (PCI first: virtio_pci creates the virtio devices).
+# vessel.modules=all loads every shipped module; vessel.modules=none none.
+load_for() {
+    aliases=$(cat "$@" 2>/dev/null)
+    [ -n "$aliases" ] && modprobe -qa $aliases
+}
+case "$modules" in
+    all)
+        names=
+        for f in $(cut -d: -f1 /lib/modules/$(uname -r)/modules.dep); do
+            n=${f##*/}
+            names="$names ${n%.ko}"
+        done
+        modprobe -qa $names
+        ;;
+    none) ;;
+    *)
+        load_for /sys/bus/pci/devices/*/modalias
+        load_for /sys/bus/virtio/devices/*/modalias
+        ;;
+esac
+
+# A disk root (root= on the command line): the initramfs has loaded the
+# drivers; mount it and hand over to its /sbin/init, this same script.
+if [ -e /etc/vessel-initramfs ] && [ -n "$root" ]; then
+    dev=$root
+    i=0
+    while [ $i -lt 100 ]; do
+        case "$root" in
+            LABEL=*|UUID=*) dev=$(findfs "$root" 2>/dev/null) ;;
+        esac
+        [ -n "$dev" ] && [ -b "$dev" ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    mkdir -p /newroot
+    if [ -n "$dev" ] && mount -t "$rootfstype" -o "$rootmode" "$dev" /newroot; then
+        for m in dev proc sys run; do
+            mount --move /$m /newroot/$m
+        done
+        exec switch_root /newroot /sbin/init
+    fi
+    echo "vessel init: cannot mount root $root, staying in the initramfs" > /dev/console
+fi
+# A read-only disk root still gets a writable /tmp.
+{ touch /tmp/.vessel-w && rm -f /tmp/.vessel-w; } 2>/dev/null || mount -t tmpfs -o mode=1777 tmpfs /tmp
+
+# Say something on the console, and on ttyS0 too when it is not the console.
+say() {
+    echo "$1" > /dev/console
+    case " $(cat /sys/class/tty/console/active 2>/dev/null) " in
+        *" ttyS0 "*) ;;
+        *) { echo "$1" > /dev/ttyS0; } 2>/dev/null ;;
+    esac
+}
+
+if [ -n "$cmd" ]; then
+    # Byte-exact output: no \n -> \r\n on the console while the command runs.
+    stty -onlcr < /dev/console 2>/dev/null
+    say VESSEL-GUEST-READY
+    if script=$(echo "$cmd" | base64 -d); then
+        setsid cttyhack /bin/sh -c "$script"
+        status=$?
+    else
+        echo "vessel init: vessel.cmd is not valid base64" > /dev/console
+        status=125
+    fi
+    say "VESSEL-EXIT-STATUS=$status"
+    # stty waits for the console's output to drain (TCSADRAIN) before we
+    # power off, so the tail of the output is not lost.
+    stty onlcr < /dev/console 2>/dev/null
+else
+    say VESSEL-GUEST-READY
+    echo "vessel guest: exit the shell or type poweroff to stop the VM" > /dev/console
+    setsid cttyhack /bin/sh -l
+fi
+sync
+poweroff -f
+"#;
+
+/// `poweroff`, `reboot` and `halt` as busybox gives them signal PID 1,
+/// which our shell init ignores; these act at once instead. `reboot` and
+/// `halt` power off too: a VM has nothing to reboot or halt into.
+const POWEROFF_WRAPPER: &str = "#!/bin/sh\nexec /bin/busybox poweroff -f\n";
+
+const PROFILE: &str = r#"export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PS1='\h:\w\$ '
+"#;
+
+/// Applets linked when `busybox --list-full` cannot be run on this host.
+pub const FALLBACK_APPLETS: &[&str] = &[
+    "bin/sh",
+    "bin/ash",
+    "bin/cat",
+    "bin/echo",
+    "bin/ls",
+    "bin/mount",
+    "bin/umount",
+    "bin/mkdir",
+    "bin/ln",
+    "bin/rm",
+    "bin/cp",
+    "bin/mv",
+    "bin/sed",
+    "bin/grep",
+    "bin/hostname",
+    "bin/stty",
+    "bin/sync",
+    "bin/uname",
+    "bin/mountpoint",
+    "bin/dmesg",
+    "bin/ps",
+    "bin/sleep",
+    "bin/base64",
+    "sbin/insmod",
+    "sbin/modprobe",
+    "sbin/lsmod",
+    "sbin/ip",
+    "usr/bin/setsid",
+    "bin/cttyhack",
+    "usr/bin/env",
+    "usr/bin/id",
+];
+
+/// Everything the guest's userspace needs besides busybox and modules.
+fn base_tree(tree: &mut Tree) -> Result<(), TreeError> {
+    for dir in [
+        "proc", "sys", "dev", "run", "mnt", "etc", "usr/bin", "usr/sbin", "sbin",
+    ] {
+        tree.add_dir(dir)?;
+    }
+    tree.add("tmp", 0o1777, Node::Dir)?;
+    tree.add("root", 0o700, Node::Dir)?;
+    // The kernel opens /dev/console before /init runs: it must exist in
+    // the archive, devtmpfs is mounted only later.
+    tree.add("dev/console", 0o600, Node::CharDev { major: 5, minor: 1 })?;
+    tree.add("dev/null", 0o666, Node::CharDev { major: 1, minor: 3 })?;
+    tree.add_file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?;
+    tree.add_file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+    )?;
+    tree.add_file("etc/group", 0o644, b"root:x:0:\ntty:x:5:\n".to_vec())?;
+    tree.add_file("etc/hostname", 0o644, b"vessel\n".to_vec())?;
+    // Present only in the initramfs (make_rootfs drops it): tells /init
+    // that it may switch to a disk root.
+    tree.add_file(INITRAMFS_MARKER, 0o644, Vec::new())?;
+    tree.add_file("etc/profile", 0o644, PROFILE.as_bytes().to_vec())?;
+    Ok(())
+}
+
+/// The whole userspace: base files, busybox with its applet links, and the
+/// modules with modules.dep/modules.alias under lib/modules/RELEASE.
+pub fn build_tree(
+    busybox: Vec<u8>,
+    applets: &[String],
+    kernel_release: &str,
+    mods: &[Module],
+) -> Result<Tree, TreeError> {
+    let mut tree = Tree::new();
+    base_tree(&mut tree)?;
+    for applet in applets {
+        let Ok(path) = crate::tree::normalize(applet) else {
+            continue;
+        };
+        // Never let an applet link replace a real file (busybox itself,
+        // /init) or a directory.
+        if tree.get(&path).is_none() && path != "bin/busybox" {
+            tree.add_symlink(&path, "/bin/busybox")?;
+        }
+    }
+    tree.add_file("bin/busybox", 0o755, busybox)?;
+    for p in ["sbin/poweroff", "sbin/reboot", "sbin/halt"] {
+        tree.add_file(p, 0o755, POWEROFF_WRAPPER.as_bytes().to_vec())?;
+    }
+    let moddir = format!("lib/modules/{kernel_release}");
+    tree.add_dir(&moddir)?;
+    for m in mods {
+        tree.add_file(&format!("{moddir}/{}", m.path), 0o644, m.data.clone())?;
+    }
+    tree.add_file(
+        &format!("{moddir}/modules.dep"),
+        0o644,
+        modules::modules_dep_text(mods).into_bytes(),
+    )?;
+    tree.add_file(
+        &format!("{moddir}/modules.alias"),
+        0o644,
+        modules::modules_alias_text(mods).into_bytes(),
+    )?;
+    Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::ModInfo;
+
+    #[test]
+    fn tree_has_init_busybox_links_and_modules() {
+        let m = Module {
+            name: "virtio".into(),
+            path: "kernel/drivers/virtio/virtio.ko".into(),
+            data: vec![1, 2, 3],
+            info: ModInfo {
+                aliases: vec!["pci:x*".into()],
+                ..ModInfo::default()
+            },
+        };
+        let applets = vec![
+            "bin/sh".to_string(),
+            "sbin/poweroff".to_string(),
+            "bin/busybox".to_string(),
+            "../etc/x".to_string(),
+        ];
+        let t = build_tree(b"BB".to_vec(), &applets, "6.1.0-x", &[m]).unwrap();
+        assert_eq!(t.get("init").unwrap().mode, 0o755);
+        assert_eq!(
+            t.get("bin/busybox").unwrap().node,
+            Node::File(b"BB".to_vec())
+        );
+        assert_eq!(
+            t.get("bin/sh").unwrap().node,
+            Node::Symlink("/bin/busybox".into())
+        );
+        assert!(matches!(
+            t.get("sbin/poweroff").unwrap().node,
+            Node::File(_)
+        ));
+        assert!(t
+            .get("lib/modules/6.1.0-x/kernel/drivers/virtio/virtio.ko")
+            .is_some());
+        let Node::File(alias) = &t.get("lib/modules/6.1.0-x/modules.alias").unwrap().node else {
+            panic!("modules.alias is not a file");
+        };
+        assert_eq!(alias, b"alias pci:x* virtio\n");
+        assert_eq!(
+            t.get("dev/console").unwrap().node,
+            Node::CharDev { major: 5, minor: 1 }
+        );
+    }
+
+    #[test]
+    fn init_script_is_valid_shell() {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-n", "-c", INIT_SCRIPT])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
