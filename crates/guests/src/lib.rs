@@ -102,6 +102,23 @@ pub fn by_name(name: &str) -> Option<&'static Guest> {
     GUESTS.iter().find(|g| g.name == name)
 }
 
+/// Benchmark guests (built like the test guests but not part of [`all`]):
+/// name and absolute path of the built ELF.
+static BENCH_GUESTS: [(&str, &str); 1] = [(
+    "bench_checksum",
+    concat!(env!("OUT_DIR"), "/bench_checksum.elf"),
+)];
+
+/// Path of the built benchmark guest called `name` (`bench_checksum`: a
+/// checksum loop over 64 MiB at CPL3 that prints its checksum, instruction
+/// count and TSC ticks; needs at least 80 MiB of RAM).
+pub fn bench_guest(name: &str) -> Option<&'static str> {
+    BENCH_GUESTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, path)| *path)
+}
+
 /// `text` with `\r\n` and lone `\r` turned into `\n`.
 fn normalize(text: &str) -> String {
     text.replace("\r\n", "\n").replace('\r', "\n")
@@ -188,6 +205,15 @@ mod tests {
                 g.name
             );
         }
+    }
+
+    #[test]
+    fn bench_guests_are_built_and_not_test_guests() {
+        let path = bench_guest("bench_checksum").expect("bench_checksum is listed");
+        let elf = std::fs::read(path).expect("build.rs built the bench guest");
+        assert!(elf.starts_with(b"\x7fELF"), "{path} is not an ELF");
+        assert_eq!(by_name("bench_checksum"), None);
+        assert_eq!(bench_guest("hello"), None);
     }
 
     #[test]
