@@ -6,8 +6,8 @@ use crate::console::{ConsoleInput, ConsoleOutput};
 use crate::control::VmControl;
 use arch::layout::ports;
 use devices::{
-    AcpiPmControl, AcpiPmEvent, AcpiPmTimer, AcpiReset, BusDevice, BusError, DebugExit, IoBus,
-    IrqLine, PciRoot, PortSink, Rtc, Serial, I8042,
+    AcpiPmControl, AcpiPmEvent, AcpiPmTimer, AcpiReset, BusError, DebugExit, IoBus, IrqLine,
+    PciRoot, PortSink, Rtc, Serial, SharedDevice, I8042,
 };
 use hypervisor::Vm;
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,7 @@ impl DeviceManager {
             irq(ports::COM1_IRQ),
             Box::new(ConsoleOutput),
         )));
-        let pio: Vec<(&'static str, u16, u16, Arc<Mutex<dyn BusDevice>>)> = vec![
+        let pio: Vec<(&'static str, u16, u16, SharedDevice)> = vec![
             ("serial", ports::COM1, 8, serial.clone()),
             (
                 "i8042",

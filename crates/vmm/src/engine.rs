@@ -59,7 +59,18 @@ pub fn create(choice: EngineChoice) -> Result<Box<dyn Hypervisor>, EngineError> 
     let kind = match choice {
         EngineChoice::Kvm => EngineKind::Kvm,
         EngineChoice::Soft => EngineKind::Soft,
-        EngineChoice::Auto => report().auto_choice,
+        EngineChoice::Auto => {
+            let report = report();
+            // Said at start so a user knows which kind of virtualization runs
+            // the guest; only on a terminal, so piped output stays clean.
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!(
+                    "vessel: engine {} ({})",
+                    report.auto_choice, report.auto_reason
+                );
+            }
+            report.auto_choice
+        }
     };
     match kind {
         EngineKind::Kvm => Ok(Box::new(
