@@ -5,6 +5,15 @@
 //!
 //! Only bus 0, function 0 of each slot exists; everything else reads as
 //! all ones, which is how a guest learns a function is absent.
+//!
+//! Endpoint devices build their configuration space from [`config`]
+//! (type-0 header, 64-bit memory BARs, capability list), keep their BARs on
+//! the MMIO bus where the guest programs them with [`bar`], and raise
+//! interrupts through [`msix`] (the machine has no legacy INTx routing).
+
+pub mod bar;
+pub mod config;
+pub mod msix;
 
 use crate::bus::{lock_device, BusDevice};
 use std::sync::{Arc, Mutex};
