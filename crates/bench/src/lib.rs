@@ -1,0 +1,41 @@
+//! vessel's benchmarks, run as subprocesses so each machine is measured
+//! the way a user runs it: `vessel run` on each engine and QEMU as the
+//! reference. Owns the benchmark entry points ([`cpu`]) and the error type
+//! that says why a benchmark could not give an answer.
+//!
+//! Modules: `cpu` (guest instructions per second on a compute loop),
+//! `process` (subprocesses with a deadline), `tsc` (the host TSC rate).
+
+pub mod cpu;
+mod process;
+mod tsc;
+
+pub use cpu::{cpu, CpuBenchOptions, CpuReport, CpuRow, Machine, Measurement, RowOutcome};
+pub use process::RunError;
+pub use tsc::TscError;
+
+/// Why a benchmark gave no answer, or an answer that must not be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The benchmark guest is not where the build put it.
+    #[error("benchmark guest {0} not found")]
+    GuestMissing(String),
+    /// The host TSC rate could not be measured.
+    #[error("cannot measure the host tsc rate")]
+    Tsc(#[from] TscError),
+    /// A machine that was available failed to run the guest.
+    #[error("{machine} failed")]
+    RunFailed {
+        /// Which machine.
+        machine: Machine,
+        /// What went wrong.
+        #[source]
+        source: RunError,
+    },
+    /// Two machines computed different checksums over the same memory.
+    #[error("checksums differ: {0}")]
+    ChecksumMismatch(String),
+    /// Not one machine produced a measurement.
+    #[error("no machine was measured")]
+    NothingMeasured,
+}
