@@ -388,10 +388,11 @@ impl fmt::Display for CpuReport {
             (Machine::Soft, Machine::QemuTcg),
         ] {
             match self.ratio(a, b) {
-                Some(r) if r > 0.0 => {
-                    writeln!(f, "{a} / {b}: {r:.4} ({b} is {:.1}x {a})", 1.0 / r)?
+                Some(r) if r > 0.0 && r < 1.0 => {
+                    writeln!(f, "speed {a} / {b}: {r:.4} ({b} {:.1}x faster)", 1.0 / r)?
                 }
-                _ => writeln!(f, "{a} / {b}: n/a")?,
+                Some(r) if r >= 1.0 => writeln!(f, "speed {a} / {b}: {r:.4} ({a} {r:.1}x faster)")?,
+                _ => writeln!(f, "speed {a} / {b}: n/a")?,
             }
         }
         let measured = self
@@ -399,8 +400,13 @@ impl fmt::Display for CpuReport {
             .iter()
             .filter(|r| matches!(r.outcome, RowOutcome::Measured(_)))
             .count();
-        if self.checksums_agree() {
-            write!(f, "checksums: identical on {measured} machine(s)")
+        if measured < 2 {
+            write!(
+                f,
+                "checksums: {measured} machine(s) measured, nothing to compare"
+            )
+        } else if self.checksums_agree() {
+            write!(f, "checksums: identical on {measured} machines")
         } else {
             write!(f, "checksums: DIFFER")
         }

@@ -90,11 +90,11 @@ fn ratios_and_agreement() {
         "{text}"
     );
     assert!(
-        text.contains("vessel soft / vessel kvm: 0.0100 (vessel kvm is 100.0x vessel soft)"),
+        text.contains("speed vessel soft / vessel kvm: 0.0100 (vessel kvm 100.0x faster)"),
         "{text}"
     );
-    assert!(text.contains("vessel soft / qemu tcg: n/a"), "{text}");
-    assert!(text.contains("identical on 2 machine(s)"), "{text}");
+    assert!(text.contains("speed vessel soft / qemu tcg: n/a"), "{text}");
+    assert!(text.contains("identical on 2 machines"), "{text}");
     assert!(r.check().is_ok());
 }
 

@@ -1,6 +1,8 @@
 //! The `vessel` command line: parses arguments, hands them to the VMM, and
 //! turns how the VM ended into this process's exit status.
 
+mod bench_args;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,9 @@ enum Command {
     Run(RunArgs),
     /// Show what this host offers: KVM, hardware virtualization, the engine `auto` picks.
     Info,
+    /// Measure vessel next to KVM and QEMU.
+    #[command(subcommand)]
+    Bench(bench_args::BenchCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Info => info(),
+        Command::Bench(cmd) => bench_args::bench(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,78 @@
+//! `vessel bench ...`: the command-line side of the benchmarks in the
+//! `bench` crate (arguments in, table out, exit status from the check).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+
+/// The benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Guest instructions per second on a checksum over 64 MiB: vessel's
+    /// soft engine next to KVM (at CPL3) and QEMU TCG, same run.
+    Cpu(CpuArgs),
+}
+
+/// A machine to measure.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MachineArg {
+    /// `vessel run --engine soft`.
+    Soft,
+    /// `vessel run --engine kvm`.
+    Kvm,
+    /// `qemu-system-x86_64 -accel tcg`.
+    Qemu,
+}
+
+#[derive(clap::Args)]
+pub struct CpuArgs {
+    /// Passes of the checksum over 64 MiB (1-1000).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    passes: u32,
+    /// Machines to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MachineArg::Soft, MachineArg::Kvm, MachineArg::Qemu])]
+    machines: Vec<MachineArg>,
+    /// Deadline for each machine's run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// The QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// The benchmark guest (default: the built `bench_checksum`).
+    #[arg(long)]
+    guest: Option<PathBuf>,
+}
+
+/// Runs the benchmark `cmd`, prints its table, and fails when a machine
+/// failed or the machines disagree.
+pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Cpu(args) => cpu(args),
+    }
+}
+
+fn cpu(args: CpuArgs) -> anyhow::Result<ExitCode> {
+    let vessel = std::env::current_exe()?;
+    let mut opts = bench::CpuBenchOptions::new(vessel);
+    opts.passes = args.passes;
+    opts.timeout = Duration::from_secs(args.timeout);
+    opts.qemu = args.qemu;
+    if let Some(guest) = args.guest {
+        opts.guest = guest;
+    }
+    opts.machines = args
+        .machines
+        .iter()
+        .map(|m| match m {
+            MachineArg::Soft => bench::Machine::Soft,
+            MachineArg::Kvm => bench::Machine::Kvm,
+            MachineArg::Qemu => bench::Machine::QemuTcg,
+        })
+        .collect();
+    let report = bench::cpu(&opts)?;
+    println!("{report}");
+    report.check()?;
+    Ok(ExitCode::SUCCESS)
+}
