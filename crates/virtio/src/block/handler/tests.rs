@@ -1,0 +1,208 @@
+//! The block device driven by a test driver over a temporary image.
+
+use super::*;
+use crate::block::request::{T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES};
+use crate::device::{Activation, Interrupt, VirtioDevice};
+use crate::test_driver::{guest_memory, Desc, TestQueue};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use vm_memory::GuestAddress;
+
+struct NoIrq;
+impl Interrupt for NoIrq {
+    fn signal_used_queue(&self, _: u16) {}
+    fn signal_config_change(&self) {}
+}
+
+struct TempImage(PathBuf);
+impl Drop for TempImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn image(name: &str, bytes: &[u8]) -> TempImage {
+    let p = std::env::temp_dir().join(format!("vessel-blk-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    TempImage(p)
+}
+
+struct Rig {
+    mem: GuestMemoryMmap,
+    tq: TestQueue,
+    blk: Block,
+}
+
+fn rig(img: &TempImage, readonly: bool) -> Rig {
+    let mem = guest_memory();
+    let tq = TestQueue::new(&mem, GuestAddress(0x1000), 16);
+    let file = if readonly {
+        File::open(&img.0).unwrap()
+    } else {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img.0)
+            .unwrap()
+    };
+    let sectors = file.metadata().unwrap().len() / 512;
+    let mut blk = Block::from_file(file, sectors, readonly, Some("vessel-disk-0"));
+    blk.activate(Activation {
+        mem: mem.clone(),
+        queues: vec![tq.queue()],
+        features: 0,
+        interrupt: Arc::new(NoIrq),
+    })
+    .unwrap();
+    Rig { mem, tq, blk }
+}
+
+const HDR: u64 = 0x10000;
+const DATA: u64 = 0x20000;
+const STATUS: u64 = 0x30000;
+
+impl Rig {
+    /// Submits one request; returns (status, used len).
+    fn submit(&mut self, kind: u32, sector: u64, data: Option<Desc>) -> (u8, u32) {
+        let mut hdr = [0u8; 16];
+        hdr[..4].copy_from_slice(&kind.to_le_bytes());
+        hdr[8..].copy_from_slice(&sector.to_le_bytes());
+        self.mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
+        self.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        let mut descs = vec![Desc::r(HDR, 16)];
+        descs.extend(data);
+        descs.push(Desc::w(STATUS, 1));
+        self.tq.add_chain(&self.mem, &descs);
+        self.blk.queue_notify(0).unwrap();
+        let used = *self.tq.used(&self.mem).last().unwrap();
+        (
+            self.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
+            used.1,
+        )
+    }
+    fn fill(&self, addr: u64, bytes: &[u8]) {
+        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
+    }
+    fn fetch(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn write_then_read_round_trips_through_the_file() {
+    let img = image("rw", &vec![0u8; 64 << 10]);
+    let mut r = rig(&img, false);
+    let data = pattern(4096, 7);
+    r.fill(DATA, &data);
+    assert_eq!(r.submit(T_OUT, 8, Some(Desc::r(DATA, 4096))), (S_OK, 1));
+    assert_eq!(&std::fs::read(&img.0).unwrap()[4096..8192], &data[..]);
+    r.fill(DATA, &[0u8; 4096]);
+    assert_eq!(r.submit(T_IN, 8, Some(Desc::w(DATA, 4096))), (S_OK, 4097));
+    assert_eq!(r.fetch(DATA, 4096), data);
+    assert_eq!(r.submit(T_FLUSH, 0, None), (S_OK, 1));
+    assert_eq!(r.blk.metrics.reads.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn out_of_range_and_ragged_requests_fail_with_ioerr() {
+    let img = image("range", &vec![0u8; 8192]);
+    let mut r = rig(&img, false);
+    assert_eq!(r.submit(T_IN, 16, Some(Desc::w(DATA, 512))).0, S_IOERR);
+    assert_eq!(r.submit(T_IN, 15, Some(Desc::w(DATA, 1024))).0, S_IOERR);
+    assert_eq!(
+        r.submit(T_OUT, u64::MAX / 256, Some(Desc::r(DATA, 512))).0,
+        S_IOERR
+    );
+    assert_eq!(r.submit(T_IN, 0, Some(Desc::w(DATA, 100))).0, S_IOERR);
+    assert_eq!(r.submit(T_IN, 15, Some(Desc::w(DATA, 512))).0, S_OK);
+    assert_eq!(r.submit(77, 0, None).0, S_UNSUPP);
+    assert_eq!(std::fs::read(&img.0).unwrap(), vec![0u8; 8192]);
+}
+
+#[test]
+fn readonly_disk_refuses_writes_and_keeps_the_file() {
+    let original = pattern(8192, 3);
+    let img = image("ro", &original);
+    let mut r = rig(&img, true);
+    assert_ne!(r.blk.features() & super::super::device::F_RO, 0);
+    r.fill(DATA, &[0xaa; 512]);
+    assert_eq!(r.submit(T_OUT, 0, Some(Desc::r(DATA, 512))).0, S_IOERR);
+    assert_eq!(
+        r.submit(T_WRITE_ZEROES, 0, Some(Desc::r(DATA, 16))).0,
+        S_IOERR
+    );
+    assert_eq!(r.submit(T_DISCARD, 0, Some(Desc::r(DATA, 16))).0, S_IOERR);
+    assert_eq!(r.submit(T_FLUSH, 0, None).0, S_OK);
+    assert_eq!(r.submit(T_IN, 0, Some(Desc::w(DATA, 512))), (S_OK, 513));
+    assert_eq!(r.fetch(DATA, 512), original[..512]);
+    assert_eq!(std::fs::read(&img.0).unwrap(), original);
+}
+
+#[test]
+fn get_id_and_write_zeroes() {
+    let img = image("id", &pattern(16384, 9));
+    let mut r = rig(&img, false);
+    assert_eq!(r.submit(T_GET_ID, 0, Some(Desc::w(DATA, 20))), (S_OK, 21));
+    assert_eq!(&r.fetch(DATA, 13), b"vessel-disk-0");
+    // Zero sectors 8..16 (4 KiB).
+    let mut range = [0u8; 16];
+    range[..8].copy_from_slice(&8u64.to_le_bytes());
+    range[8..12].copy_from_slice(&8u32.to_le_bytes());
+    r.fill(DATA, &range);
+    assert_eq!(r.submit(T_WRITE_ZEROES, 0, Some(Desc::r(DATA, 16))).0, S_OK);
+    let disk = std::fs::read(&img.0).unwrap();
+    assert_eq!(disk.len(), 16384);
+    assert!(disk[4096..8192].iter().all(|&b| b == 0));
+    assert_eq!(disk[..4096], pattern(16384, 9)[..4096]);
+    // Unknown flags are unsupported; a range past the end is an error.
+    range[12] = 2;
+    r.fill(DATA, &range);
+    assert_eq!(
+        r.submit(T_WRITE_ZEROES, 0, Some(Desc::r(DATA, 16))).0,
+        S_UNSUPP
+    );
+    range[12] = 1;
+    range[..8].copy_from_slice(&30u64.to_le_bytes());
+    r.fill(DATA, &range);
+    assert_eq!(r.submit(T_DISCARD, 0, Some(Desc::r(DATA, 16))).0, S_IOERR);
+    assert_eq!(r.submit(T_DISCARD, 0, Some(Desc::r(DATA, 10))).0, S_IOERR);
+}
+
+#[test]
+fn malformed_chains() {
+    let img = image("bad", &vec![0u8; 4096]);
+    let mut r = rig(&img, false);
+    // No writable status byte: protocol error.
+    r.tq.add_chain(&r.mem, &[Desc::r(HDR, 16)]);
+    assert!(r.blk.queue_notify(0).is_err());
+    let mut r = rig(&img, false);
+    // A header shorter than 16 bytes gets an I/O error status.
+    r.tq.add_chain(&r.mem, &[Desc::r(HDR, 8), Desc::w(STATUS, 1)]);
+    r.blk.queue_notify(0).unwrap();
+    assert_eq!(r.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_IOERR);
+    // The header may be split across descriptors.
+    let mut hdr = [0u8; 16];
+    hdr[..4].copy_from_slice(&T_IN.to_le_bytes());
+    r.fill(HDR, &hdr[..5]);
+    r.fill(HDR + 0x100, &hdr[5..]);
+    r.tq.add_chain(
+        &r.mem,
+        &[
+            Desc::r(HDR, 5),
+            Desc::r(HDR + 0x100, 11),
+            Desc::w(DATA, 512),
+            Desc::w(STATUS, 1),
+        ],
+    );
+    r.blk.queue_notify(0).unwrap();
+    assert_eq!(r.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_OK);
+}
