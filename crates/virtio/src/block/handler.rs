@@ -120,7 +120,7 @@ impl Block {
 
     fn rw(&mut self, req: &Request, mem: &GuestMemoryMmap, write: bool) -> Result<u32, u8> {
         let total = queue::segments_len(&req.data);
-        if total % SECTOR_SIZE != 0 {
+        if !total.is_multiple_of(SECTOR_SIZE) {
             return Err(S_IOERR);
         }
         let mut offset = self.checked_offset(req.sector, total).ok_or(S_IOERR)?;

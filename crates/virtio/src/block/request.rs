@@ -135,7 +135,7 @@ pub fn parse_ranges(
     max: u32,
 ) -> Result<Vec<Range>, RangeError> {
     let len = queue::segments_len(data);
-    if len % 16 != 0 || len == 0 {
+    if !len.is_multiple_of(16) || len == 0 {
         return Err(RangeError::Ragged);
     }
     if len / 16 > u64::from(max) {

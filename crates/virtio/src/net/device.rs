@@ -1,0 +1,214 @@
+//! The network device: MAC and link status in the configuration space,
+//! the offered offload features, and the backend frames go to (a TAP, or
+//! anything implementing [`NetBackend`] in tests).
+
+use super::metrics::NetMetrics;
+use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN};
+use crate::device::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
+use crate::queue::{Chain, QueueError};
+use crate::{device_type, features};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+pub const QUEUE_SIZE: u16 = 256;
+pub const RX: u16 = 0;
+pub const TX: u16 = 1;
+/// Event token for "the backend has frames".
+pub const TOKEN_RX: u32 = 0;
+
+/// Net feature bits.
+pub const F_CSUM: u64 = 1 << 0;
+pub const F_GUEST_CSUM: u64 = 1 << 1;
+pub const F_MAC: u64 = 1 << 5;
+pub const F_GUEST_TSO4: u64 = 1 << 7;
+pub const F_GUEST_TSO6: u64 = 1 << 8;
+pub const F_GUEST_ECN: u64 = 1 << 9;
+pub const F_HOST_TSO4: u64 = 1 << 11;
+pub const F_HOST_TSO6: u64 = 1 << 12;
+pub const F_HOST_ECN: u64 = 1 << 13;
+pub const F_MRG_RXBUF: u64 = 1 << 15;
+pub const F_STATUS: u64 = 1 << 16;
+
+/// How the user asked for a network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Name of the host TAP interface (created if absent).
+    pub tap: String,
+    /// Guest MAC address; a fixed locally administered one when absent.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// The default MAC: locally administered, unicast.
+pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Tap(#[from] TapError),
+}
+
+/// Where frames (each with its 12-byte virtio-net header) go and come from.
+pub trait NetBackend: Send {
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<usize>;
+    fn set_offload(&mut self, tun_flags: u32) -> std::io::Result<()>;
+    fn fd(&self) -> Option<RawFd>;
+}
+
+impl NetBackend for Tap {
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        Tap::recv(self, buf)
+    }
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<usize> {
+        Tap::send(self, frame)
+    }
+    fn set_offload(&mut self, flags: u32) -> std::io::Result<()> {
+        Tap::set_offload(self, flags).map_err(std::io::Error::other)
+    }
+    fn fd(&self) -> Option<RawFd> {
+        Some(Tap::fd(self))
+    }
+}
+
+pub(super) struct Active {
+    pub mem: GuestMemoryMmap,
+    pub rx: Queue,
+    pub tx: Queue,
+    pub interrupt: Arc<dyn Interrupt>,
+    pub mergeable: bool,
+    /// Receive chains taken off the ring but not yet filled.
+    pub rx_held: Vec<Chain>,
+}
+
+pub struct Net {
+    pub(super) backend: Box<dyn NetBackend>,
+    config: Vec<u8>,
+    pub(super) active: Option<Active>,
+    /// A frame read from the backend that did not fit the guest's buffers yet.
+    pub(super) rx_pending: Option<Vec<u8>>,
+    pub metrics: Arc<NetMetrics>,
+}
+
+impl Net {
+    pub fn new(cfg: &NetConfig, _mem: GuestMemoryMmap) -> Result<Self, NetError> {
+        let tap = Tap::open(&cfg.tap)?;
+        Ok(Self::with_backend(
+            Box::new(tap),
+            cfg.mac.unwrap_or(DEFAULT_MAC),
+        ))
+    }
+
+    pub fn with_backend(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Self {
+        let mut config = vec![0u8; 12];
+        config[..6].copy_from_slice(&mac);
+        // Link up.
+        config[6..8].copy_from_slice(&1u16.to_le_bytes());
+        config[8..10].copy_from_slice(&1u16.to_le_bytes());
+        config[10..12].copy_from_slice(&1500u16.to_le_bytes());
+        Net {
+            backend,
+            config,
+            active: None,
+            rx_pending: None,
+            metrics: Arc::new(NetMetrics::default()),
+        }
+    }
+
+    /// File descriptors the event loop watches, with their tokens.
+    pub fn event_fds(&self) -> Vec<(RawFd, u32)> {
+        self.backend
+            .fd()
+            .map(|fd| (fd, TOKEN_RX))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// TAP receive offloads matching what the guest accepts.
+fn tun_offloads(f: u64) -> u32 {
+    let mut t = 0;
+    if f & F_GUEST_CSUM != 0 {
+        t |= TUN_F_CSUM;
+        if f & F_GUEST_TSO4 != 0 {
+            t |= TUN_F_TSO4;
+        }
+        if f & F_GUEST_TSO6 != 0 {
+            t |= TUN_F_TSO6;
+        }
+        if f & F_GUEST_ECN != 0 && t & (TUN_F_TSO4 | TUN_F_TSO6) != 0 {
+            t |= TUN_F_TSO_ECN;
+        }
+    }
+    t
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        device_type::NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        features::VERSION_1
+            | features::RING_EVENT_IDX
+            | features::RING_INDIRECT_DESC
+            | F_CSUM
+            | F_GUEST_CSUM
+            | F_MAC
+            | F_GUEST_TSO4
+            | F_GUEST_TSO6
+            | F_GUEST_ECN
+            | F_HOST_TSO4
+            | F_HOST_TSO6
+            | F_HOST_ECN
+            | F_MRG_RXBUF
+            | F_STATUS
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
+        self.backend
+            .set_offload(tun_offloads(a.features))
+            .map_err(ActivateError::Backend)?;
+        let mut queues = a.queues.into_iter();
+        let rx = queues.next().ok_or(ActivateError::BadQueue(0))?;
+        let tx = queues.next().ok_or(ActivateError::BadQueue(1))?;
+        self.active = Some(Active {
+            mem: a.mem,
+            rx,
+            tx,
+            interrupt: a.interrupt,
+            mergeable: a.features & F_MRG_RXBUF != 0,
+            rx_held: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn queue_notify(&mut self, queue: u16) -> Result<(), QueueError> {
+        match queue {
+            RX => self.process_rx(),
+            TX => self.process_tx(),
+            q => Err(QueueError::NoSuchQueue(q)),
+        }
+    }
+
+    fn handle_event(&mut self, token: u32) -> Result<(), QueueError> {
+        match token {
+            TOKEN_RX => self.process_rx(),
+            _ => Ok(()),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+        self.rx_pending = None;
+    }
+}
