@@ -2,6 +2,7 @@
 //! turns how the VM ended into this process's exit status.
 
 mod bench_args;
+mod device_args;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ struct RunArgs {
     /// Exit with status 0 when the guest reboots instead of restarting it.
     #[arg(long)]
     no_reboot: bool,
+    #[command(flatten)]
+    devices: device_args::DeviceArgs,
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Engine::Soft => EngineChoice::Soft,
         },
         reboot: !args.no_reboot,
+        devices: args.devices.into_config()?,
     };
     let console = vmm::console::Console::start();
     let outcome = vmm::run_vm(&config, &console);

@@ -22,6 +22,7 @@ pub mod rng;
 pub mod test_driver;
 
 pub use device::{ActivateError, Interrupt, VirtioDevice};
+pub use pci::VirtioPciDevice;
 
 /// Device IDs (virtio 1.2 section 5).
 pub mod device_type {

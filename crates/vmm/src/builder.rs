@@ -60,6 +60,8 @@ pub enum Error {
     Boot(#[from] arch::BootError),
     #[error(transparent)]
     Devices(#[from] DeviceError),
+    #[error("cannot set up the virtio devices")]
+    Virtio(#[from] crate::virtio_devices::VirtioError),
     #[error("cannot start a vCPU thread")]
     Thread(#[source] std::io::Error),
 }
@@ -141,6 +143,7 @@ fn run_once(
 
     let control = VmControl::new();
     let devices = DeviceManager::new(vm.clone(), control.clone(), config.memory_mib << 20)?;
+    let _virtio = crate::virtio_devices::attach(&config.devices, &mem, &vm, &devices)?;
     let supported = hypervisor
         .supported_cpuid()
         .map_err(hv("cannot read the engine's CPUID"))?;

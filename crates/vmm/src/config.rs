@@ -25,6 +25,8 @@ pub struct VmConfig {
     /// When false, a guest reboot ends vessel with status 0 instead of
     /// restarting the guest.
     pub reboot: bool,
+    /// Paravirtual devices (disks, NICs, entropy, balloon).
+    pub devices: crate::virtio_devices::DeviceConfig,
 }
 
 /// A configuration that cannot be booted.
@@ -97,6 +99,7 @@ mod tests {
             memory_mib: 128,
             engine: EngineChoice::Auto,
             reboot: true,
+            devices: Default::default(),
         }
     }
 

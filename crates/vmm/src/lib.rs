@@ -13,8 +13,10 @@ pub mod console;
 pub mod control;
 pub mod device_manager;
 pub mod engine;
+pub mod event_loop;
 pub mod memory;
 pub mod vcpu;
+pub mod virtio_devices;
 
 pub use builder::{run_vm, Error};
 pub use config::{ConfigError, EngineChoice, VmConfig};

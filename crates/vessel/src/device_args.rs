@@ -1,0 +1,197 @@
+//! Command-line options for the paravirtual devices (`--disk`, `--net`,
+//! `--rng`, `--balloon`) and their translation into the VMM's
+//! `DeviceConfig`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use vmm::virtio_devices::{BalloonConfig, BlockConfig, DeviceConfig, NetConfig};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct DeviceArgs {
+    /// A virtio disk backed by a raw image: PATH[,readonly][,id=NAME]. Repeatable; the first is /dev/vda.
+    #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
+    pub disks: Vec<String>,
+    /// A virtio network interface on a host TAP device: tap=NAME[,mac=MAC]. Repeatable.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    pub nets: Vec<String>,
+    /// A virtio entropy device fed from the host's getrandom.
+    #[arg(long)]
+    pub rng: bool,
+    /// A virtio balloon: target=MiB[,deflate-after=SECONDS] (the guest gives
+    /// back MiB of memory; optionally takes it back after SECONDS).
+    #[arg(long, value_name = "target=MiB[,deflate-after=SECONDS]")]
+    pub balloon: Option<String>,
+}
+
+/// Why a device option is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeviceArgError {
+    DiskPath(String),
+    DiskOption { arg: String, opt: String },
+    DiskId(String),
+    NetTap(String),
+    NetOption { arg: String, opt: String },
+    NetMac(String),
+    Balloon(String),
+}
+
+impl std::fmt::Display for DeviceArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DiskPath(a) => write!(f, "--disk {a:?}: no image path"),
+            Self::DiskOption { arg, opt } => write!(f, "--disk {arg:?}: unknown option {opt:?}"),
+            Self::DiskId(a) => write!(f, "--disk {a:?}: id is longer than 20 bytes"),
+            Self::NetTap(a) => write!(f, "--net {a:?}: tap=NAME (at most 15 bytes) is required"),
+            Self::NetOption { arg, opt } => write!(f, "--net {arg:?}: unknown option {opt:?}"),
+            Self::NetMac(a) => write!(
+                f,
+                "--net {a:?}: mac must be six hex bytes like 52:54:00:12:34:56"
+            ),
+            Self::Balloon(a) => write!(
+                f,
+                "--balloon {a:?}: expected target=MiB[,deflate-after=SECONDS]"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DeviceArgError {}
+
+impl DeviceArgs {
+    pub fn into_config(self) -> Result<DeviceConfig, DeviceArgError> {
+        Ok(DeviceConfig {
+            disks: self
+                .disks
+                .iter()
+                .map(|d| parse_disk(d))
+                .collect::<Result<_, _>>()?,
+            nets: self
+                .nets
+                .iter()
+                .map(|n| parse_net(n))
+                .collect::<Result<_, _>>()?,
+            rng: self.rng,
+            balloon: self.balloon.as_deref().map(parse_balloon).transpose()?,
+        })
+    }
+}
+
+fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
+    let mut parts = arg.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| DeviceArgError::DiskPath(arg.to_string()))?;
+    let mut cfg = BlockConfig {
+        path: PathBuf::from(path),
+        readonly: false,
+        id: None,
+    };
+    for opt in parts {
+        match opt.split_once('=') {
+            None if opt == "readonly" || opt == "ro" => cfg.readonly = true,
+            Some(("id", id)) if id.len() <= 20 => cfg.id = Some(id.to_string()),
+            Some(("id", _)) => return Err(DeviceArgError::DiskId(arg.to_string())),
+            _ => {
+                return Err(DeviceArgError::DiskOption {
+                    arg: arg.to_string(),
+                    opt: opt.to_string(),
+                })
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn parse_net(arg: &str) -> Result<NetConfig, DeviceArgError> {
+    let mut tap = None;
+    let mut mac = None;
+    for opt in arg.split(',') {
+        match opt.split_once('=') {
+            Some(("tap", name)) if !name.is_empty() && name.len() <= 15 => {
+                tap = Some(name.to_string())
+            }
+            Some(("mac", m)) => {
+                mac = Some(parse_mac(m).ok_or_else(|| DeviceArgError::NetMac(arg.to_string()))?)
+            }
+            _ => {
+                return Err(DeviceArgError::NetOption {
+                    arg: arg.to_string(),
+                    opt: opt.to_string(),
+                })
+            }
+        }
+    }
+    Ok(NetConfig {
+        tap: tap.ok_or_else(|| DeviceArgError::NetTap(arg.to_string()))?,
+        mac,
+    })
+}
+
+fn parse_balloon(arg: &str) -> Result<BalloonConfig, DeviceArgError> {
+    let bad = || DeviceArgError::Balloon(arg.to_string());
+    let mut cfg = BalloonConfig::default();
+    let mut have_target = false;
+    for opt in arg.split(',') {
+        match opt.split_once('=') {
+            Some(("target", v)) => {
+                cfg.target_mib = v.parse().map_err(|_| bad())?;
+                have_target = true;
+            }
+            Some(("deflate-after", v)) => {
+                cfg.deflate_after = Some(Duration::from_secs(v.parse().map_err(|_| bad())?))
+            }
+            _ => return Err(bad()),
+        }
+    }
+    have_target.then_some(cfg).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks() {
+        let d = parse_disk("/img,readonly,id=root").unwrap();
+        assert_eq!(d.path, PathBuf::from("/img"));
+        assert!(d.readonly);
+        assert_eq!(d.id.as_deref(), Some("root"));
+        assert!(!parse_disk("/img").unwrap().readonly);
+        assert!(parse_disk("").is_err());
+        assert!(parse_disk("/img,bogus").is_err());
+        assert!(parse_disk("/img,id=123456789012345678901").is_err());
+    }
+
+    #[test]
+    fn nets() {
+        let n = parse_net("tap=vtap0,mac=52:54:00:aa:bb:0c").unwrap();
+        assert_eq!(n.tap, "vtap0");
+        assert_eq!(n.mac, Some([0x52, 0x54, 0, 0xaa, 0xbb, 0x0c]));
+        assert!(parse_net("mac=52:54:00:aa:bb:0c").is_err());
+        assert!(parse_net("tap=x,mac=52:54:00:aa:bb").is_err());
+        assert!(parse_net("tap=a-name-way-too-long-for-linux").is_err());
+    }
+
+    #[test]
+    fn balloon() {
+        let b = parse_balloon("target=64,deflate-after=20").unwrap();
+        assert_eq!(b.target_mib, 64);
+        assert_eq!(b.deflate_after, Some(Duration::from_secs(20)));
+        assert!(parse_balloon("deflate-after=3").is_err());
+        assert!(parse_balloon("target=x").is_err());
+    }
+}
