@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 1;
+pub const RECIPE_VERSION: u32 = 2;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -26,12 +26,14 @@ pub const INIT_SCRIPT: &str = r#"#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 umask 022
 
-mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
-mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+# (This busybox has no mountpoint applet.)
+mounted() { grep -q "^[^ ]* $1 " /proc/mounts 2>/dev/null; }
+mounted /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
+mounted /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mounted /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
-mountpoint -q /dev/pts || mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
-mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+mounted /dev/pts || mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
+mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 
 cmd=
@@ -128,19 +130,31 @@ if [ -n "$cmd" ]; then
     # stty waits for the console's output to drain (TCSADRAIN) before we
     # power off, so the tail of the output is not lost.
     stty onlcr < /dev/console 2>/dev/null
-else
-    say VESSEL-GUEST-READY
-    echo "vessel guest: exit the shell or type poweroff to stop the VM" > /dev/console
-    setsid cttyhack /bin/sh -l
+    sync
+    poweroff -f
+    exit 1 # no power-off: ending PID 1 panics, which reboots (panic=-1)
 fi
-sync
-poweroff -f
+# Interactive: busybox init becomes PID 1 and starts the shell from
+# /etc/inittab, so that `poweroff`, `reboot` and `halt` (which signal PID 1)
+# work; leaving the shell powers off too.
+say VESSEL-GUEST-READY
+exec /bin/busybox init
 "#;
 
-/// `poweroff`, `reboot` and `halt` as busybox gives them signal PID 1,
-/// which our shell init ignores; these act at once instead. `reboot` and
-/// `halt` power off too: a VM has nothing to reboot or halt into.
-const POWEROFF_WRAPPER: &str = "#!/bin/sh\nexec /bin/busybox poweroff -f\n";
+/// busybox init's table for the interactive console: one shell on the
+/// console, then power-off. `setsid cttyhack` makes the console the shell's
+/// controlling tty, for job control and Ctrl-C.
+/// `halt` and `reboot` power off too (the shutdown entry runs before
+/// busybox init would halt or reset): a VM has nothing to halt or reboot
+/// into, and a halted VM would hang its VMM.
+const INITTAB: &str = "::once:/etc/vessel-shell\n::shutdown:/bin/busybox poweroff -f\n";
+
+const SHELL_SCRIPT: &str = "#!/bin/sh
+echo 'vessel guest: exit the shell or type poweroff to stop the VM'
+setsid cttyhack /bin/sh -l
+sync
+exec /bin/busybox poweroff -f
+";
 
 const PROFILE: &str = r#"export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PS1='\h:\w\$ '
@@ -166,7 +180,6 @@ pub const FALLBACK_APPLETS: &[&str] = &[
     "bin/stty",
     "bin/sync",
     "bin/uname",
-    "bin/mountpoint",
     "bin/dmesg",
     "bin/ps",
     "bin/sleep",
@@ -206,6 +219,8 @@ fn base_tree(tree: &mut Tree) -> Result<(), TreeError> {
     // that it may switch to a disk root.
     tree.add_file(INITRAMFS_MARKER, 0o644, Vec::new())?;
     tree.add_file("etc/profile", 0o644, PROFILE.as_bytes().to_vec())?;
+    tree.add_file("etc/inittab", 0o644, INITTAB.as_bytes().to_vec())?;
+    tree.add_file("etc/vessel-shell", 0o755, SHELL_SCRIPT.as_bytes().to_vec())?;
     Ok(())
 }
 
@@ -230,9 +245,6 @@ pub fn build_tree(
         }
     }
     tree.add_file("bin/busybox", 0o755, busybox)?;
-    for p in ["sbin/poweroff", "sbin/reboot", "sbin/halt"] {
-        tree.add_file(p, 0o755, POWEROFF_WRAPPER.as_bytes().to_vec())?;
-    }
     let moddir = format!("lib/modules/{kernel_release}");
     tree.add_dir(&moddir)?;
     for m in mods {
@@ -269,7 +281,7 @@ mod tests {
         };
         let applets = vec![
             "bin/sh".to_string(),
-            "sbin/poweroff".to_string(),
+            "etc/inittab".to_string(),
             "bin/busybox".to_string(),
             "../etc/x".to_string(),
         ];
@@ -283,10 +295,10 @@ mod tests {
             t.get("bin/sh").unwrap().node,
             Node::Symlink("/bin/busybox".into())
         );
-        assert!(matches!(
-            t.get("sbin/poweroff").unwrap().node,
-            Node::File(_)
-        ));
+        assert!(
+            matches!(t.get("etc/inittab").unwrap().node, Node::File(_)),
+            "an applet link replaced a file"
+        );
         assert!(t
             .get("lib/modules/6.1.0-x/kernel/drivers/virtio/virtio.ko")
             .is_some());

@@ -3,9 +3,11 @@
 //! `mkfs.ext4 -d` (e2fsprogs), so no mount and no root are needed. The
 //! image is written next to its final path and renamed into place.
 //!
-//! Booting it: `root=/dev/vda rw` (virtio-blk) and no initrd; `/sbin/init`
-//! is the same `/init` script. Device nodes are not in the image: the
-//! kernel mounts devtmpfs on /dev before starting init.
+//! Booting it: keep the initramfs (virtio_blk is a module it loads) and add
+//! `root=/dev/vda rw` (or `root=LABEL=vessel-root`; `ro` is the default):
+//! the initramfs's /init mounts it, moves /dev, /proc, /sys and /run over
+//! and `switch_root`s to its `/sbin/init`, the same script. Device nodes
+//! are not in the image: /dev is devtmpfs.
 
 use std::fs;
 use std::path::Path;

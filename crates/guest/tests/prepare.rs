@@ -3,7 +3,7 @@
 //! TCG. Skips loudly where the host lacks apt-get or qemu-system-x86_64.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +21,17 @@ struct Boot {
 
 /// Boots under QEMU TCG with the given extra kernel args and QEMU args.
 fn boot(image: &GuestImage, kernel: &Path, append: &str, extra: &[&str]) -> Boot {
+    boot_with_input(image, kernel, append, extra, None)
+}
+
+/// Like [`boot`], typing `input` on the console once the guest is ready.
+fn boot_with_input(
+    image: &GuestImage,
+    kernel: &Path,
+    append: &str,
+    extra: &[&str],
+    input: Option<&str>,
+) -> Boot {
     let cmdline = format!("{} {append}", image.default_cmdline);
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -40,15 +51,36 @@ fn boot(image: &GuestImage, kernel: &Path, append: &str, extra: &[&str]) -> Boot
         .arg(&image.initramfs)
         .args(["-append", &cmdline])
         .args(extra)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("qemu starts");
     let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stdin = child.stdin.take();
+    let input = input.map(str::to_string);
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.windows(18).any(|w| w == b"VESSEL-GUEST-READY") {
+                if let (Some(pipe), Some(text)) = (stdin.as_mut(), input.as_ref()) {
+                    // Let the shell start before typing.
+                    std::thread::sleep(Duration::from_secs(2));
+                    let _ = pipe.write_all(text.as_bytes());
+                    let _ = pipe.flush();
+                    stdin = None;
+                }
+            }
+        }
         buf
     });
     let deadline = Instant::now() + BOOT_TIMEOUT;
@@ -64,6 +96,11 @@ fn boot(image: &GuestImage, kernel: &Path, append: &str, extra: &[&str]) -> Boot
         std::thread::sleep(Duration::from_millis(100));
     };
     let console = String::from_utf8_lossy(&reader.join().expect("reader thread")).into_owned();
+    // Any error from the init script shows as "/init: line N: ...".
+    assert!(
+        !console.contains("init: line"),
+        "init script error: {console}"
+    );
     Boot {
         console,
         exited: status.is_some(),
@@ -215,6 +252,38 @@ fn boot_checks(image: &GuestImage, scratch: &Path) {
         b.console
     );
     assert_eq!(parse_exit_status(&b.console), Some(7), "{}", b.console);
+
+    // A kernel panic ends the VM at once (panic=-1), without a status.
+    let b = boot(
+        image,
+        &image.kernel_bzimage,
+        &guest::script_cmdline("echo c > /proc/sysrq-trigger"),
+        &[],
+    );
+    assert!(b.exited, "panic did not end the VM: {}", b.console);
+    assert!(b.console.contains("Kernel panic"), "{}", b.console);
+    assert_eq!(parse_exit_status(&b.console), None, "{}", b.console);
+
+    // Interactive: a shell on the console; `poweroff` ends the VM cleanly.
+    let b = boot_with_input(
+        image,
+        &image.kernel_bzimage,
+        "",
+        &[],
+        Some("tty; echo hi-$((6*7)); poweroff\n"),
+    );
+    assert!(b.console.contains("hi-42"), "{}", b.console);
+    assert!(
+        b.console.contains("/dev/ttyS0"),
+        "no controlling tty: {}",
+        b.console
+    );
+    assert!(
+        !b.console.contains("job control turned off"),
+        "{}",
+        b.console
+    );
+    assert!(b.exited && b.success, "{}", b.console);
 
     // Virtio devices get their drivers through modules.alias; the ext4
     // image of the same userspace becomes the root.
