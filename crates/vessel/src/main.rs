@@ -7,7 +7,7 @@ mod device_args;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vmm::{EngineChoice, Outcome, VmConfig};
+use vmm::{EngineChoice, Outcome, OutputMode, VmConfig};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,26 @@ enum Command {
     /// Measure vessel next to KVM and QEMU.
     #[command(subcommand)]
     Bench(bench_args::BenchCommand),
+    /// Manage the default guest (Debian cloud kernel + busybox initramfs).
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+#[derive(Subcommand)]
+enum GuestCommand {
+    /// Build the default guest from Debian packages into the cache
+    /// ($XDG_CACHE_HOME/vessel); does nothing when it is up to date.
+    Prepare {
+        /// Rebuild even when the cached guest is up to date.
+        #[arg(long)]
+        force: bool,
+        /// Also write an ext4 root file system image of the guest here.
+        #[arg(long, value_name = "PATH")]
+        rootfs: Option<PathBuf>,
+        /// Size of the root file system image in MiB.
+        #[arg(long, default_value_t = 64, requires = "rootfs")]
+        rootfs_size: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,15 +63,18 @@ enum Engine {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Kernel to boot: bzImage, ELF vmlinux, or an ELF with a PVH entry note.
+    /// Kernel to boot: bzImage, ELF vmlinux, or an ELF with a PVH entry
+    /// note. Without it vessel boots its default guest (the Debian cloud
+    /// kernel with a busybox initramfs), preparing it first if needed.
     #[arg(long)]
-    kernel: PathBuf,
+    kernel: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = "console=ttyS0")]
-    cmdline: String,
+    /// Kernel command line (default: "console=ttyS0", or the default
+    /// guest's own).
+    #[arg(long)]
+    cmdline: Option<String>,
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     cpus: usize,
@@ -66,6 +89,10 @@ struct RunArgs {
     no_reboot: bool,
     #[command(flatten)]
     devices: device_args::DeviceArgs,
+    /// A command to run in the guest instead of an interactive shell: its
+    /// output is printed and its exit status becomes vessel's.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +101,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Info => info(),
         Command::Bench(cmd) => bench_args::bench(cmd),
+        Command::Guest(cmd) => guest(cmd),
     };
     match result {
         Ok(code) => code,
@@ -85,10 +113,36 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mode = if args.command.is_empty() {
+        OutputMode::Interactive
+    } else {
+        OutputMode::Command
+    };
+    let (kernel, initrd, cmdline) = match args.kernel {
+        Some(kernel) => {
+            let mut cmdline = args.cmdline.unwrap_or_else(|| "console=ttyS0".to_string());
+            if !args.command.is_empty() {
+                // The command reaches the guest's init the way the default
+                // guest expects it: an initramfs of vessel's understands it.
+                cmdline.push(' ');
+                cmdline.push_str(&vmm::default_guest::command_cmdline(&args.command));
+            }
+            (kernel, args.initrd, cmdline)
+        }
+        None => {
+            let image = vmm::default_guest::image(&mut |line| eprintln!("{line}"))?;
+            let boot = vmm::default_guest::boot(&image, args.cmdline.as_deref(), &args.command)?;
+            (
+                boot.kernel,
+                Some(args.initrd.unwrap_or(boot.initrd)),
+                boot.cmdline,
+            )
+        }
+    };
     let config = VmConfig {
-        kernel: args.kernel,
-        initrd: args.initrd,
-        cmdline: args.cmdline,
+        kernel,
+        initrd,
+        cmdline,
         cpus: args.cpus,
         memory_mib: args.memory,
         engine: match args.engine {
@@ -96,13 +150,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Engine::Kvm => EngineChoice::Kvm,
             Engine::Soft => EngineChoice::Soft,
         },
-        reboot: !args.no_reboot,
+        // A command runs once: a guest reboot ends it.
+        reboot: !args.no_reboot && mode == OutputMode::Interactive,
         devices: args.devices.into_config()?,
     };
-    let console = vmm::console::Console::start();
+    let console = vmm::console::Console::start(mode);
     let outcome = vmm::run_vm(&config, &console);
+    let output = console.output().clone();
     drop(console); // restores the terminal before anything more is printed
-    Ok(match outcome? {
+    let outcome = outcome?;
+    if mode == OutputMode::Command {
+        return Ok(command_status(outcome, &output));
+    }
+    Ok(match outcome {
         Outcome::DebugExit(code) => ExitCode::from(code),
         Outcome::PowerOff | Outcome::Reset => ExitCode::SUCCESS,
         Outcome::UserStop => {
@@ -114,6 +174,55 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+/// vessel's exit status after `vessel run -- CMD`: the command's own, or a
+/// failure that says why there is none.
+fn command_status(outcome: Outcome, output: &vmm::guest_output::OutputWatch) -> ExitCode {
+    if let Some(status) = output.exit_status() {
+        // Shell statuses are 0-255; a larger value cannot come from sh.
+        return ExitCode::from(u8::try_from(status).unwrap_or(255));
+    }
+    let why = match outcome {
+        Outcome::Failed(why) => why,
+        Outcome::UserStop => "stopped from the console before the command finished".to_string(),
+        _ => "the guest stopped before the command reported its exit status".to_string(),
+    };
+    let log = output.boot_log();
+    if !log.trim().is_empty() {
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        eprintln!("vessel: the guest's last console lines:");
+        for line in tail.iter().rev() {
+            eprintln!("  {}", line.trim_end_matches('\r'));
+        }
+    }
+    eprintln!("vessel: {why}");
+    ExitCode::FAILURE
+}
+
+fn guest(cmd: GuestCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        GuestCommand::Prepare {
+            force,
+            rootfs,
+            rootfs_size,
+        } => {
+            let opts = vmm::default_guest::PrepareOptions {
+                force,
+                ..Default::default()
+            };
+            let image = vmm::default_guest::prepare(&opts, &mut |line| eprintln!("{line}"))?;
+            println!("kernel:    {}", image.kernel_bzimage.display());
+            println!("vmlinux:   {}", image.vmlinux.display());
+            println!("initramfs: {}", image.initramfs.display());
+            println!("release:   {}", image.kernel_release);
+            if let Some(path) = rootfs {
+                vmm::default_guest::make_rootfs(&image, &path, rootfs_size)?;
+                println!("rootfs:    {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn info() -> anyhow::Result<ExitCode> {

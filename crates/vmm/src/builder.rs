@@ -89,6 +89,14 @@ pub fn run_vm(config: &VmConfig, console: &Console) -> Result<Outcome, Error> {
     let hypervisor = engine::create(config.engine)?;
     loop {
         let outcome = run_once(config, hypervisor.as_ref(), console)?;
+        // A kernel panic is followed by a reset (panic=-1) or by nothing:
+        // either way the run failed, and the panic says why.
+        if let Some(panic) = console.output().panic() {
+            return Ok(match outcome {
+                Outcome::Failed(why) => Outcome::Failed(why),
+                _ => Outcome::Failed(format!("the guest kernel panicked: {panic}")),
+            });
+        }
         if outcome == Outcome::Reset && config.reboot {
             log::info!("guest reset: rebooting");
             continue;
@@ -142,7 +150,13 @@ fn run_once(
     let boot = arch::configure_boot(&mem, &kernel, &config.cmdline, initrd, rsdp)?;
 
     let control = VmControl::new();
-    let devices = DeviceManager::new(vm.clone(), control.clone(), config.memory_mib << 20)?;
+    console.output().attach(control.clone());
+    let devices = DeviceManager::new(
+        vm.clone(),
+        control.clone(),
+        config.memory_mib << 20,
+        Box::new(console.output().writer()),
+    )?;
     let _virtio = crate::virtio_devices::attach(&config.devices, &mem, &vm, &devices)?;
     let supported = hypervisor
         .supported_cpuid()

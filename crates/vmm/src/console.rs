@@ -6,7 +6,8 @@
 //! new VM), so the target of the input is swapped rather than the thread.
 
 use crate::control::{Outcome, VmControl};
-use std::io::{Read, Write};
+use crate::guest_output::{OutputMode, OutputWatch};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ struct Target {
 /// The host side of the console.
 pub struct Console {
     target: Arc<Mutex<Option<Target>>>,
+    output: Arc<OutputWatch>,
     _raw: Option<RawMode>,
 }
 
@@ -31,8 +33,8 @@ const ESCAPE: u8 = 0x01; // Ctrl-A
 
 impl Console {
     /// Starts reading stdin. When stdin is a terminal it is put in raw mode
-    /// until the console is dropped.
-    pub fn start() -> Self {
+    /// until the console is dropped. `mode` says how guest output is shown.
+    pub fn start(mode: OutputMode) -> Self {
         let raw = RawMode::enable();
         let target: Arc<Mutex<Option<Target>>> = Arc::new(Mutex::new(None));
         let t = target.clone();
@@ -43,7 +45,16 @@ impl Console {
         if let Err(e) = spawned {
             log::warn!("console input disabled: {e}");
         }
-        Console { target, _raw: raw }
+        Console {
+            target,
+            output: OutputWatch::new(mode),
+            _raw: raw,
+        }
+    }
+
+    /// What the guest printed, as far as the VMM cares.
+    pub fn output(&self) -> &Arc<OutputWatch> {
+        &self.output
     }
 
     /// Sends input to this VM from now on.
@@ -105,22 +116,6 @@ fn deliver(target: &Mutex<Option<Target>>, mut bytes: &[u8]) {
         if !bytes.is_empty() {
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-}
-
-/// Guest output: written through to stdout at once, so a crash loses nothing.
-pub struct ConsoleOutput;
-
-impl Write for ConsoleOutput {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(buf)?;
-        out.flush()?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().flush()
     }
 }
 

@@ -2,7 +2,7 @@
 //! the addresses `arch::layout` fixes, so the ACPI tables describe exactly
 //! what is there.
 
-use crate::console::{ConsoleInput, ConsoleOutput};
+use crate::console::ConsoleInput;
 use crate::control::VmControl;
 use arch::layout::ports;
 use devices::{
@@ -59,6 +59,7 @@ impl DeviceManager {
         vm: Arc<dyn Vm>,
         control: Arc<VmControl>,
         memory_bytes: u64,
+        output: Box<dyn std::io::Write + Send>,
     ) -> Result<Self, DeviceError> {
         let io = IoBus::default();
         let irq = |gsi| -> Arc<dyn IrqLine> {
@@ -68,10 +69,7 @@ impl DeviceManager {
             })
         };
 
-        let serial = Arc::new(Mutex::new(Serial::new(
-            irq(ports::COM1_IRQ),
-            Box::new(ConsoleOutput),
-        )));
+        let serial = Arc::new(Mutex::new(Serial::new(irq(ports::COM1_IRQ), output)));
         let pio: Vec<(&'static str, u16, u16, SharedDevice)> = vec![
             ("serial", ports::COM1, 8, serial.clone()),
             (
