@@ -11,6 +11,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction};
 
 use crate::core::Core;
 use crate::exception::{ExecResult, Fault, Stop};
+use crate::fast::Fast;
 use crate::mmu::Access;
 use crate::phys::PAGE;
 
@@ -22,6 +23,9 @@ const MAX_BLOCK: usize = 64;
 #[derive(Debug)]
 pub struct Block {
     pub instrs: Vec<Instruction>,
+    /// The pre-resolved form of each instruction (`Kind::Generic` when
+    /// the interpreter runs it).
+    pub fast: Vec<Fast>,
     bitness: u32,
     /// Physical page(s) the bytes came from, with their code generations.
     pages: [(u64, u32); 2],
@@ -143,7 +147,12 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
     if instrs.is_empty() {
         return Err(Stop::Fault(Fault::ud()));
     }
+    let fast = instrs
+        .iter()
+        .map(|i| crate::fast::compile(i, bitness))
+        .collect();
     Ok(Block {
+        fast,
         instrs,
         bitness,
         pages,

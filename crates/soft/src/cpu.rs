@@ -42,6 +42,7 @@ pub const RDI: usize = 7;
 /// MSR numbers the engine models.
 pub mod msr {
     pub const TSC: u32 = 0x10;
+    pub const TSC_ADJUST: u32 = 0x3b;
     pub const APIC_BASE: u32 = 0x1b;
     pub const MTRRCAP: u32 = 0xfe;
     pub const SYSENTER_CS: u32 = 0x174;
@@ -60,6 +61,13 @@ pub mod msr {
     pub const GS_BASE: u32 = 0xc000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub const TSC_AUX: u32 = 0xc000_0103;
+    /// AMD microcode patch level (read-only, 0 here).
+    pub const PATCH_LEVEL: u32 = 0x8b;
+    /// AMD hardware configuration; bit 24: the TSC counts at the P0 rate.
+    pub const HWCR: u32 = 0xc001_0015;
+    /// AMD northbridge configuration (Linux sets extended config space
+    /// access, bit 46, through it).
+    pub const NB_CFG: u32 = 0xc001_001f;
 }
 
 /// x87 and SSE registers, kept in FXSAVE terms.
@@ -107,6 +115,9 @@ pub struct Msrs {
     pub misc_enable: u64,
     pub tsc_aux: u64,
     pub mtrr_def_type: u64,
+    pub hwcr: u64,
+    pub tsc_adjust: u64,
+    pub nb_cfg: u64,
     /// Added to the host TSC to give the guest TSC.
     pub tsc_offset: u64,
 }
@@ -197,6 +208,7 @@ impl Cpu {
             msr: Msrs {
                 pat: 0x0007_0406_0007_0406,
                 misc_enable: 1,
+                hwcr: 1 << 24,
                 ..Default::default()
             },
             fpu: Fpu::default(),

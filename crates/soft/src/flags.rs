@@ -121,7 +121,8 @@ impl Flags {
     /// Sets the arithmetic flags eagerly (for instructions with unusual rules).
     #[inline]
     pub fn set_arith(&mut self, arith: u64) {
-        let keep = self.get() & !ARITH;
+        // `bits` always holds the non-arithmetic flags.
+        let keep = self.bits & !ARITH;
         self.bits = keep | (arith & ARITH);
         self.op = FlagOp::None;
     }

@@ -7,7 +7,7 @@ use crate::cpu::{Cpu, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_NXE};
 use crate::exception::{Fault, PF};
 use crate::phys::{Ram, PAGE};
 
-const TLB_SIZE: usize = 256;
+const TLB_SIZE: usize = 1024;
 
 /// How memory is accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,17 @@ struct Entry {
     user: bool,
     nx: bool,
     dirty: bool,
+    /// Accesses the fast path may make without a walk: `PERM_*` bits,
+    /// set only for RAM pages.
+    perm: u8,
 }
+
+/// Supervisor read, user read, supervisor write, user write: what a TLB
+/// entry allows the fast path (writes only once the page is dirty).
+pub const PERM_SR: u8 = 1;
+pub const PERM_UR: u8 = 2;
+pub const PERM_SW: u8 = 4;
+pub const PERM_UW: u8 = 8;
 
 /// A resolved page: physical page address and its host page if RAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +74,39 @@ impl Tlb {
             e.tag = 0;
         }
     }
+
+    /// The host page and physical page of `lin` when the TLB holds it as
+    /// RAM with all of the `need` permission bits (`PERM_*`).
+    #[inline(always)]
+    pub fn fast(&self, lin: u64, need: u8) -> Option<(usize, u64)> {
+        let vpn = lin >> 12;
+        // The index is reduced modulo the table size.
+        let e = &self.e[(vpn as usize) % TLB_SIZE];
+        if e.tag == vpn + 1 && e.perm & need == need {
+            Some((e.host, e.pa))
+        } else {
+            None
+        }
+    }
+}
+
+fn perm_of(cpu: &Cpu, e: &Entry) -> u8 {
+    if e.host == 0 {
+        return 0;
+    }
+    let mut p = PERM_SR;
+    if e.user {
+        p |= PERM_UR;
+    }
+    if e.dirty {
+        if e.writable || cpu.cr0 & CR0_WP == 0 {
+            p |= PERM_SW;
+        }
+        if e.writable && e.user {
+            p |= PERM_UW;
+        }
+    }
+    p
 }
 
 /// Who makes the access: `user` is true for CPL3 accesses other than
@@ -137,23 +180,25 @@ pub fn translate(
     let vpn = lin >> 12;
     let slot = (vpn as usize) % TLB_SIZE;
     let e = tlb.e[slot];
+    // A hit that lacks the rights (or the dirty bit) walks again, as the
+    // hardware drops a TLB entry that faults: guests upgrade PTE rights
+    // without flushing and rely on that.
+    if e.tag == vpn + 1 && check(cpu, &e, acc, who) && (acc != Access::Write || e.dirty) {
+        return Ok(Page {
+            pa: e.pa,
+            host: e.host,
+        });
+    }
     if e.tag == vpn + 1 {
-        if check(cpu, &e, acc, who) {
-            if acc != Access::Write || e.dirty {
-                return Ok(Page {
-                    pa: e.pa,
-                    host: e.host,
-                });
-            }
-        } else {
-            return Err(pf(cpu, lin, acc, who, true));
-        }
+        tlb.e[slot].tag = 0;
     }
     let ent = walk(cpu, ram, lin, acc, who)?;
-    tlb.e[slot] = Entry {
+    let mut ent = Entry {
         tag: vpn + 1,
         ..ent
     };
+    ent.perm = perm_of(cpu, &ent);
+    tlb.e[slot] = ent;
     Ok(Page {
         pa: ent.pa,
         host: ent.host,
@@ -187,6 +232,7 @@ fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Ent
             user: true,
             nx: false,
             dirty: true,
+            perm: 0,
         });
     }
     let (levels, wide, mut table): (u32, bool, u64) = if cpu.long_active() {
@@ -243,6 +289,7 @@ fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Ent
                 user,
                 nx,
                 dirty: pte & D != 0,
+                perm: 0,
             };
             if !check(cpu, &ent, acc, who) {
                 return Err(pf(cpu, lin, acc, who, true));
@@ -379,6 +426,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.error, Some(0));
+    }
+
+    #[test]
+    fn faulting_hit_walks_again_and_sees_upgraded_rights() {
+        let (mut cpu, ram, mem) = setup(P);
+        let mut tlb = Tlb::default();
+        let sup = Who { user: false };
+        translate(&mut cpu, &mut tlb, &ram, 0x400000, Access::Read, sup).unwrap();
+        // The guest makes the page writable without INVLPG.
+        mem.write_obj(0x8000u64 | P | RW | A, GuestAddress(0x4000))
+            .unwrap();
+        let p = translate(&mut cpu, &mut tlb, &ram, 0x400000, Access::Write, sup).unwrap();
+        assert_eq!(p.pa, 0x8000);
+        assert!(tlb.fast(0x400000, PERM_SW).is_some());
     }
 
     #[test]

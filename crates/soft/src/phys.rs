@@ -91,6 +91,44 @@ impl Ram {
         }
     }
 
+    /// Loads a little-endian value of `bytes` (1, 2, 4 or 8) bytes at
+    /// `off` in a RAM page (the range must lie in the page).
+    #[inline(always)]
+    pub fn load(host_page: usize, off: usize, bytes: usize) -> u64 {
+        debug_assert!(off + bytes <= PAGE as usize);
+        let p = host_page + off;
+        // SAFETY: as in `read`: `host_page` is a live RAM page from
+        // `page_host` and the caller keeps `off + bytes` within it; the
+        // loads are unaligned-tolerant and any bit pattern is valid.
+        unsafe {
+            match bytes {
+                8 => std::ptr::read_unaligned(p as *const u64),
+                4 => u64::from(std::ptr::read_unaligned(p as *const u32)),
+                2 => u64::from(std::ptr::read_unaligned(p as *const u16)),
+                _ => u64::from(*(p as *const u8)),
+            }
+        }
+    }
+
+    /// Stores the low `bytes` (1, 2, 4 or 8) bytes of `v` at `off` in a
+    /// RAM page; returns true when the page held cached code.
+    #[inline(always)]
+    pub fn store(&self, pa: u64, host_page: usize, off: usize, bytes: usize, v: u64) -> bool {
+        debug_assert!(off + bytes <= PAGE as usize);
+        let p = host_page + off;
+        // SAFETY: as in `load`; other vCPUs may touch the same bytes, as
+        // on hardware, and guest RAM is never referenced by Rust refs.
+        unsafe {
+            match bytes {
+                8 => std::ptr::write_unaligned(p as *mut u64, v),
+                4 => std::ptr::write_unaligned(p as *mut u32, v as u32),
+                2 => std::ptr::write_unaligned(p as *mut u16, v as u16),
+                _ => *(p as *mut u8) = v as u8,
+            }
+        }
+        self.note_write(pa)
+    }
+
     /// Copies into RAM; returns true when the page held cached code (now
     /// invalidated).
     #[inline]
@@ -240,5 +278,19 @@ mod tests {
         let mut b = [0u8; 8];
         Ram::read(h, 8, &mut b);
         assert_eq!(u64::from_le_bytes(b), 9);
+    }
+
+    #[test]
+    fn sized_loads_and_stores() {
+        let r = ram();
+        let h = r.page_host(0x3000).unwrap();
+        r.store(0x3000, h, 0xffc, 4, 0x1122_3344_5566_7788);
+        assert_eq!(Ram::load(h, 0xffc, 4), 0x5566_7788);
+        assert_eq!(Ram::load(h, 0xffd, 2), 0x6677);
+        assert_eq!(Ram::load(h, 0xfff, 1), 0x55);
+        r.store(0x3000, h, 0x11, 8, u64::MAX);
+        assert_eq!(Ram::load(h, 0x10, 8), 0xffff_ffff_ffff_ff00);
+        r.mark_code(0x3000);
+        assert!(r.store(0x3000, h, 0, 1, 1));
     }
 }

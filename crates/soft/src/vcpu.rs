@@ -43,6 +43,8 @@ pub struct SoftVcpu {
     state: RunState,
     /// The irqchip may hold an interrupt for us (sticky until none is).
     maybe_irq: bool,
+    /// Guest RIP samples, when asked for (`VESSEL_SOFT_SAMPLE`).
+    samples: Option<crate::sample::RipSampler>,
 }
 
 /// How many blocks run between checks of the clock and kicks.
@@ -70,6 +72,7 @@ impl SoftVcpu {
                 RunState::Running
             },
             maybe_irq: true,
+            samples: crate::sample::RipSampler::from_env(),
         }
     }
 
@@ -214,6 +217,9 @@ impl SoftVcpu {
                     return VmExit::Interrupted;
                 }
                 self.poll_timers();
+                if let Some(s) = &mut self.samples {
+                    s.record(self.core.cpu.rip);
+                }
             }
             match self.try_interrupt() {
                 Ok(_) => {}
@@ -231,8 +237,13 @@ impl SoftVcpu {
                 }
                 Err(_) => return self.failure(),
             };
-            for ins in &block.instrs {
-                match exec::step(&mut self.core, ins) {
+            for (ins, f) in block.instrs.iter().zip(&block.fast) {
+                let r = if f.kind == crate::fast::Kind::Generic {
+                    exec::step(&mut self.core, ins)
+                } else {
+                    crate::fast::exec(&mut self.core, f)
+                };
+                match r {
                     Ok(()) => {
                         self.core.retired += 1;
                         if self.core.device_written {
@@ -291,6 +302,11 @@ impl Vcpu for SoftVcpu {
 
     fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<()> {
         for &(i, v) in msrs {
+            if i == crate::cpu::msr::TSC {
+                // Host-initiated: sets the TSC without moving TSC_ADJUST.
+                self.core.cpu.msr.tsc_offset = v.wrapping_sub(host_tsc());
+                continue;
+            }
             if !exec::system::wrmsr_value(&mut self.core, i, v) {
                 log::debug!("soft: ignoring write of unmodelled msr {i:#x}");
             }

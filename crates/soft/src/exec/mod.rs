@@ -10,6 +10,7 @@ pub mod muldiv;
 pub mod ops;
 pub mod shift;
 pub mod sse;
+pub mod sse2;
 pub mod string;
 pub mod system;
 

@@ -8,10 +8,10 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use super::ops::{self, read, write};
 use crate::core::Core;
 use crate::cpu::{CR0_EM, CR0_TS, CR4_OSFXSR};
-use crate::exception::{ExecResult, Fault, Stop, NM};
+use crate::exception::{ExecResult, Fault, NM};
 use crate::flags::{CF, PF, ZF};
 
-fn xmm_index(r: Register) -> Option<usize> {
+pub(super) fn xmm_index(r: Register) -> Option<usize> {
     let v = r as u32;
     if (Register::XMM0 as u32..=Register::XMM15 as u32).contains(&v) {
         Some((v - Register::XMM0 as u32) as usize)
@@ -31,7 +31,7 @@ fn check(core: &Core) -> ExecResult {
 }
 
 /// Reads a 128-bit (or narrower, zero-extended) operand.
-fn get(core: &mut Core, ins: &Instruction, i: u32, aligned: bool) -> ExecResult<u128> {
+pub(super) fn get(core: &mut Core, ins: &Instruction, i: u32, aligned: bool) -> ExecResult<u128> {
     match ins.op_kind(i) {
         OpKind::Register => {
             let r = ins.op_register(i);
@@ -56,7 +56,7 @@ fn get(core: &mut Core, ins: &Instruction, i: u32, aligned: bool) -> ExecResult<
 }
 
 /// Writes operand `i`: a whole XMM register, a GPR, or `bytes` of memory.
-fn put(
+pub(super) fn put(
     core: &mut Core,
     ins: &Instruction,
     i: u32,
@@ -84,7 +84,7 @@ fn put(
     }
 }
 
-fn lanes<const N: usize>(a: u128, b: u128, f: impl Fn(u64, u64) -> u64) -> u128 {
+pub(super) fn lanes<const N: usize>(a: u128, b: u128, f: impl Fn(u64, u64) -> u64) -> u128 {
     let bits = 128 / N;
     let m: u128 = if bits == 128 {
         u128::MAX
@@ -100,19 +100,19 @@ fn lanes<const N: usize>(a: u128, b: u128, f: impl Fn(u64, u64) -> u64) -> u128 
     r
 }
 
-fn f64s(a: u128) -> [f64; 2] {
+pub(super) fn f64s(a: u128) -> [f64; 2] {
     [f64::from_bits(a as u64), f64::from_bits((a >> 64) as u64)]
 }
 
-fn f32s(a: u128) -> [f32; 4] {
+pub(super) fn f32s(a: u128) -> [f32; 4] {
     [0, 1, 2, 3].map(|i| f32::from_bits((a >> (32 * i)) as u32))
 }
 
-fn from_f64s(v: [f64; 2]) -> u128 {
+pub(super) fn from_f64s(v: [f64; 2]) -> u128 {
     u128::from(v[0].to_bits()) | (u128::from(v[1].to_bits()) << 64)
 }
 
-fn from_f32s(v: [f32; 4]) -> u128 {
+pub(super) fn from_f32s(v: [f32; 4]) -> u128 {
     v.iter().enumerate().fold(0u128, |acc, (i, x)| {
         acc | (u128::from(x.to_bits()) << (32 * i))
     })
@@ -168,7 +168,7 @@ fn arith32(m: Mnemonic, a: f32, b: f32) -> f32 {
 
 /// Converts to a signed integer the way CVT(T)SD2SI does: out of range
 /// and NaN give the "integer indefinite" value.
-fn to_int(x: f64, size: u32, truncate: bool) -> u64 {
+pub(super) fn to_int(x: f64, size: u32, truncate: bool) -> u64 {
     let x = if truncate {
         x.trunc()
     } else {
@@ -213,6 +213,11 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             return write(core, ins, 0, 16, u64::from(v));
         }
         M::Wait | M::Fnclex => return Ok(()),
+        M::Emms => {
+            // All x87 registers become empty (abridged tag word 0).
+            core.cpu.fpu.ftw = 0;
+            return Ok(());
+        }
         _ => {}
     }
     check(core)?;
@@ -544,7 +549,7 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         }
         M::Fxsave | M::Fxsave64 => fxsave(core, ins),
         M::Fxrstor | M::Fxrstor64 => fxrstor(core, ins),
-        _ => Err(Stop::Unsupported),
+        _ => super::sse2::exec(core, ins, m),
     }
 }
 

@@ -176,6 +176,10 @@ pub fn rdmsr_value(core: &Core, index: u32) -> Option<u64> {
         msr::GS_BASE => c.seg[GS].base,
         msr::KERNEL_GS_BASE => c.msr.kernel_gs_base,
         msr::TSC_AUX => c.msr.tsc_aux,
+        msr::PATCH_LEVEL => 0,
+        msr::TSC_ADJUST => c.msr.tsc_adjust,
+        msr::HWCR => c.msr.hwcr,
+        msr::NB_CFG => c.msr.nb_cfg,
         _ => return None,
     })
 }
@@ -185,7 +189,19 @@ pub fn wrmsr_value(core: &mut Core, index: u32, v: u64) -> bool {
     let canon = crate::core::canonical(v);
     let c = &mut core.cpu;
     match index {
-        msr::TSC => c.msr.tsc_offset = v.wrapping_sub(crate::vcpu::host_tsc()),
+        msr::TSC => {
+            // A TSC write moves TSC_ADJUST by the same amount.
+            let old = crate::vcpu::host_tsc().wrapping_add(c.msr.tsc_offset);
+            c.msr.tsc_offset = v.wrapping_sub(crate::vcpu::host_tsc());
+            c.msr.tsc_adjust = c.msr.tsc_adjust.wrapping_add(v.wrapping_sub(old));
+        }
+        msr::TSC_ADJUST => {
+            c.msr.tsc_offset = c
+                .msr
+                .tsc_offset
+                .wrapping_add(v.wrapping_sub(c.msr.tsc_adjust));
+            c.msr.tsc_adjust = v;
+        }
         msr::APIC_BASE => {
             c.apic_base = v & !(1 << 8);
             core.tlb.flush();
@@ -212,6 +228,9 @@ pub fn wrmsr_value(core: &mut Core, index: u32, v: u64) -> bool {
         msr::GS_BASE if canon => c.seg[GS].base = v,
         msr::KERNEL_GS_BASE if canon => c.msr.kernel_gs_base = v,
         msr::TSC_AUX => c.msr.tsc_aux = v & 0xffff_ffff,
+        msr::PATCH_LEVEL => {}
+        msr::HWCR => c.msr.hwcr = v | (1 << 24),
+        msr::NB_CFG => c.msr.nb_cfg = v,
         _ => return false,
     }
     true

@@ -1,0 +1,395 @@
+//! The rest of SSE/SSE2 on XMM registers that compiled C libraries use:
+//! packed compares, saturating and averaging arithmetic, multiplies,
+//! shifts by count, packs, shuffles and unpacks of floats, mask
+//! extraction, word insert/extract, packed float compares and
+//! conversions. MMX register forms are not implemented (MMX is not
+//! advertised).
+
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+use super::ops;
+use super::sse::{f32s, f64s, from_f32s, from_f64s, get, lanes, put, to_int};
+use crate::core::Core;
+use crate::exception::{ExecResult, Stop};
+
+fn mmx(ins: &Instruction) -> bool {
+    (0..ins.op_count()).any(|i| {
+        ins.op_kind(i) == OpKind::Register && {
+            let r = ins.op_register(i) as u32;
+            (Register::MM0 as u32..=Register::MM7 as u32).contains(&r)
+        }
+    })
+}
+
+fn s8(x: u64) -> i64 {
+    i64::from(x as u8 as i8)
+}
+fn s16(x: u64) -> i64 {
+    i64::from(x as u16 as i16)
+}
+fn s32(x: u64) -> i64 {
+    i64::from(x as u32 as i32)
+}
+
+fn sat_s(v: i64, bits: u32) -> u64 {
+    let hi = (1i64 << (bits - 1)) - 1;
+    let lo = -(1i64 << (bits - 1));
+    v.clamp(lo, hi) as u64
+}
+
+fn sat_u(v: i64, bits: u32) -> u64 {
+    v.clamp(0, (1i64 << bits) - 1) as u64
+}
+
+fn lane(v: u128, bits: u32, i: u32) -> u64 {
+    ((v >> (i * bits)) as u64) & crate::flags::mask(bits)
+}
+
+/// Packs the lanes of `a` then `b` (each `from` bits wide) into lanes of
+/// half the width with `f` saturating.
+fn pack(a: u128, b: u128, from: u32, f: impl Fn(u64) -> u64) -> u128 {
+    let n = 128 / from;
+    let to = from / 2;
+    let mut r = 0u128;
+    for (k, src) in [a, b].iter().enumerate() {
+        for i in 0..n {
+            let v = f(lane(*src, from, i)) & crate::flags::mask(to);
+            r |= u128::from(v) << ((k as u32 * n + i) * to);
+        }
+    }
+    r
+}
+
+fn shift_count(core: &mut Core, ins: &Instruction) -> ExecResult<u64> {
+    if ins.op_kind(1) == OpKind::Immediate8 {
+        return Ok(ins.immediate(1) & 0xff);
+    }
+    Ok(get(core, ins, 1, true)? as u64)
+}
+
+fn packed_shift(a: u128, bits: u32, n: u64, kind: u8) -> u128 {
+    let lanes_n = 128 / bits;
+    let mut r = 0u128;
+    for i in 0..lanes_n {
+        let x = lane(a, bits, i);
+        let v = match kind {
+            0 => {
+                if n >= u64::from(bits) {
+                    0
+                } else {
+                    x << n
+                }
+            }
+            1 => {
+                if n >= u64::from(bits) {
+                    0
+                } else {
+                    x >> n
+                }
+            }
+            _ => {
+                let sx = ops::sext(x, bits) as i64;
+                (sx >> n.min(u64::from(bits) - 1)) as u64
+            }
+        } & crate::flags::mask(bits);
+        r |= u128::from(v) << (i * bits);
+    }
+    r
+}
+
+fn cmp_float(pred: u64, a: f64, b: f64) -> bool {
+    match pred & 7 {
+        0 => a == b,
+        1 => a < b,
+        2 => a <= b,
+        3 => a.is_nan() || b.is_nan(),
+        4 => a != b || a.is_nan() || b.is_nan(),
+        // Not-less-than and not-less-or-equal: true when unordered.
+        5 => a >= b || a.is_nan() || b.is_nan(),
+        6 => a > b || a.is_nan() || b.is_nan(),
+        _ => !(a.is_nan() || b.is_nan()),
+    }
+}
+
+pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
+    use Mnemonic as M;
+    if mmx(ins) {
+        return Err(Stop::Unsupported);
+    }
+    let r = match m {
+        M::Pcmpgtb | M::Pcmpgtw | M::Pcmpgtd => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let t = |c: bool| if c { u64::MAX } else { 0 };
+            match m {
+                M::Pcmpgtb => lanes::<16>(a, b, |x, y| t(s8(x) > s8(y))),
+                M::Pcmpgtw => lanes::<8>(a, b, |x, y| t(s16(x) > s16(y))),
+                _ => lanes::<4>(a, b, |x, y| t(s32(x) > s32(y))),
+            }
+        }
+        M::Pminsw
+        | M::Pmaxsw
+        | M::Pavgb
+        | M::Pavgw
+        | M::Paddsb
+        | M::Paddsw
+        | M::Paddusb
+        | M::Paddusw
+        | M::Psubsb
+        | M::Psubsw
+        | M::Psubusb
+        | M::Psubusw
+        | M::Pmullw
+        | M::Pmulhw
+        | M::Pmulhuw => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            match m {
+                M::Pminsw => lanes::<8>(a, b, |x, y| s16(x).min(s16(y)) as u64),
+                M::Pmaxsw => lanes::<8>(a, b, |x, y| s16(x).max(s16(y)) as u64),
+                M::Pavgb => lanes::<16>(a, b, |x, y| (x + y + 1) >> 1),
+                M::Pavgw => lanes::<8>(a, b, |x, y| (x + y + 1) >> 1),
+                M::Paddsb => lanes::<16>(a, b, |x, y| sat_s(s8(x) + s8(y), 8)),
+                M::Paddsw => lanes::<8>(a, b, |x, y| sat_s(s16(x) + s16(y), 16)),
+                M::Paddusb => lanes::<16>(a, b, |x, y| sat_u((x + y) as i64, 8)),
+                M::Paddusw => lanes::<8>(a, b, |x, y| sat_u((x + y) as i64, 16)),
+                M::Psubsb => lanes::<16>(a, b, |x, y| sat_s(s8(x) - s8(y), 8)),
+                M::Psubsw => lanes::<8>(a, b, |x, y| sat_s(s16(x) - s16(y), 16)),
+                M::Psubusb => lanes::<16>(a, b, |x, y| sat_u(x as i64 - y as i64, 8)),
+                M::Psubusw => lanes::<8>(a, b, |x, y| sat_u(x as i64 - y as i64, 16)),
+                M::Pmullw => lanes::<8>(a, b, |x, y| x.wrapping_mul(y)),
+                M::Pmulhw => lanes::<8>(a, b, |x, y| ((s16(x) * s16(y)) >> 16) as u64),
+                _ => lanes::<8>(a, b, |x, y| (x * y) >> 16),
+            }
+        }
+        M::Pmuludq => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let lo = (a as u32 as u64) * (b as u32 as u64);
+            let hi = ((a >> 64) as u32 as u64) * ((b >> 64) as u32 as u64);
+            u128::from(lo) | (u128::from(hi) << 64)
+        }
+        M::Pmaddwd => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let mut r = 0u128;
+            for i in 0..4 {
+                let p0 = s16(lane(a, 16, 2 * i)) * s16(lane(b, 16, 2 * i));
+                let p1 = s16(lane(a, 16, 2 * i + 1)) * s16(lane(b, 16, 2 * i + 1));
+                r |= u128::from((p0 + p1) as u32) << (32 * i);
+            }
+            r
+        }
+        M::Psadbw => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let mut r = 0u128;
+            for h in 0..2 {
+                let sum: u64 = (0..8)
+                    .map(|i| lane(a, 8, h * 8 + i).abs_diff(lane(b, 8, h * 8 + i)))
+                    .sum();
+                r |= u128::from(sum) << (64 * h);
+            }
+            r
+        }
+        M::Psllw | M::Pslld | M::Psllq | M::Psrlw | M::Psrld | M::Psrlq | M::Psraw | M::Psrad => {
+            let n = shift_count(core, ins)?;
+            let a = get(core, ins, 0, false)?;
+            let (bits, kind) = match m {
+                M::Psllw => (16, 0),
+                M::Pslld => (32, 0),
+                M::Psllq => (64, 0),
+                M::Psrlw => (16, 1),
+                M::Psrld => (32, 1),
+                M::Psrlq => (64, 1),
+                M::Psraw => (16, 2),
+                _ => (32, 2),
+            };
+            packed_shift(a, bits, n, kind)
+        }
+        M::Packsswb | M::Packssdw | M::Packuswb => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            match m {
+                M::Packsswb => pack(a, b, 16, |x| sat_s(s16(x), 8)),
+                M::Packssdw => pack(a, b, 32, |x| sat_s(s32(x), 16)),
+                _ => pack(a, b, 16, |x| sat_u(s16(x), 8)),
+            }
+        }
+        M::Pshuflw | M::Pshufhw => {
+            let a = get(core, ins, 1, true)?;
+            let imm = ins.immediate(2);
+            let base = if m == M::Pshuflw { 0 } else { 4 };
+            let mut r = a;
+            for i in 0..4u32 {
+                let sel = ((imm >> (2 * i)) & 3) as u32;
+                let w = lane(a, 16, base + sel);
+                let pos = 16 * (base + i);
+                r = (r & !(0xffffu128 << pos)) | (u128::from(w) << pos);
+            }
+            r
+        }
+        M::Shufps => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let imm = ins.immediate(2);
+            let pick = |v: u128, k: u64| u128::from(lane(v, 32, ((imm >> (2 * k)) & 3) as u32));
+            pick(a, 0) | (pick(a, 1) << 32) | (pick(b, 2) << 64) | (pick(b, 3) << 96)
+        }
+        M::Shufpd => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            let imm = ins.immediate(2);
+            u128::from(lane(a, 64, (imm & 1) as u32))
+                | (u128::from(lane(b, 64, ((imm >> 1) & 1) as u32)) << 64)
+        }
+        M::Unpcklps | M::Unpckhps | M::Unpcklpd | M::Unpckhpd => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, true)?;
+            match m {
+                M::Unpcklps => {
+                    u128::from(lane(a, 32, 0))
+                        | (u128::from(lane(b, 32, 0)) << 32)
+                        | (u128::from(lane(a, 32, 1)) << 64)
+                        | (u128::from(lane(b, 32, 1)) << 96)
+                }
+                M::Unpckhps => {
+                    u128::from(lane(a, 32, 2))
+                        | (u128::from(lane(b, 32, 2)) << 32)
+                        | (u128::from(lane(a, 32, 3)) << 64)
+                        | (u128::from(lane(b, 32, 3)) << 96)
+                }
+                M::Unpcklpd => u128::from(lane(a, 64, 0)) | (u128::from(lane(b, 64, 0)) << 64),
+                _ => u128::from(lane(a, 64, 1)) | (u128::from(lane(b, 64, 1)) << 64),
+            }
+        }
+        M::Movhlps | M::Movlhps => {
+            let a = get(core, ins, 0, false)?;
+            let b = get(core, ins, 1, false)?;
+            if m == M::Movhlps {
+                (a & !u128::from(u64::MAX)) | (b >> 64)
+            } else {
+                (a & u128::from(u64::MAX)) | (b << 64)
+            }
+        }
+        M::Movmskps | M::Movmskpd => {
+            let a = get(core, ins, 1, false)?;
+            let (n, bits) = if m == M::Movmskps { (4, 32) } else { (2, 64) };
+            let v = (0..n).fold(0u64, |acc, i| acc | ((lane(a, bits, i) >> (bits - 1)) << i));
+            ops::reg_set(&mut core.cpu, ins.op_register(0), v);
+            return Ok(());
+        }
+        M::Pextrw => {
+            if ins.op_kind(0) != OpKind::Register {
+                return Err(Stop::Unsupported);
+            }
+            let a = get(core, ins, 1, false)?;
+            let v = lane(a, 16, (ins.immediate(2) & 7) as u32);
+            ops::reg_set(&mut core.cpu, ins.op_register(0), v);
+            return Ok(());
+        }
+        M::Pinsrw => {
+            let a = get(core, ins, 0, false)?;
+            let w = get(core, ins, 1, false)? & 0xffff;
+            let pos = 16 * (ins.immediate(2) & 7) as u32;
+            (a & !(0xffffu128 << pos)) | (w << pos)
+        }
+        M::Cmpps | M::Cmppd | M::Cmpss | M::Cmpsd => {
+            let a = get(core, ins, 0, false)?;
+            let packed = matches!(m, M::Cmpps | M::Cmppd);
+            let b = get(core, ins, 1, packed)?;
+            let pred = ins.immediate(2);
+            match m {
+                M::Cmppd | M::Cmpsd => {
+                    let (x, y) = (f64s(a), f64s(b));
+                    let n = if m == M::Cmppd { 2 } else { 1 };
+                    let mut r = a;
+                    for i in 0..n {
+                        let v = if cmp_float(pred, x[i], y[i]) {
+                            u64::MAX
+                        } else {
+                            0
+                        };
+                        r = (r & !(u128::from(u64::MAX) << (64 * i))) | (u128::from(v) << (64 * i));
+                    }
+                    r
+                }
+                _ => {
+                    let (x, y) = (f32s(a), f32s(b));
+                    let n = if m == M::Cmpps { 4 } else { 1 };
+                    let mut r = a;
+                    for i in 0..n {
+                        let c = cmp_float(pred, f64::from(x[i]), f64::from(y[i]));
+                        let v = if c { 0xffff_ffffu128 } else { 0 };
+                        r = (r & !(0xffff_ffffu128 << (32 * i))) | (v << (32 * i));
+                    }
+                    r
+                }
+            }
+        }
+        M::Cvtdq2pd => {
+            let b = get(core, ins, 1, false)?;
+            from_f64s([
+                f64::from(s32(lane(b, 32, 0)) as i32),
+                f64::from(s32(lane(b, 32, 1)) as i32),
+            ])
+        }
+        M::Cvtdq2ps => {
+            let b = get(core, ins, 1, true)?;
+            from_f32s([0, 1, 2, 3].map(|i| s32(lane(b, 32, i)) as f32))
+        }
+        M::Cvtps2pd => {
+            let b = f32s(get(core, ins, 1, false)?);
+            from_f64s([f64::from(b[0]), f64::from(b[1])])
+        }
+        M::Cvtpd2ps => {
+            let b = f64s(get(core, ins, 1, true)?);
+            from_f32s([b[0] as f32, b[1] as f32, 0.0, 0.0])
+        }
+        M::Cvttps2dq | M::Cvtps2dq => {
+            let b = f32s(get(core, ins, 1, true)?);
+            let t = m == M::Cvttps2dq;
+            [0, 1, 2, 3].iter().fold(0u128, |acc, &i| {
+                acc | (u128::from(to_int(f64::from(b[i]), 32, t)) << (32 * i))
+            })
+        }
+        M::Cvttpd2dq | M::Cvtpd2dq => {
+            let b = f64s(get(core, ins, 1, true)?);
+            let t = m == M::Cvttpd2dq;
+            u128::from(to_int(b[0], 32, t)) | (u128::from(to_int(b[1], 32, t)) << 32)
+        }
+        _ => return Err(Stop::Unsupported),
+    };
+    put(core, ins, 0, r, 16, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_saturate() {
+        let a: u128 = 0x7fff_8000_0100_00ff;
+        let r = pack(a, 0, 16, |x| sat_s(s16(x), 8));
+        assert_eq!(r & 0xffff_ffff, 0x7f80_7f7f);
+        let r = pack(a, 0, 16, |x| sat_u(s16(x), 8));
+        assert_eq!(r & 0xffff_ffff, 0xff00_ffff);
+    }
+
+    #[test]
+    fn shifts_by_count() {
+        let a: u128 = 0x8000_0001;
+        assert_eq!(packed_shift(a, 32, 1, 2) & 0xffff_ffff, 0xc000_0000);
+        assert_eq!(packed_shift(a, 32, 1, 1) & 0xffff_ffff, 0x4000_0000);
+        assert_eq!(packed_shift(a, 32, 40, 0), 0);
+        assert_eq!(packed_shift(a, 32, 40, 2) & 0xffff_ffff, 0xffff_ffff);
+    }
+
+    #[test]
+    fn float_predicates() {
+        assert!(cmp_float(1, 1.0, 2.0));
+        assert!(!cmp_float(1, f64::NAN, 2.0));
+        assert!(cmp_float(3, f64::NAN, 2.0));
+        assert!(cmp_float(5, f64::NAN, 2.0));
+    }
+}

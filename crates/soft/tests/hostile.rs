@@ -1,0 +1,250 @@
+//! Bad guest code never panics or hangs the soft engine: random byte
+//! streams run as long-mode CPL0 code (with and without an IDT), an
+//! undefined opcode, a jump into unmapped memory and a triple fault, each
+//! with its architectural result. Every run is bounded by a kick from a
+//! timer thread.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use hypervisor::{DescriptorTable, DeviceIo, Hypervisor, Regs, Segment, SpecialRegs, Vcpu, VmExit};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+struct NoIo;
+
+impl DeviceIo for NoIo {
+    fn pio_read(&self, _: u16, d: &mut [u8]) {
+        d.fill(0xff);
+    }
+    fn pio_write(&self, _: u16, _: &[u8]) {}
+    fn mmio_read(&self, _: u64, d: &mut [u8]) {
+        d.fill(0xff);
+    }
+    fn mmio_write(&self, _: u64, _: &[u8]) {}
+}
+
+const MEM: usize = 4 << 20;
+const GDT: u64 = 0x500;
+const TSS: u64 = 0x600;
+const IDT: u64 = 0x6000;
+const STUBS: u64 = 0x7000;
+const STACK_TOP: u64 = 0x9000;
+const CODE: u64 = 0x10_0000;
+/// Linear addresses from 2 MiB up are not mapped.
+const UNMAPPED: u64 = 0x4000_0000;
+
+struct Machine {
+    _vm: Box<dyn hypervisor::Vm>,
+    vcpu: Box<dyn Vcpu>,
+    mem: GuestMemoryMmap,
+}
+
+/// Identity-maps the first 2 MiB (4 KiB pages, supervisor, writable), a
+/// GDT with 64-bit kernel code/data and a TSS, and (when `idt`) 32 gates
+/// to stubs that push their vector and halt.
+fn machine(code: &[u8], idt: bool) -> Machine {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).expect("memory");
+    let w = |a: u64, v: u64| mem.write_obj(v, GuestAddress(a)).expect("in memory");
+    w(0x1000, 0x2000 | 3);
+    w(0x2000, 0x3000 | 3);
+    w(0x3000, 0x4000 | 3);
+    for p in 0..512u64 {
+        w(0x4000 + 8 * p, (p << 12) | 3);
+    }
+    w(GDT + 8, 0x00af_9b00_0000_ffff);
+    w(GDT + 16, 0x00cf_9300_0000_ffff);
+    w(
+        GDT + 24,
+        0x67 | ((TSS & 0xff_ffff) << 16) | (0x8b << 40) | ((TSS >> 24) << 56),
+    );
+    w(TSS + 4, STACK_TOP);
+    for v in 0..32u64 {
+        let off = STUBS + 4 * v;
+        let lo = (off & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((off >> 16) << 48);
+        w(IDT + 16 * v, lo);
+        w(IDT + 16 * v + 8, 0);
+        mem.write_slice(&[0x6a, v as u8, 0xf4, 0x90], GuestAddress(off))
+            .expect("stub");
+    }
+    mem.write_slice(code, GuestAddress(CODE)).expect("code");
+    let hv = soft::SoftHypervisor::new();
+    let vm = hv.create_vm().expect("vm");
+    vm.set_memory(&mem).expect("set memory");
+    let mut vcpu = vm.create_vcpu(0, Arc::new(NoIo)).expect("vcpu");
+    vcpu.set_cpuid(&hv.supported_cpuid().expect("cpuid"))
+        .expect("set cpuid");
+    let seg = |selector: u16, code: bool| Segment {
+        limit: 0xffff_ffff,
+        selector,
+        type_: if code { 0xb } else { 0x3 },
+        present: true,
+        s: true,
+        l: code,
+        db: !code,
+        g: true,
+        ..Default::default()
+    };
+    let data = seg(0x10, false);
+    let sregs = SpecialRegs {
+        cs: seg(0x08, true),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: Segment {
+            base: TSS,
+            limit: 0x67,
+            selector: 0x18,
+            type_: 0xb,
+            present: true,
+            ..Default::default()
+        },
+        ldt: Segment {
+            type_: 2,
+            present: true,
+            unusable: true,
+            ..Default::default()
+        },
+        gdt: DescriptorTable {
+            base: GDT,
+            limit: 0x1f,
+        },
+        idt: DescriptorTable {
+            base: IDT,
+            limit: if idt { 32 * 16 - 1 } else { 0 },
+        },
+        cr0: 0x8001_0033,
+        cr2: 0,
+        cr3: 0x1000,
+        cr4: 0x620,
+        cr8: 0,
+        efer: 0xd01,
+        apic_base: 0xfee0_0900,
+    };
+    vcpu.set_special_regs(&sregs).expect("sregs");
+    vcpu.set_regs(&Regs {
+        rip: CODE,
+        rsp: STACK_TOP,
+        rflags: 2,
+        ..Default::default()
+    })
+    .expect("regs");
+    Machine { _vm: vm, vcpu, mem }
+}
+
+/// Runs until the vCPU stops for a reason other than a kick, or until a
+/// timer thread's kick after `limit` ends the run.
+fn run_bounded(vcpu: &mut dyn Vcpu, limit: Duration) -> VmExit {
+    let kicker = vcpu.kicker();
+    kicker.clear();
+    let k = kicker.clone();
+    let timer = thread::spawn(move || {
+        thread::sleep(limit);
+        k.kick();
+    });
+    let exit = vcpu.run().expect("run");
+    timer.join().expect("timer thread");
+    kicker.clear();
+    exit
+}
+
+/// The vector and error code a stub recorded, and the frame's RIP.
+fn handled(m: &mut Machine) -> (u64, Option<u64>, u64) {
+    let rsp = m.vcpu.regs().expect("regs").rsp;
+    let q = |a: u64| -> u64 { m.mem.read_obj(GuestAddress(a)).expect("stack in memory") };
+    let v = q(rsp);
+    if matches!(v, 8 | 10..=14 | 17) {
+        (v, Some(q(rsp + 8)), q(rsp + 16))
+    } else {
+        (v, None, q(rsp + 8))
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn random_code(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    (0..len).map(|_| r.next() as u8).collect()
+}
+
+#[test]
+fn random_bytes_never_panic_or_hang() {
+    let seeds: u64 = std::env::var("HOSTILE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let mut exits = std::collections::BTreeMap::<String, u32>::new();
+    for seed in 0..seeds {
+        for idt in [true, false] {
+            let code = random_code(seed, 4096);
+            let mut m = machine(&code, idt);
+            let exit = run_bounded(m.vcpu.as_mut(), Duration::from_millis(20));
+            let name = format!("{exit:?}");
+            let kind = name.split([' ', '{', '(']).next().unwrap_or("").to_string();
+            *exits.entry(kind).or_default() += 1;
+            // The vCPU is still usable after whatever happened.
+            m.vcpu.regs().expect("regs after run");
+            m.vcpu.special_regs().expect("sregs after run");
+        }
+    }
+    eprintln!("exits over {seeds} seeds: {exits:?}");
+    assert!(exits.values().sum::<u32>() == 2 * seeds as u32);
+}
+
+#[test]
+fn undefined_opcode_is_delivered_through_the_idt() {
+    // nop; ud2
+    let mut m = machine(&[0x90, 0x0f, 0x0b], true);
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
+    let (v, err, rip) = handled(&mut m);
+    assert_eq!(v, 6);
+    assert_eq!(err, None);
+    assert_eq!(rip, CODE + 1);
+}
+
+#[test]
+fn jump_to_unmapped_memory_faults_with_cr2() {
+    // mov rax, UNMAPPED; jmp rax
+    let mut code = vec![0x48, 0xb8];
+    code.extend_from_slice(&UNMAPPED.to_le_bytes());
+    code.extend_from_slice(&[0xff, 0xe0]);
+    let mut m = machine(&code, true);
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
+    let (v, err, rip) = handled(&mut m);
+    assert_eq!(v, 14);
+    // Not present, supervisor, instruction fetch (NX enabled).
+    assert_eq!(err, Some(0x10));
+    assert_eq!(rip, UNMAPPED);
+    assert_eq!(m.vcpu.special_regs().expect("sregs").cr2, UNMAPPED);
+}
+
+#[test]
+fn triple_fault_shuts_down() {
+    // ud2 with no IDT: #UD -> #GP -> #DF -> shutdown.
+    let mut m = machine(&[0x0f, 0x0b], false);
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Shutdown), "{exit:?}");
+}
+
+#[test]
+fn endless_loop_is_stopped_by_a_kick() {
+    // jmp $
+    let mut m = machine(&[0xeb, 0xfe], true);
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_millis(50));
+    assert!(matches!(exit, VmExit::Interrupted), "{exit:?}");
+    assert_eq!(m.vcpu.regs().expect("regs").rip, CODE);
+}
