@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 2;
+pub const RECIPE_VERSION: u32 = 3;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -143,11 +143,11 @@ exec /bin/busybox init
 
 /// busybox init's table for the interactive console: one shell on the
 /// console, then power-off. `setsid cttyhack` makes the console the shell's
-/// controlling tty, for job control and Ctrl-C.
-/// `halt` and `reboot` power off too (the shutdown entry runs before
-/// busybox init would halt or reset): a VM has nothing to halt or reboot
-/// into, and a halted VM would hang its VMM.
-const INITTAB: &str = "::once:/etc/vessel-shell\n::shutdown:/bin/busybox poweroff -f\n";
+/// controlling tty, for job control and Ctrl-C. `poweroff`, `reboot` and
+/// `halt` do what they say: busybox init asks the kernel to power off,
+/// reset (the VMM boots the guest again, or ends with --no-reboot) or halt
+/// (the VMM ends the run when every vCPU has stopped).
+const INITTAB: &str = "::once:/etc/vessel-shell\n::shutdown:/bin/busybox sync\n";
 
 const SHELL_SCRIPT: &str = "#!/bin/sh
 echo 'vessel guest: exit the shell or type poweroff to stop the VM'

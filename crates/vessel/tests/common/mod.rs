@@ -74,3 +74,70 @@ pub fn kvm_available(test: &str) -> bool {
     }
     ok
 }
+
+/// Runs `cmd` as a user at its console would: each time the output so far
+/// contains the next `(wait_for, send)` prompt, `send` is typed on stdin.
+/// Killed after `timeout`.
+pub fn run_typing(mut cmd: Command, timeout: Duration, script: &[(&str, &str)]) -> Run {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vessel");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = seen.clone();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let mut step = 0;
+    let mut searched_from = 0;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait after kill");
+        }
+        if let Some((wait_for, send)) = script.get(step) {
+            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+            if let Some(at) = text[searched_from.min(text.len())..].find(wait_for) {
+                searched_from += at + wait_for.len();
+                let _ = stdin.write_all(send.as_bytes());
+                let _ = stdin.flush();
+                step += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let _ = out_reader.join();
+    let stdout = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    Run {
+        status: status.code(),
+        stdout,
+        stderr,
+        timed_out,
+    }
+}
