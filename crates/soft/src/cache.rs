@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction};
 
 use crate::core::Core;
 use crate::exception::{ExecResult, Fault, Stop};
 use crate::fast::Fast;
-use crate::mmu::Access;
+use crate::mmu::{Access, PERM_SR, PERM_UR, PERM_X};
 use crate::phys::PAGE;
 
 /// The most instructions in one block.
@@ -27,6 +26,8 @@ pub struct Block {
     /// the interpreter runs it).
     pub fast: Vec<Fast>,
     bitness: u32,
+    /// The linear address of the first instruction.
+    lin: u64,
     /// Physical page(s) the bytes came from, with their code generations.
     pages: [(u64, u32); 2],
     npages: usize,
@@ -50,34 +51,91 @@ impl Hasher for AddrHasher {
     }
 }
 
-/// The block cache of one vCPU.
-#[derive(Default)]
+/// Jump-cache entries (direct-mapped by linear address).
+const JC_SIZE: usize = 4096;
+/// Blocks kept before the cache starts over.
+const MAX_BLOCKS: usize = 1 << 16;
+
+/// The block cache of one vCPU: blocks in slots, a map from linear
+/// address to slot, and a direct-mapped jump cache in front of the map.
 pub struct BlockCache {
-    map: HashMap<u64, Arc<Block>, BuildHasherDefault<AddrHasher>>,
+    map: HashMap<u64, u32, BuildHasherDefault<AddrHasher>>,
+    blocks: Vec<Block>,
+    /// (linear address, slot); a slot past `blocks` is empty.
+    jc: Vec<(u64, u32)>,
+}
+
+impl Default for BlockCache {
+    fn default() -> Self {
+        BlockCache {
+            map: HashMap::default(),
+            blocks: Vec::new(),
+            jc: vec![(0, u32::MAX); JC_SIZE],
+        }
+    }
+}
+
+#[inline(always)]
+fn jc_index(lin: u64) -> usize {
+    ((lin ^ (lin >> 12)) as usize) % JC_SIZE
 }
 
 impl BlockCache {
     pub fn clear(&mut self) {
         self.map.clear();
+        self.blocks.clear();
+        self.jc.iter_mut().for_each(|e| e.1 = u32::MAX);
     }
 
-    /// The block starting at the current RIP, decoded if needed.
-    pub fn lookup(&mut self, core: &mut Core) -> ExecResult<Arc<Block>> {
+    /// The block in `slot` (from [`BlockCache::lookup`]).
+    #[inline(always)]
+    pub fn get(&self, slot: usize) -> &Block {
+        &self.blocks[slot]
+    }
+
+    /// The slot of the block starting at the current RIP, decoded if
+    /// needed.
+    #[inline]
+    pub fn lookup(&mut self, core: &mut Core) -> ExecResult<usize> {
         let rip = core.cpu.rip;
         let lin = core.seg_lin(crate::cpu::CS, rip, 1, false)?;
-        let page = core.translate(lin, Access::Exec, false)?;
+        let user = core.cpu.cpl() == 3;
+        let need = PERM_X | if user { PERM_UR } else { PERM_SR };
+        let pa = match core.tlb.fast(lin, need) {
+            Some((_, pa)) => pa,
+            None => core.translate(lin, Access::Exec, false)?.pa,
+        };
         let bitness = core.cpu.bitness();
-        if let Some(b) = self.map.get(&lin) {
-            if b.bitness == bitness && b.pages[0].0 == page.pa && valid(core, b) {
-                return Ok(b.clone());
+        let h = jc_index(lin);
+        let (jl, js) = self.jc[h];
+        if jl == lin {
+            if let Some(b) = self.blocks.get(js as usize) {
+                if b.lin == lin && b.bitness == bitness && b.pages[0].0 == pa && valid(core, b) {
+                    return Ok(js as usize);
+                }
             }
         }
-        let b = Arc::new(decode_block(core, rip, lin, page.pa, bitness)?);
-        if self.map.len() > 1 << 16 {
-            self.map.clear();
-        }
-        self.map.insert(lin, b.clone());
-        Ok(b)
+        let slot = match self.map.get(&lin) {
+            Some(&s) => {
+                let b = &self.blocks[s as usize];
+                if !(b.bitness == bitness && b.pages[0].0 == pa && valid(core, b)) {
+                    self.blocks[s as usize] = decode_block(core, rip, lin, pa, bitness)?;
+                }
+                s
+            }
+            None => {
+                if self.blocks.len() >= MAX_BLOCKS {
+                    self.clear();
+                }
+                let b = decode_block(core, rip, lin, pa, bitness)?;
+                let s = self.blocks.len() as u32;
+                self.blocks.push(b);
+                self.map.insert(lin, s);
+                s
+            }
+        };
+        self.jc[h] = (lin, slot);
+        Ok(slot as usize)
     }
 }
 
@@ -154,6 +212,7 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
     Ok(Block {
         fast,
         instrs,
+        lin,
         bitness,
         pages,
         npages,

@@ -40,6 +40,8 @@ pub const PERM_SR: u8 = 1;
 pub const PERM_UR: u8 = 2;
 pub const PERM_SW: u8 = 4;
 pub const PERM_UW: u8 = 8;
+/// Instruction fetch allowed (not NX, or NX not enabled).
+pub const PERM_X: u8 = 16;
 
 /// A resolved page: physical page address and its host page if RAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,9 @@ fn perm_of(cpu: &Cpu, e: &Entry) -> u8 {
         return 0;
     }
     let mut p = PERM_SR;
+    if !(e.nx && cpu.efer & EFER_NXE != 0) {
+        p |= PERM_X;
+    }
     if e.user {
         p |= PERM_UR;
     }

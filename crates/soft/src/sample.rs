@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 /// Samples between two printed summaries.
-const DUMP_EVERY: u64 = 50_000;
+const DUMP_EVERY: u64 = 20_000;
 /// RIPs printed per summary.
 const TOP: usize = 25;
 
@@ -24,11 +24,13 @@ impl RipSampler {
         std::env::var_os("VESSEL_SOFT_SAMPLE").map(|_| RipSampler::default())
     }
 
-    pub fn record(&mut self, rip: u64) {
+    /// Records `rip`; `retired` (instructions so far) goes with each
+    /// printed summary.
+    pub fn record(&mut self, rip: u64, retired: u64) {
         *self.counts.entry(rip).or_default() += 1;
         self.taken += 1;
         if self.taken.is_multiple_of(DUMP_EVERY) {
-            eprint!("{}", self.summary());
+            eprint!("{}SAMPLE retired {retired}\n", self.summary());
             self.counts.clear();
         }
     }
@@ -52,9 +54,9 @@ mod tests {
     fn summary_orders_by_count() {
         let mut s = RipSampler::default();
         for _ in 0..3 {
-            s.record(0x20);
+            s.record(0x20, 0);
         }
-        s.record(0x10);
+        s.record(0x10, 0);
         assert_eq!(s.summary(), "SAMPLE 0x20 3\nSAMPLE 0x10 1\n");
     }
 }

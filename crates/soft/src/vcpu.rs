@@ -121,7 +121,11 @@ impl SoftVcpu {
 
     /// Takes an external interrupt when one is pending and allowed.
     fn try_interrupt(&mut self) -> std::result::Result<bool, Stop> {
-        if self.signal.attention.swap(false, Ordering::SeqCst) {
+        // A plain load first: the swap is a locked instruction, too dear
+        // for every block.
+        if self.signal.attention.load(Ordering::Relaxed)
+            && self.signal.attention.swap(false, Ordering::SeqCst)
+        {
             self.maybe_irq = true;
             self.handle_startup();
         }
@@ -218,7 +222,7 @@ impl SoftVcpu {
                 }
                 self.poll_timers();
                 if let Some(s) = &mut self.samples {
-                    s.record(self.core.cpu.rip);
+                    s.record(self.core.cpu.rip, self.core.retired);
                 }
             }
             match self.try_interrupt() {
@@ -227,7 +231,7 @@ impl SoftVcpu {
                 Err(_) => return self.failure(),
             }
             self.core.cpu.int_shadow = false;
-            let block = match self.cache.lookup(&mut self.core) {
+            let slot = match self.cache.lookup(&mut self.core) {
                 Ok(b) => b,
                 Err(Stop::Fault(f)) => {
                     if interrupt::raise(&mut self.core, f).is_err() {
@@ -237,53 +241,77 @@ impl SoftVcpu {
                 }
                 Err(_) => return self.failure(),
             };
-            for (ins, f) in block.instrs.iter().zip(&block.fast) {
-                let r = if f.kind == crate::fast::Kind::Generic {
-                    exec::step(&mut self.core, ins)
-                } else {
-                    crate::fast::exec(&mut self.core, f)
-                };
-                match r {
-                    Ok(()) => {
-                        self.core.retired += 1;
-                        if self.core.device_written {
-                            self.core.device_written = false;
-                            if self.signal.kicked.load(Ordering::SeqCst) {
-                                return VmExit::Interrupted;
-                            }
-                        }
-                        if self.core.code_written {
-                            self.core.code_written = false;
-                            break;
-                        }
-                    }
-                    Err(Stop::EndBlock) => {
-                        self.core.retired += 1;
-                        self.core.code_written = false;
-                        if std::mem::take(&mut self.core.device_written)
-                            && self.signal.kicked.load(Ordering::SeqCst)
-                        {
-                            return VmExit::Interrupted;
-                        }
-                        break;
-                    }
-                    Err(Stop::Fault(f)) => {
-                        if interrupt::raise(&mut self.core, f).is_err() {
-                            return VmExit::Shutdown;
-                        }
-                        break;
-                    }
-                    Err(Stop::Halt) => {
-                        self.core.retired += 1;
-                        self.state = RunState::Halted;
-                        break;
-                    }
-                    Err(Stop::Shutdown) => return VmExit::Shutdown,
-                    Err(Stop::Unsupported) => return self.failure(),
-                }
+            let block = self.cache.get(slot);
+            match run_block(&mut self.core, block, &self.signal) {
+                BlockEnd::Next => {}
+                BlockEnd::Halt => self.state = RunState::Halted,
+                BlockEnd::Kicked => return VmExit::Interrupted,
+                BlockEnd::Shutdown => return VmExit::Shutdown,
+                BlockEnd::Unsupported => return self.failure(),
             }
         }
     }
+}
+
+/// How a block's run ended.
+enum BlockEnd {
+    /// Go on with the block at RIP.
+    Next,
+    Halt,
+    /// A device write came with a kick from the VMM.
+    Kicked,
+    Shutdown,
+    Unsupported,
+}
+
+/// Runs the instructions of `block` until it ends, one faults or state
+/// changes that invalidate the rest of it.
+#[inline(always)]
+fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> BlockEnd {
+    for (ins, f) in block.instrs.iter().zip(&block.fast) {
+        let r = if f.kind == crate::fast::Kind::Generic {
+            exec::step(core, ins)
+        } else {
+            crate::fast::exec(core, f)
+        };
+        match r {
+            Ok(()) => {
+                core.retired += 1;
+                if core.device_written {
+                    core.device_written = false;
+                    if signal.kicked.load(Ordering::SeqCst) {
+                        return BlockEnd::Kicked;
+                    }
+                }
+                if core.code_written {
+                    core.code_written = false;
+                    return BlockEnd::Next;
+                }
+            }
+            Err(Stop::EndBlock) => {
+                core.retired += 1;
+                core.code_written = false;
+                if std::mem::take(&mut core.device_written) && signal.kicked.load(Ordering::SeqCst)
+                {
+                    return BlockEnd::Kicked;
+                }
+                return BlockEnd::Next;
+            }
+            Err(Stop::Fault(f)) => {
+                if interrupt::raise(core, f).is_err() {
+                    return BlockEnd::Shutdown;
+                }
+                return BlockEnd::Next;
+            }
+            Err(Stop::Halt) => {
+                core.retired += 1;
+                return BlockEnd::Halt;
+            }
+            Err(Stop::Shutdown) => return BlockEnd::Shutdown,
+            Err(Stop::Unsupported) => return BlockEnd::Unsupported,
+        }
+    }
+    BlockEnd::Next
 }
 
 fn seg_out(s: &hypervisor::Segment) -> hypervisor::Segment {

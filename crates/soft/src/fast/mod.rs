@@ -10,30 +10,31 @@
 //! with the needed rights ([`crate::mmu::Tlb::fast`]); anything else (page
 //! crossings, MMIO, misses, faults) takes the interpreter's checked path.
 //! Everything else, and every instruction outside 64-bit mode, stays with
-//! the interpreter ([`crate::exec`]).
+//! the interpreter ([`crate::exec`]). Each form has its own handler
+//! ([`run`]), chosen once, so execution is one indirect call.
+
+pub mod run;
+
+pub use run::exec;
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
-use crate::core::{canonical, Core};
-use crate::cpu::{RSP, SS};
-use crate::exception::{ExecResult, Fault, Stop};
-use crate::flags::{mask, FlagOp};
-use crate::mmu::{PERM_SR, PERM_SW, PERM_UR, PERM_UW};
-use crate::phys::{Ram, PAGE};
+use crate::core::canonical;
+use crate::flags::mask;
 
 /// No register (for a memory operand's base or index).
-const NO_REG: u8 = 0xff;
+pub(crate) const NO_REG: u8 = 0xff;
 
 /// An effective-address recipe: `disp + base + (index << scale)`, plus
 /// the FS or GS base when `seg` is one of them.
 #[derive(Debug, Clone, Copy)]
 pub struct Mem {
-    base: u8,
-    index: u8,
-    scale: u8,
+    pub(crate) base: u8,
+    pub(crate) index: u8,
+    pub(crate) scale: u8,
     /// Segment number (ES=0 .. GS=5) for the checked path.
-    seg: u8,
-    disp: u64,
+    pub(crate) seg: u8,
+    pub(crate) disp: u64,
 }
 
 /// Where an operand is.
@@ -96,17 +97,19 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy)]
 pub struct Fast {
     pub kind: Kind,
+    /// The function that executes this form.
+    pub h: run::Handler,
     /// Operand size in bits (the destination's for MOVZX/MOVSX).
-    size: u8,
+    pub(crate) size: u8,
     /// Source size for MOVZX/MOVSX.
-    size2: u8,
-    dst: Loc,
-    src: Loc,
-    mem: Mem,
+    pub(crate) size2: u8,
+    pub(crate) dst: Loc,
+    pub(crate) src: Loc,
+    pub(crate) mem: Mem,
     /// Immediate (masked to the operand size) or direct branch target.
-    imm: u64,
+    pub(crate) imm: u64,
     /// The next instruction's address.
-    next: u64,
+    pub(crate) next: u64,
 }
 
 impl Fast {
@@ -125,6 +128,7 @@ impl Fast {
         },
         imm: 0,
         next: 0,
+        h: run::generic,
     };
 }
 
@@ -198,7 +202,13 @@ pub fn compile(ins: &Instruction, bitness: u32) -> Fast {
     if bitness != 64 || ins.has_lock_prefix() {
         return Fast::GENERIC;
     }
-    compile64(ins).unwrap_or(Fast::GENERIC)
+    match compile64(ins) {
+        Some(mut f) => {
+            f.h = run::select(&f);
+            f
+        }
+        None => Fast::GENERIC,
+    }
 }
 
 fn two(ins: &Instruction, kind: Kind) -> Option<Fast> {
@@ -216,6 +226,7 @@ fn two(ins: &Instruction, kind: Kind) -> Option<Fast> {
         mem: m0.or(m1).unwrap_or(Fast::GENERIC.mem),
         imm: imm & mask(u32::from(size)),
         next: ins.next_ip(),
+        h: run::generic,
     })
 }
 
@@ -230,6 +241,7 @@ fn one(ins: &Instruction, kind: Kind) -> Option<Fast> {
         mem: m.unwrap_or(Fast::GENERIC.mem),
         imm,
         next: ins.next_ip(),
+        h: run::generic,
     })
 }
 
@@ -467,6 +479,7 @@ fn compile64(ins: &Instruction) -> Option<Fast> {
                 mem: mm.unwrap_or(Fast::GENERIC.mem),
                 imm: imm & mask(u32::from(size)),
                 next: ins.next_ip(),
+                h: run::generic,
             }
         }
         M::Shl | M::Sal | M::Shr | M::Sar => {
@@ -491,396 +504,6 @@ fn compile64(ins: &Instruction) -> Option<Fast> {
         _ => return None,
     };
     Some(f)
-}
-
-#[inline(always)]
-fn rd(core: &Core, r: u8, size: u8) -> u64 {
-    let g = &core.cpu.gpr;
-    match size {
-        64 => g[(r & 15) as usize],
-        32 => g[(r & 15) as usize] & 0xffff_ffff,
-        16 => g[(r & 15) as usize] & 0xffff,
-        _ => core.cpu.get8(r as usize),
-    }
-}
-
-#[inline(always)]
-fn wr(core: &mut Core, r: u8, size: u8, v: u64) {
-    if size == 8 {
-        core.cpu.set8(r as usize, v);
-    } else {
-        core.cpu.set_gpr(r as usize, u32::from(size), v);
-    }
-}
-
-#[inline(always)]
-fn ea(core: &Core, m: &Mem) -> u64 {
-    let g = &core.cpu.gpr;
-    let mut a = m.disp;
-    if m.base != NO_REG {
-        a = a.wrapping_add(g[(m.base & 15) as usize]);
-    }
-    if m.index != NO_REG {
-        a = a.wrapping_add(g[(m.index & 15) as usize] << m.scale);
-    }
-    a
-}
-
-/// The linear address of a memory operand (64-bit mode: only FS and GS
-/// have bases).
-#[inline(always)]
-fn linear(core: &Core, m: &Mem, off: u64) -> u64 {
-    if m.seg >= 4 {
-        core.cpu.seg[m.seg as usize].base.wrapping_add(off)
-    } else {
-        off
-    }
-}
-
-#[inline(always)]
-fn user(core: &Core) -> bool {
-    core.cpu.seg[crate::cpu::CS].selector & 3 == 3
-}
-
-/// Loads `bytes` at linear `lin` through the TLB when it allows.
-#[inline(always)]
-fn load_fast(core: &Core, lin: u64, bytes: usize) -> Option<u64> {
-    let off = (lin & (PAGE - 1)) as usize;
-    if off + bytes > PAGE as usize {
-        return None;
-    }
-    let need = if user(core) { PERM_UR } else { PERM_SR };
-    let (host, _) = core.tlb.fast(lin, need)?;
-    Some(Ram::load(host, off, bytes))
-}
-
-/// Stores through the TLB when it allows; false when the checked path
-/// must do it.
-#[inline(always)]
-fn store_fast(core: &mut Core, lin: u64, bytes: usize, v: u64) -> bool {
-    let off = (lin & (PAGE - 1)) as usize;
-    if off + bytes > PAGE as usize {
-        return false;
-    }
-    let need = if user(core) { PERM_UW } else { PERM_SW };
-    let Some((host, pa)) = core.tlb.fast(lin, need) else {
-        return false;
-    };
-    if core.shared.ram.store(pa, host, off, bytes, v) {
-        core.code_written = true;
-    }
-    true
-}
-
-#[inline(always)]
-fn load(core: &mut Core, m: &Mem, size: u8) -> ExecResult<u64> {
-    let off = ea(core, m);
-    let bytes = usize::from(size / 8);
-    if let Some(v) = load_fast(core, linear(core, m, off), bytes) {
-        return Ok(v);
-    }
-    core.read_seg(m.seg as usize, off, bytes)
-}
-
-#[inline(always)]
-fn store(core: &mut Core, m: &Mem, size: u8, v: u64) -> ExecResult {
-    let off = ea(core, m);
-    let bytes = usize::from(size / 8);
-    if store_fast(core, linear(core, m, off), bytes, v) {
-        return Ok(());
-    }
-    core.write_seg(m.seg as usize, off, bytes, v)
-}
-
-/// Reads a read-modify-write destination with write rights checked.
-#[inline(always)]
-fn load_rmw(core: &mut Core, m: &Mem, size: u8) -> ExecResult<u64> {
-    let off = ea(core, m);
-    let bytes = usize::from(size / 8);
-    let lin = linear(core, m, off);
-    let o = (lin & (PAGE - 1)) as usize;
-    if o + bytes <= PAGE as usize {
-        let need = if user(core) { PERM_UW } else { PERM_SW };
-        if let Some((host, _)) = core.tlb.fast(lin, need) {
-            return Ok(Ram::load(host, o, bytes));
-        }
-    }
-    core.read_seg_rmw(m.seg as usize, off, bytes)
-}
-
-#[inline(always)]
-fn get(core: &mut Core, f: &Fast, l: Loc, size: u8) -> ExecResult<u64> {
-    match l {
-        Loc::Reg(r) => Ok(rd(core, r, size)),
-        Loc::Imm => Ok(f.imm),
-        Loc::Mem => load(core, &f.mem, size),
-    }
-}
-
-#[inline(always)]
-fn put(core: &mut Core, f: &Fast, l: Loc, size: u8, v: u64) -> ExecResult {
-    match l {
-        Loc::Reg(r) => {
-            wr(core, r, size, v);
-            Ok(())
-        }
-        _ => store(core, &f.mem, size, v),
-    }
-}
-
-#[inline(always)]
-fn push64(core: &mut Core, v: u64) -> ExecResult {
-    let sp = core.cpu.gpr[RSP].wrapping_sub(8);
-    if !store_fast(core, sp, 8, v) {
-        core.write_seg(SS, sp, 8, v)?;
-    }
-    core.cpu.gpr[RSP] = sp;
-    Ok(())
-}
-
-#[inline(always)]
-fn jump(core: &mut Core, t: u64) -> ExecResult {
-    if !canonical(t) {
-        return Err(Fault::gp(0).into());
-    }
-    core.cpu.rip = t;
-    Ok(())
-}
-
-/// Executes a compiled instruction. Like [`crate::exec::step`], RIP is
-/// left at the instruction when it faults.
-#[inline(always)]
-pub fn exec(core: &mut Core, f: &Fast) -> ExecResult {
-    let ip = core.cpu.rip;
-    core.cpu.rip = f.next;
-    let r = run(core, f);
-    if r.is_err() {
-        core.cpu.rip = ip;
-    }
-    r
-}
-
-#[inline(always)]
-fn run(core: &mut Core, f: &Fast) -> ExecResult {
-    let size = f.size;
-    match f.kind {
-        Kind::Nop => Ok(()),
-        Kind::Mov => {
-            let v = get(core, f, f.src, size)?;
-            put(core, f, f.dst, size, v)
-        }
-        Kind::Alu(op) => alu(core, f, op),
-        Kind::Inc | Kind::Dec => {
-            let old = match f.dst {
-                Loc::Mem => load_rmw(core, &f.mem, size)?,
-                _ => get(core, f, f.dst, size)?,
-            };
-            let (new, fop) = if f.kind == Kind::Inc {
-                (old.wrapping_add(1) & mask(u32::from(size)), FlagOp::Inc)
-            } else {
-                (old.wrapping_sub(1) & mask(u32::from(size)), FlagOp::Dec)
-            };
-            put(core, f, f.dst, size, new)?;
-            core.cpu.flags.set_lazy(fop, u32::from(size), old, 1, new);
-            Ok(())
-        }
-        Kind::Lea => {
-            let a = ea(core, &f.mem);
-            put(core, f, f.dst, size, a & mask(u32::from(size)))
-        }
-        Kind::Movzx | Kind::Movsx => {
-            let v = get(core, f, f.src, f.size2)?;
-            let v = if f.kind == Kind::Movsx {
-                crate::exec::ops::sext(v, u32::from(f.size2)) & mask(u32::from(size))
-            } else {
-                v
-            };
-            put(core, f, f.dst, size, v)
-        }
-        Kind::Push => {
-            let v = get(core, f, f.src, 64)?;
-            push64(core, v)
-        }
-        Kind::Pop => {
-            let sp = core.cpu.gpr[RSP];
-            let v = match load_fast(core, sp, 8) {
-                Some(v) => v,
-                None => core.read_seg(SS, sp, 8)?,
-            };
-            core.cpu.gpr[RSP] = sp.wrapping_add(8);
-            put(core, f, f.dst, 64, v)
-        }
-        Kind::Jmp => {
-            let t = get(core, f, f.src, 64)?;
-            jump(core, t)
-        }
-        Kind::Jcc(cc) => {
-            if core.cpu.flags.cond(cc) {
-                core.cpu.rip = f.imm;
-            }
-            Ok(())
-        }
-        Kind::Call => {
-            let t = get(core, f, f.src, 64)?;
-            if !canonical(t) {
-                return Err(Fault::gp(0).into());
-            }
-            push64(core, f.next)?;
-            core.cpu.rip = t;
-            Ok(())
-        }
-        Kind::Ret => {
-            let sp = core.cpu.gpr[RSP];
-            let t = match load_fast(core, sp, 8) {
-                Some(v) => v,
-                None => core.read_seg(SS, sp, 8)?,
-            };
-            jump(core, t)?;
-            core.cpu.gpr[RSP] = sp.wrapping_add(8);
-            Ok(())
-        }
-        Kind::Setcc(cc) => {
-            let v = u64::from(core.cpu.flags.cond(cc));
-            put(core, f, f.dst, 8, v)
-        }
-        Kind::Cmovcc(cc) => {
-            // The source is read (and can fault) whatever the condition.
-            let src = get(core, f, f.src, size)?;
-            let v = if core.cpu.flags.cond(cc) {
-                src
-            } else {
-                get(core, f, f.dst, size)?
-            };
-            put(core, f, f.dst, size, v)
-        }
-        Kind::Imul2 | Kind::Imul3 => {
-            let bits = u32::from(size);
-            let (a, b) = if f.kind == Kind::Imul2 {
-                (get(core, f, f.dst, size)?, get(core, f, f.src, size)?)
-            } else {
-                (get(core, f, f.src, size)?, f.imm)
-            };
-            let sx = |v: u64| i128::from(crate::exec::ops::sext(v, bits) as i64);
-            let full = sx(a) * sx(b);
-            let lo = full as u64 & mask(bits);
-            let over = sx(lo) != full;
-            put(core, f, f.dst, size, lo)?;
-            core.cpu.flags.set_szp(bits, lo, over, over);
-            Ok(())
-        }
-        Kind::Shl | Kind::Shr | Kind::Sar => shift(core, f),
-        Kind::Generic => Err(Stop::Unsupported),
-    }
-}
-
-/// SHL/SHR/SAR with the interpreter's flag results (`exec::shift`).
-#[inline(always)]
-fn shift(core: &mut Core, f: &Fast) -> ExecResult {
-    use crate::flags::{CF, OF, PF, SF, ZF};
-    let size = f.size;
-    let bits = u32::from(size);
-    let raw = if f.src == Loc::Imm {
-        f.imm
-    } else {
-        core.cpu.gpr[1] & 0xff
-    };
-    let n = (raw as u32) & if bits == 64 { 63 } else { 31 };
-    let v = match f.dst {
-        Loc::Mem if n != 0 => load_rmw(core, &f.mem, size)?,
-        _ => get(core, f, f.dst, size)?,
-    };
-    if n == 0 {
-        // No flags change; a register destination is still written
-        // (32-bit ones zero-extended).
-        if let Loc::Reg(r) = f.dst {
-            wr(core, r, size, v);
-        }
-        return Ok(());
-    }
-    let m = mask(bits);
-    let msb = |x: u64| (x >> (bits - 1)) & 1 != 0;
-    let (r, cf, of) = match f.kind {
-        Kind::Shl => {
-            let r = if n >= bits { 0 } else { (v << n) & m };
-            let cf = n <= bits && (v >> (bits - n)) & 1 != 0;
-            (r, cf, msb(r) != cf)
-        }
-        Kind::Shr => {
-            let r = if n >= bits { 0 } else { v >> n };
-            let cf = n <= bits && (v >> (n - 1)) & 1 != 0;
-            (r, cf, msb(v))
-        }
-        _ => {
-            let sv = crate::exec::ops::sext(v, bits) as i64;
-            let r = (sv >> n.min(63)) as u64 & m;
-            let cf = (sv >> (n - 1).min(63)) & 1 != 0;
-            (r, cf, false)
-        }
-    };
-    put(core, f, f.dst, size, r)?;
-    let mut fl = 0;
-    if r == 0 {
-        fl |= ZF;
-    }
-    if msb(r) {
-        fl |= SF;
-    }
-    if (r as u8).count_ones().is_multiple_of(2) {
-        fl |= PF;
-    }
-    if cf {
-        fl |= CF;
-    }
-    if of {
-        fl |= OF;
-    }
-    core.cpu.flags.set_arith(fl);
-    Ok(())
-}
-
-#[inline(always)]
-fn alu(core: &mut Core, f: &Fast, op: Alu) -> ExecResult {
-    let size = f.size;
-    let bits = u32::from(size);
-    let src = match f.src {
-        Loc::Reg(r) => rd(core, r, size),
-        Loc::Imm => f.imm,
-        Loc::Mem => load(core, &f.mem, size)?,
-    };
-    let dst = match f.dst {
-        Loc::Reg(r) => rd(core, r, size),
-        _ if matches!(op, Alu::Cmp | Alu::Test) => load(core, &f.mem, size)?,
-        _ => load_rmw(core, &f.mem, size)?,
-    };
-    let m = mask(bits);
-    let cin = matches!(op, Alu::Adc | Alu::Sbb) && core.cpu.flags.cf();
-    let (res, fop) = match op {
-        Alu::Add => (dst.wrapping_add(src) & m, FlagOp::Add),
-        Alu::Sub | Alu::Cmp => (dst.wrapping_sub(src) & m, FlagOp::Sub),
-        Alu::Adc => (
-            dst.wrapping_add(src).wrapping_add(u64::from(cin)) & m,
-            FlagOp::Adc,
-        ),
-        Alu::Sbb => (
-            dst.wrapping_sub(src).wrapping_sub(u64::from(cin)) & m,
-            FlagOp::Sbb,
-        ),
-        Alu::And | Alu::Test => (dst & src, FlagOp::Logic),
-        Alu::Or => (dst | src, FlagOp::Logic),
-        Alu::Xor => (dst ^ src, FlagOp::Logic),
-    };
-    if !matches!(op, Alu::Cmp | Alu::Test) {
-        // Written before the flags so a faulting store leaves them as
-        // they were.
-        put(core, f, f.dst, size, res)?;
-    }
-    let fl = &mut core.cpu.flags;
-    if matches!(op, Alu::Adc | Alu::Sbb) {
-        fl.set_lazy_carry(fop, bits, dst, src, res, cin);
-    } else {
-        fl.set_lazy(fop, bits, dst, src, res);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

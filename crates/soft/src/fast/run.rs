@@ -1,0 +1,610 @@
+//! Execution of compiled forms: one handler per form, specialised at
+//! compile time by operand locations (and ALU operation), so the hot
+//! path has no operand-kind decisions left.
+
+use super::{Alu, Fast, Kind, Loc, Mem, NO_REG};
+use crate::core::{canonical, Core};
+use crate::cpu::{RSP, SS};
+use crate::exception::{ExecResult, Fault, Stop};
+use crate::flags::{mask, FlagOp};
+use crate::mmu::{PERM_SR, PERM_SW, PERM_UR, PERM_UW};
+use crate::phys::{Ram, PAGE};
+
+/// Executes one compiled form (RIP already points past it).
+pub type Handler = fn(&mut Core, &Fast) -> ExecResult;
+
+#[inline(always)]
+fn rd(core: &Core, r: u8, size: u8) -> u64 {
+    let g = &core.cpu.gpr;
+    match size {
+        64 => g[(r & 15) as usize],
+        32 => g[(r & 15) as usize] & 0xffff_ffff,
+        16 => g[(r & 15) as usize] & 0xffff,
+        _ => core.cpu.get8(r as usize),
+    }
+}
+
+#[inline(always)]
+fn wr(core: &mut Core, r: u8, size: u8, v: u64) {
+    if size == 8 {
+        core.cpu.set8(r as usize, v);
+    } else {
+        core.cpu.set_gpr(r as usize, u32::from(size), v);
+    }
+}
+
+#[inline(always)]
+fn ea(core: &Core, m: &Mem) -> u64 {
+    let g = &core.cpu.gpr;
+    let mut a = m.disp;
+    if m.base != NO_REG {
+        a = a.wrapping_add(g[(m.base & 15) as usize]);
+    }
+    if m.index != NO_REG {
+        a = a.wrapping_add(g[(m.index & 15) as usize] << m.scale);
+    }
+    a
+}
+
+/// The linear address of a memory operand (64-bit mode: only FS and GS
+/// have bases).
+#[inline(always)]
+fn linear(core: &Core, m: &Mem, off: u64) -> u64 {
+    if m.seg >= 4 {
+        core.cpu.seg[m.seg as usize].base.wrapping_add(off)
+    } else {
+        off
+    }
+}
+
+#[inline(always)]
+fn user(core: &Core) -> bool {
+    core.cpu.seg[crate::cpu::CS].selector & 3 == 3
+}
+
+/// Loads `bytes` at linear `lin` through the TLB when it allows.
+#[inline(always)]
+fn load_fast(core: &Core, lin: u64, bytes: usize) -> Option<u64> {
+    let off = (lin & (PAGE - 1)) as usize;
+    if off + bytes > PAGE as usize {
+        return None;
+    }
+    let need = if user(core) { PERM_UR } else { PERM_SR };
+    let (host, _) = core.tlb.fast(lin, need)?;
+    Some(Ram::load(host, off, bytes))
+}
+
+/// Stores through the TLB when it allows; false when the checked path
+/// must do it.
+#[inline(always)]
+fn store_fast(core: &mut Core, lin: u64, bytes: usize, v: u64) -> bool {
+    let off = (lin & (PAGE - 1)) as usize;
+    if off + bytes > PAGE as usize {
+        return false;
+    }
+    let need = if user(core) { PERM_UW } else { PERM_SW };
+    let Some((host, pa)) = core.tlb.fast(lin, need) else {
+        return false;
+    };
+    if core.shared.ram.store(pa, host, off, bytes, v) {
+        core.code_written = true;
+    }
+    true
+}
+
+#[inline(always)]
+fn load(core: &mut Core, m: &Mem, size: u8) -> ExecResult<u64> {
+    let off = ea(core, m);
+    let bytes = usize::from(size / 8);
+    if let Some(v) = load_fast(core, linear(core, m, off), bytes) {
+        return Ok(v);
+    }
+    core.read_seg(m.seg as usize, off, bytes)
+}
+
+#[inline(always)]
+fn store(core: &mut Core, m: &Mem, size: u8, v: u64) -> ExecResult {
+    let off = ea(core, m);
+    let bytes = usize::from(size / 8);
+    if store_fast(core, linear(core, m, off), bytes, v) {
+        return Ok(());
+    }
+    core.write_seg(m.seg as usize, off, bytes, v)
+}
+
+/// Reads a read-modify-write destination with write rights checked.
+#[inline(always)]
+fn load_rmw(core: &mut Core, m: &Mem, size: u8) -> ExecResult<u64> {
+    let off = ea(core, m);
+    let bytes = usize::from(size / 8);
+    let lin = linear(core, m, off);
+    let o = (lin & (PAGE - 1)) as usize;
+    if o + bytes <= PAGE as usize {
+        let need = if user(core) { PERM_UW } else { PERM_SW };
+        if let Some((host, _)) = core.tlb.fast(lin, need) {
+            return Ok(Ram::load(host, o, bytes));
+        }
+    }
+    core.read_seg_rmw(m.seg as usize, off, bytes)
+}
+
+#[inline(always)]
+fn get(core: &mut Core, f: &Fast, l: Loc, size: u8) -> ExecResult<u64> {
+    match l {
+        Loc::Reg(r) => Ok(rd(core, r, size)),
+        Loc::Imm => Ok(f.imm),
+        Loc::Mem => load(core, &f.mem, size),
+    }
+}
+
+#[inline(always)]
+fn put(core: &mut Core, f: &Fast, l: Loc, size: u8, v: u64) -> ExecResult {
+    match l {
+        Loc::Reg(r) => {
+            wr(core, r, size, v);
+            Ok(())
+        }
+        _ => store(core, &f.mem, size, v),
+    }
+}
+
+#[inline(always)]
+fn push64(core: &mut Core, v: u64) -> ExecResult {
+    let sp = core.cpu.gpr[RSP].wrapping_sub(8);
+    if !store_fast(core, sp, 8, v) {
+        core.write_seg(SS, sp, 8, v)?;
+    }
+    core.cpu.gpr[RSP] = sp;
+    Ok(())
+}
+
+#[inline(always)]
+fn jump(core: &mut Core, t: u64) -> ExecResult {
+    if !canonical(t) {
+        return Err(Fault::gp(0).into());
+    }
+    core.cpu.rip = t;
+    Ok(())
+}
+
+/// Executes a compiled instruction. Like [`crate::exec::step`], RIP is
+/// left at the instruction when it faults.
+#[inline(always)]
+pub fn exec(core: &mut Core, f: &Fast) -> ExecResult {
+    let ip = core.cpu.rip;
+    core.cpu.rip = f.next;
+    let r = (f.h)(core, f);
+    if r.is_err() {
+        core.cpu.rip = ip;
+    }
+    r
+}
+
+/// The handler of `Kind::Generic` (never called: the interpreter runs
+/// those instructions).
+pub fn generic(_: &mut Core, _: &Fast) -> ExecResult {
+    Err(Stop::Unsupported)
+}
+
+const REG: u8 = 0;
+const IMM: u8 = 1;
+const MEM: u8 = 2;
+
+fn loc_code(l: Loc) -> u8 {
+    match l {
+        Loc::Reg(_) => REG,
+        Loc::Imm => IMM,
+        Loc::Mem => MEM,
+    }
+}
+
+macro_rules! alu_for {
+    ($op:expr, $s:expr, $d:expr) => {
+        match $op {
+            Alu::Add => alu_k::<0, $s, $d> as Handler,
+            Alu::Or => alu_k::<1, $s, $d>,
+            Alu::Adc => alu_k::<2, $s, $d>,
+            Alu::Sbb => alu_k::<3, $s, $d>,
+            Alu::And => alu_k::<4, $s, $d>,
+            Alu::Sub => alu_k::<5, $s, $d>,
+            Alu::Xor => alu_k::<6, $s, $d>,
+            Alu::Cmp => alu_k::<7, $s, $d>,
+            Alu::Test => alu_k::<8, $s, $d>,
+        }
+    };
+}
+
+/// The handler for a compiled form.
+pub fn select(f: &Fast) -> Handler {
+    let (d, s) = (loc_code(f.dst), loc_code(f.src));
+    match f.kind {
+        Kind::Mov => match (d, s) {
+            (REG, REG) => mov_rr,
+            (REG, IMM) => mov_ri,
+            (REG, MEM) => mov_rm,
+            (MEM, REG) => mov_mr,
+            _ => run,
+        },
+        Kind::Alu(op) => match (d, s) {
+            (REG, REG) => alu_for!(op, REG, REG),
+            (REG, IMM) => alu_for!(op, IMM, REG),
+            (REG, MEM) => alu_for!(op, MEM, REG),
+            (MEM, REG) => alu_for!(op, REG, MEM),
+            (MEM, IMM) => alu_for!(op, IMM, MEM),
+            _ => run,
+        },
+        Kind::Jcc(_) => jcc,
+        Kind::Lea => lea,
+        Kind::Push if s == REG => push_r,
+        Kind::Pop => pop_r,
+        Kind::Call if s == IMM => call_direct,
+        Kind::Ret => ret,
+        Kind::Movzx if s == REG => movzx_r,
+        Kind::Movzx if s == MEM => movzx_m,
+        Kind::Nop => nop,
+        _ => run,
+    }
+}
+
+fn nop(_: &mut Core, _: &Fast) -> ExecResult {
+    Ok(())
+}
+
+fn reg_of(l: Loc) -> u8 {
+    match l {
+        Loc::Reg(r) => r,
+        _ => 0,
+    }
+}
+
+fn mov_rr(core: &mut Core, f: &Fast) -> ExecResult {
+    let v = rd(core, reg_of(f.src), f.size);
+    wr(core, reg_of(f.dst), f.size, v);
+    Ok(())
+}
+
+fn mov_ri(core: &mut Core, f: &Fast) -> ExecResult {
+    wr(core, reg_of(f.dst), f.size, f.imm);
+    Ok(())
+}
+
+fn mov_rm(core: &mut Core, f: &Fast) -> ExecResult {
+    let v = load(core, &f.mem, f.size)?;
+    wr(core, reg_of(f.dst), f.size, v);
+    Ok(())
+}
+
+fn mov_mr(core: &mut Core, f: &Fast) -> ExecResult {
+    let v = rd(core, reg_of(f.src), f.size);
+    store(core, &f.mem, f.size, v)
+}
+
+fn movzx_r(core: &mut Core, f: &Fast) -> ExecResult {
+    let v = rd(core, reg_of(f.src), f.size2);
+    wr(core, reg_of(f.dst), f.size, v);
+    Ok(())
+}
+
+fn movzx_m(core: &mut Core, f: &Fast) -> ExecResult {
+    let v = load(core, &f.mem, f.size2)?;
+    wr(core, reg_of(f.dst), f.size, v);
+    Ok(())
+}
+
+fn lea(core: &mut Core, f: &Fast) -> ExecResult {
+    let a = ea(core, &f.mem);
+    wr(core, reg_of(f.dst), f.size, a & mask(u32::from(f.size)));
+    Ok(())
+}
+
+fn jcc(core: &mut Core, f: &Fast) -> ExecResult {
+    if let Kind::Jcc(cc) = f.kind {
+        if core.cpu.flags.cond(cc) {
+            core.cpu.rip = f.imm;
+        }
+    }
+    Ok(())
+}
+
+fn push_r(core: &mut Core, f: &Fast) -> ExecResult {
+    let v = core.cpu.gpr[(reg_of(f.src) & 15) as usize];
+    push64(core, v)
+}
+
+fn pop_r(core: &mut Core, f: &Fast) -> ExecResult {
+    let sp = core.cpu.gpr[RSP];
+    let v = match load_fast(core, sp, 8) {
+        Some(v) => v,
+        None => core.read_seg(SS, sp, 8)?,
+    };
+    core.cpu.gpr[RSP] = sp.wrapping_add(8);
+    core.cpu.gpr[(reg_of(f.dst) & 15) as usize] = v;
+    Ok(())
+}
+
+fn call_direct(core: &mut Core, f: &Fast) -> ExecResult {
+    push64(core, f.next)?;
+    core.cpu.rip = f.imm;
+    Ok(())
+}
+
+fn ret(core: &mut Core, _: &Fast) -> ExecResult {
+    let sp = core.cpu.gpr[RSP];
+    let t = match load_fast(core, sp, 8) {
+        Some(v) => v,
+        None => core.read_seg(SS, sp, 8)?,
+    };
+    jump(core, t)?;
+    core.cpu.gpr[RSP] = sp.wrapping_add(8);
+    Ok(())
+}
+
+/// The ALU group specialised by operation and operand locations.
+fn alu_k<const OP: u8, const S: u8, const D: u8>(core: &mut Core, f: &Fast) -> ExecResult {
+    let size = f.size;
+    let bits = u32::from(size);
+    let src = match S {
+        REG => rd(core, reg_of(f.src), size),
+        IMM => f.imm,
+        _ => load(core, &f.mem, size)?,
+    };
+    let cmp_like = OP == 7 || OP == 8;
+    let dst = match D {
+        REG => rd(core, reg_of(f.dst), size),
+        _ if cmp_like => load(core, &f.mem, size)?,
+        _ => load_rmw(core, &f.mem, size)?,
+    };
+    let m = mask(bits);
+    let cin = (OP == 2 || OP == 3) && core.cpu.flags.cf();
+    let (res, fop) = match OP {
+        0 => (dst.wrapping_add(src) & m, FlagOp::Add),
+        1 => (dst | src, FlagOp::Logic),
+        2 => (
+            dst.wrapping_add(src).wrapping_add(u64::from(cin)) & m,
+            FlagOp::Adc,
+        ),
+        3 => (
+            dst.wrapping_sub(src).wrapping_sub(u64::from(cin)) & m,
+            FlagOp::Sbb,
+        ),
+        4 | 8 => (dst & src, FlagOp::Logic),
+        5 | 7 => (dst.wrapping_sub(src) & m, FlagOp::Sub),
+        _ => (dst ^ src, FlagOp::Logic),
+    };
+    if !cmp_like {
+        match D {
+            REG => wr(core, reg_of(f.dst), size, res),
+            _ => store(core, &f.mem, size, res)?,
+        }
+    }
+    let fl = &mut core.cpu.flags;
+    if OP == 2 || OP == 3 {
+        fl.set_lazy_carry(fop, bits, dst, src, res, cin);
+    } else {
+        fl.set_lazy(fop, bits, dst, src, res);
+    }
+    Ok(())
+}
+
+/// Every compiled form, through operand-location matching.
+fn run(core: &mut Core, f: &Fast) -> ExecResult {
+    let size = f.size;
+    match f.kind {
+        Kind::Nop => Ok(()),
+        Kind::Mov => {
+            let v = get(core, f, f.src, size)?;
+            put(core, f, f.dst, size, v)
+        }
+        Kind::Alu(op) => alu(core, f, op),
+        Kind::Inc | Kind::Dec => {
+            let old = match f.dst {
+                Loc::Mem => load_rmw(core, &f.mem, size)?,
+                _ => get(core, f, f.dst, size)?,
+            };
+            let (new, fop) = if f.kind == Kind::Inc {
+                (old.wrapping_add(1) & mask(u32::from(size)), FlagOp::Inc)
+            } else {
+                (old.wrapping_sub(1) & mask(u32::from(size)), FlagOp::Dec)
+            };
+            put(core, f, f.dst, size, new)?;
+            core.cpu.flags.set_lazy(fop, u32::from(size), old, 1, new);
+            Ok(())
+        }
+        Kind::Lea => {
+            let a = ea(core, &f.mem);
+            put(core, f, f.dst, size, a & mask(u32::from(size)))
+        }
+        Kind::Movzx | Kind::Movsx => {
+            let v = get(core, f, f.src, f.size2)?;
+            let v = if f.kind == Kind::Movsx {
+                crate::exec::ops::sext(v, u32::from(f.size2)) & mask(u32::from(size))
+            } else {
+                v
+            };
+            put(core, f, f.dst, size, v)
+        }
+        Kind::Push => {
+            let v = get(core, f, f.src, 64)?;
+            push64(core, v)
+        }
+        Kind::Pop => {
+            let sp = core.cpu.gpr[RSP];
+            let v = match load_fast(core, sp, 8) {
+                Some(v) => v,
+                None => core.read_seg(SS, sp, 8)?,
+            };
+            core.cpu.gpr[RSP] = sp.wrapping_add(8);
+            put(core, f, f.dst, 64, v)
+        }
+        Kind::Jmp => {
+            let t = get(core, f, f.src, 64)?;
+            jump(core, t)
+        }
+        Kind::Jcc(cc) => {
+            if core.cpu.flags.cond(cc) {
+                core.cpu.rip = f.imm;
+            }
+            Ok(())
+        }
+        Kind::Call => {
+            let t = get(core, f, f.src, 64)?;
+            if !canonical(t) {
+                return Err(Fault::gp(0).into());
+            }
+            push64(core, f.next)?;
+            core.cpu.rip = t;
+            Ok(())
+        }
+        Kind::Ret => {
+            let sp = core.cpu.gpr[RSP];
+            let t = match load_fast(core, sp, 8) {
+                Some(v) => v,
+                None => core.read_seg(SS, sp, 8)?,
+            };
+            jump(core, t)?;
+            core.cpu.gpr[RSP] = sp.wrapping_add(8);
+            Ok(())
+        }
+        Kind::Setcc(cc) => {
+            let v = u64::from(core.cpu.flags.cond(cc));
+            put(core, f, f.dst, 8, v)
+        }
+        Kind::Cmovcc(cc) => {
+            // The source is read (and can fault) whatever the condition.
+            let src = get(core, f, f.src, size)?;
+            let v = if core.cpu.flags.cond(cc) {
+                src
+            } else {
+                get(core, f, f.dst, size)?
+            };
+            put(core, f, f.dst, size, v)
+        }
+        Kind::Imul2 | Kind::Imul3 => {
+            let bits = u32::from(size);
+            let (a, b) = if f.kind == Kind::Imul2 {
+                (get(core, f, f.dst, size)?, get(core, f, f.src, size)?)
+            } else {
+                (get(core, f, f.src, size)?, f.imm)
+            };
+            let sx = |v: u64| i128::from(crate::exec::ops::sext(v, bits) as i64);
+            let full = sx(a) * sx(b);
+            let lo = full as u64 & mask(bits);
+            let over = sx(lo) != full;
+            put(core, f, f.dst, size, lo)?;
+            core.cpu.flags.set_szp(bits, lo, over, over);
+            Ok(())
+        }
+        Kind::Shl | Kind::Shr | Kind::Sar => shift(core, f),
+        Kind::Generic => Err(Stop::Unsupported),
+    }
+}
+
+/// SHL/SHR/SAR with the interpreter's flag results (`exec::shift`).
+#[inline(always)]
+fn shift(core: &mut Core, f: &Fast) -> ExecResult {
+    use crate::flags::{CF, OF, PF, SF, ZF};
+    let size = f.size;
+    let bits = u32::from(size);
+    let raw = if f.src == Loc::Imm {
+        f.imm
+    } else {
+        core.cpu.gpr[1] & 0xff
+    };
+    let n = (raw as u32) & if bits == 64 { 63 } else { 31 };
+    let v = match f.dst {
+        Loc::Mem if n != 0 => load_rmw(core, &f.mem, size)?,
+        _ => get(core, f, f.dst, size)?,
+    };
+    if n == 0 {
+        // No flags change; a register destination is still written
+        // (32-bit ones zero-extended).
+        if let Loc::Reg(r) = f.dst {
+            wr(core, r, size, v);
+        }
+        return Ok(());
+    }
+    let m = mask(bits);
+    let msb = |x: u64| (x >> (bits - 1)) & 1 != 0;
+    let (r, cf, of) = match f.kind {
+        Kind::Shl => {
+            let r = if n >= bits { 0 } else { (v << n) & m };
+            let cf = n <= bits && (v >> (bits - n)) & 1 != 0;
+            (r, cf, msb(r) != cf)
+        }
+        Kind::Shr => {
+            let r = if n >= bits { 0 } else { v >> n };
+            let cf = n <= bits && (v >> (n - 1)) & 1 != 0;
+            (r, cf, msb(v))
+        }
+        _ => {
+            let sv = crate::exec::ops::sext(v, bits) as i64;
+            let r = (sv >> n.min(63)) as u64 & m;
+            let cf = (sv >> (n - 1).min(63)) & 1 != 0;
+            (r, cf, false)
+        }
+    };
+    put(core, f, f.dst, size, r)?;
+    let mut fl = 0;
+    if r == 0 {
+        fl |= ZF;
+    }
+    if msb(r) {
+        fl |= SF;
+    }
+    if (r as u8).count_ones().is_multiple_of(2) {
+        fl |= PF;
+    }
+    if cf {
+        fl |= CF;
+    }
+    if of {
+        fl |= OF;
+    }
+    core.cpu.flags.set_arith(fl);
+    Ok(())
+}
+
+#[inline(always)]
+fn alu(core: &mut Core, f: &Fast, op: Alu) -> ExecResult {
+    let size = f.size;
+    let bits = u32::from(size);
+    let src = match f.src {
+        Loc::Reg(r) => rd(core, r, size),
+        Loc::Imm => f.imm,
+        Loc::Mem => load(core, &f.mem, size)?,
+    };
+    let dst = match f.dst {
+        Loc::Reg(r) => rd(core, r, size),
+        _ if matches!(op, Alu::Cmp | Alu::Test) => load(core, &f.mem, size)?,
+        _ => load_rmw(core, &f.mem, size)?,
+    };
+    let m = mask(bits);
+    let cin = matches!(op, Alu::Adc | Alu::Sbb) && core.cpu.flags.cf();
+    let (res, fop) = match op {
+        Alu::Add => (dst.wrapping_add(src) & m, FlagOp::Add),
+        Alu::Sub | Alu::Cmp => (dst.wrapping_sub(src) & m, FlagOp::Sub),
+        Alu::Adc => (
+            dst.wrapping_add(src).wrapping_add(u64::from(cin)) & m,
+            FlagOp::Adc,
+        ),
+        Alu::Sbb => (
+            dst.wrapping_sub(src).wrapping_sub(u64::from(cin)) & m,
+            FlagOp::Sbb,
+        ),
+        Alu::And | Alu::Test => (dst & src, FlagOp::Logic),
+        Alu::Or => (dst | src, FlagOp::Logic),
+        Alu::Xor => (dst ^ src, FlagOp::Logic),
+    };
+    if !matches!(op, Alu::Cmp | Alu::Test) {
+        // Written before the flags so a faulting store leaves them as
+        // they were.
+        put(core, f, f.dst, size, res)?;
+    }
+    let fl = &mut core.cpu.flags;
+    if matches!(op, Alu::Adc | Alu::Sbb) {
+        fl.set_lazy_carry(fop, bits, dst, src, res, cin);
+    } else {
+        fl.set_lazy(fop, bits, dst, src, res);
+    }
+    Ok(())
+}
