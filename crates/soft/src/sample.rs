@@ -30,7 +30,7 @@ impl RipSampler {
         *self.counts.entry(rip).or_default() += 1;
         self.taken += 1;
         if self.taken.is_multiple_of(DUMP_EVERY) {
-            eprint!("{}SAMPLE retired {retired}\n", self.summary());
+            eprintln!("{}SAMPLE retired {retired}", self.summary());
             self.counts.clear();
         }
     }
