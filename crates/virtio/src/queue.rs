@@ -72,12 +72,20 @@ pub fn pop_chain(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Chai
     if !queue.ready() {
         return Err(QueueError::NotReady);
     }
-    let mut iter = queue.iter(mem).map_err(|e| match e {
-        virtio_queue::Error::InvalidAvailRingIndex => QueueError::AvailIndex,
-        e => QueueError::AvailRing(e),
-    })?;
-    let Some(descriptors) = iter.next() else {
-        return Ok(None);
+    let descriptors = match next_head(queue, mem)? {
+        Some(d) => d,
+        None => {
+            // The ring looks empty: ask for a kick when the driver adds
+            // more (with EVENT_IDX this writes avail_event; without, it
+            // clears NO_NOTIFY), then look once more for what raced in.
+            queue
+                .enable_notification(mem)
+                .map_err(QueueError::AvailRing)?;
+            match next_head(queue, mem)? {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        }
     };
     let head = descriptors.head_index();
     let mut chain = Chain {
@@ -129,6 +137,20 @@ pub fn pop_chain(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Chai
         return Err(QueueError::BrokenChain { head });
     }
     Ok(Some(chain))
+}
+
+type Descriptors<'a> = virtio_queue::DescriptorChain<&'a GuestMemoryMmap>;
+
+/// The next available head, unvalidated.
+fn next_head<'a>(
+    queue: &mut Queue,
+    mem: &'a GuestMemoryMmap,
+) -> Result<Option<Descriptors<'a>>, QueueError> {
+    let mut iter = queue.iter(mem).map_err(|e| match e {
+        virtio_queue::Error::InvalidAvailRingIndex => QueueError::AvailIndex,
+        e => QueueError::AvailRing(e),
+    })?;
+    Ok(iter.next())
 }
 
 /// Returns chain `head` to the driver with `len` bytes written.
@@ -368,6 +390,25 @@ mod tests {
         tq.write_desc(&mem, 2, u64::MAX - 15, 16, TestQueue::INDIRECT, 0);
         tq.publish(&mem, 2);
         assert!(pop_chain(&mut q, &mem).is_err());
+    }
+
+    #[test]
+    fn draining_asks_for_the_next_kick_with_event_idx() {
+        let mem = guest_memory();
+        let mut tq = TestQueue::new(&mem, GuestAddress(0x1000), 8);
+        let mut q = tq.queue();
+        q.set_event_idx(true);
+        for _ in 0..3 {
+            tq.add_chain(&mem, &[Desc::w(0x10000, 4)]);
+            while pop_chain(&mut q, &mem).unwrap().is_some() {}
+            // avail_event sits after the used ring's 8 entries.
+            let avail_event: u16 = mem.read_obj(GuestAddress(tq.used.0 + 4 + 8 * 8)).unwrap();
+            assert_eq!(
+                avail_event,
+                q.next_avail(),
+                "driver kicks on the next buffer"
+            );
+        }
     }
 
     #[test]
