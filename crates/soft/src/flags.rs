@@ -154,7 +154,7 @@ impl Flags {
         (v >> (self.size - 1)) & 1 != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn cf(&self) -> bool {
         let m = mask(self.size);
         match self.op {
@@ -179,7 +179,7 @@ impl Flags {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn zf(&self) -> bool {
         match self.op {
             FlagOp::None => self.bits & ZF != 0,
@@ -187,7 +187,7 @@ impl Flags {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn sf(&self) -> bool {
         match self.op {
             FlagOp::None => self.bits & SF != 0,
@@ -195,7 +195,7 @@ impl Flags {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn of(&self) -> bool {
         match self.op {
             FlagOp::None => self.bits & OF != 0,
@@ -209,7 +209,7 @@ impl Flags {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn pf(&self) -> bool {
         match self.op {
             FlagOp::None => self.bits & PF != 0,
@@ -277,7 +277,7 @@ impl Flags {
     }
 
     /// Evaluates condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc).
-    #[inline]
+    #[inline(always)]
     pub fn cond(&self, cc: u8) -> bool {
         let r = match cc >> 1 {
             0 => self.of(),

@@ -268,50 +268,51 @@ enum BlockEnd {
 /// changes that invalidate the rest of it.
 #[inline(always)]
 fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> BlockEnd {
-    for (ins, f) in block.instrs.iter().zip(&block.fast) {
-        let r = if f.kind == crate::fast::Kind::Generic {
-            exec::step(core, ins)
-        } else {
-            crate::fast::exec(core, f)
-        };
-        match r {
-            Ok(()) => {
-                core.retired += 1;
-                if core.device_written {
-                    core.device_written = false;
-                    if signal.kicked.load(Ordering::SeqCst) {
-                        return BlockEnd::Kicked;
+    let mut done = 0;
+    let end = 'run: {
+        for (ins, f) in block.instrs.iter().zip(&block.fast) {
+            match crate::fast::exec(core, f, ins) {
+                Ok(()) => {
+                    done += 1;
+                    if core.device_written {
+                        core.device_written = false;
+                        if signal.kicked.load(Ordering::SeqCst) {
+                            break 'run BlockEnd::Kicked;
+                        }
+                    }
+                    if core.code_written {
+                        core.code_written = false;
+                        break 'run BlockEnd::Next;
                     }
                 }
-                if core.code_written {
+                Err(Stop::EndBlock) => {
+                    done += 1;
                     core.code_written = false;
-                    return BlockEnd::Next;
+                    if std::mem::take(&mut core.device_written)
+                        && signal.kicked.load(Ordering::SeqCst)
+                    {
+                        break 'run BlockEnd::Kicked;
+                    }
+                    break 'run BlockEnd::Next;
                 }
-            }
-            Err(Stop::EndBlock) => {
-                core.retired += 1;
-                core.code_written = false;
-                if std::mem::take(&mut core.device_written) && signal.kicked.load(Ordering::SeqCst)
-                {
-                    return BlockEnd::Kicked;
+                Err(Stop::Fault(f)) => {
+                    if interrupt::raise(core, f).is_err() {
+                        break 'run BlockEnd::Shutdown;
+                    }
+                    break 'run BlockEnd::Next;
                 }
-                return BlockEnd::Next;
-            }
-            Err(Stop::Fault(f)) => {
-                if interrupt::raise(core, f).is_err() {
-                    return BlockEnd::Shutdown;
+                Err(Stop::Halt) => {
+                    done += 1;
+                    break 'run BlockEnd::Halt;
                 }
-                return BlockEnd::Next;
+                Err(Stop::Shutdown) => break 'run BlockEnd::Shutdown,
+                Err(Stop::Unsupported) => break 'run BlockEnd::Unsupported,
             }
-            Err(Stop::Halt) => {
-                core.retired += 1;
-                return BlockEnd::Halt;
-            }
-            Err(Stop::Shutdown) => return BlockEnd::Shutdown,
-            Err(Stop::Unsupported) => return BlockEnd::Unsupported,
         }
-    }
-    BlockEnd::Next
+        BlockEnd::Next
+    };
+    core.retired += done;
+    end
 }
 
 fn seg_out(s: &hypervisor::Segment) -> hypervisor::Segment {

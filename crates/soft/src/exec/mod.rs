@@ -35,7 +35,8 @@ pub fn step(core: &mut Core, ins: &Instruction) -> ExecResult {
     r
 }
 
-fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
+/// Executes one instruction with RIP already past it.
+pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
     use Mnemonic as M;
     let m = ins.mnemonic();
     if ins.has_lock_prefix() && !lockable(m, ins) {

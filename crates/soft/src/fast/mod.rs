@@ -199,15 +199,19 @@ fn operand(ins: &Instruction, i: u32) -> Option<(Loc, u8, Option<Mem>, u64)> {
 /// Compiles `ins` (decoded at `bitness`) into its fast form, or
 /// [`Kind::Generic`].
 pub fn compile(ins: &Instruction, bitness: u32) -> Fast {
+    let generic = Fast {
+        next: ins.next_ip() & mask(bitness),
+        ..Fast::GENERIC
+    };
     if bitness != 64 || ins.has_lock_prefix() {
-        return Fast::GENERIC;
+        return generic;
     }
     match compile64(ins) {
         Some(mut f) => {
             f.h = run::select(&f);
             f
         }
-        None => Fast::GENERIC,
+        None => generic,
     }
 }
 

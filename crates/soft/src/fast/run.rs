@@ -2,6 +2,8 @@
 //! compile time by operand locations (and ALU operation), so the hot
 //! path has no operand-kind decisions left.
 
+use iced_x86::Instruction;
+
 use super::{Alu, Fast, Kind, Loc, Mem, NO_REG};
 use crate::core::{canonical, Core};
 use crate::cpu::{RSP, SS};
@@ -11,7 +13,7 @@ use crate::mmu::{PERM_SR, PERM_SW, PERM_UR, PERM_UW};
 use crate::phys::{Ram, PAGE};
 
 /// Executes one compiled form (RIP already points past it).
-pub type Handler = fn(&mut Core, &Fast) -> ExecResult;
+pub type Handler = fn(&mut Core, &Fast, &Instruction) -> ExecResult;
 
 #[inline(always)]
 fn rd(core: &Core, r: u8, size: u8) -> u64 {
@@ -167,23 +169,23 @@ fn jump(core: &mut Core, t: u64) -> ExecResult {
     Ok(())
 }
 
-/// Executes a compiled instruction. Like [`crate::exec::step`], RIP is
-/// left at the instruction when it faults.
+/// Executes one instruction through its handler: compiled forms, or the
+/// interpreter for `Kind::Generic`. RIP points past the instruction while
+/// it runs and is put back when it faults (as [`crate::exec::step`]).
 #[inline(always)]
-pub fn exec(core: &mut Core, f: &Fast) -> ExecResult {
+pub fn exec(core: &mut Core, f: &Fast, ins: &Instruction) -> ExecResult {
     let ip = core.cpu.rip;
     core.cpu.rip = f.next;
-    let r = (f.h)(core, f);
-    if r.is_err() {
+    let r = (f.h)(core, f, ins);
+    if let Err(Stop::Fault(_) | Stop::Unsupported) = r {
         core.cpu.rip = ip;
     }
     r
 }
 
-/// The handler of `Kind::Generic` (never called: the interpreter runs
-/// those instructions).
-pub fn generic(_: &mut Core, _: &Fast) -> ExecResult {
-    Err(Stop::Unsupported)
+/// The handler of `Kind::Generic`: the interpreter.
+pub fn generic(core: &mut Core, _: &Fast, ins: &Instruction) -> ExecResult {
+    crate::exec::dispatch(core, ins)
 }
 
 const REG: u8 = 0;
@@ -241,12 +243,146 @@ pub fn select(f: &Fast) -> Handler {
         Kind::Ret => ret,
         Kind::Movzx if s == REG => movzx_r,
         Kind::Movzx if s == MEM => movzx_m,
+        Kind::Movsx if s == REG => movsx_r,
+        Kind::Movsx if s == MEM => movsx_m,
         Kind::Nop => nop,
+        Kind::Imul2 if s == REG => imul_rr,
+        Kind::Shl if d == REG && s == IMM => shift_ri::<0>,
+        Kind::Shr if d == REG && s == IMM => shift_ri::<1>,
+        Kind::Sar if d == REG && s == IMM => shift_ri::<2>,
+        Kind::Setcc(_) if d == REG => setcc_r,
+        Kind::Cmovcc(_) if s == REG => cmov_rr,
+        Kind::Inc if d == REG => incdec_r::<true>,
+        Kind::Dec if d == REG => incdec_r::<false>,
         _ => run,
     }
 }
 
-fn nop(_: &mut Core, _: &Fast) -> ExecResult {
+fn movsx_r(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let v = rd(core, reg_of(f.src), f.size2);
+    let v = crate::exec::ops::sext(v, u32::from(f.size2)) & mask(u32::from(f.size));
+    wr(core, reg_of(f.dst), f.size, v);
+    Ok(())
+}
+
+fn movsx_m(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let v = load(core, &f.mem, f.size2)?;
+    let v = crate::exec::ops::sext(v, u32::from(f.size2)) & mask(u32::from(f.size));
+    wr(core, reg_of(f.dst), f.size, v);
+    Ok(())
+}
+
+fn imul_rr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let bits = u32::from(f.size);
+    let a = rd(core, reg_of(f.dst), f.size);
+    let b = rd(core, reg_of(f.src), f.size);
+    let (lo, over) = match bits {
+        64 => {
+            let (v, o) = (a as i64).overflowing_mul(b as i64);
+            (v as u64, o)
+        }
+        32 => {
+            let (v, o) = (a as i32).overflowing_mul(b as i32);
+            (u64::from(v as u32), o)
+        }
+        _ => {
+            let (v, o) = (a as i16).overflowing_mul(b as i16);
+            (u64::from(v as u16), o)
+        }
+    };
+    wr(core, reg_of(f.dst), f.size, lo);
+    core.cpu.flags.set_szp(bits, lo, over, over);
+    Ok(())
+}
+
+fn setcc_r(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    if let Kind::Setcc(cc) = f.kind {
+        let v = u64::from(core.cpu.flags.cond(cc));
+        wr(core, reg_of(f.dst), 8, v);
+    }
+    Ok(())
+}
+
+fn cmov_rr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    if let Kind::Cmovcc(cc) = f.kind {
+        let r = if core.cpu.flags.cond(cc) {
+            f.src
+        } else {
+            f.dst
+        };
+        let v = rd(core, reg_of(r), f.size);
+        wr(core, reg_of(f.dst), f.size, v);
+    }
+    Ok(())
+}
+
+fn incdec_r<const INC: bool>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let bits = u32::from(f.size);
+    let old = rd(core, reg_of(f.dst), f.size);
+    let (new, fop) = if INC {
+        (old.wrapping_add(1) & mask(bits), FlagOp::Inc)
+    } else {
+        (old.wrapping_sub(1) & mask(bits), FlagOp::Dec)
+    };
+    wr(core, reg_of(f.dst), f.size, new);
+    core.cpu.flags.set_lazy(fop, bits, old, 1, new);
+    Ok(())
+}
+
+/// SHL (0), SHR (1), SAR (2) of a register by an immediate.
+fn shift_ri<const K: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    use crate::flags::{CF, OF, PF, SF, ZF};
+    let size = f.size;
+    let bits = u32::from(size);
+    let n = (f.imm as u32) & if bits == 64 { 63 } else { 31 };
+    let r0 = reg_of(f.dst);
+    let v = rd(core, r0, size);
+    if n == 0 {
+        wr(core, r0, size, v);
+        return Ok(());
+    }
+    let m = mask(bits);
+    let msb = |x: u64| (x >> (bits - 1)) & 1 != 0;
+    let (r, cf, of) = match K {
+        0 => {
+            let r = if n >= bits { 0 } else { (v << n) & m };
+            let cf = n <= bits && (v >> (bits - n)) & 1 != 0;
+            (r, cf, msb(r) != cf)
+        }
+        1 => {
+            let r = if n >= bits { 0 } else { v >> n };
+            let cf = n <= bits && (v >> (n - 1)) & 1 != 0;
+            (r, cf, msb(v))
+        }
+        _ => {
+            let sv = crate::exec::ops::sext(v, bits) as i64;
+            let r = (sv >> n.min(63)) as u64 & m;
+            let cf = (sv >> (n - 1).min(63)) & 1 != 0;
+            (r, cf, false)
+        }
+    };
+    wr(core, r0, size, r);
+    let mut fl = 0;
+    if r == 0 {
+        fl |= ZF;
+    }
+    if msb(r) {
+        fl |= SF;
+    }
+    if (r as u8).count_ones().is_multiple_of(2) {
+        fl |= PF;
+    }
+    if cf {
+        fl |= CF;
+    }
+    if of {
+        fl |= OF;
+    }
+    core.cpu.flags.set_arith(fl);
+    Ok(())
+}
+
+fn nop(_: &mut Core, _: &Fast, _: &Instruction) -> ExecResult {
     Ok(())
 }
 
@@ -257,47 +393,47 @@ fn reg_of(l: Loc) -> u8 {
     }
 }
 
-fn mov_rr(core: &mut Core, f: &Fast) -> ExecResult {
+fn mov_rr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let v = rd(core, reg_of(f.src), f.size);
     wr(core, reg_of(f.dst), f.size, v);
     Ok(())
 }
 
-fn mov_ri(core: &mut Core, f: &Fast) -> ExecResult {
+fn mov_ri(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     wr(core, reg_of(f.dst), f.size, f.imm);
     Ok(())
 }
 
-fn mov_rm(core: &mut Core, f: &Fast) -> ExecResult {
+fn mov_rm(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let v = load(core, &f.mem, f.size)?;
     wr(core, reg_of(f.dst), f.size, v);
     Ok(())
 }
 
-fn mov_mr(core: &mut Core, f: &Fast) -> ExecResult {
+fn mov_mr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let v = rd(core, reg_of(f.src), f.size);
     store(core, &f.mem, f.size, v)
 }
 
-fn movzx_r(core: &mut Core, f: &Fast) -> ExecResult {
+fn movzx_r(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let v = rd(core, reg_of(f.src), f.size2);
     wr(core, reg_of(f.dst), f.size, v);
     Ok(())
 }
 
-fn movzx_m(core: &mut Core, f: &Fast) -> ExecResult {
+fn movzx_m(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let v = load(core, &f.mem, f.size2)?;
     wr(core, reg_of(f.dst), f.size, v);
     Ok(())
 }
 
-fn lea(core: &mut Core, f: &Fast) -> ExecResult {
+fn lea(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let a = ea(core, &f.mem);
     wr(core, reg_of(f.dst), f.size, a & mask(u32::from(f.size)));
     Ok(())
 }
 
-fn jcc(core: &mut Core, f: &Fast) -> ExecResult {
+fn jcc(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     if let Kind::Jcc(cc) = f.kind {
         if core.cpu.flags.cond(cc) {
             core.cpu.rip = f.imm;
@@ -306,12 +442,12 @@ fn jcc(core: &mut Core, f: &Fast) -> ExecResult {
     Ok(())
 }
 
-fn push_r(core: &mut Core, f: &Fast) -> ExecResult {
+fn push_r(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let v = core.cpu.gpr[(reg_of(f.src) & 15) as usize];
     push64(core, v)
 }
 
-fn pop_r(core: &mut Core, f: &Fast) -> ExecResult {
+fn pop_r(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let sp = core.cpu.gpr[RSP];
     let v = match load_fast(core, sp, 8) {
         Some(v) => v,
@@ -322,13 +458,13 @@ fn pop_r(core: &mut Core, f: &Fast) -> ExecResult {
     Ok(())
 }
 
-fn call_direct(core: &mut Core, f: &Fast) -> ExecResult {
+fn call_direct(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     push64(core, f.next)?;
     core.cpu.rip = f.imm;
     Ok(())
 }
 
-fn ret(core: &mut Core, _: &Fast) -> ExecResult {
+fn ret(core: &mut Core, _: &Fast, _: &Instruction) -> ExecResult {
     let sp = core.cpu.gpr[RSP];
     let t = match load_fast(core, sp, 8) {
         Some(v) => v,
@@ -340,7 +476,11 @@ fn ret(core: &mut Core, _: &Fast) -> ExecResult {
 }
 
 /// The ALU group specialised by operation and operand locations.
-fn alu_k<const OP: u8, const S: u8, const D: u8>(core: &mut Core, f: &Fast) -> ExecResult {
+fn alu_k<const OP: u8, const S: u8, const D: u8>(
+    core: &mut Core,
+    f: &Fast,
+    _: &Instruction,
+) -> ExecResult {
     let size = f.size;
     let bits = u32::from(size);
     let src = match S {
@@ -387,7 +527,7 @@ fn alu_k<const OP: u8, const S: u8, const D: u8>(core: &mut Core, f: &Fast) -> E
 }
 
 /// Every compiled form, through operand-location matching.
-fn run(core: &mut Core, f: &Fast) -> ExecResult {
+fn run(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let size = f.size;
     match f.kind {
         Kind::Nop => Ok(()),
