@@ -497,4 +497,8 @@ impl Vcpu for SoftVcpu {
     fn kicker(&self) -> Arc<dyn VcpuKicker> {
         self.signal.clone()
     }
+
+    fn instructions_retired(&self) -> Option<u64> {
+        Some(self.core.retired)
+    }
 }
