@@ -95,3 +95,15 @@ fn report_diff(w: &difftest::machine::Outcome, g: &difftest::machine::Outcome) {
         }
     }
 }
+
+/// The README's list of covered forms names every entry of `FORMS`.
+#[test]
+fn readme_lists_every_form() {
+    let readme = include_str!("../README.md");
+    let missing: Vec<String> = difftest::gen::FORMS
+        .iter()
+        .map(|c| format!("`{c:?}`"))
+        .filter(|name| !readme.contains(name.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "README.md lacks {missing:?}");
+}
