@@ -157,4 +157,9 @@ pub trait Vcpu: Send {
     /// Runs the vCPU until an exit the VMM must see.
     fn run(&mut self) -> Result<VmExit>;
     fn kicker(&self) -> Arc<dyn VcpuKicker>;
+    /// Guest instructions this vCPU has retired, when the engine counts
+    /// them (the software engine does; KVM does not).
+    fn instructions_retired(&self) -> Option<u64> {
+        None
+    }
 }

@@ -158,6 +158,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let outcome = vmm::run_vm(&config, &console);
     let output = console.output().clone();
     drop(console); // restores the terminal before anything more is printed
+    if std::env::var_os("VESSEL_STATS").is_some_and(|v| v == "1") {
+        eprintln!(
+            "vessel: stats: instructions={}",
+            output.instructions_retired()
+        );
+    }
     let outcome = outcome?;
     if mode == OutputMode::Command {
         return Ok(command_status(outcome, &output));

@@ -8,6 +8,7 @@
 
 use devices::{VmEvent, VmEventSink};
 use hypervisor::VcpuKicker;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Why a VM stopped.
@@ -38,6 +39,9 @@ struct State {
 pub struct VmControl {
     state: Mutex<State>,
     stopped: Condvar,
+    /// Guest instructions retired by vCPUs that have ended (engines that
+    /// count them only).
+    retired: AtomicU64,
 }
 
 impl VmControl {
@@ -85,6 +89,16 @@ impl VmControl {
             }
             s = self.stopped.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Adds the instructions a finished vCPU retired to the VM's total.
+    pub fn add_retired(&self, instructions: u64) {
+        self.retired.fetch_add(instructions, Ordering::Relaxed);
+    }
+
+    /// Guest instructions retired by the vCPUs that have ended so far.
+    pub fn retired(&self) -> u64 {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// A vCPU halted with no way to be woken (HLT with interrupts off).
@@ -150,5 +164,14 @@ mod tests {
         assert!(!c.is_stopping());
         c.vcpu_halted_forever();
         assert!(matches!(c.wait(), Outcome::Failed(_)));
+    }
+
+    #[test]
+    fn retired_instructions_add_up() {
+        let c = VmControl::new();
+        assert_eq!(c.retired(), 0);
+        c.add_retired(5);
+        c.add_retired(7);
+        assert_eq!(c.retired(), 12);
     }
 }

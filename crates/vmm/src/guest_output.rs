@@ -88,6 +88,12 @@ impl OutputWatch {
         self.lock().control = Some(control);
     }
 
+    /// Guest instructions retired by the last VM attached, once its vCPUs
+    /// ended (0 on engines that do not count them).
+    pub fn instructions_retired(&self) -> u64 {
+        self.lock().control.as_ref().map_or(0, |c| c.retired())
+    }
+
     /// The command's exit status, once the guest reported it.
     pub fn exit_status(&self) -> Option<i32> {
         self.lock().exit_status

@@ -41,6 +41,9 @@ pub fn run_loop(mut vcpu: Box<dyn Vcpu>, engine: EngineKind, control: Arc<VmCont
             ))),
         }
     }
+    if let Some(n) = vcpu.instructions_retired() {
+        control.add_retired(n);
+    }
 }
 
 /// Names the instruction that could not run, by address and bytes.
