@@ -22,7 +22,10 @@ pub const XM: u8 = 19;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
     pub vector: u8,
-    pub error: Option<u32>,
+    /// The error code: 16 bits hold every code the engine raises
+    /// (selectors, page-fault bits), and keep [`ExecResult`] within one
+    /// register, which every executed instruction returns.
+    pub error: Option<u16>,
 }
 
 impl Fault {
@@ -36,7 +39,7 @@ impl Fault {
     pub const fn with_code(vector: u8, code: u32) -> Self {
         Fault {
             vector,
-            error: Some(code),
+            error: Some(code as u16),
         }
     }
 
@@ -86,6 +89,11 @@ pub type ExecResult<T = ()> = Result<T, Stop>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_fit_in_a_register() {
+        assert!(std::mem::size_of::<ExecResult>() <= 8);
+    }
 
     #[test]
     fn error_code_vectors() {

@@ -78,7 +78,7 @@ pub fn deliver(core: &mut Core, vector: u8, error: Option<u32>, src: Source) -> 
     let gate32 = typ & 8 != 0;
     let trap = typ & 1 != 0;
     let cs = seg::code_desc(core, sel).map_err(|f| Fault {
-        error: f.error.map(|e| e | ext(src)),
+        error: f.error.map(|e| e | ext(src) as u16),
         ..f
     })?;
     let conforming = cs.type_ & 4 != 0;
@@ -245,7 +245,7 @@ pub fn raise(core: &mut Core, first: Fault) -> ExecResult {
 
 fn error_for(core: &Core, f: Fault) -> Option<u32> {
     if core.cpu.protected() && Fault::has_error_code(f.vector) {
-        Some(f.error.unwrap_or(0))
+        Some(u32::from(f.error.unwrap_or(0)))
     } else {
         None
     }
