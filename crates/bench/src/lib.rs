@@ -1,14 +1,22 @@
 //! vessel's benchmarks, run as subprocesses so each machine is measured
 //! the way a user runs it: `vessel run` on each engine and QEMU as the
-//! reference. Owns the benchmark entry points ([`cpu`]) and the error type
-//! that says why a benchmark could not give an answer.
+//! reference. Owns the benchmark entry points ([`cpu`], [`boot()`]) and the
+//! error type that says why a benchmark could not give an answer.
 //!
 //! Modules: `cpu` (guest instructions per second on a compute loop),
-//! `process` (subprocesses with a deadline), `tsc` (the host TSC rate).
+//! `boot` (time to the default guest's userspace and to exit, peak RSS),
+//! `process` (subprocesses with a deadline), `watch` (subprocesses with
+//! timestamped marker lines and `wait4` rusage), `tsc` (the host TSC rate).
 
+pub mod boot;
 pub mod cpu;
 mod process;
 mod tsc;
+mod watch;
+
+pub use boot::{
+    boot, BootBenchOptions, BootMachine, BootOutcome, BootReport, BootRow, BootRun, BootSummary,
+};
 
 pub use cpu::{cpu, CpuBenchOptions, CpuReport, CpuRow, Machine, Measurement, RowOutcome};
 pub use process::RunError;
@@ -28,6 +36,15 @@ pub enum BenchError {
     RunFailed {
         /// Which machine.
         machine: Machine,
+        /// What went wrong.
+        #[source]
+        source: RunError,
+    },
+    /// A machine that was available failed to boot the default guest.
+    #[error("{machine} failed")]
+    BootFailed {
+        /// Which machine.
+        machine: BootMachine,
         /// What went wrong.
         #[source]
         source: RunError,

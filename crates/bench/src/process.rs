@@ -44,6 +44,9 @@ pub enum RunError {
         /// The last lines of the output.
         tail: String,
     },
+    /// The guest's command reported a status other than 0.
+    #[error("the guest command exited with status {0}")]
+    GuestStatus(i32),
     /// A line's value is not a number.
     #[error("'{key}' has no number: {line:?}")]
     BadNumber {
@@ -112,7 +115,7 @@ fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<Ex
     }
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> Option<JoinHandle<Vec<u8>>> {
+pub(crate) fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> Option<JoinHandle<Vec<u8>>> {
     let mut pipe = pipe?;
     std::thread::Builder::new()
         .name("bench-pipe".into())
@@ -125,7 +128,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> Option<JoinHandle<Vec<u8>
         .ok()
 }
 
-fn join(reader: Option<JoinHandle<Vec<u8>>>) -> String {
+pub(crate) fn join(reader: Option<JoinHandle<Vec<u8>>>) -> String {
     reader
         .and_then(|h| h.join().ok())
         .map(|b| String::from_utf8_lossy(&b).into_owned())

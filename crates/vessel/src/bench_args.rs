@@ -13,6 +13,11 @@ pub enum BenchCommand {
     /// Guest instructions per second on a checksum over 64 MiB: vessel's
     /// soft engine next to KVM (at CPL3) and QEMU TCG, same run.
     Cpu(CpuArgs),
+    /// Time from process start to the default guest's userspace
+    /// (VESSEL-GUEST-READY) and to exit running `true`, and peak RSS:
+    /// vessel next to QEMU TCG (microvm and q35), same kernel, initramfs
+    /// and command line.
+    Boot(BootArgs),
 }
 
 /// A machine to measure.
@@ -45,11 +50,45 @@ pub struct CpuArgs {
     guest: Option<PathBuf>,
 }
 
+/// A machine to boot the default guest on.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootMachineArg {
+    /// `vessel run` with the engine of `--engine`.
+    Vessel,
+    /// `qemu-system-x86_64 -accel tcg -M microvm`.
+    Microvm,
+    /// `qemu-system-x86_64 -accel tcg -M q35`.
+    Q35,
+}
+
+#[derive(clap::Args)]
+pub struct BootArgs {
+    /// Boots per machine (1-100); the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Machines to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BootMachineArg::Vessel, BootMachineArg::Microvm, BootMachineArg::Q35])]
+    machines: Vec<BootMachineArg>,
+    /// vessel's engine (auto, soft or kvm).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "soft", "kvm"])]
+    engine: String,
+    /// Deadline for each boot, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// The QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+}
+
 /// Runs the benchmark `cmd`, prints its table, and fails when a machine
 /// failed or the machines disagree.
 pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Cpu(args) => cpu(args),
+        BenchCommand::Boot(args) => boot(args),
     }
 }
 
@@ -72,6 +111,30 @@ fn cpu(args: CpuArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let report = bench::cpu(&opts)?;
+    println!("{report}");
+    report.check()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
+    let vessel = std::env::current_exe()?;
+    let image = vmm::default_guest::image(&mut |line| eprintln!("{line}"))?;
+    let mut opts = bench::BootBenchOptions::new(vessel, &image);
+    opts.runs = args.runs;
+    opts.engine = args.engine;
+    opts.timeout = Duration::from_secs(args.timeout);
+    opts.memory_mib = args.memory;
+    opts.qemu = args.qemu;
+    opts.machines = args
+        .machines
+        .iter()
+        .map(|m| match m {
+            BootMachineArg::Vessel => bench::BootMachine::Vessel,
+            BootMachineArg::Microvm => bench::BootMachine::QemuMicrovm,
+            BootMachineArg::Q35 => bench::BootMachine::QemuQ35,
+        })
+        .collect();
+    let report = bench::boot(&opts)?;
     println!("{report}");
     report.check()?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,510 @@
+//! The boot benchmark: the default Linux guest (Debian cloud kernel's
+//! vmlinux entered through PVH, busybox initramfs) running `true`, booted
+//! N times on vessel and on QEMU TCG (`-M microvm` and `-M q35`) with the
+//! same kernel, initramfs and command line. Each run is timed from spawn
+//! to the guest's `VESSEL-GUEST-READY` line and to the process's exit,
+//! and its peak RSS is read from `wait4`. vessel also reports the guest
+//! instructions it retired (`VESSEL_STATS=1`). Owns the options, the
+//! report and its table.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::{self, RunError};
+use crate::watch::{self, Watch};
+use crate::BenchError;
+
+/// Printed by the guest's init when userspace is up.
+pub const READY: &str = guest::READY_MARKER;
+/// Printed by the guest's init with the command's exit status.
+pub const EXIT_STATUS: &str = guest::EXIT_STATUS_MARKER;
+/// What vessel prints on stderr at exit under `VESSEL_STATS=1`.
+const STATS_PREFIX: &str = "vessel: stats: instructions=";
+
+/// A machine that boots the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMachine {
+    /// `vessel run` (its default engine unless told otherwise).
+    Vessel,
+    /// `qemu-system-x86_64 -accel tcg -M microvm` (no ACPI: see
+    /// [`BootMachine::ends_at_status_line`]).
+    QemuMicrovm,
+    /// `qemu-system-x86_64 -accel tcg -M q35`.
+    QemuQ35,
+}
+
+impl BootMachine {
+    /// Every machine, in table order.
+    pub const ALL: [BootMachine; 3] = [
+        BootMachine::Vessel,
+        BootMachine::QemuMicrovm,
+        BootMachine::QemuQ35,
+    ];
+
+    /// Whether the run is ended by killing the process at the guest's
+    /// exit-status line. QEMU's microvm boots this kernel reliably only
+    /// with ACPI off (with ACPI on it usually hangs calibrating the TSC
+    /// against a PIT whose interrupt it never sees), and without ACPI the
+    /// guest's power-off only halts the CPU: QEMU would never exit.
+    pub fn ends_at_status_line(self) -> bool {
+        self == BootMachine::QemuMicrovm
+    }
+}
+
+impl fmt::Display for BootMachine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootMachine::Vessel => "vessel",
+            BootMachine::QemuMicrovm => "qemu microvm",
+            BootMachine::QemuQ35 => "qemu q35",
+        })
+    }
+}
+
+/// What to boot, where, how often and how long to wait.
+#[derive(Debug, Clone)]
+pub struct BootBenchOptions {
+    /// The `vessel` binary (the CLI passes itself).
+    pub vessel: PathBuf,
+    /// `vessel run --engine` value (`auto`, `soft`, `kvm`).
+    pub engine: String,
+    /// The QEMU binary (looked up in `PATH` when it has no slash).
+    pub qemu: PathBuf,
+    /// The uncompressed kernel with a PVH entry.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// The whole kernel command line, the command fragment included.
+    pub cmdline: String,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Boots per machine (at least 1); the table shows medians.
+    pub runs: u32,
+    /// Deadline for each boot.
+    pub timeout: Duration,
+    /// Which machines to run, in table order.
+    pub machines: Vec<BootMachine>,
+}
+
+impl BootBenchOptions {
+    /// Boots `image` running `true` with its default command line: 256 MiB,
+    /// 3 runs, 300 s per boot, all machines, vessel's `auto` engine.
+    pub fn new(vessel: PathBuf, image: &guest::GuestImage) -> Self {
+        let cmdline = format!(
+            "{} {}",
+            image.default_cmdline,
+            guest::command_cmdline(&["true".to_string()])
+        );
+        BootBenchOptions {
+            vessel,
+            engine: "auto".to_string(),
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            kernel: image.vmlinux.clone(),
+            initrd: image.initramfs.clone(),
+            cmdline,
+            memory_mib: 256,
+            runs: 3,
+            timeout: Duration::from_secs(300),
+            machines: BootMachine::ALL.to_vec(),
+        }
+    }
+}
+
+/// One boot's numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootRun {
+    /// Spawn to the `VESSEL-GUEST-READY` line.
+    pub ready: Duration,
+    /// Spawn to the process's exit (to the exit-status line for machines
+    /// that end there).
+    pub exit: Duration,
+    /// Peak RSS of the process, KiB.
+    pub max_rss_kib: u64,
+    /// Guest instructions retired over the whole run (vessel only).
+    pub instructions: Option<u64>,
+}
+
+/// Medians over one machine's boots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootSummary {
+    /// Median time to READY.
+    pub ready: Duration,
+    /// Median time to exit.
+    pub exit: Duration,
+    /// Largest peak RSS of any boot, MiB.
+    pub peak_rss_mib: f64,
+    /// Median guest instructions per boot, when counted.
+    pub instructions: Option<u64>,
+    /// Median of instructions over time to exit, per second.
+    pub ips: Option<f64>,
+}
+
+/// How one machine's boots went.
+#[derive(Debug)]
+pub enum BootOutcome {
+    /// Every boot reached READY and a zero exit status.
+    Measured(Vec<BootRun>),
+    /// It cannot run on this host (no QEMU): why.
+    Unavailable(String),
+    /// A boot failed (the first failure ends the machine's runs).
+    Failed(RunError),
+}
+
+/// One machine's row.
+#[derive(Debug)]
+pub struct BootRow {
+    /// The machine.
+    pub machine: BootMachine,
+    /// What happened.
+    pub outcome: BootOutcome,
+}
+
+/// The benchmark's result.
+#[derive(Debug)]
+pub struct BootReport {
+    /// Boots per machine asked for.
+    pub runs: u32,
+    /// The command line every machine booted with.
+    pub cmdline: String,
+    /// The rows, in the order run.
+    pub rows: Vec<BootRow>,
+}
+
+/// Boots the guest `opts.runs` times on every machine in `opts.machines`,
+/// one boot at a time. A missing QEMU gives "unavailable" rows; a boot
+/// that fails, times out or misses a marker ends its machine with a
+/// "failed" row. [`BootReport::check`] turns failures into an error.
+pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
+    for file in [&opts.kernel, &opts.initrd] {
+        if !file.is_file() {
+            return Err(BenchError::GuestMissing(file.display().to_string()));
+        }
+    }
+    let runs = opts.runs.max(1);
+    let rows = opts
+        .machines
+        .iter()
+        .map(|&machine| BootRow {
+            machine,
+            outcome: run_machine(opts, machine, runs),
+        })
+        .collect();
+    Ok(BootReport {
+        runs,
+        cmdline: opts.cmdline.clone(),
+        rows,
+    })
+}
+
+fn run_machine(opts: &BootBenchOptions, machine: BootMachine, runs: u32) -> BootOutcome {
+    let mut done = Vec::new();
+    for _ in 0..runs {
+        match run_once(opts, machine) {
+            Ok(run) => done.push(run),
+            Err(RunError::Spawn { program, source })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return BootOutcome::Unavailable(format!("{program} not found"));
+            }
+            Err(e) => return BootOutcome::Failed(e),
+        }
+    }
+    BootOutcome::Measured(done)
+}
+
+/// The command line that boots the guest on `machine`.
+pub fn command(opts: &BootBenchOptions, machine: BootMachine) -> Command {
+    match machine {
+        BootMachine::Vessel => {
+            // No `-- CMD`: the command is already in the command line, and
+            // without one vessel passes the whole console through, so the
+            // READY line reaches stdout as it does on QEMU.
+            let mut cmd = Command::new(&opts.vessel);
+            cmd.args([
+                "run",
+                "--engine",
+                &opts.engine,
+                "--cpus",
+                "1",
+                "--no-reboot",
+            ])
+            .arg("--memory")
+            .arg(opts.memory_mib.to_string())
+            .arg("--kernel")
+            .arg(&opts.kernel)
+            .arg("--initrd")
+            .arg(&opts.initrd)
+            .arg("--cmdline")
+            .arg(&opts.cmdline)
+            .env("VESSEL_STATS", "1");
+            cmd
+        }
+        BootMachine::QemuMicrovm | BootMachine::QemuQ35 => {
+            let board = if machine == BootMachine::QemuMicrovm {
+                "microvm,acpi=off,pit=on,pic=on,rtc=on"
+            } else {
+                "q35"
+            };
+            let mut cmd = Command::new(&opts.qemu);
+            cmd.args(["-M", board, "-accel", "tcg", "-smp", "1"])
+                .arg("-m")
+                .arg(opts.memory_mib.to_string())
+                .args(["-nographic", "-display", "none", "-monitor", "none"])
+                .args(["-serial", "stdio", "-no-reboot"])
+                .arg("-kernel")
+                .arg(&opts.kernel)
+                .arg("-initrd")
+                .arg(&opts.initrd)
+                .arg("-append")
+                .arg(&opts.cmdline);
+            cmd
+        }
+    }
+}
+
+fn run_once(opts: &BootBenchOptions, machine: BootMachine) -> Result<BootRun, RunError> {
+    let watch = Watch {
+        markers: vec![READY, EXIT_STATUS],
+        stop_at: machine.ends_at_status_line().then_some(1),
+        timeout: opts.timeout,
+    };
+    let done = watch::run_watched(&mut command(opts, machine), &watch)?;
+    if let Some(status) = done.status {
+        if !status.success() {
+            return Err(RunError::ExitStatus {
+                status,
+                expected: 0,
+                tail: process::tail(&done.output, 4),
+            });
+        }
+    }
+    let missing = |key| RunError::MissingLine {
+        key,
+        tail: process::tail(&done.output, 4),
+    };
+    let ready = done
+        .marks
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| missing(READY))?;
+    match guest::parse_exit_status(&done.output) {
+        Some(0) => {}
+        Some(code) => return Err(RunError::GuestStatus(code)),
+        None => return Err(missing(EXIT_STATUS)),
+    }
+    let instructions = match machine {
+        BootMachine::Vessel => Some(parse_stats(&done.output)?),
+        _ => None,
+    };
+    Ok(BootRun {
+        ready,
+        exit: done.end,
+        max_rss_kib: done.max_rss_kib,
+        instructions,
+    })
+}
+
+/// The instruction count vessel printed under `VESSEL_STATS=1`.
+fn parse_stats(output: &str) -> Result<u64, RunError> {
+    let key = "vessel: stats: instructions";
+    let Some(value) = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(STATS_PREFIX))
+    else {
+        return Err(RunError::MissingLine {
+            key,
+            tail: process::tail(output, 4),
+        });
+    };
+    value.trim().parse().map_err(|_| RunError::BadNumber {
+        key,
+        line: value.to_string(),
+    })
+}
+
+/// The median of `values` (the mean of the middle two for an even
+/// count); `None` when empty.
+fn median<T: Copy + PartialOrd + Into<f64>>(values: &[T]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().map(|&x| x.into()).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let hi = *v.get(n / 2)?;
+    if n % 2 == 1 {
+        Some(hi)
+    } else {
+        Some((v.get(n / 2 - 1)? + hi) / 2.0)
+    }
+}
+
+impl BootRow {
+    /// Medians over this machine's boots, when it was measured.
+    pub fn summary(&self) -> Option<BootSummary> {
+        let BootOutcome::Measured(runs) = &self.outcome else {
+            return None;
+        };
+        let secs = |f: fn(&BootRun) -> Duration| -> Option<Duration> {
+            let v: Vec<f64> = runs.iter().map(|r| f(r).as_secs_f64()).collect();
+            median(&v).map(Duration::from_secs_f64)
+        };
+        let counted: Vec<&BootRun> = runs.iter().filter(|r| r.instructions.is_some()).collect();
+        let instr: Vec<f64> = counted
+            .iter()
+            .filter_map(|r| r.instructions.map(|n| n as f64))
+            .collect();
+        let ips: Vec<f64> = counted
+            .iter()
+            .filter_map(|r| {
+                let s = r.exit.as_secs_f64();
+                r.instructions.filter(|_| s > 0.0).map(|n| n as f64 / s)
+            })
+            .collect();
+        Some(BootSummary {
+            ready: secs(|r| r.ready)?,
+            exit: secs(|r| r.exit)?,
+            peak_rss_mib: runs.iter().map(|r| r.max_rss_kib).max()? as f64 / 1024.0,
+            instructions: median(&instr).map(|n| n.round() as u64),
+            ips: median(&ips),
+        })
+    }
+}
+
+impl BootReport {
+    /// Medians of `machine`, when it was measured.
+    pub fn summary(&self, machine: BootMachine) -> Option<BootSummary> {
+        self.rows
+            .iter()
+            .find(|r| r.machine == machine)
+            .and_then(BootRow::summary)
+    }
+
+    /// vessel's median times over `machine`'s, (to READY, to exit), when
+    /// both were measured: below 1.0 vessel is faster.
+    pub fn ratios(&self, machine: BootMachine) -> Option<(f64, f64)> {
+        let v = self.summary(BootMachine::Vessel)?;
+        let m = self.summary(machine)?;
+        let r = |a: Duration, b: Duration| {
+            let b = b.as_secs_f64();
+            (b > 0.0).then(|| a.as_secs_f64() / b)
+        };
+        Some((r(v.ready, m.ready)?, r(v.exit, m.exit)?))
+    }
+
+    /// Ok when something was measured and nothing available failed.
+    /// Unavailable machines are not errors.
+    pub fn check(self) -> Result<(), BenchError> {
+        let mut any = false;
+        for row in self.rows {
+            match row.outcome {
+                BootOutcome::Measured(_) => any = true,
+                BootOutcome::Unavailable(_) => {}
+                BootOutcome::Failed(source) => {
+                    return Err(BenchError::BootFailed {
+                        machine: row.machine,
+                        source,
+                    })
+                }
+            }
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(BenchError::NothingMeasured)
+        }
+    }
+}
+
+impl fmt::Display for BootReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "boot: default guest running `true`, median of {} boot(s) per machine; \
+             times from process spawn",
+            self.runs
+        )?;
+        writeln!(f, "cmdline: {}", self.cmdline)?;
+        writeln!(
+            f,
+            "{:<13} {:>10} {:>10} {:>9} {:>14} {:>13}",
+            "machine", "READY s", "exit s", "RSS MiB", "vessel/READY", "vessel/exit"
+        )?;
+        let mut status_line_note = false;
+        for row in &self.rows {
+            let name = row.machine.to_string();
+            match &row.outcome {
+                BootOutcome::Measured(_) => {
+                    let Some(s) = row.summary() else { continue };
+                    let mark = if row.machine.ends_at_status_line() {
+                        status_line_note = true;
+                        "*"
+                    } else {
+                        " "
+                    };
+                    let (rr, re) = match (row.machine, self.ratios(row.machine)) {
+                        (BootMachine::Vessel, _) => ("-".to_string(), "-".to_string()),
+                        (_, Some((a, b))) => (format!("{a:.2}x"), format!("{b:.2}x")),
+                        (_, None) => ("n/a".to_string(), "n/a".to_string()),
+                    };
+                    writeln!(
+                        f,
+                        "{name:<13} {:>10.3} {:>9.3}{mark} {:>9.1} {rr:>14} {re:>13}",
+                        s.ready.as_secs_f64(),
+                        s.exit.as_secs_f64(),
+                        s.peak_rss_mib,
+                    )?;
+                }
+                BootOutcome::Unavailable(why) => writeln!(f, "{name:<13} unavailable ({why})")?,
+                BootOutcome::Failed(e) => {
+                    write!(f, "{name:<13} failed: {e}")?;
+                    let mut source = std::error::Error::source(e);
+                    while let Some(s) = source {
+                        write!(f, ": {s}")?;
+                        source = s.source();
+                    }
+                    writeln!(f)?
+                }
+            }
+        }
+        if status_line_note {
+            writeln!(
+                f,
+                "* killed at the {EXIT_STATUS} line (microvm has ACPI off, so power-off \
+                 only halts): exit = time to that line"
+            )?;
+        }
+        let goal: Vec<String> = [BootMachine::QemuMicrovm, BootMachine::QemuQ35]
+            .into_iter()
+            .filter_map(|m| {
+                let (ready, _) = self.ratios(m)?;
+                let verdict = if ready <= 1.0 { "met" } else { "not met" };
+                Some(format!("{verdict} vs {m} ({ready:.2}x)"))
+            })
+            .collect();
+        if !goal.is_empty() {
+            writeln!(
+                f,
+                "goal vessel to READY <= 1.0x QEMU TCG: {}",
+                goal.join(", ")
+            )?;
+        }
+        match self.summary(BootMachine::Vessel) {
+            Some(BootSummary {
+                instructions: Some(n),
+                ips: Some(ips),
+                ..
+            }) => write!(
+                f,
+                "vessel guest instructions: {n} per boot, {:.1} M/s (whole run: \
+                 instructions / time to exit)",
+                ips / 1e6
+            ),
+            _ => write!(f, "vessel guest instructions: n/a"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "boot_tests.rs"]
+mod tests;
