@@ -17,8 +17,9 @@ use crate::phys::PAGE;
 /// The most instructions in one block.
 const MAX_BLOCK: usize = 64;
 
-/// A decoded run of instructions ending at a control transfer, a page
-/// boundary or `MAX_BLOCK`.
+/// A decoded run of instructions ending at an unconditional control
+/// transfer, a page boundary or `MAX_BLOCK` (conditional branches inside
+/// it leave it when taken).
 #[derive(Debug)]
 pub struct Block {
     pub instrs: Vec<Instruction>,
@@ -190,7 +191,10 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
         let invalid = ins.code() == Code::INVALID;
         instrs.push(ins);
         pos += len;
-        if invalid || flow != FlowControl::Next || instrs.len() >= MAX_BLOCK || pos >= in_page {
+        // A block runs on past conditional branches (the block loop
+        // leaves it where one is taken) and ends at any other transfer.
+        let goes_on = matches!(flow, FlowControl::Next | FlowControl::ConditionalBranch);
+        if invalid || !goes_on || instrs.len() >= MAX_BLOCK || pos >= in_page {
             break;
         }
     }

@@ -265,24 +265,34 @@ enum BlockEnd {
 }
 
 /// Runs the instructions of `block` until it ends, one faults or state
-/// changes that invalidate the rest of it.
+/// changes that invalidate the rest of it. Compiled handlers leave RIP
+/// alone unless they branch; it is set wherever the block stops.
 #[inline(always)]
 fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> BlockEnd {
     let mut done = 0;
     let end = 'run: {
+        let mut last: Option<&crate::fast::Fast> = None;
         for (ins, f) in block.instrs.iter().zip(&block.fast) {
-            match crate::fast::exec(core, f, ins) {
+            match (f.h)(core, f, ins) {
                 Ok(()) => {
                     done += 1;
-                    if core.device_written {
-                        core.device_written = false;
-                        if signal.kicked.load(Ordering::SeqCst) {
+                    last = Some(f);
+                    // A taken branch inside the block leaves it.
+                    if f.sets_rip && core.cpu.rip != f.next {
+                        break 'run BlockEnd::Next;
+                    }
+                    if core.device_written || core.code_written {
+                        if !f.sets_rip {
+                            core.cpu.rip = f.next;
+                        }
+                        if std::mem::take(&mut core.device_written)
+                            && signal.kicked.load(Ordering::SeqCst)
+                        {
                             break 'run BlockEnd::Kicked;
                         }
-                    }
-                    if core.code_written {
-                        core.code_written = false;
-                        break 'run BlockEnd::Next;
+                        if std::mem::take(&mut core.code_written) {
+                            break 'run BlockEnd::Next;
+                        }
                     }
                 }
                 Err(Stop::EndBlock) => {
@@ -295,8 +305,9 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                     }
                     break 'run BlockEnd::Next;
                 }
-                Err(Stop::Fault(f)) => {
-                    if interrupt::raise(core, f).is_err() {
+                Err(Stop::Fault(fault)) => {
+                    core.cpu.rip = f.ip;
+                    if interrupt::raise(core, fault).is_err() {
                         break 'run BlockEnd::Shutdown;
                     }
                     break 'run BlockEnd::Next;
@@ -306,7 +317,15 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                     break 'run BlockEnd::Halt;
                 }
                 Err(Stop::Shutdown) => break 'run BlockEnd::Shutdown,
-                Err(Stop::Unsupported) => break 'run BlockEnd::Unsupported,
+                Err(Stop::Unsupported) => {
+                    core.cpu.rip = f.ip;
+                    break 'run BlockEnd::Unsupported;
+                }
+            }
+        }
+        if let Some(f) = last {
+            if !f.sets_rip {
+                core.cpu.rip = f.next;
             }
         }
         BlockEnd::Next

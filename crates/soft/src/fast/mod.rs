@@ -15,8 +15,6 @@
 
 pub mod run;
 
-pub use run::exec;
-
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::core::canonical;
@@ -110,6 +108,12 @@ pub struct Fast {
     pub(crate) imm: u64,
     /// The next instruction's address.
     pub(crate) next: u64,
+    /// This instruction's address (RIP goes back here when it faults).
+    pub(crate) ip: u64,
+    /// The handler sets RIP itself (the interpreter, branches); other
+    /// handlers leave it behind and the block loop sets it to `next` only
+    /// where the block stops.
+    pub sets_rip: bool,
 }
 
 impl Fast {
@@ -128,6 +132,8 @@ impl Fast {
         },
         imm: 0,
         next: 0,
+        ip: 0,
+        sets_rip: true,
         h: run::generic,
     };
 }
@@ -201,6 +207,7 @@ fn operand(ins: &Instruction, i: u32) -> Option<(Loc, u8, Option<Mem>, u64)> {
 pub fn compile(ins: &Instruction, bitness: u32) -> Fast {
     let generic = Fast {
         next: ins.next_ip() & mask(bitness),
+        ip: ins.ip() & mask(bitness),
         ..Fast::GENERIC
     };
     if bitness != 64 || ins.has_lock_prefix() {
@@ -209,6 +216,8 @@ pub fn compile(ins: &Instruction, bitness: u32) -> Fast {
     match compile64(ins) {
         Some(mut f) => {
             f.h = run::select(&f);
+            f.ip = ins.ip();
+            f.sets_rip = matches!(f.kind, Kind::Jmp | Kind::Jcc(_) | Kind::Call | Kind::Ret);
             f
         }
         None => generic,
@@ -230,6 +239,8 @@ fn two(ins: &Instruction, kind: Kind) -> Option<Fast> {
         mem: m0.or(m1).unwrap_or(Fast::GENERIC.mem),
         imm: imm & mask(u32::from(size)),
         next: ins.next_ip(),
+        ip: 0,
+        sets_rip: true,
         h: run::generic,
     })
 }
@@ -245,6 +256,8 @@ fn one(ins: &Instruction, kind: Kind) -> Option<Fast> {
         mem: m.unwrap_or(Fast::GENERIC.mem),
         imm,
         next: ins.next_ip(),
+        ip: 0,
+        sets_rip: true,
         h: run::generic,
     })
 }
@@ -483,6 +496,8 @@ fn compile64(ins: &Instruction) -> Option<Fast> {
                 mem: mm.unwrap_or(Fast::GENERIC.mem),
                 imm: imm & mask(u32::from(size)),
                 next: ins.next_ip(),
+                ip: 0,
+                sets_rip: true,
                 h: run::generic,
             }
         }

@@ -169,22 +169,10 @@ fn jump(core: &mut Core, t: u64) -> ExecResult {
     Ok(())
 }
 
-/// Executes one instruction through its handler: compiled forms, or the
-/// interpreter for `Kind::Generic`. RIP points past the instruction while
-/// it runs and is put back when it faults (as [`crate::exec::step`]).
-#[inline(always)]
-pub fn exec(core: &mut Core, f: &Fast, ins: &Instruction) -> ExecResult {
-    let ip = core.cpu.rip;
+/// The handler of `Kind::Generic`: the interpreter, with RIP past the
+/// instruction while it runs (the block loop puts it back on a fault).
+pub fn generic(core: &mut Core, f: &Fast, ins: &Instruction) -> ExecResult {
     core.cpu.rip = f.next;
-    let r = (f.h)(core, f, ins);
-    if let Err(Stop::Fault(_) | Stop::Unsupported) = r {
-        core.cpu.rip = ip;
-    }
-    r
-}
-
-/// The handler of `Kind::Generic`: the interpreter.
-pub fn generic(core: &mut Core, _: &Fast, ins: &Instruction) -> ExecResult {
     crate::exec::dispatch(core, ins)
 }
 
@@ -435,9 +423,11 @@ fn lea(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
 
 fn jcc(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     if let Kind::Jcc(cc) = f.kind {
-        if core.cpu.flags.cond(cc) {
-            core.cpu.rip = f.imm;
-        }
+        core.cpu.rip = if core.cpu.flags.cond(cc) {
+            f.imm
+        } else {
+            f.next
+        };
     }
     Ok(())
 }
@@ -581,9 +571,11 @@ fn run(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
             jump(core, t)
         }
         Kind::Jcc(cc) => {
-            if core.cpu.flags.cond(cc) {
-                core.cpu.rip = f.imm;
-            }
+            core.cpu.rip = if core.cpu.flags.cond(cc) {
+                f.imm
+            } else {
+                f.next
+            };
             Ok(())
         }
         Kind::Call => {
