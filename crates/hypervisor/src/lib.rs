@@ -14,6 +14,7 @@ pub use regs::{CpuidEntry, DescriptorTable, FpuState, Regs, Segment, SpecialRegs
 
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
+pub use vmm_sys_util::eventfd::EventFd;
 
 /// Which engine runs the vCPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +136,21 @@ pub trait Vm: Send + Sync {
     /// Creates vCPU `index` (0 is the bootstrap processor). Its accesses
     /// to ports and non-RAM addresses go to `io`.
     fn create_vcpu(&self, index: usize, io: Arc<dyn DeviceIo>) -> Result<Box<dyn Vcpu>>;
+    /// Asks the engine to turn guest writes (of any size and value) to the
+    /// MMIO address `addr` into a signal on `fd`, inside the engine, so the
+    /// vCPU does not return to the VMM for them (KVM's ioeventfd). `Ok(true)`:
+    /// from now on such writes signal `fd` and no longer reach
+    /// [`DeviceIo`]. `Ok(false)` (the default): the engine has no such path
+    /// and the writes keep going to [`DeviceIo`].
+    fn register_ioevent(&self, fd: &EventFd, addr: u64) -> Result<bool> {
+        let _ = (fd, addr);
+        Ok(false)
+    }
+    /// Undoes [`Vm::register_ioevent`] for `fd` at `addr`.
+    fn unregister_ioevent(&self, fd: &EventFd, addr: u64) -> Result<()> {
+        let _ = (fd, addr);
+        Ok(())
+    }
 }
 
 /// One virtual CPU. Lives on its own thread.

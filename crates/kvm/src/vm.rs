@@ -5,13 +5,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use hypervisor::{DeviceIo, Vcpu, Vm};
+use hypervisor::{DeviceIo, EventFd, Vcpu, Vm};
 use kvm_bindings::{
     kvm_irq_routing_entry, kvm_irq_routing_irqchip, kvm_msi, kvm_pit_config,
     kvm_userspace_memory_region, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::vcpu::KvmVcpu;
@@ -193,6 +193,19 @@ impl Vm for KvmVm {
         io: Arc<dyn DeviceIo>,
     ) -> hypervisor::Result<Box<dyn Vcpu>> {
         Ok(Box::new(self.create_kvm_vcpu(index, io)?))
+    }
+
+    fn register_ioevent(&self, fd: &EventFd, addr: u64) -> hypervisor::Result<bool> {
+        self.fd
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| os_error("KVM_IOEVENTFD", e))?;
+        Ok(true)
+    }
+
+    fn unregister_ioevent(&self, fd: &EventFd, addr: u64) -> hypervisor::Result<()> {
+        self.fd
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| os_error("KVM_IOEVENTFD (deassign)", e))
     }
 }
 

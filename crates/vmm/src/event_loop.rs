@@ -1,8 +1,10 @@
 //! The device event loop: one thread waiting in epoll on the host file
-//! descriptors devices depend on (TAP devices, timers) and handing each
-//! readiness to its device with the token the device chose. Guest queue
-//! kicks do not come through here: they are served on the vCPU thread (see
-//! `virtio_devices`). Dropping the [`EventLoop`] stops and joins the thread.
+//! descriptors devices depend on (TAP devices, timers) and on the
+//! ioeventfds of queue notification registers (where the engine supports
+//! them, see `virtio_devices`), handing each readiness to its device. On
+//! engines without ioeventfds queue kicks do not come through here: they
+//! are served on the vCPU thread. Dropping the [`EventLoop`] stops and
+//! joins the thread.
 
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,30 @@ pub enum EventLoopError {
     Thread(#[source] std::io::Error),
 }
 
-type Source = (RawFd, Arc<Mutex<VirtioPciDevice>>, u32);
+/// What a readable fd means to its device.
+pub enum Action {
+    /// A host fd the device registered, with its token
+    /// ([`VirtioPciDevice::handle_event`]). The device drains the fd.
+    Device { fd: RawFd, token: u32 },
+    /// The ioeventfd of a queue's notification register: the guest kicked
+    /// the queue ([`VirtioPciDevice::kick_queue`]). The loop drains it.
+    Queue { eventfd: EventFd, queue: u16 },
+}
+
+impl Action {
+    fn fd(&self) -> RawFd {
+        match self {
+            Action::Device { fd, .. } => *fd,
+            Action::Queue { eventfd, .. } => eventfd.as_raw_fd_compat(),
+        }
+    }
+}
+
+/// One watched fd and the device it belongs to.
+pub struct Source {
+    pub device: Arc<Mutex<VirtioPciDevice>>,
+    pub action: Action,
+}
 
 /// A running event loop.
 pub struct EventLoop {
@@ -35,8 +60,8 @@ pub struct EventLoop {
 const STOP: u64 = u64::MAX;
 
 impl EventLoop {
-    /// Watches each `(fd, device, token)` for input (edge-triggered: the
-    /// device drains the fd when called) and starts the thread.
+    /// Watches each source's fd for input (edge-triggered: each is drained
+    /// when served) and starts the thread.
     pub fn start(sources: Vec<Source>) -> Result<EventLoop, EventLoopError> {
         let epoll = Epoll::new().map_err(EventLoopError::Epoll)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(EventLoopError::EventFd)?;
@@ -51,14 +76,15 @@ impl EventLoop {
                 fd: stop.as_raw_fd_compat(),
                 source,
             })?;
-        for (i, (fd, _, _)) in sources.iter().enumerate() {
+        for (i, src) in sources.iter().enumerate() {
+            let fd = src.action.fd();
             epoll
                 .ctl(
                     ControlOperation::Add,
-                    *fd,
+                    fd,
                     EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, i as u64),
                 )
-                .map_err(|source| EventLoopError::Watch { fd: *fd, source })?;
+                .map_err(|source| EventLoopError::Watch { fd, source })?;
         }
         let thread = std::thread::Builder::new()
             .name("vmm-events".into())
@@ -98,14 +124,19 @@ fn run(epoll: Epoll, stop: EventFd, sources: Vec<Source>) {
                 let _ = stop.read();
                 return;
             }
-            let Some((_, dev, token)) =
-                usize::try_from(ev.data()).ok().and_then(|i| sources.get(i))
-            else {
+            let Some(src) = usize::try_from(ev.data()).ok().and_then(|i| sources.get(i)) else {
                 continue;
             };
-            dev.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .handle_event(*token);
+            let mut dev = src.device.lock().unwrap_or_else(|p| p.into_inner());
+            match &src.action {
+                Action::Device { token, .. } => dev.handle_event(*token),
+                Action::Queue { eventfd, queue } => {
+                    // Resets the counter; kicks that arrive after this
+                    // read make a new edge.
+                    let _ = eventfd.read();
+                    dev.kick_queue(*queue);
+                }
+            }
         }
     }
 }

@@ -4,14 +4,17 @@
 //! MMIO bus, puts it on PCI bus 0, and starts the event loop for devices
 //! that wait on host file descriptors (TAP).
 //!
-//! Queue kicks are served inline on the vCPU thread that wrote the notify
-//! register: on these hosts every kick is already a trip to userspace
-//! (~8 µs), and handing it to another thread would add a wake-up and a
+//! Queue kicks: where the engine can turn a write to a notification
+//! register into an eventfd signal without leaving the guest (KVM's
+//! ioeventfd), each queue's register gets an eventfd served by the event
+//! loop, so a kick costs the vCPU no trip to userspace. Elsewhere (the
+//! software engine) kicks are served inline on the vCPU thread that wrote
+//! the register: handing them to another thread would add a wake-up and a
 //! context switch on a 2-core machine without taking work off the guest's
 //! critical path (a 1-vCPU guest waits for the I/O anyway).
 
 use crate::device_manager::DeviceManager;
-use crate::event_loop::{EventLoop, EventLoopError};
+use crate::event_loop::{Action, EventLoop, EventLoopError, Source};
 use arch::layout::{mem, ports};
 use devices::pci::bar::BusOwner;
 use devices::pci::msix::{MsiSink, VmMsi};
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use virtio::pci::{TransportError, BAR_SIZE};
 use virtio::{VirtioDevice, VirtioPciDevice};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use virtio::balloon::BalloonConfig;
 pub use virtio::block::BlockConfig;
@@ -61,6 +65,40 @@ pub enum VirtioError {
     NoBarSpace,
     #[error("cannot start the device event loop")]
     EventLoop(#[from] EventLoopError),
+    #[error("cannot create a queue notification eventfd")]
+    EventFd(#[source] std::io::Error),
+    #[error("cannot register a queue notification with the engine")]
+    Ioevent(#[source] hypervisor::Error),
+}
+
+/// Registers an eventfd for each queue notification register of `f` with
+/// the engine; empty when the engine has no such path (kicks then stay
+/// inline on the vCPU thread). The registration follows the BAR where it
+/// decodes at boot: a guest that moves the BAR later still works, its
+/// kicks simply take the MMIO path.
+fn queue_ioevents(
+    f: &Arc<Mutex<VirtioPciDevice>>,
+    vm: &dyn Vm,
+) -> Result<Vec<Source>, VirtioError> {
+    let addresses = f
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .notify_addresses();
+    let mut sources = Vec::new();
+    for (queue, addr) in addresses {
+        let eventfd = EventFd::new(EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
+        if !vm
+            .register_ioevent(&eventfd, addr)
+            .map_err(VirtioError::Ioevent)?
+        {
+            return Ok(Vec::new());
+        }
+        sources.push(Source {
+            device: f.clone(),
+            action: Action::Queue { eventfd, queue },
+        });
+    }
+    Ok(sources)
 }
 
 /// The running devices; dropping it stops the event loop.
@@ -136,15 +174,21 @@ pub fn attach(
         .insert(port, 8, Arc::new(Mutex::new(root)))
         .map_err(VirtioError::PciPorts)?;
 
-    let event_loop = if event_sources.is_empty() {
+    let mut sources = Vec::new();
+    for (index, fds) in event_sources {
+        for (fd, token) in fds {
+            sources.push(Source {
+                device: functions[index].clone(),
+                action: Action::Device { fd, token },
+            });
+        }
+    }
+    for f in &functions {
+        sources.extend(queue_ioevents(f, vm.as_ref())?);
+    }
+    let event_loop = if sources.is_empty() {
         None
     } else {
-        let mut sources = Vec::new();
-        for (index, fds) in event_sources {
-            for (fd, token) in fds {
-                sources.push((fd, functions[index].clone(), token));
-            }
-        }
         Some(EventLoop::start(sources)?)
     };
     Ok(VirtioDevices {

@@ -5,10 +5,12 @@
 //! vector per queue and one for configuration changes. There is no INTx:
 //! the machine has no legacy interrupt routing for PCI.
 //!
-//! Queue kicks are MMIO writes to the notification window and are served
-//! inline on the vCPU thread that made them (see `notify` in
-//! [`VirtioPciDevice`]); events from outside the guest reach the device
-//! through [`VirtioPciDevice::handle_event`].
+//! Queue kicks are MMIO writes to the notification window, served inline
+//! on the vCPU thread that made them (see `notify` in [`VirtioPciDevice`]),
+//! or, on engines that can signal an eventfd for such a write without
+//! leaving the guest (KVM's ioeventfd), handed to the VMM's event loop,
+//! which calls [`VirtioPciDevice::kick_queue`]. Events from outside the
+//! guest reach the device through [`VirtioPciDevice::handle_event`].
 
 mod common;
 
@@ -243,6 +245,29 @@ impl VirtioPciDevice {
 
     pub fn device_type(&self) -> u32 {
         self.device.device_type()
+    }
+
+    /// The guest-physical address of each queue's notification register,
+    /// where BAR 0 decodes now (none when it does not decode): what the VMM
+    /// registers with an engine that can turn those writes into eventfd
+    /// signals ([`hypervisor::Vm::register_ioevent`]).
+    pub fn notify_addresses(&self) -> Vec<(u16, u64)> {
+        let Some((base, _)) = self.bar_mapping() else {
+            return Vec::new();
+        };
+        (0..self.queues.len())
+            .filter_map(|q| {
+                let q = u16::try_from(q).ok()?;
+                let at = NOTIFY_OFFSET + u64::from(q) * u64::from(NOTIFY_MULTIPLIER);
+                Some((q, base.checked_add(at)?))
+            })
+            .collect()
+    }
+
+    /// The driver kicked `queue` through a path other than an MMIO write
+    /// reaching [`BusDevice::write`] (an ioeventfd): same handling.
+    pub fn kick_queue(&mut self, queue: u16) {
+        self.notify(u64::from(queue) * u64::from(NOTIFY_MULTIPLIER));
     }
 
     /// Lets the device serve an event from outside the guest.

@@ -275,3 +275,29 @@ fn arbitrary_accesses_never_panic() {
         }
     }
 }
+
+#[test]
+fn kick_queue_serves_the_queue_like_a_notify_write() {
+    let rig = rig();
+    assert_eq!(
+        lock(&rig.dev).notify_addresses(),
+        vec![(0, BAR + NOTIFY_OFFSET)],
+        "one queue, its register in the notify window"
+    );
+    assert!(rig.negotiate(features::VERSION_1));
+    let mut tq = TestQueue::new(&rig.mem, GuestAddress(0x1000), 16);
+    rig.setup_queue(&tq, 0);
+    rig.enable_msix();
+    // Before DRIVER_OK a kick does nothing.
+    tq.add_chain(&rig.mem, &[Desc::w(0x10000, 16)]);
+    lock(&rig.dev).kick_queue(0);
+    assert!(tq.used(&rig.mem).is_empty());
+    rig.w(0x14, 1, 0xf);
+    lock(&rig.dev).kick_queue(0);
+    assert_eq!(tq.used(&rig.mem), vec![(0, 16)]);
+    assert_eq!(lock(&rig.msi.0).len(), 1, "used-buffer interrupt");
+    // A queue that does not exist is ignored, not a crash.
+    lock(&rig.dev).kick_queue(7);
+    lock(&rig.dev).kick_queue(u16::MAX);
+    assert_eq!(rig.status() & status::DEVICE_NEEDS_RESET, 0);
+}
