@@ -188,18 +188,41 @@ fn loc_code(l: Loc) -> u8 {
     }
 }
 
-macro_rules! alu_for {
-    ($op:expr, $s:expr, $d:expr) => {
+macro_rules! alu_op {
+    ($op:expr, $s:expr, $d:expr, $z:expr) => {
         match $op {
-            Alu::Add => alu_k::<0, $s, $d> as Handler,
-            Alu::Or => alu_k::<1, $s, $d>,
-            Alu::Adc => alu_k::<2, $s, $d>,
-            Alu::Sbb => alu_k::<3, $s, $d>,
-            Alu::And => alu_k::<4, $s, $d>,
-            Alu::Sub => alu_k::<5, $s, $d>,
-            Alu::Xor => alu_k::<6, $s, $d>,
-            Alu::Cmp => alu_k::<7, $s, $d>,
-            Alu::Test => alu_k::<8, $s, $d>,
+            Alu::Add => alu_k::<0, $s, $d, $z> as Handler,
+            Alu::Or => alu_k::<1, $s, $d, $z>,
+            Alu::Adc => alu_k::<2, $s, $d, $z>,
+            Alu::Sbb => alu_k::<3, $s, $d, $z>,
+            Alu::And => alu_k::<4, $s, $d, $z>,
+            Alu::Sub => alu_k::<5, $s, $d, $z>,
+            Alu::Xor => alu_k::<6, $s, $d, $z>,
+            Alu::Cmp => alu_k::<7, $s, $d, $z>,
+            Alu::Test => alu_k::<8, $s, $d, $z>,
+        }
+    };
+}
+
+macro_rules! alu_for {
+    ($f:expr, $op:expr, $s:expr, $d:expr) => {
+        match $f.size {
+            8 => alu_op!($op, $s, $d, 8),
+            16 => alu_op!($op, $s, $d, 16),
+            32 => alu_op!($op, $s, $d, 32),
+            _ => alu_op!($op, $s, $d, 64),
+        }
+    };
+}
+
+/// A handler generic over the operand size, picked by `size`.
+macro_rules! sized {
+    ($h:ident, $size:expr) => {
+        match $size {
+            8 => $h::<8> as Handler,
+            16 => $h::<16>,
+            32 => $h::<32>,
+            _ => $h::<64>,
         }
     };
 }
@@ -209,18 +232,18 @@ pub fn select(f: &Fast) -> Handler {
     let (d, s) = (loc_code(f.dst), loc_code(f.src));
     match f.kind {
         Kind::Mov => match (d, s) {
-            (REG, REG) => mov_rr,
-            (REG, IMM) => mov_ri,
-            (REG, MEM) => mov_rm,
-            (MEM, REG) => mov_mr,
+            (REG, REG) => sized!(mov_rr, f.size),
+            (REG, IMM) => sized!(mov_ri, f.size),
+            (REG, MEM) => sized!(mov_rm, f.size),
+            (MEM, REG) => sized!(mov_mr, f.size),
             _ => run,
         },
         Kind::Alu(op) => match (d, s) {
-            (REG, REG) => alu_for!(op, REG, REG),
-            (REG, IMM) => alu_for!(op, IMM, REG),
-            (REG, MEM) => alu_for!(op, MEM, REG),
-            (MEM, REG) => alu_for!(op, REG, MEM),
-            (MEM, IMM) => alu_for!(op, IMM, MEM),
+            (REG, REG) => alu_for!(f, op, REG, REG),
+            (REG, IMM) => alu_for!(f, op, IMM, REG),
+            (REG, MEM) => alu_for!(f, op, MEM, REG),
+            (MEM, REG) => alu_for!(f, op, REG, MEM),
+            (MEM, IMM) => alu_for!(f, op, IMM, MEM),
             _ => run,
         },
         Kind::Jcc(_) => jcc,
@@ -381,26 +404,26 @@ fn reg_of(l: Loc) -> u8 {
     }
 }
 
-fn mov_rr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
-    let v = rd(core, reg_of(f.src), f.size);
-    wr(core, reg_of(f.dst), f.size, v);
+fn mov_rr<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let v = rd(core, reg_of(f.src), Z);
+    wr(core, reg_of(f.dst), Z, v);
     Ok(())
 }
 
-fn mov_ri(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
-    wr(core, reg_of(f.dst), f.size, f.imm);
+fn mov_ri<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    wr(core, reg_of(f.dst), Z, f.imm);
     Ok(())
 }
 
-fn mov_rm(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
-    let v = load(core, &f.mem, f.size)?;
-    wr(core, reg_of(f.dst), f.size, v);
+fn mov_rm<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let v = load(core, &f.mem, Z)?;
+    wr(core, reg_of(f.dst), Z, v);
     Ok(())
 }
 
-fn mov_mr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
-    let v = rd(core, reg_of(f.src), f.size);
-    store(core, &f.mem, f.size, v)
+fn mov_mr<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let v = rd(core, reg_of(f.src), Z);
+    store(core, &f.mem, Z, v)
 }
 
 fn movzx_r(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
@@ -466,12 +489,12 @@ fn ret(core: &mut Core, _: &Fast, _: &Instruction) -> ExecResult {
 }
 
 /// The ALU group specialised by operation and operand locations.
-fn alu_k<const OP: u8, const S: u8, const D: u8>(
+fn alu_k<const OP: u8, const S: u8, const D: u8, const Z: u8>(
     core: &mut Core,
     f: &Fast,
     _: &Instruction,
 ) -> ExecResult {
-    let size = f.size;
+    let size = Z;
     let bits = u32::from(size);
     let src = match S {
         REG => rd(core, reg_of(f.src), size),
