@@ -150,3 +150,13 @@ fn kernel_panic_ends_vessel_with_an_error() {
         r.stderr
     );
 }
+
+#[test]
+fn ctrl_a_x_stops_the_vm() {
+    let mut cmd = vessel();
+    cmd.arg("run");
+    let r = run_typing(cmd, BOOT_TIMEOUT, &[("VESSEL-GUEST-READY", "\u{1}x")]);
+    assert!(!r.timed_out, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.status, Some(0), "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("stopped from the console"), "stderr:\n{}", r.stderr);
+}
