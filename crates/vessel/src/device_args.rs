@@ -1,6 +1,6 @@
-//! Command-line options for the paravirtual devices (`--disk`, `--net`,
-//! `--rng`, `--balloon`) and their translation into the VMM's
-//! `DeviceConfig`.
+//! Command-line options for the paravirtual devices (`--rootfs`, `--disk`,
+//! `--net`, `--rng`, `--balloon`) and their translation into the VMM's
+//! `DeviceConfig` (plus the kernel parameters `--rootfs` needs).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +8,11 @@ use vmm::virtio_devices::{BalloonConfig, BlockConfig, DeviceConfig, NetConfig};
 
 #[derive(clap::Args, Debug, Default)]
 pub struct DeviceArgs {
+    /// Boot with this ext4 image (see `vessel guest prepare --rootfs`) as
+    /// the root file system: attached as /dev/vda, read-write, before any
+    /// --disk, with `root=/dev/vda rw` added to the kernel command line.
+    #[arg(long, value_name = "PATH")]
+    pub rootfs: Option<PathBuf>,
     /// A virtio disk backed by a raw image: PATH[,readonly][,id=NAME]. Repeatable; the first is /dev/vda.
     #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
     pub disks: Vec<String>,
@@ -57,13 +62,27 @@ impl std::fmt::Display for DeviceArgError {
 
 impl std::error::Error for DeviceArgError {}
 
+/// Kernel parameters that make the guest mount /dev/vda as its root.
+pub const ROOTFS_CMDLINE: &str = "root=/dev/vda rw";
+
 impl DeviceArgs {
+    /// Kernel parameters the devices need on the guest's command line
+    /// (`root=` for `--rootfs`), or `None`.
+    pub fn cmdline_extra(&self) -> Option<&'static str> {
+        self.rootfs.is_some().then_some(ROOTFS_CMDLINE)
+    }
+
     pub fn into_config(self) -> Result<DeviceConfig, DeviceArgError> {
+        let root = self.rootfs.map(|path| BlockConfig {
+            path,
+            readonly: false,
+            id: Some("rootfs".to_string()),
+        });
         Ok(DeviceConfig {
-            disks: self
-                .disks
-                .iter()
-                .map(|d| parse_disk(d))
+            disks: root
+                .into_iter()
+                .map(Ok)
+                .chain(self.disks.iter().map(|d| parse_disk(d)))
                 .collect::<Result<_, _>>()?,
             nets: self
                 .nets
@@ -174,6 +193,23 @@ mod tests {
         assert!(parse_disk("").is_err());
         assert!(parse_disk("/img,bogus").is_err());
         assert!(parse_disk("/img,id=123456789012345678901").is_err());
+    }
+
+    #[test]
+    fn rootfs_is_the_first_disk_and_sets_root() {
+        let args = DeviceArgs {
+            rootfs: Some(PathBuf::from("/root.img")),
+            disks: vec!["/data.img,readonly".into()],
+            ..Default::default()
+        };
+        assert_eq!(args.cmdline_extra(), Some("root=/dev/vda rw"));
+        let cfg = args.into_config().unwrap();
+        assert_eq!(cfg.disks.len(), 2);
+        assert_eq!(cfg.disks[0].path, PathBuf::from("/root.img"));
+        assert!(!cfg.disks[0].readonly);
+        assert_eq!(cfg.disks[1].path, PathBuf::from("/data.img"));
+        assert!(cfg.disks[1].readonly);
+        assert_eq!(DeviceArgs::default().cmdline_extra(), None);
     }
 
     #[test]

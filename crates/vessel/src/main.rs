@@ -139,6 +139,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
+    let cmdline = match args.devices.cmdline_extra() {
+        Some(extra) => format!("{cmdline} {extra}"),
+        None => cmdline,
+    };
     let config = VmConfig {
         kernel,
         initrd,
