@@ -28,7 +28,7 @@ pub struct Block {
     pub fast: Vec<Fast>,
     bitness: u32,
     /// The linear address of the first instruction.
-    lin: u64,
+    pub lin: u64,
     /// Physical page(s) the bytes came from, with their code generations.
     pages: [(u64, u32); 2],
     npages: usize,
@@ -138,6 +138,13 @@ impl BlockCache {
         self.jc[h] = (lin, slot);
         Ok(slot as usize)
     }
+}
+
+/// True while the pages `b` was decoded from hold the same code (the
+/// caller knows the mapping is unchanged).
+#[inline(always)]
+pub fn still_valid(core: &Core, b: &Block) -> bool {
+    valid(core, b)
 }
 
 fn valid(core: &Core, b: &Block) -> bool {

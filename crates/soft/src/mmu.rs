@@ -54,12 +54,16 @@ pub struct Page {
 #[derive(Debug, Clone)]
 pub struct Tlb {
     e: Vec<Entry>,
+    /// Bumped by every flush: code that cached a translation (the block
+    /// loop re-running a block) checks it is unchanged.
+    pub epoch: u64,
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             e: vec![Entry::default(); TLB_SIZE],
+            epoch: 0,
         }
     }
 }
@@ -67,9 +71,11 @@ impl Default for Tlb {
 impl Tlb {
     pub fn flush(&mut self) {
         self.e.iter_mut().for_each(|e| e.tag = 0);
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     pub fn flush_page(&mut self, lin: u64) {
+        self.epoch = self.epoch.wrapping_add(1);
         let vpn = lin >> 12;
         let e = &mut self.e[(vpn as usize) % TLB_SIZE];
         if e.tag == vpn + 1 {

@@ -47,6 +47,10 @@ pub struct SoftVcpu {
     samples: Option<crate::sample::RipSampler>,
 }
 
+/// How often a block that loops to itself re-runs before the run loop
+/// looks at interrupts again.
+const SELF_LOOP_ROUNDS: u32 = 32;
+
 /// How many blocks run between checks of the clock and kicks.
 const POLL_BLOCKS: u32 = 256;
 
@@ -242,8 +246,23 @@ impl SoftVcpu {
                 Err(_) => return self.failure(),
             };
             let block = self.cache.get(slot);
-            match run_block(&mut self.core, block, &self.signal) {
-                BlockEnd::Next => {}
+            let epoch = self.core.tlb.epoch;
+            let mut end = run_block(&mut self.core, block, &self.signal);
+            // A block that branched back to its own start (a tight loop)
+            // runs again without a lookup while nothing it was checked
+            // against changed; a few rounds, then interrupts get a look.
+            let mut rounds = 0;
+            while matches!(end, BlockEnd::Again)
+                && rounds < SELF_LOOP_ROUNDS
+                && self.core.tlb.epoch == epoch
+                && !self.signal.attention.load(Ordering::Relaxed)
+                && crate::cache::still_valid(&self.core, block)
+            {
+                end = run_block(&mut self.core, block, &self.signal);
+                rounds += 1;
+            }
+            match end {
+                BlockEnd::Next | BlockEnd::Again => {}
                 BlockEnd::Halt => self.state = RunState::Halted,
                 BlockEnd::Kicked => return VmExit::Interrupted,
                 BlockEnd::Shutdown => return VmExit::Shutdown,
@@ -257,6 +276,8 @@ impl SoftVcpu {
 enum BlockEnd {
     /// Go on with the block at RIP.
     Next,
+    /// The block branched back to its own start.
+    Again,
     Halt,
     /// A device write came with a kick from the VMM.
     Kicked,
@@ -277,10 +298,6 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                 Ok(()) => {
                     done += 1;
                     last = Some(f);
-                    // A taken branch inside the block leaves it.
-                    if f.sets_rip && core.cpu.rip != f.next {
-                        break 'run BlockEnd::Next;
-                    }
                     if core.device_written || core.code_written {
                         if !f.sets_rip {
                             core.cpu.rip = f.next;
@@ -293,6 +310,15 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                         if std::mem::take(&mut core.code_written) {
                             break 'run BlockEnd::Next;
                         }
+                    }
+                    // A taken branch inside the block leaves it; a
+                    // compiled one (64-bit code: RIP is linear) back to
+                    // the block's start says it may run again at once.
+                    if f.sets_rip && core.cpu.rip != f.next {
+                        if f.kind != crate::fast::Kind::Generic && core.cpu.rip == block.lin {
+                            break 'run BlockEnd::Again;
+                        }
+                        break 'run BlockEnd::Next;
                     }
                 }
                 Err(Stop::EndBlock) => {

@@ -236,6 +236,7 @@ pub fn select(f: &Fast) -> Handler {
             (REG, IMM) => sized!(mov_ri, f.size),
             (REG, MEM) => sized!(mov_rm, f.size),
             (MEM, REG) => sized!(mov_mr, f.size),
+            (MEM, IMM) => sized!(mov_mi, f.size),
             _ => run,
         },
         Kind::Alu(op) => match (d, s) {
@@ -247,6 +248,7 @@ pub fn select(f: &Fast) -> Handler {
             _ => run,
         },
         Kind::Jcc(_) => jcc,
+        Kind::Jmp if s == IMM => jmp_direct,
         Kind::Lea => lea,
         Kind::Push if s == REG => push_r,
         Kind::Pop => pop_r,
@@ -418,6 +420,15 @@ fn mov_ri<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult
 fn mov_rm<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     let v = load(core, &f.mem, Z)?;
     wr(core, reg_of(f.dst), Z, v);
+    Ok(())
+}
+
+fn mov_mi<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    store(core, &f.mem, Z, f.imm)
+}
+
+fn jmp_direct(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    core.cpu.rip = f.imm;
     Ok(())
 }
 
