@@ -154,3 +154,127 @@ impl Drop for EventLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::pci::msix::MsiSink;
+    use devices::BusDevice;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+    use virtio::device::{ActivateError, Activation};
+    use virtio::queue::QueueError;
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    struct NoMsi;
+    impl MsiSink for NoMsi {
+        fn signal(&self, _: u64, _: u32) {}
+    }
+
+    /// Counts kicks of queue 0 and events with token 7.
+    struct Counting {
+        kicks: Arc<AtomicU32>,
+        events: Arc<AtomicU32>,
+    }
+    impl virtio::VirtioDevice for Counting {
+        fn device_type(&self) -> u32 {
+            virtio::device_type::RNG
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16]
+        }
+        fn features(&self) -> u64 {
+            virtio::features::VERSION_1
+        }
+        fn read_config(&self, _: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn activate(&mut self, _: Activation) -> Result<(), ActivateError> {
+            Ok(())
+        }
+        fn queue_notify(&mut self, queue: u16) -> Result<(), QueueError> {
+            if queue == 0 {
+                self.kicks.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        fn handle_event(&mut self, token: u32) -> Result<(), QueueError> {
+            if token == 7 {
+                self.events.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        fn reset(&mut self) {}
+    }
+
+    /// A device brought up the way a driver does it (common window writes).
+    fn running_device() -> (Arc<Mutex<VirtioPciDevice>>, Arc<AtomicU32>, Arc<AtomicU32>) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let kicks = Arc::new(AtomicU32::new(0));
+        let events = Arc::new(AtomicU32::new(0));
+        let dev = Counting {
+            kicks: kicks.clone(),
+            events: events.clone(),
+        };
+        let mut f = VirtioPciDevice::new(Box::new(dev), mem, Arc::new(NoMsi), 0xc000_0000).unwrap();
+        let w = |f: &mut VirtioPciDevice, off: u64, v: u64, len: usize| {
+            f.write(off, &v.to_le_bytes()[..len])
+        };
+        w(&mut f, 0x14, 3, 1); // ACKNOWLEDGE | DRIVER
+        w(&mut f, 0x08, 1, 4); // driver_feature_select = 1
+        w(&mut f, 0x0c, 1, 4); // VERSION_1
+        w(&mut f, 0x14, 0xb, 1); // FEATURES_OK
+        w(&mut f, 0x20, 0x1000, 8); // descriptors
+        w(&mut f, 0x28, 0x2000, 8); // available ring
+        w(&mut f, 0x30, 0x3000, 8); // used ring
+        w(&mut f, 0x1c, 1, 2); // queue_enable
+        w(&mut f, 0x14, 0xf, 1); // DRIVER_OK
+        assert_eq!(f.status(), 0xf, "device running");
+        (Arc::new(Mutex::new(f)), kicks, events)
+    }
+
+    fn wait_for(counter: &AtomicU32, want: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if counter.load(Ordering::SeqCst) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn queue_eventfds_and_device_fds_reach_their_device() {
+        let (dev, kicks, events) = running_device();
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        let host = EventFd::new(EFD_NONBLOCK).unwrap();
+        let sources = vec![
+            Source {
+                device: dev.clone(),
+                action: Action::Queue {
+                    eventfd: kick.try_clone().unwrap(),
+                    queue: 0,
+                },
+            },
+            Source {
+                device: dev.clone(),
+                action: Action::Device {
+                    fd: host.as_raw_fd_compat(),
+                    token: 7,
+                },
+            },
+        ];
+        let event_loop = EventLoop::start(sources).unwrap();
+        kick.write(1).unwrap();
+        assert!(wait_for(&kicks, 1), "the kick reached queue 0");
+        kick.write(1).unwrap();
+        assert!(wait_for(&kicks, 2), "the eventfd was drained: a new edge");
+        host.write(1).unwrap();
+        assert!(wait_for(&events, 1), "the host fd reached handle_event");
+        drop(event_loop);
+        kick.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(kicks.load(Ordering::SeqCst), 2, "stopped on drop");
+    }
+}
