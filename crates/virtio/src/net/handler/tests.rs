@@ -146,3 +146,37 @@ fn without_mergeable_buffers_a_frame_must_fit_one_chain() {
     r.net.queue_notify(RX).unwrap();
     assert_eq!(r.rx.used(&r.mem).last(), Some(&(1, 0)));
 }
+
+#[test]
+fn hostile_buffers_are_dropped_or_wait_never_crash() {
+    let mut r = rig(F_MRG_RXBUF);
+    // A transmit chain longer than any frame is dropped and returned.
+    r.tx.add_chain(
+        &r.mem,
+        &[Desc::r(0x10000, 12), Desc::r(0x20000, MAX_FRAME as u32)],
+    );
+    r.net.queue_notify(TX).unwrap();
+    assert!(r.wire.lock().unwrap().sent.is_empty());
+    assert_eq!(r.tx.used(&r.mem), vec![(0, 0)]);
+    // Receive buffers too small for the header: the frame still spreads
+    // over them and num_buffers goes where the first one has room.
+    let f = frame(40);
+    r.wire.lock().unwrap().incoming.push_back(f.clone());
+    for i in 0..5 {
+        r.rx.add_chain(&r.mem, &[Desc::w(0x30000 + i * 0x100, 8)]);
+    }
+    r.net.queue_notify(RX).unwrap();
+    assert_eq!(
+        r.rx.used(&r.mem),
+        vec![(0, 8), (1, 8), (2, 8), (3, 8), (4, 8)]
+    );
+    // A frame larger than the whole ring can hold waits for buffers
+    // instead of looping or being cut.
+    r.wire.lock().unwrap().incoming.push_back(frame(60000));
+    for i in 0..11 {
+        r.rx.add_chain(&r.mem, &[Desc::w(0x40000 + i * 0x1000, 16)]);
+    }
+    r.net.queue_notify(RX).unwrap();
+    assert_eq!(r.rx.used(&r.mem).len(), 5, "nothing more used yet");
+    assert_eq!(r.net.metrics.rx_packets.load(Ordering::Relaxed), 1);
+}
