@@ -3,6 +3,7 @@
 //! generation, so guest writes to code (through any mapping, by any vCPU)
 //! and remappings both lead to a fresh decode.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -32,6 +33,12 @@ pub struct Block {
     /// Physical page(s) the bytes came from, with their code generations.
     pages: [(u64, u32); 2],
     npages: usize,
+    /// The code-write epoch at which the pages last checked valid.
+    checked: Cell<u64>,
+    /// The block that last followed this one: the RIP it was found at,
+    /// its linear address, slot, the TLB epoch then and whether in user
+    /// mode.
+    succ: Cell<(u64, u64, u32, u64, bool)>,
 }
 
 /// A hasher for u64 keys (a multiplicative mix; keys are addresses).
@@ -94,6 +101,34 @@ impl BlockCache {
         &self.blocks[slot]
     }
 
+    /// The block that followed `prev` last time, when it starts at the
+    /// current RIP and nothing it was found with has changed (TLB epoch,
+    /// privilege, its code).
+    #[inline(always)]
+    pub fn chained(&self, prev: usize, core: &Core) -> Option<usize> {
+        let p = self.blocks.get(prev)?;
+        let (rip, lin, slot, epoch, user) = p.succ.get();
+        if rip != core.cpu.rip || epoch != core.tlb.epoch || user != (core.cpu.cpl() == 3) {
+            return None;
+        }
+        let b = self.blocks.get(slot as usize)?;
+        (b.lin == lin && b.bitness == p.bitness && valid(core, b)).then_some(slot as usize)
+    }
+
+    /// Records that `next` followed `prev` at the current RIP.
+    #[inline(always)]
+    pub fn link(&self, prev: usize, next: usize, core: &Core) {
+        if let (Some(p), Some(n)) = (self.blocks.get(prev), self.blocks.get(next)) {
+            p.succ.set((
+                core.cpu.rip,
+                n.lin,
+                next as u32,
+                core.tlb.epoch,
+                core.cpu.cpl() == 3,
+            ));
+        }
+    }
+
     /// The slot of the block starting at the current RIP, decoded if
     /// needed.
     #[inline]
@@ -148,9 +183,17 @@ pub fn still_valid(core: &Core, b: &Block) -> bool {
 }
 
 fn valid(core: &Core, b: &Block) -> bool {
-    b.pages[..b.npages]
+    let epoch = core.ram().code_epoch();
+    if b.checked.get() == epoch {
+        return true;
+    }
+    let ok = b.pages[..b.npages]
         .iter()
-        .all(|&(pa, gen)| core.ram().generation(pa) == gen)
+        .all(|&(pa, gen)| core.ram().generation(pa) == gen);
+    if ok {
+        b.checked.set(epoch);
+    }
+    ok
 }
 
 fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> ExecResult<Block> {
@@ -221,6 +264,8 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
         .map(|i| crate::fast::compile(i, bitness))
         .collect();
     Ok(Block {
+        checked: Cell::new(u64::MAX),
+        succ: Cell::new((0, 0, u32::MAX, 0, false)),
         fast,
         instrs,
         lin,

@@ -4,7 +4,7 @@
 //! per-page code generations that invalidate cached decoded blocks when
 //! any vCPU writes a page holding code.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 pub const PAGE: u64 = 4096;
@@ -23,6 +23,10 @@ pub struct Ram {
     regions: Vec<Region>,
     has_code: Vec<AtomicBool>,
     gen: Vec<AtomicU32>,
+    /// Bumped whenever any page holding code is written: a block checked
+    /// against its pages' generations at one value of it is still valid
+    /// while the value stays.
+    code_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Ram {
@@ -58,6 +62,7 @@ impl Ram {
             regions,
             has_code: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             gen: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+            code_epoch: AtomicU64::new(0),
         }
     }
 
@@ -151,10 +156,17 @@ impl Ram {
                 if let Some(g) = self.gen.get(i) {
                     g.fetch_add(1, Ordering::Release);
                 }
+                self.code_epoch.fetch_add(1, Ordering::Release);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The code-write epoch (see the field).
+    #[inline(always)]
+    pub fn code_epoch(&self) -> u64 {
+        self.code_epoch.load(Ordering::Acquire)
     }
 
     /// Marks a page as holding decoded code and returns its generation.

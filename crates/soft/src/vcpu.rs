@@ -213,8 +213,12 @@ impl SoftVcpu {
 
     fn run_loop(&mut self) -> VmExit {
         let mut n: u32 = 0;
+        // The block just run, when it ended in a way its successor can be
+        // chained to (a branch or running off its end).
+        let mut prev: Option<usize> = None;
         loop {
             if self.state != RunState::Running {
+                prev = None;
                 if let Some(e) = self.idle() {
                     return e;
                 }
@@ -230,14 +234,24 @@ impl SoftVcpu {
                 }
             }
             match self.try_interrupt() {
-                Ok(_) => {}
+                Ok(true) => prev = None,
+                Ok(false) => {}
                 Err(Stop::Shutdown) => return VmExit::Shutdown,
                 Err(_) => return self.failure(),
             }
             self.core.cpu.int_shadow = false;
-            let slot = match self.cache.lookup(&mut self.core) {
-                Ok(b) => b,
+            let chained = prev.and_then(|p| self.cache.chained(p, &self.core));
+            let slot = match chained.map_or_else(|| self.cache.lookup(&mut self.core), Ok) {
+                Ok(b) => {
+                    if chained.is_none() {
+                        if let Some(p) = prev {
+                            self.cache.link(p, b, &self.core);
+                        }
+                    }
+                    b
+                }
                 Err(Stop::Fault(f)) => {
+                    prev = None;
                     if interrupt::raise(&mut self.core, f).is_err() {
                         return VmExit::Shutdown;
                     }
@@ -261,8 +275,9 @@ impl SoftVcpu {
                 end = run_block(&mut self.core, block, &self.signal);
                 rounds += 1;
             }
+            prev = matches!(end, BlockEnd::Next | BlockEnd::Again).then_some(slot);
             match end {
-                BlockEnd::Next | BlockEnd::Again => {}
+                BlockEnd::Next | BlockEnd::Again | BlockEnd::Other => {}
                 BlockEnd::Halt => self.state = RunState::Halted,
                 BlockEnd::Kicked => return VmExit::Interrupted,
                 BlockEnd::Shutdown => return VmExit::Shutdown,
@@ -278,6 +293,9 @@ enum BlockEnd {
     Next,
     /// The block branched back to its own start.
     Again,
+    /// Go on at RIP, but the state changed in a way (an instruction that
+    /// ends blocks, a fault, a write to code) that rules out chaining.
+    Other,
     Halt,
     /// A device write came with a kick from the VMM.
     Kicked,
@@ -308,7 +326,7 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                             break 'run BlockEnd::Kicked;
                         }
                         if std::mem::take(&mut core.code_written) {
-                            break 'run BlockEnd::Next;
+                            break 'run BlockEnd::Other;
                         }
                     }
                     // A taken branch inside the block leaves it; a
@@ -329,14 +347,14 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                     {
                         break 'run BlockEnd::Kicked;
                     }
-                    break 'run BlockEnd::Next;
+                    break 'run BlockEnd::Other;
                 }
                 Err(Stop::Fault(fault)) => {
                     core.cpu.rip = f.ip;
                     if interrupt::raise(core, fault).is_err() {
                         break 'run BlockEnd::Shutdown;
                     }
-                    break 'run BlockEnd::Next;
+                    break 'run BlockEnd::Other;
                 }
                 Err(Stop::Halt) => {
                     done += 1;
