@@ -9,6 +9,7 @@
 //! [`GuestImage::vmlinux`] with [`GuestImage::initramfs`] and
 //! [`GuestImage::default_cmdline`], plus [`command_cmdline`] to run a
 //! command. See `cmdline.rs` for the contract with the init.
+//! [`bench_initramfs`] adds host tools (fio) to a second, opt-in archive.
 
 pub mod apt;
 pub mod cmdline;
@@ -17,6 +18,7 @@ mod image;
 pub mod init;
 pub mod modules;
 mod rootfs;
+pub mod tools;
 pub mod tree;
 pub mod vmlinux;
 
@@ -28,6 +30,7 @@ pub use cmdline::{
 };
 pub use image::{find_prepared, find_prepared_in, prepare};
 pub use rootfs::make_rootfs;
+pub use tools::{bench_initramfs, bench_initramfs_in};
 
 /// A prepared guest: everything needed to boot it.
 #[derive(Debug, Clone, PartialEq, Eq)]
