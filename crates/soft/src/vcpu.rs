@@ -92,9 +92,15 @@ impl SoftVcpu {
         while let Some(s) = irq.take_startup(self.core.index) {
             match s {
                 Startup::Init => {
+                    // INIT resets the CPU but not its APIC base or its time
+                    // stamp counter: a TSC reset here would leave an AP
+                    // hours apart from the BSP (Linux then sees its clock
+                    // jump when it switches to the TSC).
                     let apic = self.core.cpu.apic_base;
+                    let tsc_offset = self.core.cpu.msr.tsc_offset;
                     self.core.cpu = Cpu::reset();
                     self.core.cpu.apic_base = apic;
+                    self.core.cpu.msr.tsc_offset = tsc_offset;
                     self.core.tlb.flush();
                     self.state = RunState::WaitSipi;
                 }
