@@ -127,8 +127,9 @@ fn is_root() -> bool {
 
 #[test]
 fn ping_and_64_mib_each_way() {
-    if !is_root() || Command::new("busybox").arg("true").status().is_err() {
-        eprintln!("NET TEST SKIPPED: needs root and busybox (nc) on the host");
+    let have = |tool: &str| Command::new(tool).arg("--help").output().is_ok();
+    if !is_root() || !have("busybox") || !have("ip") {
+        eprintln!("NET TEST SKIPPED: needs root, ip and busybox (nc) on the host");
         return;
     }
     let to_guest = temp("to-guest");
