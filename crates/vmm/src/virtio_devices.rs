@@ -249,7 +249,6 @@ mod tests {
         w(0x30, USED, 8);
         w(0x1c, 1, 2);
         w(0x14, 0xf, 1);
-        drop(w);
         assert_eq!(d.status(), 0xf, "device running");
         mem.write_obj(BUF, GuestAddress(DESC)).unwrap();
         mem.write_obj(64u32, GuestAddress(DESC + 8)).unwrap();
