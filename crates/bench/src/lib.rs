@@ -5,11 +5,13 @@
 //!
 //! Modules: `cpu` (guest instructions per second on a compute loop),
 //! `boot` (time to the default guest's userspace and to exit, peak RSS),
+//! `io` (fio and TCP throughput: guest next to native and QEMU),
 //! `process` (subprocesses with a deadline), `watch` (subprocesses with
 //! timestamped marker lines and `wait4` rusage), `tsc` (the host TSC rate).
 
 pub mod boot;
 pub mod cpu;
+pub mod io;
 mod process;
 mod tsc;
 mod watch;
@@ -17,6 +19,8 @@ mod watch;
 pub use boot::{
     boot, BootBenchOptions, BootMachine, BootOutcome, BootReport, BootRow, BootRun, BootSummary,
 };
+
+pub use io::{io, DiskNumbers, IoBenchOptions, IoMachine, IoReport, IoRow, Outcome};
 
 pub use cpu::{cpu, CpuBenchOptions, CpuReport, CpuRow, Machine, Measurement, RowOutcome};
 pub use process::RunError;
@@ -52,6 +56,23 @@ pub enum BenchError {
     /// Two machines computed different checksums over the same memory.
     #[error("checksums differ: {0}")]
     ChecksumMismatch(String),
+    /// The benchmark's host file could not be made.
+    #[error("cannot write {path}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A machine that was available failed the I/O benchmark.
+    #[error("{machine} failed: {why}")]
+    IoFailed {
+        /// Which machine.
+        machine: String,
+        /// What went wrong.
+        why: String,
+    },
     /// Not one machine produced a measurement.
     #[error("no machine was measured")]
     NothingMeasured,
