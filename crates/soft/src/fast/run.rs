@@ -227,6 +227,17 @@ macro_rules! sized {
     };
 }
 
+macro_rules! shift_sized {
+    ($k:expr, $size:expr) => {
+        match $size {
+            8 => shift_ri::<$k, 8> as Handler,
+            16 => shift_ri::<$k, 16>,
+            32 => shift_ri::<$k, 32>,
+            _ => shift_ri::<$k, 64>,
+        }
+    };
+}
+
 /// The handler for a compiled form.
 pub fn select(f: &Fast) -> Handler {
     let (d, s) = (loc_code(f.dst), loc_code(f.src));
@@ -247,7 +258,24 @@ pub fn select(f: &Fast) -> Handler {
             (MEM, IMM) => alu_for!(f, op, IMM, MEM),
             _ => run,
         },
-        Kind::Jcc(_) => jcc,
+        Kind::Jcc(cc) => match cc {
+            0 => jcc::<0>,
+            1 => jcc::<1>,
+            2 => jcc::<2>,
+            3 => jcc::<3>,
+            4 => jcc::<4>,
+            5 => jcc::<5>,
+            6 => jcc::<6>,
+            7 => jcc::<7>,
+            8 => jcc::<8>,
+            9 => jcc::<9>,
+            10 => jcc::<10>,
+            11 => jcc::<11>,
+            12 => jcc::<12>,
+            13 => jcc::<13>,
+            14 => jcc::<14>,
+            _ => jcc::<15>,
+        },
         Kind::Jmp if s == IMM => jmp_direct,
         Kind::Lea => lea,
         Kind::Push if s == REG => push_r,
@@ -259,10 +287,10 @@ pub fn select(f: &Fast) -> Handler {
         Kind::Movsx if s == REG => movsx_r,
         Kind::Movsx if s == MEM => movsx_m,
         Kind::Nop => nop,
-        Kind::Imul2 if s == REG => imul_rr,
-        Kind::Shl if d == REG && s == IMM => shift_ri::<0>,
-        Kind::Shr if d == REG && s == IMM => shift_ri::<1>,
-        Kind::Sar if d == REG && s == IMM => shift_ri::<2>,
+        Kind::Imul2 if s == REG => sized!(imul_rr, f.size),
+        Kind::Shl if d == REG && s == IMM => shift_sized!(0, f.size),
+        Kind::Shr if d == REG && s == IMM => shift_sized!(1, f.size),
+        Kind::Sar if d == REG && s == IMM => shift_sized!(2, f.size),
         Kind::Setcc(_) if d == REG => setcc_r,
         Kind::Cmovcc(_) if s == REG => cmov_rr,
         Kind::Inc if d == REG => incdec_r::<true>,
@@ -285,10 +313,10 @@ fn movsx_m(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     Ok(())
 }
 
-fn imul_rr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
-    let bits = u32::from(f.size);
-    let a = rd(core, reg_of(f.dst), f.size);
-    let b = rd(core, reg_of(f.src), f.size);
+fn imul_rr<const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    let bits = u32::from(Z);
+    let a = rd(core, reg_of(f.dst), Z);
+    let b = rd(core, reg_of(f.src), Z);
     let (lo, over) = match bits {
         64 => {
             let (v, o) = (a as i64).overflowing_mul(b as i64);
@@ -303,7 +331,7 @@ fn imul_rr(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
             (u64::from(v as u16), o)
         }
     };
-    wr(core, reg_of(f.dst), f.size, lo);
+    wr(core, reg_of(f.dst), Z, lo);
     core.cpu.flags.set_szp(bits, lo, over, over);
     Ok(())
 }
@@ -343,9 +371,9 @@ fn incdec_r<const INC: bool>(core: &mut Core, f: &Fast, _: &Instruction) -> Exec
 }
 
 /// SHL (0), SHR (1), SAR (2) of a register by an immediate.
-fn shift_ri<const K: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+fn shift_ri<const K: u8, const Z: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     use crate::flags::{CF, OF, PF, SF, ZF};
-    let size = f.size;
+    let size = Z;
     let bits = u32::from(size);
     let n = (f.imm as u32) & if bits == 64 { 63 } else { 31 };
     let r0 = reg_of(f.dst);
@@ -455,14 +483,13 @@ fn lea(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
     Ok(())
 }
 
-fn jcc(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
-    if let Kind::Jcc(cc) = f.kind {
-        core.cpu.rip = if core.cpu.flags.cond(cc) {
-            f.imm
-        } else {
-            f.next
-        };
-    }
+/// Jcc specialised by its condition.
+fn jcc<const CC: u8>(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
+    core.cpu.rip = if core.cpu.flags.cond(CC) {
+        f.imm
+    } else {
+        f.next
+    };
     Ok(())
 }
 
