@@ -158,5 +158,32 @@ fn ctrl_a_x_stops_the_vm() {
     let r = run_typing(cmd, BOOT_TIMEOUT, &[("VESSEL-GUEST-READY", "\u{1}x")]);
     assert!(!r.timed_out, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert_eq!(r.status, Some(0), "stderr:\n{}", r.stderr);
-    assert!(r.stderr.contains("stopped from the console"), "stderr:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("stopped from the console"),
+        "stderr:\n{}",
+        r.stderr
+    );
+}
+
+/// Two vCPUs: both come up, and their clocks agree with the host's (a TSC
+/// that differed between vCPUs would make the guest's clock jump).
+#[test]
+fn two_vcpus_come_up_with_one_clock() {
+    let r = vessel_run(&["--cpus", "2", "--", "sh", "-c", "nproc; date +%s"]);
+    let host_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(r.status, Some(0), "stderr:\n{}", r.stderr);
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("2"), "stdout:\n{}", r.stdout);
+    let guest_date: i64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no date in:\n{}", r.stdout));
+    assert!(
+        (host_now - guest_date).abs() <= 5,
+        "guest clock off by {} s",
+        host_now - guest_date
+    );
 }
