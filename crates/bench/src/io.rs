@@ -14,6 +14,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -71,8 +73,9 @@ pub struct IoBenchOptions {
     pub fio: PathBuf,
     /// The uncompressed kernel with a PVH entry.
     pub kernel: PathBuf,
-    /// An initramfs with fio in it ([`guest::bench_initramfs`]).
-    pub initrd: PathBuf,
+    /// An initramfs with fio in it ([`fio_initramfs`]), or why there is
+    /// none (the guest rows are then unavailable).
+    pub initrd: Result<PathBuf, String>,
     /// The guest's base command line (the script is appended).
     pub cmdline: String,
     /// Guest memory in MiB.
@@ -94,7 +97,12 @@ pub struct IoBenchOptions {
 impl IoBenchOptions {
     /// 64 MiB sequential, 10 s random, 64 MiB over the network, 512 MiB
     /// guests, 1200 s per machine, every machine.
-    pub fn new(vessel: PathBuf, image: &guest::GuestImage, initrd: PathBuf, file: PathBuf) -> Self {
+    pub fn new(
+        vessel: PathBuf,
+        image: &guest::GuestImage,
+        initrd: Result<PathBuf, String>,
+        file: PathBuf,
+    ) -> Self {
         IoBenchOptions {
             vessel,
             engine: "auto".to_string(),
@@ -121,8 +129,11 @@ pub struct DiskNumbers {
     pub seq_read_mib_s: f64,
     /// 1 MiB sequential writes, MiB/s.
     pub seq_write_mib_s: f64,
-    /// 4 KiB random reads per second.
-    pub rand_read_iops: f64,
+    /// 4 KiB random reads per second (`None`: fio could not run, the
+    /// sequential numbers are busybox dd's).
+    pub rand_read_iops: Option<f64>,
+    /// Why fio could not run, when the sequential numbers are dd's.
+    pub fio_error: Option<String>,
 }
 
 /// How one measurement went.
@@ -175,7 +186,8 @@ pub struct IoReport {
 /// time. Missing tools give "unavailable" cells; [`IoReport::check`]
 /// turns failures into an error.
 pub fn io(opts: &IoBenchOptions) -> Result<IoReport, BenchError> {
-    for file in [&opts.kernel, &opts.initrd] {
+    let initrd = opts.initrd.as_ref().ok();
+    for file in std::iter::once(&opts.kernel).chain(initrd) {
         if !file.is_file() {
             return Err(BenchError::GuestMissing(file.display().to_string()));
         }
@@ -198,7 +210,14 @@ pub fn io(opts: &IoBenchOptions) -> Result<IoReport, BenchError> {
                 disk: native(opts),
                 net: Outcome::Unavailable("host itself".to_string()),
             },
-            _ => guest_row(opts, machine, netns.as_ref()),
+            _ => match &opts.initrd {
+                Ok(initrd) => guest_row(opts, initrd, machine, netns.as_ref()),
+                Err(why) => IoRow {
+                    machine,
+                    disk: Outcome::Unavailable(why.clone()),
+                    net: Outcome::Unavailable(why.clone()),
+                },
+            },
         })
         .collect();
     Ok(IoReport {
@@ -207,6 +226,33 @@ pub fn io(opts: &IoBenchOptions) -> Result<IoReport, BenchError> {
         net_mib: opts.net_mib,
         engine: opts.engine.clone(),
         rows,
+    })
+}
+
+/// The default guest's initramfs plus `fio` (looked up in `PATH` when it
+/// has no slash) and its libraries, built once and cached; or why not.
+pub fn fio_initramfs(image: &guest::GuestImage, fio: &Path) -> Result<PathBuf, String> {
+    let found = if fio.components().count() > 1 {
+        Some(fio.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(fio))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(fio) = found.filter(|p| p.is_file()) else {
+        return Err(format!("{} not found: apt-get install fio", fio.display()));
+    };
+    let fio = std::fs::canonicalize(&fio).map_err(|e| format!("{}: {e}", fio.display()))?;
+    guest::bench_initramfs(image, &[fio]).map_err(|e| {
+        let mut s = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            s.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        s
     })
 }
 
@@ -255,6 +301,16 @@ pub fn guest_script(seq_mib: u32, rand_secs: u32, net_mib: u32) -> String {
     for (name, args) in jobs(seq_mib, rand_secs) {
         s.push_str(&format!("r {name} {args}; "));
     }
+    // busybox dd, direct, timed on /proc/uptime: the sequential numbers
+    // when fio cannot run in this guest.
+    let n = seq_mib.max(1);
+    s.push_str(&format!(
+        "u() {{ cut -d' ' -f1 /proc/uptime; }}; \
+         a=$(u); dd if=/dev/zero of=/dev/vda bs=1M count={n} oflag=direct 2>/dev/null; \
+         echo \"{LINE_PREFIX}ddwrite {n} $a $(u)\"; \
+         a=$(u); dd if=/dev/vda of=/dev/null bs=1M count={n} iflag=direct 2>/dev/null; \
+         echo \"{LINE_PREFIX}ddread {n} $a $(u)\"; "
+    ));
     if net_mib > 0 {
         let [a, b, c, d] = HOST_ADDR;
         s.push_str(&format!(
@@ -301,8 +357,39 @@ fn disk_numbers(find: impl Fn(&str) -> Option<String>) -> Result<DiskNumbers, St
     Ok(DiskNumbers {
         seq_read_mib_s: r[0] / 1024.0,
         seq_write_mib_s: w[2] / 1024.0,
-        rand_read_iops: rr[1],
+        rand_read_iops: Some(rr[1]),
+        fio_error: None,
     })
+}
+
+/// `ddread`/`ddwrite` lines (`MiB start end`, seconds of the guest's
+/// /proc/uptime) as MiB/s.
+fn dd_rate(line: &str) -> Option<f64> {
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse::<f64>().ok().filter(|x| x.is_finite()))
+        .collect::<Option<_>>()?;
+    let [mib, t0, t1] = v.as_slice() else {
+        return None;
+    };
+    (t1 > t0 && *mib > 0.0).then(|| mib / (t1 - t0))
+}
+
+/// fio's numbers from the guest's output, else busybox dd's sequential
+/// ones with fio's error kept.
+fn guest_disk(output: &str) -> Result<DiskNumbers, String> {
+    let fio = disk_numbers(|n| result_line(output, n));
+    let Err(fio_error) = fio else { return fio };
+    let rate = |n: &str| result_line(output, n).as_deref().and_then(dd_rate);
+    match (rate("ddread"), rate("ddwrite")) {
+        (Some(r), Some(w)) => Ok(DiskNumbers {
+            seq_read_mib_s: r,
+            seq_write_mib_s: w,
+            rand_read_iops: None,
+            fio_error: Some(fio_error),
+        }),
+        _ => Err(fio_error),
+    }
 }
 
 /// The value of the `VESSEL-IO name` line in `output`.
@@ -371,7 +458,12 @@ fn native(opts: &IoBenchOptions) -> Outcome<DiskNumbers> {
 
 /// The command that boots the guest on `machine` with the disk and, when
 /// `tap` is given, the NIC.
-pub fn guest_command(opts: &IoBenchOptions, machine: IoMachine, tap: Option<&str>) -> Command {
+pub fn guest_command(
+    opts: &IoBenchOptions,
+    initrd: &Path,
+    machine: IoMachine,
+    tap: Option<&str>,
+) -> Command {
     let script = guest_script(
         opts.seq_mib,
         opts.rand_secs,
@@ -396,7 +488,7 @@ pub fn guest_command(opts: &IoBenchOptions, machine: IoMachine, tap: Option<&str
         .arg("--memory")
         .arg(opts.memory_mib.to_string())
         .args(["--kernel".as_ref(), opts.kernel.as_os_str()])
-        .args(["--initrd".as_ref(), opts.initrd.as_os_str()])
+        .args(["--initrd".as_ref(), initrd.as_os_str()])
         .args(["--disk", &file]);
         if let Some(tap) = tap {
             cmd.args(["--net", &format!("tap={tap}")]);
@@ -409,7 +501,7 @@ pub fn guest_command(opts: &IoBenchOptions, machine: IoMachine, tap: Option<&str
             .args(["-nographic", "-display", "none", "-monitor", "none"])
             .args(["-serial", "stdio", "-no-reboot", "-nodefaults"])
             .args(["-kernel".as_ref(), opts.kernel.as_os_str()])
-            .args(["-initrd".as_ref(), opts.initrd.as_os_str()])
+            .args(["-initrd".as_ref(), initrd.as_os_str()])
             .args(["-append", &cmdline])
             .arg("-drive")
             .arg(format!("file={file},format=raw,if=none,id=d0,cache=none"))
@@ -423,7 +515,12 @@ pub fn guest_command(opts: &IoBenchOptions, machine: IoMachine, tap: Option<&str
     cmd
 }
 
-fn guest_row(opts: &IoBenchOptions, machine: IoMachine, netns: Result<&Netns, &String>) -> IoRow {
+fn guest_row(
+    opts: &IoBenchOptions,
+    initrd: &Path,
+    machine: IoMachine,
+    netns: Result<&Netns, &String>,
+) -> IoRow {
     let listener = netns.map_err(Clone::clone).and_then(|ns| {
         ns.listen(opts.timeout)
             .map(|l| (ns, l))
@@ -431,6 +528,7 @@ fn guest_row(opts: &IoBenchOptions, machine: IoMachine, netns: Result<&Netns, &S
     });
     let mut cmd = guest_command(
         opts,
+        initrd,
         machine,
         listener.as_ref().ok().map(|(ns, _)| ns.tap.as_str()),
     );
@@ -438,7 +536,8 @@ fn guest_row(opts: &IoBenchOptions, machine: IoMachine, netns: Result<&Netns, &S
         cmd = ns.wrap(cmd);
     }
     let run = process::run(&mut cmd, opts.timeout);
-    let net_result = listener.map(|(_, l)| l.join());
+    // The guest is gone: a listener still waiting will get nothing.
+    let net_result = listener.map(|(_, l)| l.stop_and_join());
     let done = match run {
         Ok(done) => done,
         Err(e) => {
@@ -450,7 +549,7 @@ fn guest_row(opts: &IoBenchOptions, machine: IoMachine, netns: Result<&Netns, &S
         }
     };
     let tail = process::tail(&done.output, 4);
-    let disk = match disk_numbers(|n| result_line(&done.output, n)) {
+    let disk = match guest_disk(&done.output) {
         Ok(d) => Outcome::Measured(d),
         Err(e) => Outcome::Failed(format!("{e}: exit {}: {tail}", done.status)),
     };
@@ -513,6 +612,8 @@ impl Netns {
         let path = PathBuf::from("/run/netns").join(&self.name);
         let ns = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_thread = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("bench-io-net".into())
             .spawn(move || {
@@ -527,11 +628,11 @@ impl Netns {
                 let bound = TcpListener::bind(addr);
                 let ok = bound.as_ref().map(|_| ()).map_err(|e| e.to_string());
                 let _ = tx.send(ok);
-                receive(bound.map_err(|e| e.to_string())?, timeout)
+                receive(bound.map_err(|e| e.to_string())?, timeout, &stop_thread)
             })
             .map_err(|e| e.to_string())?;
         match rx.recv() {
-            Ok(Ok(())) => Ok(Receiver { handle }),
+            Ok(Ok(())) => Ok(Receiver { handle, stop }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("listener thread ended".to_string()),
         }
@@ -561,26 +662,29 @@ fn ip(args: &[&str]) -> Result<(), String> {
 /// The host-side listener's thread.
 struct Receiver {
     handle: JoinHandle<Result<f64, String>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    fn join(self) -> Result<f64, String> {
+    fn stop_and_join(self) -> Result<f64, String> {
+        self.stop.store(true, Ordering::Relaxed);
         self.handle
             .join()
             .unwrap_or_else(|_| Err("listener panicked".to_string()))
     }
 }
 
-/// Accepts one connection before `timeout` and reads it to its end: MiB/s
-/// from the first byte to end of stream.
-pub fn receive(listener: TcpListener, timeout: Duration) -> Result<f64, String> {
+/// Accepts one connection before `timeout` (or `stop`) and reads it to
+/// its end: MiB/s from the first byte to end of stream. After `stop`, a
+/// read that stalls for a second ends it.
+pub fn receive(listener: TcpListener, timeout: Duration, stop: &AtomicBool) -> Result<f64, String> {
     let deadline = Instant::now() + timeout;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut stream = loop {
         match listener.accept() {
             Ok((s, _)) => break s,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
+                if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                     return Err("no connection from the guest".to_string());
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -590,7 +694,7 @@ pub fn receive(listener: TcpListener, timeout: Duration) -> Result<f64, String> 
     };
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
+        .set_read_timeout(Some(Duration::from_secs(1)))
         .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 16];
     let mut bytes = 0u64;
@@ -603,6 +707,11 @@ pub fn receive(listener: TcpListener, timeout: Duration) -> Result<f64, String> 
                 bytes += n as u64;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) && !stop.load(Ordering::Relaxed) => {}
             Err(e) => return Err(format!("after {bytes} bytes: {e}")),
         }
         if Instant::now() >= deadline {
@@ -676,9 +785,21 @@ impl fmt::Display for IoReport {
                 row.machine.to_string(),
                 cell(&row.disk, |d| format!("{:.1}", d.seq_read_mib_s)),
                 cell(&row.disk, |d| format!("{:.1}", d.seq_write_mib_s)),
-                cell(&row.disk, |d| format!("{:.0}", d.rand_read_iops)),
+                cell(&row.disk, |d| match d.rand_read_iops {
+                    Some(iops) => format!("{iops:.0}"),
+                    None => "n/a".to_string(),
+                }),
                 cell(&row.net, |m| format!("{m:.1}")),
             )?;
+            if let Outcome::Measured(DiskNumbers {
+                fio_error: Some(e), ..
+            }) = &row.disk
+            {
+                notes.push(format!(
+                    "{} disk: sequential by busybox dd (direct), no random reads: fio: {e}",
+                    row.machine
+                ));
+            }
             for (what, o) in [
                 ("disk", outcome_note(&row.disk)),
                 ("net", outcome_note(&row.net)),
@@ -712,7 +833,10 @@ impl fmt::Display for IoReport {
             f,
             "goal rand read IOPS >= QEMU same engine class: {}",
             verdict(
-                ratio(vd.map(|d| d.rand_read_iops), qd.map(|d| d.rand_read_iops)),
+                ratio(
+                    vd.and_then(|d| d.rand_read_iops),
+                    qd.and_then(|d| d.rand_read_iops)
+                ),
                 1.0
             )
         )?;

@@ -28,7 +28,7 @@ fn disk_numbers_take_each_jobs_own_direction() {
     let d = disk_numbers(|n| result_line(out, n)).expect("numbers");
     assert_eq!(d.seq_write_mib_s, 200.0);
     assert_eq!(d.seq_read_mib_s, 100.0);
-    assert_eq!(d.rand_read_iops, 1000.0);
+    assert_eq!(d.rand_read_iops, Some(1000.0));
     let err = disk_numbers(|n| result_line("VESSEL-IO seqwrite 0;0;0;1;1", n)).unwrap_err();
     assert!(err.contains("seqread"), "{err}");
 }
@@ -52,11 +52,17 @@ fn receive_times_one_connection() {
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
         s.write_all(&vec![7u8; 4 << 20]).expect("send");
     });
-    let mib_s = receive(l, Duration::from_secs(20)).expect("received");
+    let never = AtomicBool::new(false);
+    let mib_s = receive(l, Duration::from_secs(20), &never).expect("received");
     sender.join().expect("sender");
     assert!(mib_s > 0.0 && mib_s.is_finite(), "{mib_s}");
     let idle = TcpListener::bind("127.0.0.1:0").expect("bind");
-    assert!(receive(idle, Duration::from_millis(100)).is_err());
+    assert!(receive(idle, Duration::from_millis(100), &never).is_err());
+    let stopped = AtomicBool::new(true);
+    let idle = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let t = Instant::now();
+    assert!(receive(idle, Duration::from_secs(60), &stopped).is_err());
+    assert!(t.elapsed() < Duration::from_secs(5));
 }
 
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -95,7 +101,7 @@ fn options(dir: &Path) -> IoBenchOptions {
         qemu: dir.join("no-such-qemu"),
         fio,
         kernel: dir.join("vmlinux"),
-        initrd: dir.join("initrd"),
+        initrd: Ok(dir.join("initrd")),
         cmdline: "console=ttyS0".into(),
         memory_mib: 256,
         file: dir.join("disk.img"),
@@ -127,7 +133,7 @@ fn fake_machines_make_a_table_and_a_missing_qemu_is_unavailable() {
     };
     assert_eq!(
         (d.seq_read_mib_s, d.seq_write_mib_s, d.rand_read_iops),
-        (5.0, 10.0, 100.0)
+        (5.0, 10.0, Some(100.0))
     );
     let qemu = report.row(IoMachine::QemuQ35).expect("qemu row");
     assert!(
@@ -151,8 +157,48 @@ fn a_guest_without_results_fails_the_check() {
     assert!(matches!(report.check(), Err(BenchError::IoFailed { .. })));
 }
 
+#[test]
+fn without_a_guest_initramfs_the_guest_rows_are_unavailable() {
+    let dir = tempfile_dir("nofio");
+    let mut opts = options(&dir);
+    opts.initrd = Err("fio not found".into());
+    let report = io(&opts).expect("ran");
+    let vessel = report.row(IoMachine::Vessel).expect("row");
+    assert!(matches!(&vessel.disk, Outcome::Unavailable(w) if w == "fio not found"));
+    assert!(report
+        .row(IoMachine::Native)
+        .is_some_and(|r| r.disk.measured().is_some()));
+    report.check().expect("native measured, nothing failed");
+}
+
+#[test]
+fn a_missing_fio_gives_no_initramfs() {
+    let dir = tempfile_dir("nofio2");
+    let image = guest::GuestImage {
+        kernel_bzimage: dir.join("b"),
+        vmlinux: dir.join("vmlinux"),
+        initramfs: dir.join("initrd"),
+        kernel_release: "t".into(),
+        default_cmdline: String::new(),
+    };
+    let err = fio_initramfs(&image, Path::new("/nonexistent/fio")).unwrap_err();
+    assert!(err.contains("not found"), "{err}");
+}
+
 fn tempfile_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vessel-bench-io-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+#[test]
+fn without_fio_the_guest_falls_back_to_dd_for_sequential() {
+    let out = "VESSEL-IO seqwrite libc.so.6: CPU ISA level is lower than required\n\
+               VESSEL-IO ddwrite 64 10.00 14.00\nVESSEL-IO ddread 64 20.00 22.00\n";
+    let d = guest_disk(out).expect("dd numbers");
+    assert_eq!((d.seq_write_mib_s, d.seq_read_mib_s), (16.0, 32.0));
+    assert_eq!(d.rand_read_iops, None);
+    assert!(d.fio_error.as_deref().is_some_and(|e| e.contains("ISA")));
+    assert!(guest_disk("VESSEL-IO ddread 64 5 5\nVESSEL-IO ddwrite 64 1 2").is_err());
+    assert_eq!(dd_rate("8 1.5 x"), None);
 }

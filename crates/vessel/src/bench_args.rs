@@ -18,6 +18,12 @@ pub enum BenchCommand {
     /// vessel next to QEMU TCG (microvm and q35), same kernel, initramfs
     /// and command line.
     Boot(BootArgs),
+    /// fio on one host file (1 MiB sequential read and write, 4 KiB random
+    /// read, direct I/O) natively, in the default guest on vessel's
+    /// virtio-blk and under QEMU q35 TCG's virtio-blk; guest-to-host TCP
+    /// over virtio-net on a TAP next to QEMU's. Needs fio on the host;
+    /// the network part needs root and /dev/net/tun.
+    Io(IoArgs),
 }
 
 /// A machine to measure.
@@ -83,13 +89,97 @@ pub struct BootArgs {
     qemu: PathBuf,
 }
 
+/// A machine for the I/O benchmark.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoMachineArg {
+    /// fio on the host.
+    Native,
+    /// `vessel run` with the engine of `--engine`.
+    Vessel,
+    /// `qemu-system-x86_64 -accel tcg -M q35`.
+    Q35,
+}
+
+#[derive(clap::Args)]
+pub struct IoArgs {
+    /// Size of the sequential runs (and of the file), MiB (1-65536).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    seq_mib: u32,
+    /// Length of the 4 KiB random-read run, seconds (1-3600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    rand_secs: u32,
+    /// MiB the guest sends to the host over TCP; 0 skips the network.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    net_mib: u32,
+    /// Machines to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IoMachineArg::Native, IoMachineArg::Vessel, IoMachineArg::Q35])]
+    machines: Vec<IoMachineArg>,
+    /// vessel's engine (auto, soft or kvm).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "soft", "kvm"])]
+    engine: String,
+    /// The host file every machine uses (overwritten; default: a file in
+    /// the system temporary directory, removed afterwards).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Deadline for each machine, in seconds.
+    #[arg(long, default_value_t = 1200)]
+    timeout: u64,
+    /// Guest memory in MiB (the initramfs carries fio and its libraries).
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// The QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// The host's fio (also copied into the guests).
+    #[arg(long, default_value = "fio")]
+    fio: PathBuf,
+}
+
 /// Runs the benchmark `cmd`, prints its table, and fails when a machine
 /// failed or the machines disagree.
 pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Cpu(args) => cpu(args),
         BenchCommand::Boot(args) => boot(args),
+        BenchCommand::Io(args) => io(args),
     }
+}
+
+fn io(args: IoArgs) -> anyhow::Result<ExitCode> {
+    let vessel = std::env::current_exe()?;
+    let image = vmm::default_guest::image(&mut |line| eprintln!("{line}"))?;
+    eprintln!("bench io: building the guest initramfs with fio");
+    let initrd = bench::io::fio_initramfs(&image, &args.fio);
+    let temp = args.file.is_none();
+    let file = args.file.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("vessel-bench-io-{}.img", std::process::id()))
+    });
+    let mut opts = bench::IoBenchOptions::new(vessel, &image, initrd, file.clone());
+    opts.engine = args.engine;
+    opts.qemu = args.qemu;
+    opts.fio = args.fio;
+    opts.seq_mib = args.seq_mib;
+    opts.rand_secs = args.rand_secs;
+    opts.net_mib = args.net_mib;
+    opts.memory_mib = args.memory;
+    opts.timeout = Duration::from_secs(args.timeout);
+    opts.machines = args
+        .machines
+        .iter()
+        .map(|m| match m {
+            IoMachineArg::Native => bench::IoMachine::Native,
+            IoMachineArg::Vessel => bench::IoMachine::Vessel,
+            IoMachineArg::Q35 => bench::IoMachine::QemuQ35,
+        })
+        .collect();
+    let report = bench::io(&opts);
+    if temp {
+        let _ = std::fs::remove_file(&file);
+    }
+    let report = report?;
+    println!("{report}");
+    report.check()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cpu(args: CpuArgs) -> anyhow::Result<ExitCode> {
