@@ -1,7 +1,10 @@
-//! Decoded basic blocks, cached by linear RIP and validated on every entry
+//! Decoded blocks (runs past conditional branches up to an unconditional
+//! transfer), each with its compiled forms ([`crate::fast`]), cached in
+//! slots by linear RIP behind a jump cache and validated on every entry
 //! against the physical page they were decoded from and that page's code
-//! generation, so guest writes to code (through any mapping, by any vCPU)
-//! and remappings both lead to a fresh decode.
+//! generation (short-cut by a global code-write epoch), so guest writes to
+//! code (through any mapping, by any vCPU) and remappings both lead to a
+//! fresh decode. Blocks also remember their last successor for chaining.
 
 use std::cell::Cell;
 use std::collections::HashMap;

@@ -1,7 +1,9 @@
 //! vessel's own x86-64 CPU engine: full virtualization in software.
 //!
-//! Guest code is decoded with iced-x86 into basic blocks cached by
-//! address ([`cache`]) and interpreted ([`exec`]) over the architectural
+//! Guest code is decoded with iced-x86 into blocks cached by address
+//! ([`cache`]); common 64-bit forms are compiled into pre-resolved records
+//! with their own handlers ([`fast`]), the rest interpreted ([`exec`]),
+//! over the architectural
 //! state ([`cpu`]) with lazily computed flags ([`flags`]), a soft MMU with
 //! a TLB ([`mmu`]), precise exceptions and IDT delivery ([`interrupt`]).
 //! Privileged instructions are emulated, port and MMIO accesses go to the
