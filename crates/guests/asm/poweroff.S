@@ -47,7 +47,11 @@ guest_main:
         or $SLP_EN, %eax
         mov %r12d, %edx
         out %ax, %dx
-        # Powered off machines do not come back here.
+        # The power-off is not instant everywhere (QEMU's TCG finishes its
+        # translation block first): give it a moment before calling it lost.
+        mov $1000000, %ecx
+7:      pause
+        loop 7b
         FAIL "still running after entering S5"
 
 # s5_slp_typ(rdi = DSDT) -> eax = SLP_TYPa of \_S5, or -1. Scans the AML
