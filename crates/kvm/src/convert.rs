@@ -9,7 +9,7 @@ use kvm_bindings::{
     KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
 };
 
-pub(crate) fn regs_from_kvm(r: &kvm_regs) -> Regs {
+pub fn regs_from_kvm(r: &kvm_regs) -> Regs {
     Regs {
         rax: r.rax,
         rbx: r.rbx,
@@ -32,7 +32,7 @@ pub(crate) fn regs_from_kvm(r: &kvm_regs) -> Regs {
     }
 }
 
-pub(crate) fn regs_to_kvm(r: &Regs) -> kvm_regs {
+pub fn regs_to_kvm(r: &Regs) -> kvm_regs {
     kvm_regs {
         rax: r.rax,
         rbx: r.rbx,
@@ -55,7 +55,7 @@ pub(crate) fn regs_to_kvm(r: &Regs) -> kvm_regs {
     }
 }
 
-fn segment_from_kvm(s: &kvm_segment) -> Segment {
+pub fn segment_from_kvm(s: &kvm_segment) -> Segment {
     Segment {
         base: s.base,
         limit: s.limit,
@@ -72,7 +72,7 @@ fn segment_from_kvm(s: &kvm_segment) -> Segment {
     }
 }
 
-fn segment_to_kvm(s: &Segment) -> kvm_segment {
+pub fn segment_to_kvm(s: &Segment) -> kvm_segment {
     kvm_segment {
         base: s.base,
         limit: s.limit,
@@ -106,7 +106,7 @@ fn dtable_to_kvm(d: &DescriptorTable) -> kvm_dtable {
     }
 }
 
-pub(crate) fn sregs_from_kvm(s: &kvm_sregs) -> SpecialRegs {
+pub fn sregs_from_kvm(s: &kvm_sregs) -> SpecialRegs {
     SpecialRegs {
         cs: segment_from_kvm(&s.cs),
         ds: segment_from_kvm(&s.ds),
@@ -129,7 +129,7 @@ pub(crate) fn sregs_from_kvm(s: &kvm_sregs) -> SpecialRegs {
 }
 
 /// Writes `s` over `k`, keeping `k`'s pending-interrupt bitmap.
-pub(crate) fn sregs_into_kvm(s: &SpecialRegs, k: &mut kvm_sregs) {
+pub fn sregs_into_kvm(s: &SpecialRegs, k: &mut kvm_sregs) {
     k.cs = segment_to_kvm(&s.cs);
     k.ds = segment_to_kvm(&s.ds);
     k.es = segment_to_kvm(&s.es);
@@ -149,7 +149,7 @@ pub(crate) fn sregs_into_kvm(s: &SpecialRegs, k: &mut kvm_sregs) {
     k.apic_base = s.apic_base;
 }
 
-pub(crate) fn fpu_from_kvm(f: &kvm_fpu) -> FpuState {
+pub fn fpu_from_kvm(f: &kvm_fpu) -> FpuState {
     FpuState {
         st: f.fpr,
         fcw: f.fcw,
@@ -163,7 +163,7 @@ pub(crate) fn fpu_from_kvm(f: &kvm_fpu) -> FpuState {
     }
 }
 
-pub(crate) fn fpu_to_kvm(f: &FpuState) -> kvm_fpu {
+pub fn fpu_to_kvm(f: &FpuState) -> kvm_fpu {
     kvm_fpu {
         fpr: f.st,
         fcw: f.fcw,
@@ -179,7 +179,7 @@ pub(crate) fn fpu_to_kvm(f: &FpuState) -> kvm_fpu {
     }
 }
 
-pub(crate) fn cpuid_from_kvm(e: &kvm_cpuid_entry2) -> CpuidEntry {
+pub fn cpuid_from_kvm(e: &kvm_cpuid_entry2) -> CpuidEntry {
     CpuidEntry {
         function: e.function,
         index: e.index,
@@ -191,7 +191,7 @@ pub(crate) fn cpuid_from_kvm(e: &kvm_cpuid_entry2) -> CpuidEntry {
     }
 }
 
-pub(crate) fn cpuid_to_kvm(e: &CpuidEntry) -> kvm_cpuid_entry2 {
+pub fn cpuid_to_kvm(e: &CpuidEntry) -> kvm_cpuid_entry2 {
     kvm_cpuid_entry2 {
         function: e.function,
         index: e.index,

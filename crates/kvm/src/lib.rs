@@ -9,7 +9,7 @@
 //! signal-based kicker ([`kick`]) and the host probe behind `vessel info`
 //! ([`detect`]).
 
-mod convert;
+pub mod convert;
 pub mod detect;
 pub mod kick;
 pub mod vcpu;

@@ -17,24 +17,6 @@ pub struct Reference {
     pub mem: GuestMemoryMmap,
 }
 
-fn seg_to_kvm(s: &hypervisor::Segment) -> kvm_bindings::kvm_segment {
-    kvm_bindings::kvm_segment {
-        base: s.base,
-        limit: s.limit,
-        selector: s.selector,
-        type_: s.type_,
-        present: s.present as u8,
-        dpl: s.dpl,
-        db: s.db as u8,
-        s: s.s as u8,
-        l: s.l as u8,
-        g: s.g as u8,
-        avl: s.avl as u8,
-        unusable: s.unusable as u8,
-        padding: 0,
-    }
-}
-
 impl Reference {
     pub fn new() -> Result<Self, String> {
         let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
@@ -74,23 +56,13 @@ impl Reference {
         load(&self.mem, s);
         let u = user_sregs();
         let mut sr = self.vcpu.get_sregs().map_err(|e| e.to_string())?;
-        sr.cs = seg_to_kvm(&u.cs);
-        sr.ds = seg_to_kvm(&u.ds);
-        sr.es = seg_to_kvm(&u.es);
-        sr.fs = seg_to_kvm(&u.fs);
-        sr.gs = seg_to_kvm(&u.gs);
-        sr.ss = seg_to_kvm(&u.ss);
-        sr.tr = seg_to_kvm(&u.tr);
-        sr.ldt = seg_to_kvm(&u.ldt);
-        sr.gdt.base = u.gdt.base;
-        sr.gdt.limit = u.gdt.limit;
-        sr.idt.base = u.idt.base;
-        sr.idt.limit = u.idt.limit;
-        sr.cr0 = u.cr0;
-        sr.cr2 = 0;
-        sr.cr3 = u.cr3;
-        sr.cr4 = u.cr4;
-        sr.efer = u.efer;
+        // The snippet's segments, tables and control registers; CR2 starts
+        // clear and the APIC state stays as KVM has it.
+        let mut want = u;
+        want.cr2 = 0;
+        want.cr8 = sr.cr8;
+        want.apic_base = sr.apic_base;
+        kvm::convert::sregs_into_kvm(&want, &mut sr);
         self.vcpu
             .set_sregs(&sr)
             .map_err(|e| format!("set sregs: {e}"))?;
@@ -98,27 +70,7 @@ impl Reference {
         fpu.xmm = s.xmm;
         fpu.mxcsr = 0x1f80;
         self.vcpu.set_fpu(&fpu).map_err(|e| e.to_string())?;
-        let r = &s.regs;
-        let kr = kvm_bindings::kvm_regs {
-            rax: r.rax,
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rsp: r.rsp,
-            rbp: r.rbp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-            rip: r.rip,
-            rflags: r.rflags,
-        };
+        let kr = kvm::convert::regs_to_kvm(&s.regs);
         self.vcpu.set_regs(&kr).map_err(|e| e.to_string())?;
         loop {
             match self.vcpu.run() {
@@ -131,26 +83,7 @@ impl Reference {
         let kr = self.vcpu.get_regs().map_err(|e| e.to_string())?;
         let sr = self.vcpu.get_sregs().map_err(|e| e.to_string())?;
         let fpu = self.vcpu.get_fpu().map_err(|e| e.to_string())?;
-        let regs = hypervisor::Regs {
-            rax: kr.rax,
-            rbx: kr.rbx,
-            rcx: kr.rcx,
-            rdx: kr.rdx,
-            rsi: kr.rsi,
-            rdi: kr.rdi,
-            rsp: kr.rsp,
-            rbp: kr.rbp,
-            r8: kr.r8,
-            r9: kr.r9,
-            r10: kr.r10,
-            r11: kr.r11,
-            r12: kr.r12,
-            r13: kr.r13,
-            r14: kr.r14,
-            r15: kr.r15,
-            rip: kr.rip,
-            rflags: kr.rflags,
-        };
+        let regs = kvm::convert::regs_from_kvm(&kr);
         Ok(outcome(
             &self.mem,
             &regs,
