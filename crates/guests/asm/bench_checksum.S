@@ -13,7 +13,6 @@
 
         .set MSR_EFER, 0xc0000080
         .set MSR_STAR, 0xc0000081
-        .set TSS_SIZE, 104
 
         .set BUF_BASE, 0x1000000        # 16 MiB; needs 80 MiB of RAM
         .set BUF_WORDS, (64 << 20) / 8
@@ -36,26 +35,9 @@ guest_main:
         push %r15
         mov %rsp, kernel_rsp(%rip)
 
-        # TSS: RSP0 for the #UD from CPL3; no I/O bitmap.
-        lea kstack_top(%rip), %rax
-        mov %rax, tss + 4(%rip)
-        movw $TSS_SIZE, tss + 102(%rip)
-        lea tss(%rip), %rax
-        lea gdt_tss(%rip), %rdi
-        movw $TSS_SIZE - 1, (%rdi)      # limit 15:0
-        mov %ax, 2(%rdi)                # base 15:0
-        mov %rax, %rcx
-        shr $16, %rcx
-        mov %cl, 4(%rdi)                # base 23:16
-        movb $0x89, 5(%rdi)             # present, 64-bit TSS (available)
-        movb $0, 6(%rdi)
-        shr $8, %rcx
-        mov %cl, 7(%rdi)                # base 31:24
-        shr $8, %rcx
-        mov %ecx, 8(%rdi)               # base 63:32
-        movl $0, 12(%rdi)
-        mov $SEL_TSS, %eax
-        ltr %ax
+        # TSS with RSP0 for the #UD from CPL3.
+        lea kstack_top(%rip), %rdi
+        call tss_load
 
         # SYSRET: user CS = STAR[63:48] + 16, SS = STAR[63:48] + 8.
         mov $MSR_STAR, %ecx
@@ -220,8 +202,6 @@ kernel_rsp:     .quad 0
 passes:         .long 0
 
         .section .bss
-        .p2align 4
-tss:    .skip TSS_SIZE
         .p2align 4
 kstack: .skip 4096
 kstack_top:

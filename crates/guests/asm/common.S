@@ -26,6 +26,7 @@
         .set SEL_TSS, 0x30
 
         .set START_INFO_MAGIC, 0x336ec578
+        .set TSS_SIZE, 104
 
         # Exit statuses.
         .set EXIT_OK, 0
@@ -329,6 +330,30 @@ pic_mask_all:
 
 # ---------------------------------------------------------------- IDT
 
+# tss_load(rdi = RSP0): a 64-bit TSS with that RSP0 and no I/O bitmap, its
+# 16-byte descriptor in the GDT's TSS slot, loaded into TR. For the guests
+# that enter CPL3 and must come back to CPL0 on an interrupt or exception.
+tss_load:
+        mov %rdi, tss + 4(%rip)
+        movw $TSS_SIZE, tss + 102(%rip)
+        lea tss(%rip), %rax
+        lea gdt_tss(%rip), %rdi
+        movw $TSS_SIZE - 1, (%rdi)      # limit 15:0
+        mov %ax, 2(%rdi)                # base 15:0
+        mov %rax, %rcx
+        shr $16, %rcx
+        mov %cl, 4(%rdi)                # base 23:16
+        movb $0x89, 5(%rdi)             # present, 64-bit TSS (available)
+        movb $0, 6(%rdi)
+        shr $8, %rcx
+        mov %cl, 7(%rdi)                # base 31:24
+        shr $8, %rcx
+        mov %ecx, 8(%rdi)               # base 63:32
+        movl $0, 12(%rdi)
+        mov $SEL_TSS, %eax
+        ltr %ax
+        ret
+
 # idt_init: exception stubs 0-31 into the IDT, then lidt.
 idt_init:
         lea exc_stubs(%rip), %rsi
@@ -543,6 +568,8 @@ pd0:
         .p2align 12
 idt:
         .skip 256 * 16
+        .p2align 4
+tss:    .skip TSS_SIZE
         .p2align 4
 stack_bottom:
         .skip 16384

@@ -9,7 +9,6 @@
         .set MSR_STAR, 0xc0000081
         .set MSR_LSTAR, 0xc0000082
         .set MSR_SFMASK, 0xc0000084
-        .set TSS_SIZE, 104
         .set INT_FRAME_SIZE, 40         # RIP, CS, RFLAGS, RSP, SS
 
 guest_main:
@@ -20,26 +19,9 @@ guest_main:
         push %r15
         mov %rsp, kernel_rsp(%rip)
 
-        # TSS: RSP0 and no I/O bitmap; its 16-byte descriptor at SEL_TSS.
-        lea kstack0_top(%rip), %rax
-        mov %rax, tss + 4(%rip)
-        movw $TSS_SIZE, tss + 102(%rip)
-        lea tss(%rip), %rax
-        lea gdt_tss(%rip), %rdi
-        movw $TSS_SIZE - 1, (%rdi)      # limit 15:0
-        mov %ax, 2(%rdi)                # base 15:0
-        mov %rax, %rcx
-        shr $16, %rcx
-        mov %cl, 4(%rdi)                # base 23:16
-        movb $0x89, 5(%rdi)             # present, 64-bit TSS (available)
-        movb $0, 6(%rdi)
-        shr $8, %rcx
-        mov %cl, 7(%rdi)                # base 31:24
-        shr $8, %rcx
-        mov %ecx, 8(%rdi)               # base 63:32
-        movl $0, 12(%rdi)
-        mov $SEL_TSS, %eax
-        ltr %ax
+        # TSS with RSP0 and no I/O bitmap.
+        lea kstack0_top(%rip), %rdi
+        call tss_load
 
         mov $0x80, %edi
         lea int80_isr(%rip), %rsi
@@ -183,8 +165,6 @@ syscall_count:  .long 0
 syscall_at_cpl3: .long 0
 
         .section .bss
-        .p2align 4
-tss:    .skip TSS_SIZE
         .p2align 4
 kstack0: .skip 4096
 kstack0_top:
