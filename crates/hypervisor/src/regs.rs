@@ -77,6 +77,40 @@ pub struct SpecialRegs {
     pub apic_base: u64,
 }
 
+impl SpecialRegs {
+    /// Switches to flat 32-bit protected mode without paging, as a small
+    /// test guest or a 32-bit entry needs: CS a 4 GiB execute/read segment
+    /// (selector 0x8), DS/ES/FS/GS/SS 4 GiB read/write (0x10), CR0.PE set.
+    /// The hidden state is set directly; no GDT in memory is needed.
+    pub fn set_flat_protected_mode(&mut self) {
+        let data = Segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: 0x10,
+            type_: 3,
+            present: true,
+            dpl: 0,
+            db: true,
+            s: true,
+            l: false,
+            g: true,
+            avl: false,
+            unusable: false,
+        };
+        self.cs = Segment {
+            selector: 0x8,
+            type_: 0xb,
+            ..data
+        };
+        self.ds = data;
+        self.es = data;
+        self.fs = data;
+        self.gs = data;
+        self.ss = data;
+        self.cr0 |= 1; // PE
+    }
+}
+
 /// x87/SSE state in the FXSAVE image's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FpuState {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hypervisor::{DeviceIo, Hypervisor, Regs, Segment, Vcpu, Vm, VmExit};
+use hypervisor::{DeviceIo, Hypervisor, Regs, Vcpu, Vm, VmExit};
 use kvm::detect::{detect, Backend};
 use kvm::KvmHypervisor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -103,31 +103,7 @@ fn guest(code: &[u8]) -> Option<Guest> {
     let mut vcpu = vm.create_vcpu(0, io.clone()).unwrap();
 
     let mut sregs = vcpu.special_regs().unwrap();
-    let flat = Segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x10,
-        type_: 3,
-        present: true,
-        dpl: 0,
-        db: true,
-        s: true,
-        l: false,
-        g: true,
-        avl: false,
-        unusable: false,
-    };
-    sregs.cs = Segment {
-        selector: 0x8,
-        type_: 0xb,
-        ..flat
-    };
-    sregs.ds = flat;
-    sregs.es = flat;
-    sregs.ss = flat;
-    sregs.fs = flat;
-    sregs.gs = flat;
-    sregs.cr0 |= 1; // PE
+    sregs.set_flat_protected_mode();
     vcpu.set_special_regs(&sregs).unwrap();
     vcpu.set_regs(&Regs {
         rip: CODE,

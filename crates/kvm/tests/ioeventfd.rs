@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use hypervisor::{DeviceIo, EventFd, Hypervisor, Regs, Segment, Vm, VmExit};
+use hypervisor::{DeviceIo, EventFd, Hypervisor, Regs, Vm, VmExit};
 use kvm::KvmHypervisor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -48,29 +48,7 @@ fn code() -> Vec<u8> {
 fn run_once(vm: &dyn Vm, index: usize, io: Arc<Writes>) {
     let mut vcpu = vm.create_vcpu(index, io).unwrap();
     let mut sregs = vcpu.special_regs().unwrap();
-    let flat = Segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x10,
-        type_: 3,
-        present: true,
-        dpl: 0,
-        db: true,
-        s: true,
-        l: false,
-        g: true,
-        avl: false,
-        unusable: false,
-    };
-    sregs.cs = Segment {
-        selector: 0x8,
-        type_: 0xb,
-        ..flat
-    };
-    sregs.ds = flat;
-    sregs.es = flat;
-    sregs.ss = flat;
-    sregs.cr0 |= 1;
+    sregs.set_flat_protected_mode();
     vcpu.set_special_regs(&sregs).unwrap();
     vcpu.set_regs(&Regs {
         rip: CODE,

@@ -202,7 +202,7 @@ mod tests {
     use super::*;
     use crate::control::VmControl;
     use devices::{BusDevice, IoBus};
-    use hypervisor::{DeviceIo, Hypervisor, Regs, Segment, VmExit};
+    use hypervisor::{DeviceIo, Hypervisor, Regs, VmExit};
     use std::time::{Duration, Instant};
     use vm_memory::{Bytes, GuestAddress};
 
@@ -299,29 +299,7 @@ mod tests {
         });
         let mut vcpu = vm.create_vcpu(0, io.clone()).unwrap();
         let mut sregs = vcpu.special_regs().unwrap();
-        let flat = Segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector: 0x10,
-            type_: 3,
-            present: true,
-            dpl: 0,
-            db: true,
-            s: true,
-            l: false,
-            g: true,
-            avl: false,
-            unusable: false,
-        };
-        sregs.cs = Segment {
-            selector: 0x8,
-            type_: 0xb,
-            ..flat
-        };
-        sregs.ds = flat;
-        sregs.es = flat;
-        sregs.ss = flat;
-        sregs.cr0 |= 1;
+        sregs.set_flat_protected_mode();
         vcpu.set_special_regs(&sregs).unwrap();
         vcpu.set_regs(&Regs {
             rip: CODE,
