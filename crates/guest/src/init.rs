@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 3;
+pub const RECIPE_VERSION: u32 = 4;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -120,7 +120,12 @@ if [ -n "$cmd" ]; then
     stty -onlcr < /dev/console 2>/dev/null
     say VESSEL-GUEST-READY
     if script=$(echo "$cmd" | base64 -d); then
-        setsid cttyhack /bin/sh -c "$script"
+        # The session leader must outlive the command's output: when a
+        # session leader exits, Linux hangs up its tty, and the serial
+        # driver throws away whatever it has not sent yet. So the leader
+        # is a shell that runs the script, waits for the console to drain
+        # (stty sets termios with TCSADRAIN), and only then exits.
+        setsid cttyhack /bin/sh -c '/bin/sh -c "$1"; s=$?; stty -onlcr 2>/dev/null; exit $s' vessel-cmd "$script"
         status=$?
     else
         echo "vessel init: vessel.cmd is not valid base64" > /dev/console
