@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         queues: vec![tq.queue()],
         features: 0,
         interrupt: Arc::new(NoIrq),
+        dma: Default::default(),
     })
     .unwrap();
     for _ in 0..2 {

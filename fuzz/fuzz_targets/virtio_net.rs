@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         queues: vec![rx.queue(), tx.queue()],
         features,
         interrupt: Arc::new(NoIrq),
+        dma: Default::default(),
     })
     .unwrap();
     let _ = net.queue_notify(1);

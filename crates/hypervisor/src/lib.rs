@@ -109,6 +109,15 @@ pub trait VcpuKicker: Send + Sync {
     fn clear(&self);
 }
 
+/// Told when something other than a vCPU (a device's DMA) wrote guest
+/// RAM. Engines that keep state derived from guest memory (the soft
+/// engine's decoded-code cache) use it to notice; hardware-assisted
+/// engines see such writes through the hardware and need nothing.
+pub trait DmaObserver: Send + Sync {
+    /// `len` bytes at guest-physical `gpa` were written.
+    fn written(&self, gpa: u64, len: u64);
+}
+
 /// An engine: creates VMs.
 pub trait Hypervisor: Send + Sync {
     fn kind(&self) -> EngineKind;
@@ -150,6 +159,12 @@ pub trait Vm: Send + Sync {
     fn unregister_ioevent(&self, fd: &EventFd, addr: u64) -> Result<()> {
         let _ = (fd, addr);
         Ok(())
+    }
+    /// What devices must tell after they write guest RAM, or `None` when
+    /// the engine needs no telling (the default). Valid after
+    /// [`Vm::set_memory`].
+    fn dma_observer(&self) -> Option<Arc<dyn DmaObserver>> {
+        None
     }
 }
 

@@ -163,6 +163,22 @@ impl Ram {
         }
     }
 
+    /// Marks a write of `len` bytes at `pa` made outside the engine (device
+    /// DMA): every page it touches that held code gets a new generation.
+    pub fn note_range(&self, pa: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = pa / PAGE;
+        let last = pa.saturating_add(len - 1) / PAGE;
+        // Pages past the end of RAM hold no code; stop there so a huge
+        // length costs nothing.
+        let last = last.min(self.has_code.len() as u64);
+        for page in first..=last {
+            self.note_write(page * PAGE);
+        }
+    }
+
     /// The code-write epoch (see the field).
     #[inline(always)]
     pub fn code_epoch(&self) -> u64 {
@@ -278,6 +294,25 @@ mod tests {
         assert!(r.write(0x2010, h, 0x10, &[4]));
         assert_ne!(r.generation(0x2000), g);
         assert!(r.page_host(0x10000).is_none());
+    }
+
+    #[test]
+    fn dma_writes_invalidate_code_pages() {
+        let r = ram();
+        let g1 = r.mark_code(0x1000);
+        let g2 = r.mark_code(0x3000);
+        let epoch = r.code_epoch();
+        // Ends on the last byte of page 1: page 3 is untouched.
+        r.note_range(0x0800, 0x1800);
+        assert_ne!(r.generation(0x1000), g1);
+        assert_eq!(r.generation(0x3000), g2);
+        assert_ne!(r.code_epoch(), epoch);
+        // Empty and absurd ranges are harmless.
+        r.note_range(0x3000, 0);
+        assert_eq!(r.generation(0x3000), g2);
+        r.note_range(u64::MAX - 10, u64::MAX);
+        r.note_range(0x2000, u64::MAX);
+        assert_ne!(r.generation(0x3000), g2);
     }
 
     #[test]

@@ -93,7 +93,22 @@ impl SoftVm {
     }
 }
 
+/// Device DMA into guest RAM, reported to the page generations so
+/// decoded blocks of overwritten code are dropped.
+struct DmaInvalidator(Arc<Shared>);
+
+impl hypervisor::DmaObserver for DmaInvalidator {
+    fn written(&self, gpa: u64, len: u64) {
+        self.0.ram.note_range(gpa, len);
+    }
+}
+
 impl Vm for SoftVm {
+    fn dma_observer(&self) -> Option<Arc<dyn hypervisor::DmaObserver>> {
+        let shared = self.shared.get()?.clone();
+        Some(Arc::new(DmaInvalidator(shared)))
+    }
+
     fn set_memory(&self, memory: &GuestMemoryMmap) -> Result<()> {
         let shared = Arc::new(Shared {
             ram: Ram::new(memory),

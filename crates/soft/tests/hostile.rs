@@ -35,7 +35,7 @@ const CODE: u64 = 0x10_0000;
 const UNMAPPED: u64 = 0x4000_0000;
 
 struct Machine {
-    _vm: Box<dyn hypervisor::Vm>,
+    vm: Box<dyn hypervisor::Vm>,
     vcpu: Box<dyn Vcpu>,
     mem: GuestMemoryMmap,
 }
@@ -131,7 +131,7 @@ fn machine(code: &[u8], idt: bool) -> Machine {
         ..Default::default()
     })
     .expect("regs");
-    Machine { _vm: vm, vcpu, mem }
+    Machine { vm, vcpu, mem }
 }
 
 /// Runs until the vCPU stops for a reason other than a kick, or until a
@@ -247,4 +247,35 @@ fn endless_loop_is_stopped_by_a_kick() {
     let exit = run_bounded(m.vcpu.as_mut(), Duration::from_millis(50));
     assert!(matches!(exit, VmExit::Interrupted), "{exit:?}");
     assert_eq!(m.vcpu.regs().expect("regs").rip, CODE);
+}
+
+/// Code a device rewrites behind the engine's back (DMA, reported through
+/// the VM's DMA observer) runs as rewritten, not from the decoded-block
+/// cache: a disk read into a page that held code must not run the old code.
+#[test]
+fn code_rewritten_by_a_device_runs_anew() {
+    // mov eax, 1; hlt
+    let mut m = machine(&[0xb8, 1, 0, 0, 0, 0xf4], false);
+    assert_eq!(
+        run_bounded(m.vcpu.as_mut(), Duration::from_secs(1)),
+        VmExit::Hlt
+    );
+    assert_eq!(m.vcpu.regs().expect("regs").rax, 1);
+
+    // The "device" writes mov eax, 2 over it through the host mapping.
+    let new = [0xb8, 2, 0, 0, 0, 0xf4];
+    m.mem
+        .write_slice(&new, GuestAddress(CODE))
+        .expect("rewrite");
+    let dma = m.vm.dma_observer().expect("the soft engine observes DMA");
+    dma.written(CODE, new.len() as u64);
+
+    let mut regs = m.vcpu.regs().expect("regs");
+    regs.rip = CODE;
+    m.vcpu.set_regs(&regs).expect("regs");
+    assert_eq!(
+        run_bounded(m.vcpu.as_mut(), Duration::from_secs(1)),
+        VmExit::Hlt
+    );
+    assert_eq!(m.vcpu.regs().expect("regs").rax, 2, "the old code ran");
 }

@@ -3,10 +3,38 @@
 //! the driver set up, queue kicks, reset) and the [`Interrupt`] a device
 //! raises used-buffer and config-change notifications through.
 
-use crate::queue::QueueError;
+use crate::queue::{QueueError, Segment};
+use hypervisor::DmaObserver;
 use std::sync::Arc;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+/// Where a device reports the guest RAM it wrote, for engines that must
+/// know ([`hypervisor::Vm::dma_observer`]: the soft engine drops decoded
+/// code the write replaced). Empty when nobody listens.
+#[derive(Clone, Default)]
+pub struct DmaNotify(Option<Arc<dyn DmaObserver>>);
+
+impl DmaNotify {
+    pub fn new(observer: Option<Arc<dyn DmaObserver>>) -> Self {
+        DmaNotify(observer)
+    }
+
+    /// `len` bytes at `addr` were written.
+    pub fn written(&self, addr: GuestAddress, len: u64) {
+        if let Some(o) = &self.0 {
+            o.written(addr.0, len);
+        }
+    }
+
+    /// The device wrote into `segs` (all of them are reported: a few
+    /// bytes too many cost a re-decode at most).
+    pub fn segments(&self, segs: &[Segment]) {
+        for s in segs {
+            self.written(s.addr, u64::from(s.len));
+        }
+    }
+}
 
 /// Notifications a device sends to the driver.
 pub trait Interrupt: Send + Sync {
@@ -34,6 +62,8 @@ pub struct Activation {
     /// The features both sides agreed on.
     pub features: u64,
     pub interrupt: Arc<dyn Interrupt>,
+    /// Where to report writes into guest RAM.
+    pub dma: DmaNotify,
 }
 
 /// A virtio device behind a transport.

@@ -145,6 +145,7 @@ pub fn attach(
 
     let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(vm.clone()));
     let bus: Arc<dyn BusOwner> = dm.io.clone();
+    let dma = virtio::device::DmaNotify::new(vm.dma_observer());
     let mut root = PciRoot::new();
     let mut functions = Vec::new();
     for (i, dev) in made.into_iter().enumerate() {
@@ -152,12 +153,13 @@ pub fn attach(
             .checked_mul(BAR_SIZE)
             .filter(|&o| o + BAR_SIZE <= mem::PCI_MMIO_SIZE)
             .ok_or(VirtioError::NoBarSpace)?;
-        let f = VirtioPciDevice::new(
+        let mut f = VirtioPciDevice::new(
             dev,
             guest_mem.clone(),
             msi.clone(),
             mem::PCI_MMIO_START + offset,
         )?;
+        f.set_dma_notify(dma.clone());
         let f = Arc::new(Mutex::new(f));
         VirtioPciDevice::attach(&f, Arc::downgrade(&bus));
         let as_pci: Arc<Mutex<dyn PciDevice>> = f.clone();

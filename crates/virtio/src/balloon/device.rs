@@ -4,7 +4,9 @@
 //! driver for fresh statistics and applies the delayed deflate.
 
 use super::metrics::BalloonMetrics;
-use crate::device::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
+use crate::device::{
+    read_config_bytes, ActivateError, Activation, DmaNotify, Interrupt, VirtioDevice,
+};
 use crate::queue::{Chain, QueueError};
 use crate::{device_type, features};
 use std::os::fd::{AsRawFd, RawFd};
@@ -40,6 +42,7 @@ pub struct BalloonStats {
 
 pub(super) struct Active {
     pub mem: GuestMemoryMmap,
+    pub dma: DmaNotify,
     pub queues: Vec<Queue>,
     pub interrupt: Arc<dyn Interrupt>,
     pub stats_chain: Option<Chain>,
@@ -141,6 +144,7 @@ impl VirtioDevice for Balloon {
         }
         self.active = Some(Active {
             mem: a.mem,
+            dma: a.dma,
             queues: a.queues,
             interrupt: a.interrupt,
             stats_chain: None,

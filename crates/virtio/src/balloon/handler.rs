@@ -36,6 +36,8 @@ impl Balloon {
                 let addr = GuestAddress(u64::from(pfn) << PAGE_SHIFT);
                 if q == INFLATE {
                     discard_page(&a.mem, addr);
+                    // The page now reads as zeros: to the engine, a write.
+                    a.dma.written(addr, PAGE as u64);
                     self.metrics.inflated.fetch_add(1, Ordering::Relaxed);
                 } else if q == DEFLATE {
                     self.metrics.deflated.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +166,7 @@ mod tests {
             queues: qs.iter().map(|q| q.queue()).collect(),
             features: 0,
             interrupt: Arc::new(NoIrq),
+            dma: Default::default(),
         })
         .unwrap();
         mem.write_slice(&[0xab; 4096], GuestAddress(0x40000))

@@ -4,7 +4,9 @@
 
 use super::metrics::BlockMetrics;
 use super::request::{ID_BYTES, SECTOR_SIZE};
-use crate::device::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
+use crate::device::{
+    read_config_bytes, ActivateError, Activation, DmaNotify, Interrupt, VirtioDevice,
+};
 use crate::queue::QueueError;
 use crate::{device_type, features};
 use std::fs::{File, OpenOptions};
@@ -53,6 +55,7 @@ pub enum BlockError {
 
 pub(super) struct Active {
     pub mem: GuestMemoryMmap,
+    pub dma: DmaNotify,
     pub queue: Queue,
     pub interrupt: Arc<dyn Interrupt>,
 }
@@ -166,6 +169,7 @@ impl VirtioDevice for Block {
             .ok_or(ActivateError::BadQueue(0))?;
         self.active = Some(Active {
             mem: a.mem,
+            dma: a.dma,
             queue,
             interrupt: a.interrupt,
         });

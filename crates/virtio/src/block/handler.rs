@@ -6,6 +6,7 @@ use super::device::{Block, MAX_RANGES, MAX_RANGE_SECTORS};
 use super::request::{
     self, Range, Request, RequestKind, ID_BYTES, SECTOR_SIZE, S_IOERR, S_OK, S_UNSUPP,
 };
+use crate::device::DmaNotify;
 use crate::queue::{self, QueueError};
 use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
@@ -18,7 +19,7 @@ impl Block {
         let Some(mut a) = self.active.take() else {
             return Ok(());
         };
-        let r = self.drain(&mut a.queue, &a.mem);
+        let r = self.drain(&mut a.queue, &a.mem, &a.dma);
         if r.as_ref().is_ok_and(|&used| used) && queue::needs_notification(&mut a.queue, &a.mem) {
             a.interrupt.signal_used_queue(0);
         }
@@ -31,6 +32,7 @@ impl Block {
         &mut self,
         q: &mut virtio_queue::Queue,
         mem: &GuestMemoryMmap,
+        dma: &DmaNotify,
     ) -> Result<bool, QueueError> {
         if !q.ready() {
             return Ok(false);
@@ -50,6 +52,9 @@ impl Block {
             }
             mem.write_obj(status, status_addr)
                 .map_err(QueueError::Memory)?;
+            // Read data, the ID and the status byte all land in the
+            // chain's writable buffers.
+            dma.segments(&chain.writable);
             queue::add_used(q, mem, chain.head, len.saturating_add(1))?;
             used = true;
         }

@@ -4,7 +4,9 @@
 
 use super::metrics::NetMetrics;
 use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN};
-use crate::device::{read_config_bytes, ActivateError, Activation, Interrupt, VirtioDevice};
+use crate::device::{
+    read_config_bytes, ActivateError, Activation, DmaNotify, Interrupt, VirtioDevice,
+};
 use crate::queue::{Chain, QueueError};
 use crate::{device_type, features};
 use std::os::fd::RawFd;
@@ -74,6 +76,7 @@ impl NetBackend for Tap {
 
 pub(super) struct Active {
     pub mem: GuestMemoryMmap,
+    pub dma: DmaNotify,
     pub rx: Queue,
     pub tx: Queue,
     pub interrupt: Arc<dyn Interrupt>,
@@ -183,6 +186,7 @@ impl VirtioDevice for Net {
         let tx = queues.next().ok_or(ActivateError::BadQueue(1))?;
         self.active = Some(Active {
             mem: a.mem,
+            dma: a.dma,
             rx,
             tx,
             interrupt: a.interrupt,

@@ -151,6 +151,7 @@ fn deliver(a: &mut Active, frame: &[u8]) -> Result<Delivery, QueueError> {
         }
         let c = a.rx_held.remove(0);
         let n = queue::write_segments(&a.mem, &c.writable, 0, &frame[off..])?;
+        a.dma.segments(&c.writable);
         off += n;
         // n <= MAX_FRAME
         chains.push((c, n as u32));

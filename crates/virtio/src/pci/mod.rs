@@ -14,7 +14,7 @@
 
 mod common;
 
-use crate::device::{Activation, Interrupt, VirtioDevice};
+use crate::device::{Activation, DmaNotify, Interrupt, VirtioDevice};
 use crate::queue::QueueError;
 use crate::{features, status};
 use common::CommonConfig;
@@ -113,6 +113,7 @@ pub struct VirtioPciDevice {
     bar: Option<BarMapping>,
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
+    dma: DmaNotify,
     common: CommonConfig,
     queues: Vec<Queue>,
     active: bool,
@@ -142,6 +143,12 @@ fn virtio_cap(cfg_type: u8, offset: u64, len: u64, extra: Option<u32>) -> Vec<u8
 }
 
 impl VirtioPciDevice {
+    /// Where the device reports its writes into guest RAM from its next
+    /// activation on (see [`hypervisor::Vm::dma_observer`]).
+    pub fn set_dma_notify(&mut self, dma: DmaNotify) {
+        self.dma = dma;
+    }
+
     /// Wraps `device` as a PCI function whose BAR 0 sits at `bar_addr`
     /// (aligned to [`BAR_SIZE`]), decoding from the start as firmware
     /// would have left it.
@@ -216,6 +223,7 @@ impl VirtioPciDevice {
             bar: None,
             device,
             mem,
+            dma: DmaNotify::default(),
             common: CommonConfig::default(),
             queues,
             active: false,
@@ -369,6 +377,7 @@ impl VirtioPciDevice {
             queues,
             features: self.common.driver_features,
             interrupt: self.interrupt.clone(),
+            dma: self.dma.clone(),
         };
         match self.device.activate(activation) {
             Ok(()) => self.active = true,

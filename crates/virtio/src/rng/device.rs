@@ -1,7 +1,7 @@
 //! The entropy device: no configuration space, no device features.
 
 use super::metrics::RngMetrics;
-use crate::device::{ActivateError, Activation, Interrupt, VirtioDevice};
+use crate::device::{ActivateError, Activation, DmaNotify, Interrupt, VirtioDevice};
 use crate::queue::QueueError;
 use crate::{device_type, features};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Queues and memory once the driver activated the device.
 pub(super) struct Active {
     pub mem: GuestMemoryMmap,
+    pub dma: DmaNotify,
     pub queue: Queue,
     pub interrupt: Arc<dyn Interrupt>,
 }
@@ -54,6 +55,7 @@ impl VirtioDevice for Rng {
             .ok_or(ActivateError::BadQueue(0))?;
         self.active = Some(Active {
             mem: a.mem,
+            dma: a.dma,
             queue,
             interrupt: a.interrupt,
         });

@@ -44,7 +44,11 @@ impl Rng {
             let want = (queue::segments_len(&chain.writable) as usize).min(MAX_BYTES_PER_REQUEST);
             buf.resize(want, 0);
             let written = match fill_random(&mut buf) {
-                Ok(()) => queue::write_segments(&a.mem, &chain.writable, 0, &buf)?,
+                Ok(()) => {
+                    let n = queue::write_segments(&a.mem, &chain.writable, 0, &buf)?;
+                    a.dma.segments(&chain.writable);
+                    n
+                }
                 Err(e) => {
                     log::warn!("getrandom failed: {e}");
                     0
@@ -94,6 +98,7 @@ mod tests {
             queues: vec![tq.queue()],
             features: 0,
             interrupt: irq.clone(),
+            dma: Default::default(),
         })
         .unwrap();
         tq.add_chain(&mem, &[Desc::w(0x10000, 64)]);

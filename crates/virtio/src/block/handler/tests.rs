@@ -53,6 +53,7 @@ fn rig(img: &TempImage, readonly: bool) -> Rig {
         queues: vec![tq.queue()],
         features: 0,
         interrupt: Arc::new(NoIrq),
+        dma: Default::default(),
     })
     .unwrap();
     Rig { mem, tq, blk }
@@ -205,4 +206,36 @@ fn malformed_chains() {
     );
     r.blk.queue_notify(0).unwrap();
     assert_eq!(r.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_OK);
+}
+
+/// The guest buffers a read fills are reported to the engine's DMA
+/// observer (the soft engine drops decoded code there).
+#[test]
+fn reads_report_the_buffers_they_fill() {
+    struct Record(std::sync::Mutex<Vec<(u64, u64)>>);
+    impl hypervisor::DmaObserver for Record {
+        fn written(&self, gpa: u64, len: u64) {
+            self.0.lock().unwrap().push((gpa, len));
+        }
+    }
+    let img = image("dma", &pattern(8192, 3));
+    let mem = guest_memory();
+    let tq = TestQueue::new(&mem, GuestAddress(0x1000), 16);
+    let file = File::open(&img.0).unwrap();
+    let mut blk = Block::from_file(file, 16, true, None);
+    let record = Arc::new(Record(std::sync::Mutex::new(Vec::new())));
+    let observer: Arc<dyn hypervisor::DmaObserver> = record.clone();
+    blk.activate(Activation {
+        mem: mem.clone(),
+        queues: vec![tq.queue()],
+        features: 0,
+        interrupt: Arc::new(NoIrq),
+        dma: crate::device::DmaNotify::new(Some(observer)),
+    })
+    .unwrap();
+    let mut r = Rig { mem, tq, blk };
+    assert_eq!(r.submit(T_IN, 0, Some(Desc::w(DATA, 4096))), (S_OK, 4097));
+    let seen = record.0.lock().unwrap().clone();
+    assert!(seen.contains(&(DATA, 4096)), "{seen:?}");
+    assert!(seen.contains(&(STATUS, 1)), "{seen:?}");
 }

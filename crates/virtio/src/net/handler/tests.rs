@@ -66,6 +66,7 @@ fn rig(features: u64) -> Rig {
         queues: vec![rx.queue(), tx.queue()],
         features,
         interrupt: Arc::new(NoIrq),
+        dma: Default::default(),
     })
     .unwrap();
     Rig {
