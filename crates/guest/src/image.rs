@@ -25,6 +25,10 @@ const CURRENT: &str = "current";
 /// Leftover `.build-*` directories older than this are from an interrupted
 /// prepare and are removed.
 const STALE_BUILD: Duration = Duration::from_secs(3600);
+/// Builds of other keys (older package versions or recipes) are removed
+/// once their manifest is older than this: a vessel of another version may
+/// still be booting from a younger one.
+const STALE_ENTRY: Duration = Duration::from_secs(24 * 3600);
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PrepareError {
     let path = path.to_path_buf();
@@ -262,24 +266,26 @@ fn set_current(guest_root: &Path, key: &str) -> Result<(), PrepareError> {
     fs::rename(&tmp, &path).map_err(io_err("cannot write", &path))
 }
 
-/// Removes builds of other keys and abandoned `.build-*` directories.
-/// Failures are ignored: this only saves disk space.
+/// Removes day-old builds of other keys and abandoned `.build-*`
+/// directories. Failures are ignored: this only saves disk space.
 fn remove_stale(guest_root: &Path, keep: &str) {
     let Ok(entries) = fs::read_dir(guest_root) else {
         return;
     };
+    let older_than = |p: &Path, limit: Duration| {
+        p.metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > limit)
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let old_build = name.starts_with(".build-")
-            && entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > STALE_BUILD);
-        let other_key = !name.starts_with('.') && name != keep && path.join(MANIFEST).is_file();
-        if old_build || other_key {
+        let old_build = name.starts_with(".build-") && older_than(&path, STALE_BUILD);
+        let old_key =
+            !name.starts_with('.') && name != keep && older_than(&path.join(MANIFEST), STALE_ENTRY);
+        if old_build || old_key {
             let _ = fs::remove_dir_all(&path);
         }
     }
@@ -411,14 +417,27 @@ mod tests {
     #[test]
     fn stale_entries_are_removed_but_the_kept_one_stays() {
         let root = tempfile::tempdir().unwrap();
-        for k in ["keep", "old"] {
+        for k in ["keep", "old", "recent"] {
             fs::create_dir(root.path().join(k)).unwrap();
             fs::write(root.path().join(k).join(MANIFEST), "x").unwrap();
+        }
+        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+        for k in ["keep", "old"] {
+            fs::File::options()
+                .write(true)
+                .open(root.path().join(k).join(MANIFEST))
+                .unwrap()
+                .set_modified(two_days_ago)
+                .unwrap();
         }
         fs::create_dir(root.path().join(".build-fresh")).unwrap();
         remove_stale(root.path(), "keep");
         assert!(root.path().join("keep").exists());
         assert!(!root.path().join("old").exists());
+        assert!(
+            root.path().join("recent").exists(),
+            "another version may be using it"
+        );
         assert!(root.path().join(".build-fresh").exists(), "a running build");
     }
 }
