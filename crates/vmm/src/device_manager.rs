@@ -40,6 +40,9 @@ impl IrqLine for GsiLine {
 pub struct DeviceManager {
     pub io: Arc<IoBus>,
     pub serial: Arc<Mutex<Serial>>,
+    /// The PCI host bridge and its config-space ports; PCI functions are
+    /// added to it before the guest runs.
+    pub pci: Arc<Mutex<PciRoot>>,
 }
 
 /// Console input into the UART.
@@ -70,6 +73,7 @@ impl DeviceManager {
         };
 
         let serial = Arc::new(Mutex::new(Serial::new(irq(ports::COM1_IRQ), output)));
+        let pci = Arc::new(Mutex::new(PciRoot::new()));
         let pio: Vec<(&'static str, u16, u16, SharedDevice)> = vec![
             ("serial", ports::COM1, 8, serial.clone()),
             (
@@ -91,12 +95,7 @@ impl DeviceManager {
                 4,
                 Arc::new(Mutex::new(DebugExit::new(control.clone()))),
             ),
-            (
-                "pci",
-                ports::PCI_CONFIG_ADDRESS,
-                8,
-                Arc::new(Mutex::new(PciRoot::new())),
-            ),
+            ("pci", ports::PCI_CONFIG_ADDRESS, 8, pci.clone()),
             (
                 "acpi-pm1a-evt",
                 ports::ACPI_PM1A_EVT,
@@ -134,6 +133,7 @@ impl DeviceManager {
         Ok(DeviceManager {
             io: Arc::new(io),
             serial,
+            pci,
         })
     }
 

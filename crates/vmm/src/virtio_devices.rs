@@ -15,10 +15,10 @@
 
 use crate::device_manager::DeviceManager;
 use crate::event_loop::{Action, EventLoop, EventLoopError, Source};
-use arch::layout::{mem, ports};
+use arch::layout::mem;
 use devices::pci::bar::BusOwner;
 use devices::pci::msix::{MsiSink, VmMsi};
-use devices::{BusError, PciDevice, PciError, PciRoot};
+use devices::{PciDevice, PciError};
 use hypervisor::Vm;
 use std::sync::{Arc, Mutex};
 use virtio::pci::{TransportError, BAR_SIZE};
@@ -59,8 +59,6 @@ pub enum VirtioError {
     Transport(#[from] TransportError),
     #[error("no room for another device on pci bus 0")]
     Pci(#[from] PciError),
-    #[error("cannot replace the pci configuration ports")]
-    PciPorts(#[source] BusError),
     #[error("the pci mmio window is full")]
     NoBarSpace,
     #[error("cannot start the device event loop")]
@@ -146,7 +144,7 @@ pub fn attach(
     let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(vm.clone()));
     let bus: Arc<dyn BusOwner> = dm.io.clone();
     let dma = virtio::device::DmaNotify::new(vm.dma_observer());
-    let mut root = PciRoot::new();
+    let mut root = dm.pci.lock().unwrap_or_else(|p| p.into_inner());
     let mut functions = Vec::new();
     for (i, dev) in made.into_iter().enumerate() {
         let offset = (i as u64)
@@ -166,15 +164,7 @@ pub fn attach(
         root.add_device(as_pci)?;
         functions.push(f);
     }
-    // The device manager built a root with only the host bridge; nothing
-    // has run yet, so swapping in one that also holds the virtio functions
-    // loses no state.
-    let port = u64::from(ports::PCI_CONFIG_ADDRESS);
-    dm.io.pio.remove(port).map_err(VirtioError::PciPorts)?;
-    dm.io
-        .pio
-        .insert(port, 8, Arc::new(Mutex::new(root)))
-        .map_err(VirtioError::PciPorts)?;
+    drop(root);
 
     let mut sources = Vec::new();
     for (index, fds) in event_sources {
