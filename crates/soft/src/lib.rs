@@ -74,7 +74,7 @@ impl Hypervisor for SoftHypervisor {
     }
 
     /// What the interpreter implements: an AMD-flavoured CPU with fpu tsc
-    /// msr pae cx8 apic sep pge cmov pat clflush fxsr sse sse2, cx16
+    /// msr pae cx8 apic sep pge cmov pat clflush mmx fxsr sse sse2, cx16
     /// popcnt, syscall nx rdtscp lm, lahf_lm abm, an invariant TSC and
     /// TSC_ADJUST, FXSAVE that always saves the x87 error pointers.
     ///
@@ -100,10 +100,12 @@ impl Hypervisor for SoftHypervisor {
             | (1 << 15)
             | (1 << 16)
             | (1 << 19)
+            | (1 << 23)
             | (1 << 24)
             | (1 << 25)
             | (1 << 26);
         let ecx1 = (1 << 13) | (1 << 23) | (1 << 31);
+        // The AMD leaf mirrors fpu..pge, mca cmov pat pse36, mmx fxsr.
         let edx81 = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29) | (edx1 & 0x0183_f3ff);
         let ecx81 = 1 | (1 << 5);
         let b1 = text(b"vessel soft x86-");

@@ -6,6 +6,7 @@
 pub mod alu;
 pub mod bits;
 pub mod flow;
+pub mod mmx;
 pub mod muldiv;
 pub mod ops;
 pub mod shift;
