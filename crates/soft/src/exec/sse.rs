@@ -2,8 +2,8 @@
 //! float logical operations, scalar and packed single/double arithmetic,
 //! conversions, (U)COMIS, MXCSR access and FXSAVE/FXRSTOR; the XMM operand
 //! access the SSE modules share. Instructions with an MMX register go to
-//! `mmx`; packed integer operations live in `sse2`. x87 arithmetic is not
-//! implemented.
+//! `mmx`; packed integer operations live in `sse2`; x87 arithmetic is in
+//! `x87`.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 

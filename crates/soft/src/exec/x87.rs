@@ -152,43 +152,119 @@ fn raise(f: &mut Fpu, s: Status, stack: bool) {
     }
 }
 
-fn to_bytes(v: F80) -> [u8; 10] {
-    let b = v.to_bits().to_le_bytes();
+const SIGN: u128 = 1 << 79;
+const INT_BIT: u128 = 1 << 63;
+const QUIET: u128 = 1 << 62;
+const SIG: u128 = u64::MAX as u128;
+const FSW_DE: u16 = 1 << 1;
+
+fn exponent(x: u128) -> u128 {
+    (x >> 64) & 0x7fff
+}
+
+/// Encodings the x87 rejects as operands (unnormals, pseudo-NaNs and
+/// pseudo-infinities): the integer bit clear with a nonzero exponent.
+fn unsupported(x: u128) -> bool {
+    exponent(x) != 0 && x & INT_BIT == 0
+}
+
+fn is_nan(x: u128) -> bool {
+    exponent(x) == 0x7fff && x & INT_BIT != 0 && x & (SIG >> 1) != 0
+}
+
+fn is_snan(x: u128) -> bool {
+    is_nan(x) && x & QUIET == 0
+}
+
+fn denormal(x: u128) -> bool {
+    exponent(x) == 0 && x & SIG != 0
+}
+
+fn f80(x: u128) -> F80 {
+    F80::from_bits(x)
+}
+
+/// The masked response to NaN or unsupported operands, if any: the
+/// indefinite for an unsupported one, else the quieted NaN the x87 picks
+/// (a QNaN over an SNaN, else the larger significand).
+fn nan_operands(f: &mut Fpu, a: u128, b: Option<u128>) -> Option<u128> {
+    let ops = [Some(a), b];
+    if ops.iter().flatten().any(|&x| unsupported(x)) {
+        raise(f, Status::INVALID_OP, false);
+        return Some(INDEFINITE);
+    }
+    if ops.iter().flatten().any(|&x| is_snan(x)) {
+        raise(f, Status::INVALID_OP, false);
+    }
+    match b {
+        _ if !is_nan(a) && !b.is_some_and(is_nan) => None,
+        None => Some(a | QUIET),
+        Some(b) if !is_nan(b) => Some(a | QUIET),
+        Some(b) if !is_nan(a) => Some(b | QUIET),
+        Some(b) => Some(match (is_snan(a), is_snan(b)) {
+            (true, false) => b,
+            (false, true) => a,
+            _ if b & SIG > a & SIG => b | QUIET,
+            _ => a | QUIET,
+        }),
+    }
+}
+
+fn note_denormals(f: &mut Fpu, xs: &[u128]) {
+    if xs.iter().any(|&x| denormal(x)) {
+        f.fsw |= FSW_DE;
+        if f.fcw & FSW_DE == 0 {
+            f.fsw |= FSW_ES | FSW_B;
+        }
+    }
+}
+
+/// Sets C1 when rounding made the result's magnitude larger than the
+/// truncated one (`exact_bits` is the result rounded toward zero).
+fn set_c1(f: &mut Fpu, status: Status, bits: u128, toward_zero_bits: u128) {
+    f.fsw &= !FSW_C1;
+    if status.contains(Status::INEXACT) && bits != toward_zero_bits {
+        f.fsw |= FSW_C1;
+    }
+}
+
+fn to_bytes(v: u128) -> [u8; 10] {
+    let b = v.to_le_bytes();
     let mut r = [0u8; 10];
     r.copy_from_slice(&b[..10]);
     r
 }
 
-fn from_bytes(b: &[u8]) -> F80 {
+fn from_bytes(b: &[u8]) -> u128 {
     let mut x = [0u8; 16];
     x[..10].copy_from_slice(&b[..10]);
-    F80::from_bits(u128::from_le_bytes(x))
+    u128::from_le_bytes(x)
 }
 
-/// ST(j); an empty register is a stack underflow and reads as the
-/// indefinite QNaN.
-fn st(f: &mut Fpu, j: usize) -> F80 {
+/// ST(j) as raw 80-bit bits; an empty register is a stack underflow and
+/// reads as the indefinite QNaN.
+fn st(f: &mut Fpu, j: usize) -> u128 {
     if !valid(f, j) {
         f.fsw &= !FSW_C1;
         raise(f, Status::INVALID_OP, true);
-        return F80::from_bits(INDEFINITE);
+        return INDEFINITE;
     }
     from_bytes(&f.st[j])
 }
 
-fn set_st(f: &mut Fpu, j: usize, v: F80) {
+fn set_st(f: &mut Fpu, j: usize, v: u128) {
     f.st[j][..10].copy_from_slice(&to_bytes(v));
     let phys = (top(f) + j) % 8;
     f.ftw |= 1 << phys;
 }
 
 /// Pushes `v`; a full stack is an overflow and pushes the indefinite.
-fn push(f: &mut Fpu, v: F80) {
+fn push(f: &mut Fpu, v: u128) {
     let t = (top(f) + 7) % 8;
     let v = if f.ftw >> t & 1 != 0 {
         f.fsw |= FSW_C1;
         raise(f, Status::INVALID_OP, true);
-        F80::from_bits(INDEFINITE)
+        INDEFINITE
     } else {
         v
     };
@@ -213,59 +289,121 @@ fn st_index(r: Register) -> Option<usize> {
     }
 }
 
-/// Reads a memory operand as an extended value (exact for every format).
-fn load(core: &mut Core, ins: &Instruction, i: u32) -> ExecResult<F80> {
+/// Widens a 32- or 64-bit float (`frac` fraction bits) to extended:
+/// exact, but an SNaN is quieted (invalid). Whether the source was a
+/// denormal is the second value (the caller decides on DE).
+fn widen(f: &mut Fpu, raw: u128, frac: u32, exp_bits: u32) -> (u128, bool) {
+    let sign = (raw >> (frac + exp_bits)) & 1;
+    let e = (raw >> frac) & ((1 << exp_bits) - 1);
+    let m = raw & ((1 << frac) - 1);
+    if e == (1 << exp_bits) - 1 && m != 0 {
+        if m >> (frac - 1) == 0 {
+            raise(f, Status::INVALID_OP, false);
+        }
+        let v = (sign << 79) | (0x7fffu128 << 64) | INT_BIT | QUIET | (m << (63 - frac));
+        return (v, false);
+    }
+    let mut lost = false;
+    let r: StatusAnd<F80> = if frac == 23 {
+        Single::from_bits(raw).convert(&mut lost)
+    } else {
+        Double::from_bits(raw).convert(&mut lost)
+    };
+    (r.value.to_bits(), e == 0 && m != 0)
+}
+
+/// Reads a memory operand as an extended value (exact for every format)
+/// and whether it was a 32/64-bit denormal.
+fn load(core: &mut Core, ins: &Instruction, i: u32) -> ExecResult<(u128, bool)> {
     let size = ins.memory_size();
     let n = size.size().min(10);
     let (s, off) = ops::mem_loc(core, ins, i);
     let mut b = [0u8; 16];
     core.read_seg_buf(s, off, &mut b[..n])?;
     let raw = u128::from_le_bytes(b);
-    let mut lost = false;
-    let r: StatusAnd<F80> = match size {
-        MemorySize::Float32 => Single::from_bits(raw).convert(&mut lost),
-        MemorySize::Float64 => Double::from_bits(raw).convert(&mut lost),
-        MemorySize::Float80 => Status::OK.and(F80::from_bits(raw)),
-        MemorySize::Int16 => F80::from_i128(i128::from(raw as u16 as i16)),
-        MemorySize::Int32 => F80::from_i128(i128::from(raw as u32 as i32)),
-        MemorySize::Int64 => F80::from_i128(i128::from(raw as u64 as i64)),
+    let f = &mut core.cpu.fpu;
+    let int = |v: i128| (F80::from_i128(v).value.to_bits(), false);
+    Ok(match size {
+        MemorySize::Float32 => widen(f, raw, 23, 8),
+        MemorySize::Float64 => widen(f, raw, 52, 11),
+        MemorySize::Float80 => (raw, false),
+        MemorySize::Int16 => int(i128::from(raw as u16 as i16)),
+        MemorySize::Int32 => int(i128::from(raw as u32 as i32)),
+        MemorySize::Int64 => int(i128::from(raw as u64 as i64)),
         _ => return Err(Stop::Unsupported),
-    };
-    raise(&mut core.cpu.fpu, r.status, false);
-    Ok(r.value)
+    })
 }
 
-/// Converts `v` to the memory operand's format and stores it.
-fn store(core: &mut Core, ins: &Instruction, v: F80) -> ExecResult {
-    let size = ins.memory_size();
-    let rc = round(&core.cpu.fpu);
+/// Narrows to a 32- or 64-bit float as FST does; returns the bits.
+fn narrow(f: &mut Fpu, v: u128, frac: u32, exp_bits: u32) -> u128 {
+    let sign = (v >> 79) & 1;
+    let top_bits = (sign << exp_bits) | ((1 << exp_bits) - 1);
+    if unsupported(v) {
+        // The negative QNaN indefinite of the narrow format.
+        raise(f, Status::INVALID_OP, false);
+        let indefinite = (1 << exp_bits) | ((1 << exp_bits) - 1);
+        return (indefinite << frac) | (1 << (frac - 1));
+    }
+    if is_nan(v) {
+        if is_snan(v) {
+            raise(f, Status::INVALID_OP, false);
+        }
+        let m = ((v & (SIG >> 1)) >> (63 - frac)) | (1 << (frac - 1));
+        return (top_bits << frac) | m;
+    }
+    note_denormals(f, &[v]);
+    let rc = round(f);
     let mut lost = false;
-    let (status, bits, n): (Status, u128, usize) = match size {
-        MemorySize::Float32 => {
-            let r: StatusAnd<Single> = v.convert_r(rc, &mut lost);
-            (r.status, r.value.to_bits(), 4)
-        }
-        MemorySize::Float64 => {
-            let r: StatusAnd<Double> = v.convert_r(rc, &mut lost);
-            (r.status, r.value.to_bits(), 8)
-        }
-        MemorySize::Float80 => (Status::OK, v.to_bits(), 10),
+    let (r, z) = if frac == 23 {
+        let r: StatusAnd<Single> = f80(v).convert_r(rc, &mut lost);
+        let z: StatusAnd<Single> = f80(v).convert_r(Round::TowardZero, &mut lost);
+        (r.map(|x| x.to_bits()), z.value.to_bits())
+    } else {
+        let r: StatusAnd<Double> = f80(v).convert_r(rc, &mut lost);
+        let z: StatusAnd<Double> = f80(v).convert_r(Round::TowardZero, &mut lost);
+        (r.map(|x| x.to_bits()), z.value.to_bits())
+    };
+    raise(f, r.status, false);
+    set_c1(f, r.status, r.value, z);
+    r.value
+}
+
+/// Converts `v` to the memory operand's format and stores it; the
+/// flags change only once the store is done.
+fn store(core: &mut Core, ins: &Instruction, v: u128) -> ExecResult {
+    let size = ins.memory_size();
+    let mut f = core.cpu.fpu;
+    let (bits, n): (u128, usize) = match size {
+        MemorySize::Float32 => (narrow(&mut f, v, 23, 8), 4),
+        MemorySize::Float64 => (narrow(&mut f, v, 52, 11), 8),
+        MemorySize::Float80 => (v, 10),
         MemorySize::Int16 | MemorySize::Int32 | MemorySize::Int64 => {
             let n = size.size();
-            let mut exact = false;
-            let r = v.to_i128_r(8 * n, rc, &mut exact);
-            if r.status.contains(Status::INVALID_OP) {
-                // NaN or out of range: the integer indefinite.
-                (Status::INVALID_OP, 1u128 << (8 * n - 1), n)
+            let indefinite = 1u128 << (8 * n - 1);
+            if unsupported(v) || exponent(v) == 0x7fff {
+                raise(&mut f, Status::INVALID_OP, false);
+                (indefinite, n)
             } else {
-                (r.status, r.value as u128, n)
+                note_denormals(&mut f, &[v]);
+                let rc = round(&f);
+                let mut exact = false;
+                let r = f80(v).to_i128_r(8 * n, rc, &mut exact);
+                let z = f80(v).to_i128_r(8 * n, Round::TowardZero, &mut exact);
+                if r.status.contains(Status::INVALID_OP) {
+                    raise(&mut f, Status::INVALID_OP, false);
+                    (indefinite, n)
+                } else {
+                    raise(&mut f, r.status, false);
+                    set_c1(&mut f, r.status, r.value as u128, z.value as u128);
+                    (r.value as u128 & ((1u128 << (8 * n)) - 1), n)
+                }
             }
         }
         _ => return Err(Stop::Unsupported),
     };
     let (s, off) = ops::mem_loc(core, ins, 0);
     core.write_seg_buf(s, off, &bits.to_le_bytes()[..n])?;
-    raise(&mut core.cpu.fpu, status, false);
+    core.cpu.fpu = f;
     Ok(())
 }
 
@@ -281,14 +419,64 @@ fn arith(m: Mnemonic, a: F80, b: F80, rc: Round) -> StatusAnd<F80> {
     }
 }
 
+/// One of the four operations on raw extended values with the x87's
+/// masked responses: NaN and unsupported operands, the indefinite for an
+/// invalid operation, DE for denormal operands, C1 for rounding up.
+fn compute(f: &mut Fpu, m: Mnemonic, a: u128, b: u128, b_denormal: bool) -> u128 {
+    // NaN and unsupported operands take precedence over DE.
+    if let Some(r) = nan_operands(f, a, Some(b)) {
+        return r;
+    }
+    note_denormals(f, &[a, b, u128::from(b_denormal)]);
+    let r = arith(m, f80(a), f80(b), round(f));
+    if r.status.contains(Status::INVALID_OP) {
+        raise(f, Status::INVALID_OP, false);
+        return INDEFINITE;
+    }
+    let z = arith(m, f80(a), f80(b), Round::TowardZero);
+    raise(f, r.status, false);
+    let bits = r.value.to_bits();
+    set_c1(f, r.status, bits, z.value.to_bits());
+    bits
+}
+
 /// Compares for FCOM*/FUCOM*/FCOMI*: `None` when unordered. FCOM forms
 /// signal invalid for any NaN, FUCOM forms only for a signaling one.
-fn compare(f: &mut Fpu, a: F80, b: F80, ordered: bool) -> Option<Ordering> {
-    let r = a.partial_cmp(&b);
-    if r.is_none() && (ordered || a.is_signaling() || b.is_signaling()) {
+fn compare(f: &mut Fpu, a: u128, b: u128, b_denormal: bool, ordered: bool) -> Option<Ordering> {
+    if unsupported(a) || unsupported(b) {
         raise(f, Status::INVALID_OP, false);
+        return None;
     }
-    r
+    if is_nan(a) || is_nan(b) {
+        if ordered || is_snan(a) || is_snan(b) {
+            raise(f, Status::INVALID_OP, false);
+        }
+        return None;
+    }
+    note_denormals(f, &[a, b, u128::from(b_denormal)]);
+    f80(a).partial_cmp(&f80(b))
+}
+
+/// Checks the registers an operation reads: if one is empty, FSW goes
+/// back to `saved` (dropping flags a memory operand's conversion set)
+/// with a stack underflow (IE, SF, C1 clear) added, and the operation
+/// is not carried out.
+fn underflow(f: &mut Fpu, saved: u16, regs: &[Option<usize>]) -> bool {
+    if regs.iter().flatten().all(|&j| valid(f, j)) {
+        return false;
+    }
+    f.fsw = saved & !FSW_C1;
+    raise(f, Status::INVALID_OP, true);
+    true
+}
+
+/// The other ST register operand of a register form (ST(1) if none).
+fn other_st(ins: &Instruction) -> usize {
+    (0..ins.op_count())
+        .filter(|&i| ins.op_kind(i) == OpKind::Register)
+        .filter_map(|i| st_index(ins.op_register(i)))
+        .max()
+        .unwrap_or(1)
 }
 
 /// Executes an x87 instruction [`handles`] names.
@@ -298,13 +486,19 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     let mem = (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory);
     match m {
         M::Fld | M::Fild => {
-            let v = if mem {
+            let saved = core.cpu.fpu.fsw;
+            let (v, den) = if mem {
                 load(core, ins, 0)?
             } else {
-                let j = st_index(ins.op_register(0)).unwrap_or(0);
-                st(&mut core.cpu.fpu, j)
+                (st(&mut core.cpu.fpu, other_st(ins)), false)
             };
             let f = &mut core.cpu.fpu;
+            if valid(f, 7) {
+                // Stack overflow: only its own flags (push sets them).
+                f.fsw = saved;
+            } else if den {
+                note_denormals(f, &[1]);
+            }
             f.fsw &= !FSW_C1;
             push(f, v);
         }
@@ -312,24 +506,25 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             let f = &mut core.cpu.fpu;
             f.fsw &= !FSW_C1;
             let v = if m == M::Fld1 {
-                F80::from_u128(1).value
+                F80::from_u128(1).value.to_bits()
             } else {
-                F80::ZERO
+                0
             };
             push(f, v);
         }
         M::Fst | M::Fstp | M::Fist | M::Fistp => {
-            let v = st(&mut core.cpu.fpu, 0);
+            let mut v = st(&mut core.cpu.fpu, 0);
+            core.cpu.fpu.fsw &= !FSW_C1;
             if mem {
                 store(core, ins, v)?;
             } else {
-                let j = st_index(ins.op_register(0)).unwrap_or(0);
-                set_st(&mut core.cpu.fpu, j, v);
+                if !valid(&core.cpu.fpu, 0) {
+                    v = INDEFINITE;
+                }
+                set_st(&mut core.cpu.fpu, other_st(ins), v);
             }
-            let f = &mut core.cpu.fpu;
-            f.fsw &= !FSW_C1;
             if matches!(m, M::Fstp | M::Fistp) {
-                pop(f);
+                pop(&mut core.cpu.fpu);
             }
         }
         M::Fadd
@@ -352,30 +547,30 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         | M::Fidivr => {
             // Memory forms: ST(0) = ST(0) op m. Register forms: the first
             // operand is both destination and left operand.
-            let (dst, a, b) = if mem {
-                let b = load(core, ins, 0)?;
-                (0, st(&mut core.cpu.fpu, 0), b)
+            let saved = core.cpu.fpu.fsw;
+            let (dst, src, (b, den)) = if mem {
+                (0, None, load(core, ins, 0)?)
             } else {
                 let d = st_index(ins.op_register(0)).unwrap_or(0);
                 let s = st_index(ins.op_register(1)).unwrap_or(0);
-                let f = &mut core.cpu.fpu;
-                let a = st(f, d);
-                (d, a, st(f, s))
+                (d, Some(s), (0, false))
             };
             let f = &mut core.cpu.fpu;
-            let r = arith(m, a, b, round(f));
-            raise(f, r.status, false);
             f.fsw &= !FSW_C1;
-            set_st(f, dst, r.value);
+            let r = if underflow(f, saved, &[Some(dst), src]) {
+                INDEFINITE
+            } else {
+                let a = st(f, dst);
+                let b = src.map_or(b, |s| st(f, s));
+                compute(f, m, a, b, den)
+            };
+            set_st(f, dst, r);
             if matches!(m, M::Faddp | M::Fsubp | M::Fsubrp | M::Fmulp | M::Fdivp | M::Fdivrp) {
                 pop(f);
             }
         }
         M::Fxch => {
-            let j = (0..ins.op_count())
-                .filter_map(|i| st_index(ins.op_register(i)))
-                .max()
-                .unwrap_or(1);
+            let j = other_st(ins);
             let f = &mut core.cpu.fpu;
             let a = st(f, 0);
             let b = st(f, j);
@@ -383,28 +578,49 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             set_st(f, j, a);
             f.fsw &= !FSW_C1;
         }
-        M::Fchs | M::Fabs | M::Frndint => {
+        M::Fchs | M::Fabs => {
             let f = &mut core.cpu.fpu;
-            let a = st(f, 0);
-            let v = match m {
-                M::Fchs => -a,
-                M::Fabs => a.abs(),
-                _ => {
-                    let r = a.round_to_integral(round(f));
-                    raise(f, r.status, false);
-                    r.value
+            f.fsw &= !FSW_C1;
+            let v = if underflow(f, f.fsw, &[Some(0)]) {
+                INDEFINITE
+            } else {
+                let a = st(f, 0);
+                if m == M::Fchs {
+                    a ^ SIGN
+                } else {
+                    a & !SIGN
                 }
             };
+            set_st(f, 0, v);
+        }
+        M::Frndint => {
+            let f = &mut core.cpu.fpu;
             f.fsw &= !FSW_C1;
+            let a = st(f, 0);
+            let v = match nan_operands(f, a, None) {
+                Some(v) => v,
+                None => {
+                    note_denormals(f, &[a]);
+                    let r = f80(a).round_to_integral(round(f));
+                    let z = f80(a).round_to_integral(Round::TowardZero);
+                    raise(f, r.status, false);
+                    let bits = r.value.to_bits();
+                    set_c1(f, r.status, bits & !SIGN, z.value.to_bits() & !SIGN);
+                    bits
+                }
+            };
             set_st(f, 0, v);
         }
         M::Fcomi | M::Fcomip | M::Fucomi | M::Fucomip => {
-            let j = st_index(ins.op_register(1)).unwrap_or(1);
+            let j = other_st(ins);
             let f = &mut core.cpu.fpu;
-            let a = st(f, 0);
-            let b = st(f, j);
-            let ord = compare(f, a, b, matches!(m, M::Fcomi | M::Fcomip));
-            f.fsw &= !FSW_C1;
+            let ord = if underflow(f, f.fsw, &[Some(0), Some(j)]) {
+                None
+            } else {
+                let a = st(f, 0);
+                let b = st(f, j);
+                compare(f, a, b, false, matches!(m, M::Fcomi | M::Fcomip))
+            };
             if matches!(m, M::Fcomip | M::Fucomip) {
                 pop(f);
             }
@@ -418,21 +634,24 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             core.cpu.flags.set_arith(old | fl);
         }
         M::Fcom | M::Fcomp | M::Fcompp | M::Fucom | M::Fucomp | M::Fucompp | M::Ftst => {
-            let b = if mem {
-                load(core, ins, 0)?
+            let saved = core.cpu.fpu.fsw;
+            let (src, (b, den)) = if mem {
+                (None, load(core, ins, 0)?)
             } else if m == M::Ftst {
-                F80::ZERO
+                (None, (0, false))
             } else {
-                let j = (0..ins.op_count())
-                    .filter_map(|i| st_index(ins.op_register(i)))
-                    .max()
-                    .unwrap_or(1);
-                st(&mut core.cpu.fpu, j)
+                (Some(other_st(ins)), (0, false))
             };
             let f = &mut core.cpu.fpu;
-            let a = st(f, 0);
             let ordered = !matches!(m, M::Fucom | M::Fucomp | M::Fucompp);
-            let cc = match compare(f, a, b, ordered) {
+            let ord = if underflow(f, saved, &[Some(0), src]) {
+                None
+            } else {
+                let a = st(f, 0);
+                let b = src.map_or(b, |s| st(f, s));
+                compare(f, a, b, den, ordered)
+            };
+            let cc = match ord {
                 None => FSW_C3 | FSW_C2 | FSW_C0,
                 Some(Ordering::Less) => FSW_C0,
                 Some(Ordering::Equal) => FSW_C3,
@@ -455,16 +674,15 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
 mod tests {
     use super::*;
 
-    fn f64_of(v: F80) -> f64 {
+    fn f64_of(v: u128) -> f64 {
         let mut lost = false;
-        let d: StatusAnd<Double> = v.convert(&mut lost);
+        let d: StatusAnd<Double> = f80(v).convert(&mut lost);
         f64::from_bits(d.value.to_bits() as u64)
     }
 
-    fn of_f64(x: f64) -> F80 {
-        let mut lost = false;
-        let r: StatusAnd<F80> = Double::from_bits(u128::from(x.to_bits())).convert(&mut lost);
-        r.value
+    fn of_f64(x: f64) -> u128 {
+        let mut f = Fpu::default();
+        widen(&mut f, u128::from(x.to_bits()), 52, 11).0
     }
 
     #[test]
@@ -482,7 +700,7 @@ mod tests {
         assert_eq!(f.fsw & FSW_IE, 0);
         // ST(1) is empty now: reading it underflows to the indefinite.
         let v = st(&mut f, 1);
-        assert!(v.is_nan());
+        assert_eq!(v, INDEFINITE);
         assert_eq!(f.fsw & (FSW_IE | FSW_SF), FSW_IE | FSW_SF);
     }
 
@@ -491,10 +709,26 @@ mod tests {
         // 1 + 2^-60 is exact in 64 bits of significand, not in 53.
         let one = of_f64(1.0);
         let tiny = of_f64(2f64.powi(-60));
-        let r = arith(Mnemonic::Fadd, one, tiny, Round::NearestTiesToEven);
-        assert_eq!(r.value.to_bits() & 0xffff_ffff_ffff_ffff, (1 << 63) | 8);
+        let mut f = Fpu::default();
+        let r = compute(&mut f, Mnemonic::Fadd, one, tiny, false);
+        assert_eq!(r & SIG, (1 << 63) | 8);
         assert_eq!(to_bytes(one), [0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f]);
-        let r = arith(Mnemonic::Fdivr, of_f64(3.0), one, Round::NearestTiesToEven);
-        assert!(r.status.contains(Status::INEXACT));
+        let r = compute(&mut f, Mnemonic::Fdivr, of_f64(3.0), one, false);
+        assert_eq!(f64_of(r), 1.0 / 3.0);
+        assert_eq!(f.fsw & (1 << 5), 1 << 5);
+        // 0/0 is invalid: the indefinite.
+        assert_eq!(compute(&mut f, Mnemonic::Fdiv, 0, 0, false), INDEFINITE);
+    }
+
+    #[test]
+    fn nan_operands_follow_the_x87() {
+        let mut f = Fpu::default();
+        let q = (0x7fffu128 << 64) | INT_BIT | QUIET | 5;
+        let s = (0x7fffu128 << 64) | INT_BIT | 9;
+        assert_eq!(nan_operands(&mut f, q, Some(s)), Some(q));
+        assert_eq!(nan_operands(&mut f, s, Some(0)), Some(s | QUIET));
+        assert_eq!(f.fsw & FSW_IE, FSW_IE);
+        // An unnormal is unsupported: the indefinite.
+        assert_eq!(nan_operands(&mut f, 1u128 << 64, Some(0)), Some(INDEFINITE));
     }
 }

@@ -447,6 +447,58 @@ pub const FORMS: &[Code] = &[
     Code::Pextrw_r32_mm_imm8,
     Code::Pinsrw_mm_r32m16_imm8,
     Code::Emms,
+    // x87 arithmetic.
+    Code::Fld_m32fp,
+    Code::Fld_m64fp,
+    Code::Fld_m80fp,
+    Code::Fld_sti,
+    Code::Fild_m16int,
+    Code::Fild_m32int,
+    Code::Fild_m64int,
+    Code::Fst_m32fp,
+    Code::Fst_m64fp,
+    Code::Fstp_m64fp,
+    Code::Fstp_m80fp,
+    Code::Fstp_sti,
+    Code::Fist_m32int,
+    Code::Fistp_m64int,
+    Code::Fistp_m16int,
+    Code::Fld1,
+    Code::Fldz,
+    Code::Fadd_m64fp,
+    Code::Fadd_st0_sti,
+    Code::Fadd_sti_st0,
+    Code::Faddp_sti_st0,
+    Code::Fsub_m32fp,
+    Code::Fsub_st0_sti,
+    Code::Fsubp_sti_st0,
+    Code::Fsubr_m64fp,
+    Code::Fsubrp_sti_st0,
+    Code::Fmul_m64fp,
+    Code::Fmul_st0_sti,
+    Code::Fmulp_sti_st0,
+    Code::Fdiv_m64fp,
+    Code::Fdiv_st0_sti,
+    Code::Fdivp_sti_st0,
+    Code::Fdivr_m32fp,
+    Code::Fdivrp_sti_st0,
+    Code::Fiadd_m32int,
+    Code::Fimul_m16int,
+    Code::Fxch_st0_sti,
+    Code::Fchs,
+    Code::Fabs,
+    Code::Frndint,
+    Code::Fcomi_st0_sti,
+    Code::Fcomip_st0_sti,
+    Code::Fucomi_st0_sti,
+    Code::Fucomip_st0_sti,
+    Code::Fcom_m64fp,
+    Code::Fcomp_st0_sti,
+    Code::Fucom_st0_sti,
+    Code::Fucompp,
+    Code::Fcompp,
+    Code::Ftst,
+    Code::Fnstsw_AX,
 ];
 
 const P64: &[R] = &[
@@ -614,6 +666,19 @@ fn operand(rng: &mut Rng, k: K) -> Option<Op> {
             }
         }
         K::mm_reg | K::mm_rm => Op::Reg(mm(rng)),
+        K::st0 => Op::Reg(R::ST0),
+        K::sti_opcode => Op::Reg(
+            [
+                R::ST0,
+                R::ST1,
+                R::ST2,
+                R::ST3,
+                R::ST4,
+                R::ST5,
+                R::ST6,
+                R::ST7,
+            ][rng.below(8) as usize],
+        ),
         K::mem => Op::Mem(mem(rng)),
         K::r8_reg | K::r8_opcode => Op::Reg(pick(rng, P8)),
         K::r16_reg | K::r16_opcode | K::r16_rm => Op::Reg(pick(rng, P16)),
@@ -832,7 +897,8 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         code.extend_from_slice(&b);
     }
     // Then a known x87/MMX state: FNINIT, MM0-7 from the stack page, and
-    // sometimes EMMS so the first MMX instruction finds the tags empty.
+    // in one case in two EMMS, so the first MMX instruction finds the tags
+    // empty and x87 loads find room on the stack.
     code.extend_from_slice(&[0xdb, 0xe3]);
     rip += 2;
     for i in 0..8u32 {
@@ -856,7 +922,7 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         rip += b.len() as u64;
         code.extend_from_slice(&b);
     }
-    if rng.below(4) == 0 {
+    if rng.below(2) == 0 {
         code.extend_from_slice(&[0x0f, 0x77]);
         rip += 2;
     }

@@ -207,12 +207,20 @@ pub fn outcome(
         data,
         stack,
         xmm: fpu.xmm.to_vec(),
+        // Only registers tagged valid: where an empty register's bytes sit
+        // in the saved image is the host's business (after EMMS with TOP
+        // not 0 this host's image is rotated from the FXSAVE order), and
+        // no x87 instruction reads them.
         st: fpu
             .st
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(j, r)| {
+                let phys = (usize::from((fpu.fsw >> 11) & 7) + j) % 8;
                 let mut v = [0u8; 10];
-                v.copy_from_slice(&r[..10]);
+                if fpu.ftw >> phys & 1 != 0 {
+                    v.copy_from_slice(&r[..10]);
+                }
                 v
             })
             .collect(),
