@@ -5,9 +5,9 @@
 //! MMi is the 64-bit mantissa of the x87 physical register Ri. The engine
 //! keeps x87 registers in FXSAVE order (ST(0) first, i.e. physical
 //! register (TOP + i) mod 8 at index i), so an MMX instruction reads Ri at
-//! index (i - TOP) mod 8. Every MMX instruction but EMMS then enters MMX
-//! state: TOP becomes 0 (the array rotates so index i holds Ri) and the
-//! tag word marks all registers valid. A register write also sets the
+//! index (i - TOP) mod 8. Every MMX instruction then sets TOP to 0 (the
+//! array rotates so index i holds Ri) and the tag word to all valid, or
+//! all empty for EMMS. A register write also sets the
 //! exponent bits (79:64) of Ri to all ones. All operand reads and memory
 //! writes happen before that, so a faulting instruction changes nothing.
 //!
@@ -148,9 +148,11 @@ fn dst(core: &mut Core, ins: &Instruction, i: u32, v: u64, bytes: usize) -> Exec
     }
 }
 
-/// EMMS: every x87 register becomes empty.
+/// EMMS: every x87 register becomes empty and, as for the other MMX
+/// instructions, TOP becomes 0 (SDM vol. 1, table 9-2).
 pub(super) fn emms(core: &mut Core) -> ExecResult {
     check(core)?;
+    enter(&mut core.cpu.fpu);
     core.cpu.fpu.ftw = 0;
     Ok(())
 }

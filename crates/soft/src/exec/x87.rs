@@ -121,7 +121,7 @@ fn set_top(f: &mut Fpu, t: usize) {
 
 /// Whether ST(j) holds a value (abridged tag of its physical register).
 fn valid(f: &Fpu, j: usize) -> bool {
-    f.ftw >> ((top(f) + j) % 8) & 1 != 0
+    (f.ftw >> ((top(f) + j) % 8)) & 1 != 0
 }
 
 /// Records exception flags `s` (and SF for a stack fault); unmasked ones
@@ -261,7 +261,7 @@ fn set_st(f: &mut Fpu, j: usize, v: u128) {
 /// Pushes `v`; a full stack is an overflow and pushes the indefinite.
 fn push(f: &mut Fpu, v: u128) {
     let t = (top(f) + 7) % 8;
-    let v = if f.ftw >> t & 1 != 0 {
+    let v = if (f.ftw >> t) & 1 != 0 {
         f.fsw |= FSW_C1;
         raise(f, Status::INVALID_OP, true);
         INDEFINITE
