@@ -290,17 +290,15 @@ fn st_index(r: Register) -> Option<usize> {
 }
 
 /// Widens a 32- or 64-bit float (`frac` fraction bits) to extended:
-/// exact, but an SNaN is quieted (invalid). Whether the source was a
-/// denormal is the second value (the caller decides on DE).
-fn widen(f: &mut Fpu, raw: u128, frac: u32, exp_bits: u32) -> (u128, bool) {
+/// exact, NaNs keep their payload and kind (the caller quiets an SNaN
+/// and decides on IE), and whether the source was a denormal is the
+/// second value (the caller decides on DE).
+fn widen(raw: u128, frac: u32, exp_bits: u32) -> (u128, bool) {
     let sign = (raw >> (frac + exp_bits)) & 1;
     let e = (raw >> frac) & ((1 << exp_bits) - 1);
     let m = raw & ((1 << frac) - 1);
     if e == (1 << exp_bits) - 1 && m != 0 {
-        if m >> (frac - 1) == 0 {
-            raise(f, Status::INVALID_OP, false);
-        }
-        let v = (sign << 79) | (0x7fffu128 << 64) | INT_BIT | QUIET | (m << (63 - frac));
+        let v = (sign << 79) | (0x7fffu128 << 64) | INT_BIT | (m << (63 - frac));
         return (v, false);
     }
     let mut lost = false;
@@ -321,11 +319,10 @@ fn load(core: &mut Core, ins: &Instruction, i: u32) -> ExecResult<(u128, bool)> 
     let mut b = [0u8; 16];
     core.read_seg_buf(s, off, &mut b[..n])?;
     let raw = u128::from_le_bytes(b);
-    let f = &mut core.cpu.fpu;
     let int = |v: i128| (F80::from_i128(v).value.to_bits(), false);
     Ok(match size {
-        MemorySize::Float32 => widen(f, raw, 23, 8),
-        MemorySize::Float64 => widen(f, raw, 52, 11),
+        MemorySize::Float32 => widen(raw, 23, 8),
+        MemorySize::Float64 => widen(raw, 52, 11),
         MemorySize::Float80 => (raw, false),
         MemorySize::Int16 => int(i128::from(raw as u16 as i16)),
         MemorySize::Int32 => int(i128::from(raw as u32 as i32)),
@@ -384,7 +381,6 @@ fn store(core: &mut Core, ins: &Instruction, v: u128) -> ExecResult {
                 raise(&mut f, Status::INVALID_OP, false);
                 (indefinite, n)
             } else {
-                note_denormals(&mut f, &[v]);
                 let rc = round(&f);
                 let mut exact = false;
                 let r = f80(v).to_i128_r(8 * n, rc, &mut exact);
@@ -487,20 +483,36 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     match m {
         M::Fld | M::Fild => {
             let saved = core.cpu.fpu.fsw;
-            let (v, den) = if mem {
-                load(core, ins, 0)?
+            let (mut v, den, empty) = if mem {
+                let (v, den) = load(core, ins, 0)?;
+                (v, den, false)
             } else {
-                (st(&mut core.cpu.fpu, other_st(ins)), false)
+                let j = other_st(ins);
+                let empty = !valid(&core.cpu.fpu, j);
+                (st(&mut core.cpu.fpu, j), false, empty)
             };
             let f = &mut core.cpu.fpu;
+            let narrow = matches!(ins.memory_size(), MemorySize::Float32 | MemorySize::Float64);
             if valid(f, 7) {
-                // Stack overflow: only its own flags (push sets them).
-                f.fsw = saved;
-            } else if den {
-                note_denormals(f, &[1]);
+                // Stack overflow: only its own flags (push sets them), or
+                // the underflow of an empty source.
+                if !empty {
+                    f.fsw = saved;
+                }
+            } else {
+                if den {
+                    note_denormals(f, &[1]);
+                }
+                if mem && narrow && is_snan(v) {
+                    raise(f, Status::INVALID_OP, false);
+                    v |= QUIET;
+                }
             }
             f.fsw &= !FSW_C1;
             push(f, v);
+            if empty {
+                f.fsw &= !FSW_C1;
+            }
         }
         M::Fld1 | M::Fldz => {
             let f = &mut core.cpu.fpu;
@@ -681,8 +693,7 @@ mod tests {
     }
 
     fn of_f64(x: f64) -> u128 {
-        let mut f = Fpu::default();
-        widen(&mut f, u128::from(x.to_bits()), 52, 11).0
+        widen(u128::from(x.to_bits()), 52, 11).0
     }
 
     #[test]
