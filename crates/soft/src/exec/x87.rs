@@ -348,7 +348,7 @@ fn narrow(f: &mut Fpu, v: u128, frac: u32, exp_bits: u32) -> u128 {
         let m = ((v & (SIG >> 1)) >> (63 - frac)) | (1 << (frac - 1));
         return (top_bits << frac) | m;
     }
-    note_denormals(f, &[v]);
+    // A denormal source flags no DE here (UE/PE say what happened).
     let rc = round(f);
     let mut lost = false;
     let (r, z) = if frac == 23 {
@@ -423,7 +423,15 @@ fn compute(f: &mut Fpu, m: Mnemonic, a: u128, b: u128, b_denormal: bool) -> u128
     if let Some(r) = nan_operands(f, a, Some(b)) {
         return r;
     }
-    note_denormals(f, &[a, b, u128::from(b_denormal)]);
+    // Division by zero reports ZE alone, even with a denormal dividend.
+    let divisor = match m {
+        Mnemonic::Fdivr | Mnemonic::Fdivrp | Mnemonic::Fidivr => a,
+        Mnemonic::Fdiv | Mnemonic::Fdivp | Mnemonic::Fidiv => b,
+        _ => 1,
+    };
+    if divisor & !SIGN != 0 {
+        note_denormals(f, &[a, b, u128::from(b_denormal)]);
+    }
     let r = arith(m, f80(a), f80(b), round(f));
     if r.status.contains(Status::INVALID_OP) {
         raise(f, Status::INVALID_OP, false);
