@@ -235,9 +235,11 @@ mod tests {
 
     #[test]
     fn registers_follow_top() {
-        let mut f = Fpu::default();
         // TOP = 3: ST(0) is R3, so R0 sits at index 5.
-        f.fsw = 3 << 11;
+        let mut f = Fpu {
+            fsw: 3 << 11,
+            ..Default::default()
+        };
         f.st[5][..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
         assert_eq!(mm_read(&f, 0), 0x1122_3344_5566_7788);
         enter(&mut f);
@@ -253,7 +255,10 @@ mod tests {
         use Mnemonic as M;
         let a: u128 = 0x0004_0003_0002_0001;
         let b: u128 = 0x0008_0007_0006_0005;
-        assert_eq!(packed_int(M::Packuswb, a, b, 64), Some(0x0807_0605_0403_0201));
+        assert_eq!(
+            packed_int(M::Packuswb, a, b, 64),
+            Some(0x0807_0605_0403_0201)
+        );
         assert_eq!(
             packed_int(M::Punpckhwd, a, b, 64),
             Some(0x0008_0004_0007_0003)

@@ -585,7 +585,10 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 compute(f, m, a, b, den)
             };
             set_st(f, dst, r);
-            if matches!(m, M::Faddp | M::Fsubp | M::Fsubrp | M::Fmulp | M::Fdivp | M::Fdivrp) {
+            if matches!(
+                m,
+                M::Faddp | M::Fsubp | M::Fsubrp | M::Fmulp | M::Fdivp | M::Fdivrp
+            ) {
                 pop(f);
             }
         }
