@@ -105,7 +105,8 @@ impl Hypervisor for SoftHypervisor {
             | (1 << 25)
             | (1 << 26);
         let ecx1 = (1 << 13) | (1 << 23) | (1 << 31);
-        // The AMD leaf mirrors fpu..pge, mca cmov pat pse36, mmx fxsr.
+        // The AMD leaf mirrors bits 0-9 (fpu..apic), 12-17 (mtrr..pse36),
+        // 23 (mmx) and 24 (fxsr) of leaf 1.
         let edx81 = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29) | (edx1 & 0x0183_f3ff);
         let ecx81 = 1 | (1 << 5);
         let b1 = text(b"vessel soft x86-");
@@ -141,5 +142,22 @@ impl Hypervisor for SoftHypervisor {
 
     fn create_vm(&self) -> Result<Box<dyn Vm>> {
         Ok(Box::new(SoftVm::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// glibc's x86-64 baseline needs MMX in both CPUID leaves.
+    #[test]
+    fn advertises_mmx() {
+        let leaves = SoftHypervisor::new()
+            .supported_cpuid()
+            .expect("static table");
+        for f in [1, 0x8000_0001] {
+            let e = leaves.iter().find(|e| e.function == f).expect("leaf");
+            assert_ne!(e.edx & (1 << 23), 0, "leaf {f:#x}");
+        }
     }
 }
