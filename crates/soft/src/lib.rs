@@ -74,7 +74,7 @@ impl Hypervisor for SoftHypervisor {
     }
 
     /// What the interpreter implements: an AMD-flavoured CPU with fpu tsc
-    /// msr pae cx8 apic sep pge cmov pat clflush fxsr sse sse2, cx16
+    /// msr pae cx8 apic sep pge cmov pat clflush mmx fxsr sse sse2, cx16
     /// popcnt, syscall nx rdtscp lm, lahf_lm abm, an invariant TSC and
     /// TSC_ADJUST, FXSAVE that always saves the x87 error pointers.
     ///
@@ -100,10 +100,13 @@ impl Hypervisor for SoftHypervisor {
             | (1 << 15)
             | (1 << 16)
             | (1 << 19)
+            | (1 << 23)
             | (1 << 24)
             | (1 << 25)
             | (1 << 26);
         let ecx1 = (1 << 13) | (1 << 23) | (1 << 31);
+        // The AMD leaf mirrors bits 0-9 (fpu..apic), 12-17 (mtrr..pse36),
+        // 23 (mmx) and 24 (fxsr) of leaf 1.
         let edx81 = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29) | (edx1 & 0x0183_f3ff);
         let ecx81 = 1 | (1 << 5);
         let b1 = text(b"vessel soft x86-");
@@ -139,5 +142,22 @@ impl Hypervisor for SoftHypervisor {
 
     fn create_vm(&self) -> Result<Box<dyn Vm>> {
         Ok(Box::new(SoftVm::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// glibc's x86-64 baseline needs MMX in both CPUID leaves.
+    #[test]
+    fn advertises_mmx() {
+        let leaves = SoftHypervisor::new()
+            .supported_cpuid()
+            .expect("static table");
+        for f in [1, 0x8000_0001] {
+            let e = leaves.iter().find(|e| e.function == f).expect("leaf");
+            assert_ne!(e.edx & (1 << 23), 0, "leaf {f:#x}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Differential test of the soft engine against the real CPU: random
 //! snippets from a table of instruction forms run at CPL3 under KVM
 //! (native on this machine) and under the soft engine; registers, defined
-//! flags, exceptions (vector, error code, faulting RIP, CR2) and the
-//! memory touched must match.
+//! flags, exceptions (vector, error code, faulting RIP, CR2), XMM and
+//! x87/MMX registers with the x87 tag and status words, and the memory
+//! touched must match.
 //!
 //! `DIFFTEST_SNIPPETS` (default 20000) and `DIFFTEST_SEED` override the
 //! count and seed; e.g. a long run:
@@ -93,6 +94,17 @@ fn report_diff(w: &difftest::machine::Outcome, g: &difftest::machine::Outcome) {
         if w.xmm[i] != g.xmm[i] {
             eprintln!("  xmm{i}: cpu {:x?} soft {:x?}", w.xmm[i], g.xmm[i]);
         }
+    }
+    for i in 0..8 {
+        if w.st[i] != g.st[i] {
+            eprintln!("  st{i}: cpu {:x?} soft {:x?}", w.st[i], g.st[i]);
+        }
+    }
+    if (w.ftw, w.fsw) != (g.ftw, g.fsw) {
+        eprintln!(
+            "  ftw/fsw: cpu {:#x}/{:#x} soft {:#x}/{:#x}",
+            w.ftw, w.fsw, g.ftw, g.fsw
+        );
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod alu;
 pub mod bits;
 pub mod flow;
+pub mod mmx;
 pub mod muldiv;
 pub mod ops;
 pub mod shift;
@@ -13,6 +14,7 @@ pub mod sse;
 pub mod sse2;
 pub mod string;
 pub mod system;
+pub mod x87;
 
 use iced_x86::{Code, Instruction, Mnemonic};
 
@@ -304,6 +306,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Iretd
         | M::Iretq
         | M::Retf => system::exec(core, ins, m),
+        _ if x87::handles(m) => x87::exec(core, ins, m),
         _ => sse::exec(core, ins, m),
     }
 }

@@ -1,7 +1,9 @@
 //! SSE/SSE2 and the x87 housekeeping the kernel needs: 128-bit moves,
-//! integer and logical packed operations, scalar and packed single/double
-//! arithmetic, conversions, (U)COMIS, MXCSR access and FXSAVE/FXRSTOR.
-//! x87 arithmetic is not implemented.
+//! float logical operations, scalar and packed single/double arithmetic,
+//! conversions, (U)COMIS, MXCSR access and FXSAVE/FXRSTOR; the XMM operand
+//! access the SSE modules share. Instructions with an MMX register go to
+//! `mmx`; packed integer operations live in `sse2`; x87 arithmetic is in
+//! `x87`.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -190,8 +192,18 @@ pub(super) fn to_int(x: f64, size: u32, truncate: bool) -> u64 {
     }
 }
 
+/// Bit i of the result is the sign bit of byte i of `a` (PMOVMSKB).
+pub(super) fn byte_signs(a: u128, bytes: u32) -> u64 {
+    (0..bytes).fold(0u64, |acc, i| {
+        acc | ((((a >> (i * 8 + 7)) & 1) as u64) << i)
+    })
+}
+
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     use Mnemonic as M;
+    if super::mmx::uses_mmx(ins) {
+        return super::mmx::exec(core, ins, m);
+    }
     match m {
         M::Fninit => {
             core.cpu.fpu.fcw = 0x37f;
@@ -213,15 +225,10 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             return write(core, ins, 0, 16, u64::from(v));
         }
         M::Wait | M::Fnclex => return Ok(()),
-        M::Emms => {
-            // All x87 registers become empty (abridged tag word 0).
-            core.cpu.fpu.ftw = 0;
-            return Ok(());
-        }
+        M::Emms => return super::mmx::emms(core),
         _ => {}
     }
     check(core)?;
-    let x = |v: u128| v;
     match m {
         M::Movaps
         | M::Movapd
@@ -301,66 +308,20 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             let v = read(core, ins, 1, size)?;
             write(core, ins, 0, size, v)
         }
-        M::Pxor
-        | M::Xorps
-        | M::Xorpd
-        | M::Por
-        | M::Orps
-        | M::Orpd
-        | M::Pand
-        | M::Andps
-        | M::Andpd
-        | M::Pandn
-        | M::Andnps
-        | M::Andnpd => {
+        M::Xorps | M::Xorpd | M::Orps | M::Orpd | M::Andps | M::Andpd | M::Andnps | M::Andnpd => {
             let a = get(core, ins, 0, false)?;
             let b = get(core, ins, 1, true)?;
             let r = match m {
-                M::Pxor | M::Xorps | M::Xorpd => a ^ b,
-                M::Por | M::Orps | M::Orpd => a | b,
-                M::Pand | M::Andps | M::Andpd => a & b,
+                M::Xorps | M::Xorpd => a ^ b,
+                M::Orps | M::Orpd => a | b,
+                M::Andps | M::Andpd => a & b,
                 _ => !a & b,
-            };
-            put(core, ins, 0, x(r), 16, false)
-        }
-        M::Paddb
-        | M::Paddw
-        | M::Paddd
-        | M::Paddq
-        | M::Psubb
-        | M::Psubw
-        | M::Psubd
-        | M::Psubq
-        | M::Pcmpeqb
-        | M::Pcmpeqw
-        | M::Pcmpeqd
-        | M::Pminub
-        | M::Pmaxub => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, true)?;
-            let r = match m {
-                M::Paddb => lanes::<16>(a, b, |x, y| x.wrapping_add(y)),
-                M::Paddw => lanes::<8>(a, b, |x, y| x.wrapping_add(y)),
-                M::Paddd => lanes::<4>(a, b, |x, y| x.wrapping_add(y)),
-                M::Paddq => lanes::<2>(a, b, |x, y| x.wrapping_add(y)),
-                M::Psubb => lanes::<16>(a, b, |x, y| x.wrapping_sub(y)),
-                M::Psubw => lanes::<8>(a, b, |x, y| x.wrapping_sub(y)),
-                M::Psubd => lanes::<4>(a, b, |x, y| x.wrapping_sub(y)),
-                M::Psubq => lanes::<2>(a, b, |x, y| x.wrapping_sub(y)),
-                M::Pcmpeqb => lanes::<16>(a, b, |x, y| if x == y { u64::MAX } else { 0 }),
-                M::Pcmpeqw => lanes::<8>(a, b, |x, y| if x == y { u64::MAX } else { 0 }),
-                M::Pcmpeqd => lanes::<4>(a, b, |x, y| if x == y { u64::MAX } else { 0 }),
-                M::Pminub => lanes::<16>(a, b, |x, y| x.min(y)),
-                _ => lanes::<16>(a, b, |x, y| x.max(y)),
             };
             put(core, ins, 0, r, 16, false)
         }
         M::Pmovmskb => {
             let a = get(core, ins, 1, false)?;
-            let r = (0..16).fold(0u64, |acc, i| {
-                acc | ((((a >> (i * 8 + 7)) & 1) as u64) << i)
-            });
-            ops::reg_set(&mut core.cpu, ins.op_register(0), r);
+            ops::reg_set(&mut core.cpu, ins.op_register(0), byte_signs(a, 16));
             Ok(())
         }
         M::Pshufd => {
@@ -370,38 +331,6 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 let sel = (imm >> (2 * i)) & 3;
                 acc | (((a >> (32 * sel)) & 0xffff_ffff) << (32 * i))
             });
-            put(core, ins, 0, r, 16, false)
-        }
-        M::Punpcklbw
-        | M::Punpcklwd
-        | M::Punpckldq
-        | M::Punpcklqdq
-        | M::Punpckhbw
-        | M::Punpckhwd
-        | M::Punpckhdq
-        | M::Punpckhqdq => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, true)?;
-            let (bits, high) = match m {
-                M::Punpcklbw => (8, false),
-                M::Punpcklwd => (16, false),
-                M::Punpckldq => (32, false),
-                M::Punpcklqdq => (64, false),
-                M::Punpckhbw => (8, true),
-                M::Punpckhwd => (16, true),
-                M::Punpckhdq => (32, true),
-                _ => (64, true),
-            };
-            let n = 64 / bits;
-            let em: u128 = (1u128 << bits) - 1;
-            let shift = if high { 64 } else { 0 };
-            let mut r = 0u128;
-            for i in 0..n {
-                let x = (a >> (shift + i * bits)) & em;
-                let y = (b >> (shift + i * bits)) & em;
-                r |= x << (2 * i * bits);
-                r |= y << ((2 * i + 1) * bits);
-            }
             put(core, ins, 0, r, 16, false)
         }
         M::Pslldq | M::Psrldq => {

@@ -1,25 +1,17 @@
-//! The rest of SSE/SSE2 on XMM registers that compiled C libraries use:
-//! packed compares, saturating and averaging arithmetic, multiplies,
-//! shifts by count, packs, shuffles and unpacks of floats, mask
-//! extraction, word insert/extract, packed float compares and
-//! conversions. MMX register forms are not implemented (MMX is not
-//! advertised).
+//! The rest of SSE/SSE2 on XMM registers that compiled C libraries use,
+//! and the packed integer operations XMM and MMX forms share
+//! ([`packed_int`], over 128 or 64 bits): add/subtract (wrapping and
+//! saturating), logic, compares, min/max/average, multiplies, sum of
+//! absolute differences, shifts, packs and unpacks. Also word shuffles,
+//! float shuffles and unpacks, mask extraction, word insert/extract,
+//! packed float compares and conversions.
 
-use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::ops;
 use super::sse::{f32s, f64s, from_f32s, from_f64s, get, lanes, put, to_int};
 use crate::core::Core;
 use crate::exception::{ExecResult, Stop};
-
-fn mmx(ins: &Instruction) -> bool {
-    (0..ins.op_count()).any(|i| {
-        ins.op_kind(i) == OpKind::Register && {
-            let r = ins.op_register(i) as u32;
-            (Register::MM0 as u32..=Register::MM7 as u32).contains(&r)
-        }
-    })
-}
 
 fn s8(x: u64) -> i64 {
     i64::from(x as u8 as i8)
@@ -45,10 +37,10 @@ fn lane(v: u128, bits: u32, i: u32) -> u64 {
     ((v >> (i * bits)) as u64) & crate::flags::mask(bits)
 }
 
-/// Packs the lanes of `a` then `b` (each `from` bits wide) into lanes of
-/// half the width with `f` saturating.
-fn pack(a: u128, b: u128, from: u32, f: impl Fn(u64) -> u64) -> u128 {
-    let n = 128 / from;
+/// Packs the lanes of `a` then `b` (each `from` bits wide, `width` bits
+/// in all) into lanes of half the width with `f` saturating.
+fn pack(a: u128, b: u128, width: u32, from: u32, f: impl Fn(u64) -> u64) -> u128 {
+    let n = width / from;
     let to = from / 2;
     let mut r = 0u128;
     for (k, src) in [a, b].iter().enumerate() {
@@ -58,13 +50,6 @@ fn pack(a: u128, b: u128, from: u32, f: impl Fn(u64) -> u64) -> u128 {
         }
     }
     r
-}
-
-fn shift_count(core: &mut Core, ins: &Instruction) -> ExecResult<u64> {
-    if ins.op_kind(1) == OpKind::Immediate8 {
-        return Ok(ins.immediate(1) & 0xff);
-    }
-    Ok(get(core, ins, 1, true)? as u64)
 }
 
 fn packed_shift(a: u128, bits: u32, n: u64, kind: u8) -> u128 {
@@ -111,67 +96,118 @@ fn cmp_float(pred: u64, a: f64, b: f64) -> bool {
     }
 }
 
-pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
+/// Whether `m` is one of the packed integer operations [`packed_int`]
+/// computes from its two operands.
+pub(super) fn is_packed_int(m: Mnemonic) -> bool {
     use Mnemonic as M;
-    if mmx(ins) {
-        return Err(Stop::Unsupported);
-    }
+    matches!(
+        m,
+        M::Pxor
+            | M::Por
+            | M::Pand
+            | M::Pandn
+            | M::Paddb
+            | M::Paddw
+            | M::Paddd
+            | M::Paddq
+            | M::Psubb
+            | M::Psubw
+            | M::Psubd
+            | M::Psubq
+            | M::Pcmpeqb
+            | M::Pcmpeqw
+            | M::Pcmpeqd
+            | M::Pcmpgtb
+            | M::Pcmpgtw
+            | M::Pcmpgtd
+            | M::Pminub
+            | M::Pmaxub
+            | M::Pminsw
+            | M::Pmaxsw
+            | M::Pavgb
+            | M::Pavgw
+            | M::Paddsb
+            | M::Paddsw
+            | M::Paddusb
+            | M::Paddusw
+            | M::Psubsb
+            | M::Psubsw
+            | M::Psubusb
+            | M::Psubusw
+            | M::Pmullw
+            | M::Pmulhw
+            | M::Pmulhuw
+            | M::Pmuludq
+            | M::Pmaddwd
+            | M::Psadbw
+            | M::Psllw
+            | M::Pslld
+            | M::Psllq
+            | M::Psrlw
+            | M::Psrld
+            | M::Psrlq
+            | M::Psraw
+            | M::Psrad
+            | M::Packsswb
+            | M::Packssdw
+            | M::Packuswb
+            | M::Punpcklbw
+            | M::Punpcklwd
+            | M::Punpckldq
+            | M::Punpcklqdq
+            | M::Punpckhbw
+            | M::Punpckhwd
+            | M::Punpckhdq
+            | M::Punpckhqdq
+    )
+}
+
+/// A packed integer operation on `width` (128 for XMM, 64 for MMX) bits
+/// of destination `a` and source `b` (for shifts, `b` is the count). Lanes
+/// are independent except in packs and unpacks, which take `width` into
+/// account; MMX operands arrive zero-extended and the result is cut to
+/// `width` bits. `None` for a mnemonic outside [`is_packed_int`].
+pub(super) fn packed_int(m: Mnemonic, a: u128, b: u128, width: u32) -> Option<u128> {
+    use Mnemonic as M;
+    let t = |c: bool| if c { u64::MAX } else { 0 };
     let r = match m {
-        M::Pcmpgtb | M::Pcmpgtw | M::Pcmpgtd => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, true)?;
-            let t = |c: bool| if c { u64::MAX } else { 0 };
-            match m {
-                M::Pcmpgtb => lanes::<16>(a, b, |x, y| t(s8(x) > s8(y))),
-                M::Pcmpgtw => lanes::<8>(a, b, |x, y| t(s16(x) > s16(y))),
-                _ => lanes::<4>(a, b, |x, y| t(s32(x) > s32(y))),
-            }
-        }
-        M::Pminsw
-        | M::Pmaxsw
-        | M::Pavgb
-        | M::Pavgw
-        | M::Paddsb
-        | M::Paddsw
-        | M::Paddusb
-        | M::Paddusw
-        | M::Psubsb
-        | M::Psubsw
-        | M::Psubusb
-        | M::Psubusw
-        | M::Pmullw
-        | M::Pmulhw
-        | M::Pmulhuw => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, true)?;
-            match m {
-                M::Pminsw => lanes::<8>(a, b, |x, y| s16(x).min(s16(y)) as u64),
-                M::Pmaxsw => lanes::<8>(a, b, |x, y| s16(x).max(s16(y)) as u64),
-                M::Pavgb => lanes::<16>(a, b, |x, y| (x + y + 1) >> 1),
-                M::Pavgw => lanes::<8>(a, b, |x, y| (x + y + 1) >> 1),
-                M::Paddsb => lanes::<16>(a, b, |x, y| sat_s(s8(x) + s8(y), 8)),
-                M::Paddsw => lanes::<8>(a, b, |x, y| sat_s(s16(x) + s16(y), 16)),
-                M::Paddusb => lanes::<16>(a, b, |x, y| sat_u((x + y) as i64, 8)),
-                M::Paddusw => lanes::<8>(a, b, |x, y| sat_u((x + y) as i64, 16)),
-                M::Psubsb => lanes::<16>(a, b, |x, y| sat_s(s8(x) - s8(y), 8)),
-                M::Psubsw => lanes::<8>(a, b, |x, y| sat_s(s16(x) - s16(y), 16)),
-                M::Psubusb => lanes::<16>(a, b, |x, y| sat_u(x as i64 - y as i64, 8)),
-                M::Psubusw => lanes::<8>(a, b, |x, y| sat_u(x as i64 - y as i64, 16)),
-                M::Pmullw => lanes::<8>(a, b, |x, y| x.wrapping_mul(y)),
-                M::Pmulhw => lanes::<8>(a, b, |x, y| ((s16(x) * s16(y)) >> 16) as u64),
-                _ => lanes::<8>(a, b, |x, y| (x * y) >> 16),
-            }
-        }
-        M::Pmuludq => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, true)?;
-            let lo = (a as u32 as u64) * (b as u32 as u64);
-            let hi = ((a >> 64) as u32 as u64) * ((b >> 64) as u32 as u64);
-            u128::from(lo) | (u128::from(hi) << 64)
-        }
+        M::Pxor => a ^ b,
+        M::Por => a | b,
+        M::Pand => a & b,
+        M::Pandn => !a & b,
+        M::Paddb => lanes::<16>(a, b, |x, y| x.wrapping_add(y)),
+        M::Paddw => lanes::<8>(a, b, |x, y| x.wrapping_add(y)),
+        M::Paddd => lanes::<4>(a, b, |x, y| x.wrapping_add(y)),
+        M::Paddq => lanes::<2>(a, b, |x, y| x.wrapping_add(y)),
+        M::Psubb => lanes::<16>(a, b, |x, y| x.wrapping_sub(y)),
+        M::Psubw => lanes::<8>(a, b, |x, y| x.wrapping_sub(y)),
+        M::Psubd => lanes::<4>(a, b, |x, y| x.wrapping_sub(y)),
+        M::Psubq => lanes::<2>(a, b, |x, y| x.wrapping_sub(y)),
+        M::Pcmpeqb => lanes::<16>(a, b, |x, y| t(x == y)),
+        M::Pcmpeqw => lanes::<8>(a, b, |x, y| t(x == y)),
+        M::Pcmpeqd => lanes::<4>(a, b, |x, y| t(x == y)),
+        M::Pcmpgtb => lanes::<16>(a, b, |x, y| t(s8(x) > s8(y))),
+        M::Pcmpgtw => lanes::<8>(a, b, |x, y| t(s16(x) > s16(y))),
+        M::Pcmpgtd => lanes::<4>(a, b, |x, y| t(s32(x) > s32(y))),
+        M::Pminub => lanes::<16>(a, b, |x, y| x.min(y)),
+        M::Pmaxub => lanes::<16>(a, b, |x, y| x.max(y)),
+        M::Pminsw => lanes::<8>(a, b, |x, y| s16(x).min(s16(y)) as u64),
+        M::Pmaxsw => lanes::<8>(a, b, |x, y| s16(x).max(s16(y)) as u64),
+        M::Pavgb => lanes::<16>(a, b, |x, y| (x + y + 1) >> 1),
+        M::Pavgw => lanes::<8>(a, b, |x, y| (x + y + 1) >> 1),
+        M::Paddsb => lanes::<16>(a, b, |x, y| sat_s(s8(x) + s8(y), 8)),
+        M::Paddsw => lanes::<8>(a, b, |x, y| sat_s(s16(x) + s16(y), 16)),
+        M::Paddusb => lanes::<16>(a, b, |x, y| sat_u((x + y) as i64, 8)),
+        M::Paddusw => lanes::<8>(a, b, |x, y| sat_u((x + y) as i64, 16)),
+        M::Psubsb => lanes::<16>(a, b, |x, y| sat_s(s8(x) - s8(y), 8)),
+        M::Psubsw => lanes::<8>(a, b, |x, y| sat_s(s16(x) - s16(y), 16)),
+        M::Psubusb => lanes::<16>(a, b, |x, y| sat_u(x as i64 - y as i64, 8)),
+        M::Psubusw => lanes::<8>(a, b, |x, y| sat_u(x as i64 - y as i64, 16)),
+        M::Pmullw => lanes::<8>(a, b, |x, y| x.wrapping_mul(y)),
+        M::Pmulhw => lanes::<8>(a, b, |x, y| ((s16(x) * s16(y)) >> 16) as u64),
+        M::Pmulhuw => lanes::<8>(a, b, |x, y| (x * y) >> 16),
+        M::Pmuludq => lanes::<2>(a, b, |x, y| (x as u32 as u64) * (y as u32 as u64)),
         M::Pmaddwd => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, true)?;
             let mut r = 0u128;
             for i in 0..4 {
                 let p0 = s16(lane(a, 16, 2 * i)) * s16(lane(b, 16, 2 * i));
@@ -181,8 +217,6 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             r
         }
         M::Psadbw => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, true)?;
             let mut r = 0u128;
             for h in 0..2 {
                 let sum: u64 = (0..8)
@@ -193,8 +227,6 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             r
         }
         M::Psllw | M::Pslld | M::Psllq | M::Psrlw | M::Psrld | M::Psrlq | M::Psraw | M::Psrad => {
-            let n = shift_count(core, ins)?;
-            let a = get(core, ins, 0, false)?;
             let (bits, kind) = match m {
                 M::Psllw => (16, 0),
                 M::Pslld => (32, 0),
@@ -205,29 +237,78 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 M::Psraw => (16, 2),
                 _ => (32, 2),
             };
-            packed_shift(a, bits, n, kind)
+            packed_shift(a, bits, b as u64, kind)
         }
-        M::Packsswb | M::Packssdw | M::Packuswb => {
+        M::Packsswb => pack(a, b, width, 16, |x| sat_s(s16(x), 8)),
+        M::Packssdw => pack(a, b, width, 32, |x| sat_s(s32(x), 16)),
+        M::Packuswb => pack(a, b, width, 16, |x| sat_u(s16(x), 8)),
+        M::Punpcklbw
+        | M::Punpcklwd
+        | M::Punpckldq
+        | M::Punpcklqdq
+        | M::Punpckhbw
+        | M::Punpckhwd
+        | M::Punpckhdq
+        | M::Punpckhqdq => {
+            let (bits, high) = match m {
+                M::Punpcklbw => (8, false),
+                M::Punpcklwd => (16, false),
+                M::Punpckldq => (32, false),
+                M::Punpcklqdq => (64, false),
+                M::Punpckhbw => (8, true),
+                M::Punpckhwd => (16, true),
+                M::Punpckhdq => (32, true),
+                _ => (64, true),
+            };
+            // Interleave the lanes of one half of each operand.
+            let half = width / 2;
+            let base = if high { half } else { 0 };
+            let mut r = 0u128;
+            for i in 0..half / bits {
+                r |= u128::from(lane(a, bits, base / bits + i)) << (2 * i * bits);
+                r |= u128::from(lane(b, bits, base / bits + i)) << ((2 * i + 1) * bits);
+            }
+            r
+        }
+        _ => return None,
+    };
+    Some(if width >= 128 {
+        r
+    } else {
+        r & ((1u128 << width) - 1)
+    })
+}
+
+/// PSHUFLW/PSHUFW: the four words from word `base` on are replaced by the
+/// words of that group `imm` selects (two bits each).
+pub(super) fn shuffle_words(a: u128, imm: u64, base: u32) -> u128 {
+    let mut r = a;
+    for i in 0..4u32 {
+        let sel = ((imm >> (2 * i)) & 3) as u32;
+        let w = lane(a, 16, base + sel);
+        let pos = 16 * (base + i);
+        r = (r & !(0xffffu128 << pos)) | (u128::from(w) << pos);
+    }
+    r
+}
+
+/// Word `i` of `a` (PEXTRW).
+pub(super) fn word(a: u128, i: u32) -> u64 {
+    lane(a, 16, i)
+}
+
+pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
+    use Mnemonic as M;
+    let r = match m {
+        _ if is_packed_int(m) => {
             let a = get(core, ins, 0, false)?;
             let b = get(core, ins, 1, true)?;
-            match m {
-                M::Packsswb => pack(a, b, 16, |x| sat_s(s16(x), 8)),
-                M::Packssdw => pack(a, b, 32, |x| sat_s(s32(x), 16)),
-                _ => pack(a, b, 16, |x| sat_u(s16(x), 8)),
-            }
+            packed_int(m, a, b, 128).ok_or(Stop::Unsupported)?
         }
         M::Pshuflw | M::Pshufhw => {
             let a = get(core, ins, 1, true)?;
-            let imm = ins.immediate(2);
             let base = if m == M::Pshuflw { 0 } else { 4 };
-            let mut r = a;
-            for i in 0..4u32 {
-                let sel = ((imm >> (2 * i)) & 3) as u32;
-                let w = lane(a, 16, base + sel);
-                let pos = 16 * (base + i);
-                r = (r & !(0xffffu128 << pos)) | (u128::from(w) << pos);
-            }
-            r
+            shuffle_words(a, ins.immediate(2), base)
         }
         M::Shufps => {
             let a = get(core, ins, 0, false)?;
@@ -284,7 +365,7 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 return Err(Stop::Unsupported);
             }
             let a = get(core, ins, 1, false)?;
-            let v = lane(a, 16, (ins.immediate(2) & 7) as u32);
+            let v = word(a, (ins.immediate(2) & 7) as u32);
             ops::reg_set(&mut core.cpu, ins.op_register(0), v);
             return Ok(());
         }
@@ -370,9 +451,9 @@ mod tests {
     #[test]
     fn packs_saturate() {
         let a: u128 = 0x7fff_8000_0100_00ff;
-        let r = pack(a, 0, 16, |x| sat_s(s16(x), 8));
+        let r = pack(a, 0, 128, 16, |x| sat_s(s16(x), 8));
         assert_eq!(r & 0xffff_ffff, 0x7f80_7f7f);
-        let r = pack(a, 0, 16, |x| sat_u(s16(x), 8));
+        let r = pack(a, 0, 128, 16, |x| sat_u(s16(x), 8));
         assert_eq!(r & 0xffff_ffff, 0xff00_ffff);
     }
 

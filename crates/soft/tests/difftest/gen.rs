@@ -369,6 +369,136 @@ pub const FORMS: &[Code] = &[
     Code::Ucomisd_xmm_xmmm64,
     Code::Comisd_xmm_xmmm64,
     Code::Ucomiss_xmm_xmmm32,
+    // MMX (MASKMOVQ is among the special forms).
+    Code::Movd_mm_rm32,
+    Code::Movq_mm_rm64,
+    Code::Movd_rm32_mm,
+    Code::Movq_rm64_mm,
+    Code::Movq_mm_mmm64,
+    Code::Movq_mmm64_mm,
+    Code::Movq2dq_xmm_mm,
+    Code::Movdq2q_mm_xmm,
+    Code::Movntq_m64_mm,
+    Code::Paddb_mm_mmm64,
+    Code::Paddw_mm_mmm64,
+    Code::Paddd_mm_mmm64,
+    Code::Paddq_mm_mmm64,
+    Code::Psubb_mm_mmm64,
+    Code::Psubw_mm_mmm64,
+    Code::Psubd_mm_mmm64,
+    Code::Psubq_mm_mmm64,
+    Code::Paddsb_mm_mmm64,
+    Code::Paddsw_mm_mmm64,
+    Code::Paddusb_mm_mmm64,
+    Code::Paddusw_mm_mmm64,
+    Code::Psubsb_mm_mmm64,
+    Code::Psubsw_mm_mmm64,
+    Code::Psubusb_mm_mmm64,
+    Code::Psubusw_mm_mmm64,
+    Code::Pmullw_mm_mmm64,
+    Code::Pmulhw_mm_mmm64,
+    Code::Pmulhuw_mm_mmm64,
+    Code::Pmuludq_mm_mmm64,
+    Code::Pmaddwd_mm_mmm64,
+    Code::Pand_mm_mmm64,
+    Code::Pandn_mm_mmm64,
+    Code::Por_mm_mmm64,
+    Code::Pxor_mm_mmm64,
+    Code::Pcmpeqb_mm_mmm64,
+    Code::Pcmpeqw_mm_mmm64,
+    Code::Pcmpeqd_mm_mmm64,
+    Code::Pcmpgtb_mm_mmm64,
+    Code::Pcmpgtw_mm_mmm64,
+    Code::Pcmpgtd_mm_mmm64,
+    Code::Packsswb_mm_mmm64,
+    Code::Packssdw_mm_mmm64,
+    Code::Packuswb_mm_mmm64,
+    Code::Punpcklbw_mm_mmm32,
+    Code::Punpcklwd_mm_mmm32,
+    Code::Punpckldq_mm_mmm32,
+    Code::Punpckhbw_mm_mmm64,
+    Code::Punpckhwd_mm_mmm64,
+    Code::Punpckhdq_mm_mmm64,
+    Code::Psllw_mm_mmm64,
+    Code::Pslld_mm_mmm64,
+    Code::Psllq_mm_mmm64,
+    Code::Psrlw_mm_mmm64,
+    Code::Psrld_mm_mmm64,
+    Code::Psrlq_mm_mmm64,
+    Code::Psraw_mm_mmm64,
+    Code::Psrad_mm_mmm64,
+    Code::Psllw_mm_imm8,
+    Code::Pslld_mm_imm8,
+    Code::Psllq_mm_imm8,
+    Code::Psrlw_mm_imm8,
+    Code::Psrld_mm_imm8,
+    Code::Psrlq_mm_imm8,
+    Code::Psraw_mm_imm8,
+    Code::Psrad_mm_imm8,
+    Code::Pavgb_mm_mmm64,
+    Code::Pavgw_mm_mmm64,
+    Code::Pmaxub_mm_mmm64,
+    Code::Pminub_mm_mmm64,
+    Code::Pmaxsw_mm_mmm64,
+    Code::Pminsw_mm_mmm64,
+    Code::Psadbw_mm_mmm64,
+    Code::Pshufw_mm_mmm64_imm8,
+    Code::Pmovmskb_r32_mm,
+    Code::Pextrw_r32_mm_imm8,
+    Code::Pinsrw_mm_r32m16_imm8,
+    Code::Emms,
+    // x87 arithmetic.
+    Code::Fld_m32fp,
+    Code::Fld_m64fp,
+    Code::Fld_m80fp,
+    Code::Fld_sti,
+    Code::Fild_m16int,
+    Code::Fild_m32int,
+    Code::Fild_m64int,
+    Code::Fst_m32fp,
+    Code::Fst_m64fp,
+    Code::Fstp_m64fp,
+    Code::Fstp_m80fp,
+    Code::Fstp_sti,
+    Code::Fist_m32int,
+    Code::Fistp_m64int,
+    Code::Fistp_m16int,
+    Code::Fld1,
+    Code::Fldz,
+    Code::Fadd_m64fp,
+    Code::Fadd_st0_sti,
+    Code::Fadd_sti_st0,
+    Code::Faddp_sti_st0,
+    Code::Fsub_m32fp,
+    Code::Fsub_st0_sti,
+    Code::Fsubp_sti_st0,
+    Code::Fsubr_m64fp,
+    Code::Fsubrp_sti_st0,
+    Code::Fmul_m64fp,
+    Code::Fmul_st0_sti,
+    Code::Fmulp_sti_st0,
+    Code::Fdiv_m64fp,
+    Code::Fdiv_st0_sti,
+    Code::Fdivp_sti_st0,
+    Code::Fdivr_m32fp,
+    Code::Fdivrp_sti_st0,
+    Code::Fiadd_m32int,
+    Code::Fimul_m16int,
+    Code::Fxch_st0_sti,
+    Code::Fchs,
+    Code::Fabs,
+    Code::Frndint,
+    Code::Fcomi_st0_sti,
+    Code::Fcomip_st0_sti,
+    Code::Fucomi_st0_sti,
+    Code::Fucomip_st0_sti,
+    Code::Fcom_m64fp,
+    Code::Fcomp_st0_sti,
+    Code::Fucom_st0_sti,
+    Code::Fucompp,
+    Code::Fcompp,
+    Code::Ftst,
+    Code::Fnstsw_AX,
 ];
 
 const P64: &[R] = &[
@@ -456,6 +586,19 @@ fn xmm(rng: &mut Rng) -> R {
     all[n as usize]
 }
 
+fn mm(rng: &mut Rng) -> R {
+    [
+        R::MM0,
+        R::MM1,
+        R::MM2,
+        R::MM3,
+        R::MM4,
+        R::MM5,
+        R::MM6,
+        R::MM7,
+    ][rng.below(8) as usize]
+}
+
 fn mem(rng: &mut Rng) -> MemoryOperand {
     let base = pick(rng, BASES);
     let disp = rng.below(256) as i64 - 128;
@@ -514,6 +657,28 @@ fn operand(rng: &mut Rng, k: K) -> Option<Op> {
                 Op::Reg(xmm(rng))
             }
         }
+        // MMX memory operands have no alignment rule.
+        K::mm_or_mem => {
+            if rm {
+                Op::Mem(mem(rng))
+            } else {
+                Op::Reg(mm(rng))
+            }
+        }
+        K::mm_reg | K::mm_rm => Op::Reg(mm(rng)),
+        K::st0 => Op::Reg(R::ST0),
+        K::sti_opcode => Op::Reg(
+            [
+                R::ST0,
+                R::ST1,
+                R::ST2,
+                R::ST3,
+                R::ST4,
+                R::ST5,
+                R::ST6,
+                R::ST7,
+            ][rng.below(8) as usize],
+        ),
         K::mem => Op::Mem(mem(rng)),
         K::r8_reg | K::r8_opcode => Op::Reg(pick(rng, P8)),
         K::r16_reg | K::r16_opcode | K::r16_rm => Op::Reg(pick(rng, P16)),
@@ -652,14 +817,14 @@ fn encode(ins: &Instruction, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     Some((bytes, dec))
 }
 
-/// String instructions and a near CALL to the next instruction.
+/// String instructions, MASKMOVQ and a near CALL to the next instruction.
 fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     let rep = if rng.below(2) == 0 {
         RepPrefixKind::None
     } else {
         RepPrefixKind::Repe
     };
-    let ins = match rng.below(10) {
+    let ins = match rng.below(11) {
         0 => Instruction::with_movsb(64, R::None, rep).ok()?,
         1 => Instruction::with_movsq(64, R::None, rep).ok()?,
         2 => Instruction::with_stosd(64, rep).ok()?,
@@ -686,6 +851,7 @@ fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
         .ok()?,
         7 => Instruction::with_cmpsq(64, R::None, RepPrefixKind::None).ok()?,
         8 => Instruction::with_branch(Code::Call_rel32_64, rip + 5).ok()?,
+        9 => Instruction::with_maskmovq(64, mm(rng), mm(rng), R::None).ok()?,
         _ => Instruction::with2(Code::Mov_r32_imm32, R::ECX, rng.below(24) as u32).ok()?,
     };
     encode(&ins, rip)
@@ -729,6 +895,36 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         let (b, _) = encode(&ins, rip).expect("encodable");
         rip += b.len() as u64;
         code.extend_from_slice(&b);
+    }
+    // Then a known x87/MMX state: FNINIT, MM0-7 from the stack page, and
+    // in one case in two EMMS, so the first MMX instruction finds the tags
+    // empty and x87 loads find room on the stack.
+    code.extend_from_slice(&[0xdb, 0xe3]);
+    rip += 2;
+    for i in 0..8u32 {
+        let r = [
+            R::MM0,
+            R::MM1,
+            R::MM2,
+            R::MM3,
+            R::MM4,
+            R::MM5,
+            R::MM6,
+            R::MM7,
+        ][i as usize];
+        let ins = Instruction::with2(
+            Code::Movq_mm_mmm64,
+            r,
+            MemoryOperand::with_base_displ(R::None, (MM_INIT + 8 * u64::from(i)) as i64),
+        )
+        .expect("valid form");
+        let (b, _) = encode(&ins, rip).expect("encodable");
+        rip += b.len() as u64;
+        code.extend_from_slice(&b);
+    }
+    if rng.below(2) == 0 {
+        code.extend_from_slice(&[0x0f, 0x77]);
+        rip += 2;
     }
     let mut tries = 0;
     while text.len() < n as usize && tries < 200 {
@@ -835,6 +1031,10 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         x[8..].copy_from_slice(&rng.value().to_le_bytes());
         let o = (XMM_INIT - STACK) as usize + 16 * i;
         stack[o..o + 16].copy_from_slice(x);
+    }
+    for i in 0..8 {
+        let o = (MM_INIT - STACK) as usize + 8 * i;
+        stack[o..o + 8].copy_from_slice(&rng.value().to_le_bytes());
     }
     Snippet {
         code,

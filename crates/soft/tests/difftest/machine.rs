@@ -19,6 +19,8 @@ pub const DATA_LEN: usize = 0x2000;
 pub const USER_RSP: u64 = STACK + 0x800;
 /// Where the prologue loads XMM0-15 from.
 pub const XMM_INIT: u64 = STACK + 0xe00;
+/// Where the prologue loads MM0-7 from.
+pub const MM_INIT: u64 = STACK + 0xd80;
 
 pub fn write_image(mem: &GuestMemoryMmap) {
     let w = |a: u64, v: u64| {
@@ -150,6 +152,20 @@ pub struct Outcome {
     pub data: Vec<u8>,
     pub stack: Vec<u8>,
     pub xmm: Vec<[u8; 16]>,
+    /// The 80-bit x87 registers (MM0-7 in their low 64 bits), ST order.
+    pub st: Vec<[u8; 10]>,
+    /// The abridged x87 tag word.
+    pub ftw: u8,
+    pub fsw: u16,
+}
+
+/// The x87/SSE state a snippet left: XMM and x87 registers, tag and
+/// status words.
+pub struct FpuOut {
+    pub xmm: [[u8; 16]; 16],
+    pub st: [[u8; 16]; 8],
+    pub ftw: u8,
+    pub fsw: u16,
 }
 
 fn has_error(v: u64) -> bool {
@@ -161,7 +177,7 @@ pub fn outcome(
     mem: &GuestMemoryMmap,
     regs: &Regs,
     cr2: u64,
-    xmm: [[u8; 16]; 16],
+    fpu: &FpuOut,
     undefined: u64,
 ) -> Outcome {
     let q = |a: u64| -> u64 { mem.read_obj(GuestAddress(a)).unwrap_or(u64::MAX) };
@@ -190,6 +206,25 @@ pub fn outcome(
         cr2: (vector == 14).then_some(cr2),
         data,
         stack,
-        xmm: xmm.to_vec(),
+        xmm: fpu.xmm.to_vec(),
+        // Only registers tagged valid: where an empty register's bytes sit
+        // in the saved image is the host's business (after EMMS with TOP
+        // not 0 this host's image is rotated from the FXSAVE order), and
+        // no x87 instruction reads them.
+        st: fpu
+            .st
+            .iter()
+            .enumerate()
+            .map(|(j, r)| {
+                let phys = (usize::from((fpu.fsw >> 11) & 7) + j) % 8;
+                let mut v = [0u8; 10];
+                if fpu.ftw >> phys & 1 != 0 {
+                    v.copy_from_slice(&r[..10]);
+                }
+                v
+            })
+            .collect(),
+        ftw: fpu.ftw,
+        fsw: fpu.fsw,
     }
 }

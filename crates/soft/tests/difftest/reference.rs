@@ -88,7 +88,12 @@ impl Reference {
             &self.mem,
             &regs,
             sr.cr2,
-            fpu.xmm,
+            &FpuOut {
+                xmm: fpu.xmm,
+                st: fpu.fpr,
+                ftw: fpu.ftwx,
+                fsw: fpu.fsw,
+            },
             s.undefined_flags,
         ))
     }

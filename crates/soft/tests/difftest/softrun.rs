@@ -62,7 +62,12 @@ impl SoftRunner {
             &self.mem,
             &regs,
             sr.cr2,
-            fpu.xmm,
+            &FpuOut {
+                xmm: fpu.xmm,
+                st: fpu.st,
+                ftw: fpu.ftw,
+                fsw: fpu.fsw,
+            },
             s.undefined_flags,
         ))
     }
