@@ -1,0 +1,397 @@
+//! The binary translator (stage 1): turns a hot cached [`Block`] into host
+//! x86-64 code and runs it.
+//!
+//! The translation of a block is one function, `extern "sysv64"
+//! fn(*mut JitCtx) -> u64`, emitted with iced-x86's `CodeAssembler` into a
+//! [`CodeBuf`]. Simple register forms (MOV, LEA, the ALU group on 32/64-bit
+//! registers and immediates, direct JMP, NOP) are emitted natively: guest
+//! registers are loaded from and stored to the `Cpu` register file, and ALU
+//! instructions record in the lazy-flags struct exactly what
+//! `Flags::set_lazy` would, so the interpreter and the translated code
+//! share one flags representation. Every other instruction becomes a call
+//! to [`tramp`], which runs the instruction's interpreter handler.
+//!
+//! The translated code returns `(status << 32) | index`: status 0 when it
+//! ran off the block's end (index = the block's length), 1 when
+//! instruction `index` completed but the block must stop after it (a taken
+//! branch, a device or code write), 2 when instruction `index` stopped
+//! with the `Stop` left in the context (no state changed by it). The run
+//! loop ([`run`]) turns that into what the interpreter's block loop would
+//! have done, so both paths retire the same instructions and leave the
+//! same state.
+//!
+//! A translation lives beside its block (`Block::jit`) and dies with it:
+//! the block cache's validation stays the only judge of whether cached
+//! code is current. When the code buffer is full it starts over and every
+//! translation made before is dropped (by generation).
+
+mod buf;
+
+use iced_x86::code_asm::*;
+use iced_x86::Instruction;
+
+pub use buf::{BufError, CodeBuf};
+
+use crate::cache::Block;
+use crate::core::Core;
+use crate::exception::Stop;
+use crate::fast::{Alu, Fast, Kind, Loc, NO_REG};
+use crate::flags::{FlagOp, Flags};
+
+/// `Block::jit` entry of a block that cannot be translated.
+pub const FAILED: usize = 1;
+
+/// The code buffer's size.
+const BUF_SIZE: usize = 64 << 20;
+
+/// What translated code gets: the vCPU core and room for a stop.
+#[repr(C)]
+pub struct JitCtx {
+    core: *mut Core,
+    stop: Option<Stop>,
+}
+
+/// A translated block's entry point.
+type Entry = unsafe extern "sysv64" fn(*mut JitCtx) -> u64;
+
+/// The translator of one vCPU.
+pub struct Jit {
+    buf: CodeBuf,
+    /// Runs of a block before it is translated.
+    hot: u32,
+    /// Blocks translated (statistics).
+    pub translated: u64,
+}
+
+impl Jit {
+    /// The translator as the environment configures it:
+    /// `VESSEL_SOFT_JIT=0` turns it off, `VESSEL_SOFT_JIT_HOT=n` sets how
+    /// many runs make a block hot. None when it is off or its code buffer
+    /// cannot be mapped.
+    pub fn from_env() -> Option<Jit> {
+        let on = std::env::var("VESSEL_SOFT_JIT")
+            .map(|v| v != "0")
+            .unwrap_or(DEFAULT_ON);
+        if !on {
+            return None;
+        }
+        let hot = std::env::var("VESSEL_SOFT_JIT_HOT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        match CodeBuf::new(BUF_SIZE) {
+            Ok(buf) => Some(Jit {
+                buf,
+                hot,
+                translated: 0,
+            }),
+            Err(e) => {
+                log::warn!("soft: translator off: {e}");
+                None
+            }
+        }
+    }
+
+    /// The translation of `b`, made now if it has become hot.
+    #[inline]
+    pub fn entry(&mut self, core: &Core, b: &Block) -> Option<usize> {
+        let (gen, e) = b.jit.get();
+        if gen == self.buf.gen && e != 0 {
+            return (e != FAILED).then_some(e);
+        }
+        let h = b.hits.get();
+        if h < self.hot {
+            b.hits.set(h + 1);
+            return None;
+        }
+        let e = match self.translate(core, b) {
+            Some(e) => e,
+            None => {
+                self.buf.reset();
+                self.translate(core, b).unwrap_or(FAILED)
+            }
+        };
+        b.jit.set((self.buf.gen, e));
+        (e != FAILED).then_some(e)
+    }
+
+    /// Emits `b` into the buffer; None when it does not fit (or the
+    /// assembler refuses, which makes it FAILED after a reset).
+    fn translate(&mut self, core: &Core, b: &Block) -> Option<usize> {
+        let code = emit(core, b, self.buf.next_addr()).ok()?;
+        let e = self.buf.put(&code)?;
+        self.translated += 1;
+        Some(e)
+    }
+}
+
+/// Whether the translator runs when the environment does not say.
+const DEFAULT_ON: bool = false;
+
+/// Byte offsets of what translated code touches inside `Core`.
+struct Layout {
+    gpr: usize,
+    rip: usize,
+    fl_op: usize,
+    fl_size: usize,
+    fl_dst: usize,
+    fl_src: usize,
+    fl_res: usize,
+}
+
+impl Layout {
+    fn of(core: &Core) -> Layout {
+        let base = core as *const Core as usize;
+        let gpr = core.cpu.gpr.as_ptr() as usize - base;
+        let rip = &core.cpu.rip as *const u64 as usize - base;
+        let flags = &core.cpu.flags as *const Flags as usize - base;
+        let l = Flags::layout();
+        Layout {
+            gpr,
+            rip,
+            fl_op: flags + l.op,
+            fl_size: flags + l.size,
+            fl_dst: flags + l.dst,
+            fl_src: flags + l.src,
+            fl_res: flags + l.res,
+        }
+    }
+
+    fn reg(&self, r: u8) -> i32 {
+        (self.gpr + 8 * usize::from(r & 15)) as i32
+    }
+}
+
+/// Runs instruction `f` of a translated block through its interpreter
+/// handler: 0 to go on, 1 when the block must stop after it, 2 when it
+/// stopped (the `Stop` is left in the context).
+///
+/// # Safety
+/// Called only by translated code, with the context [`run`] passed in
+/// (its `core` valid and not otherwise borrowed while the code runs) and
+/// pointers to a `Fast` and an `Instruction` of the block being run.
+unsafe extern "sysv64" fn tramp(ctx: *mut JitCtx, f: *const Fast, ins: *const Instruction) -> u64 {
+    // SAFETY: per this function's contract, `ctx` is the live context of
+    // `run`, whose core nothing else borrows while translated code runs,
+    // and `f`/`ins` point into the block `run` holds a reference to.
+    let (ctx, f, ins) = unsafe { (&mut *ctx, &*f, &*ins) };
+    // SAFETY: as above; this is the only reference to the core now.
+    let core = unsafe { &mut *ctx.core };
+    match (f.h)(core, f, ins) {
+        Ok(()) => u64::from(
+            core.device_written || core.code_written || (f.sets_rip && core.cpu.rip != f.next),
+        ),
+        Err(s) => {
+            ctx.stop = Some(s);
+            2
+        }
+    }
+}
+
+/// 32- and 64-bit operands are emitted natively.
+fn wide(f: &Fast) -> bool {
+    f.size == 32 || f.size == 64
+}
+
+fn is_reg(l: Loc) -> bool {
+    matches!(l, Loc::Reg(_))
+}
+
+fn reg_of(l: Loc) -> u8 {
+    match l {
+        Loc::Reg(r) => r,
+        _ => 0,
+    }
+}
+
+/// Whether `f` has a native translation.
+fn native(f: &Fast) -> bool {
+    match f.kind {
+        Kind::Nop => true,
+        Kind::Mov => wide(f) && is_reg(f.dst) && matches!(f.src, Loc::Reg(_) | Loc::Imm),
+        Kind::Lea => wide(f) && is_reg(f.dst),
+        Kind::Alu(op) => {
+            !matches!(op, Alu::Adc | Alu::Sbb)
+                && wide(f)
+                && is_reg(f.dst)
+                && matches!(f.src, Loc::Reg(_) | Loc::Imm)
+        }
+        Kind::Jmp => f.src == Loc::Imm,
+        _ => false,
+    }
+}
+
+/// Loads guest register `r` (zero-extended from `size` bits) into `dst`.
+fn load_reg(a: &mut CodeAssembler, l: &Layout, dst: AsmRegister64, r: u8, size: u8) -> Result<(), IcedError> {
+    if size == 64 {
+        a.mov(dst, qword_ptr(rbx + l.reg(r)))
+    } else {
+        a.mov(low32(dst), dword_ptr(rbx + l.reg(r)))
+    }
+}
+
+fn low32(r: AsmRegister64) -> AsmRegister32 {
+    if r == rax {
+        eax
+    } else if r == rcx {
+        ecx
+    } else {
+        edx
+    }
+}
+
+/// Emits the native form of `f` (one of [`native`]'s).
+fn emit_native(a: &mut CodeAssembler, l: &Layout, f: &Fast, i: u32, exit: CodeLabel) -> Result<(), IcedError> {
+    match f.kind {
+        Kind::Nop => {}
+        Kind::Mov => {
+            match f.src {
+                Loc::Imm => a.mov(rax, f.imm)?,
+                s => load_reg(a, l, rax, reg_of(s), f.size)?,
+            }
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
+        Kind::Lea => {
+            let m = &f.mem;
+            a.mov(rax, m.disp)?;
+            if m.base != NO_REG {
+                a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
+            }
+            if m.index != NO_REG {
+                a.mov(rcx, qword_ptr(rbx + l.reg(m.index)))?;
+                if m.scale != 0 {
+                    a.shl(rcx, u32::from(m.scale))?;
+                }
+                a.add(rax, rcx)?;
+            }
+            if f.size == 32 {
+                a.mov(eax, eax)?;
+            }
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
+        Kind::Alu(op) => {
+            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            match f.src {
+                Loc::Imm => a.mov(rcx, f.imm)?,
+                s => load_reg(a, l, rcx, reg_of(s), f.size)?,
+            }
+            a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
+            a.mov(qword_ptr(rbx + l.fl_src as i32), rcx)?;
+            let fop = match op {
+                Alu::Add => {
+                    a.add(rax, rcx)?;
+                    FlagOp::Add
+                }
+                Alu::Sub | Alu::Cmp => {
+                    a.sub(rax, rcx)?;
+                    FlagOp::Sub
+                }
+                Alu::And | Alu::Test => {
+                    a.and(rax, rcx)?;
+                    FlagOp::Logic
+                }
+                Alu::Or => {
+                    a.or(rax, rcx)?;
+                    FlagOp::Logic
+                }
+                Alu::Xor | Alu::Adc | Alu::Sbb => {
+                    a.xor(rax, rcx)?;
+                    FlagOp::Logic
+                }
+            };
+            if f.size == 32 {
+                a.mov(eax, eax)?;
+            }
+            a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
+            a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
+            a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(f.size))?;
+            if !matches!(op, Alu::Cmp | Alu::Test) {
+                a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+            }
+        }
+        Kind::Jmp => {
+            a.mov(rax, f.imm)?;
+            a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
+            a.mov(r13d, i)?;
+            a.mov(eax, 1u32)?;
+            a.jmp(exit)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Assembles the translation of `b` for address `at`.
+fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
+    let l = Layout::of(core);
+    let mut a = CodeAssembler::new(64)?;
+    let mut exit = a.create_label();
+    // Entry: RSP is 8 mod 16; three pushes make calls aligned.
+    a.push(rbx)?;
+    a.push(r12)?;
+    a.push(r13)?;
+    a.mov(r12, rdi)?;
+    a.mov(rbx, qword_ptr(rdi + std::mem::offset_of!(JitCtx, core) as i32))?;
+    let n = b.fast.len() as u32;
+    for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
+        let i = i as u32;
+        if native(f) {
+            emit_native(&mut a, &l, f, i, exit)?;
+            continue;
+        }
+        a.mov(r13d, i)?;
+        a.mov(rdi, r12)?;
+        a.mov(rsi, f as *const Fast as u64)?;
+        a.mov(rdx, ins as *const Instruction as u64)?;
+        a.mov(rax, tramp as *const () as u64)?;
+        a.call(rax)?;
+        a.test(eax, eax)?;
+        a.jnz(exit)?;
+    }
+    a.xor(eax, eax)?;
+    a.mov(r13d, n)?;
+    a.set_label(&mut exit)?;
+    a.shl(rax, 32)?;
+    a.or(rax, r13)?;
+    a.pop(r13)?;
+    a.pop(r12)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    a.assemble(at)
+}
+
+/// How a translated block's run ended, in the interpreter's terms: the
+/// instructions retired and what the block loop does next.
+pub enum Outcome {
+    /// Ran off the end (RIP not yet set).
+    End,
+    /// Instruction `i` completed and the block stops after it.
+    After(usize),
+    /// Instruction `i` stopped with this.
+    Stopped(usize, Stop),
+}
+
+/// Runs the translation at `entry` of block `b` on `core`.
+pub fn run(core: &mut Core, entry: usize) -> Outcome {
+    let mut ctx = JitCtx {
+        core: core as *mut Core,
+        stop: None,
+    };
+    // SAFETY: `entry` is code our emitter produced for `b` (the caller got
+    // it from `Jit::entry` for this block, in the buffer's current
+    // generation, so the buffer still holds it), following the sysv64
+    // ABI and saving the registers it uses. It touches only `core`
+    // (through the pointer in `ctx`, which nothing else uses while it
+    // runs) and, through `tramp`, `b`'s instructions, which `b` keeps
+    // alive for the call.
+    let r = unsafe {
+        let f: Entry = std::mem::transmute::<usize, Entry>(entry);
+        f(&mut ctx)
+    };
+    let i = (r & 0xffff_ffff) as usize;
+    match r >> 32 {
+        0 => Outcome::End,
+        1 => Outcome::After(i),
+        _ => Outcome::Stopped(i, ctx.stop.take().unwrap_or(Stop::Unsupported)),
+    }
+}
