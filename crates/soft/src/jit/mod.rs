@@ -125,6 +125,17 @@ impl Jit {
     }
 }
 
+impl Drop for Jit {
+    fn drop(&mut self) {
+        if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
+            eprintln!(
+                "soft jit: {} blocks translated, code buffer generation {}",
+                self.translated, self.buf.gen
+            );
+        }
+    }
+}
+
 /// Whether the translator runs when the environment does not say.
 const DEFAULT_ON: bool = false;
 
