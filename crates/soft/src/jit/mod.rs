@@ -48,6 +48,8 @@ const BUF_SIZE: usize = 64 << 20;
 #[repr(C)]
 pub struct JitCtx {
     core: *mut Core,
+    /// The core's TLB entries ([`crate::mmu::Tlb::entries`]).
+    tlb: *const u8,
     stop: Option<Stop>,
 }
 
@@ -141,6 +143,10 @@ const DEFAULT_ON: bool = false;
 
 /// Byte offsets of what translated code touches inside `Core`.
 struct Layout {
+    /// The base of each segment's descriptor cache.
+    seg_base: [usize; 6],
+    cs_sel: usize,
+    tlb: crate::mmu::TlbLayout,
     gpr: usize,
     rip: usize,
     fl_op: usize,
@@ -157,7 +163,13 @@ impl Layout {
         let rip = &core.cpu.rip as *const u64 as usize - base;
         let flags = &core.cpu.flags as *const Flags as usize - base;
         let l = Flags::layout();
+        let seg_base = std::array::from_fn(|i| &core.cpu.seg[i].base as *const u64 as usize - base);
+        let cs_sel =
+            &core.cpu.seg[crate::cpu::CS].selector as *const u16 as usize - base;
         Layout {
+            seg_base,
+            cs_sel,
+            tlb: crate::mmu::Tlb::layout(),
             gpr,
             rip,
             fl_op: flags + l.op,
@@ -232,6 +244,151 @@ fn native(f: &Fast) -> bool {
     }
 }
 
+/// Whether `f` reads a memory operand natively (MOV r, m and the ALU
+/// group r, m on 32/64-bit operands), with the interpreter's handler as
+/// the slow path.
+fn native_load(f: &Fast) -> bool {
+    match f.kind {
+        Kind::Mov => wide(f) && is_reg(f.dst) && f.src == Loc::Mem,
+        Kind::Alu(op) => {
+            !matches!(op, Alu::Adc | Alu::Sbb) && wide(f) && is_reg(f.dst) && f.src == Loc::Mem
+        }
+        _ => false,
+    }
+}
+
+/// Emits the inline TLB read of `f`'s memory operand into RAX (zero-
+/// extended from `f.size`), jumping to `slow` for page crossings, TLB
+/// misses and missing rights (the interpreter then does the access).
+fn emit_load(a: &mut CodeAssembler, l: &Layout, f: &Fast, slow: CodeLabel) -> Result<(), IcedError> {
+    let m = &f.mem;
+    let bytes = u32::from(f.size / 8);
+    a.mov(rax, m.disp)?;
+    if m.base != NO_REG {
+        a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
+    }
+    if m.index != NO_REG {
+        a.mov(rcx, qword_ptr(rbx + l.reg(m.index)))?;
+        if m.scale != 0 {
+            a.shl(rcx, u32::from(m.scale))?;
+        }
+        a.add(rax, rcx)?;
+    }
+    if m.seg >= 4 {
+        a.add(rax, qword_ptr(rbx + l.seg_base[usize::from(m.seg & 7).min(5)] as i32))?;
+    }
+    // Within one page.
+    a.mov(ecx, eax)?;
+    a.and(ecx, 0xfff)?;
+    a.cmp(ecx, 0x1000 - bytes)?;
+    a.ja(slow)?;
+    // The entry: tag = page number + 1, then the rights of this access.
+    a.mov(rdx, rax)?;
+    a.shr(rdx, 12)?;
+    a.mov(esi, edx)?;
+    a.and(esi, (l.tlb.count - 1) as u32)?;
+    a.imul_3(esi, esi, l.tlb.stride as i32)?;
+    a.add(rsi, qword_ptr(r12 + std::mem::offset_of!(JitCtx, tlb) as i32))?;
+    a.add(rdx, 1)?;
+    a.cmp(qword_ptr(rsi + l.tlb.tag as i32), rdx)?;
+    a.jne(slow)?;
+    a.movzx(edx, word_ptr(rbx + l.cs_sel as i32))?;
+    a.and(edx, 3)?;
+    a.cmp(edx, 3)?;
+    a.mov(edx, u32::from(crate::mmu::PERM_SR))?;
+    a.mov(r8d, u32::from(crate::mmu::PERM_UR))?;
+    a.cmove(edx, r8d)?;
+    a.test(byte_ptr(rsi + l.tlb.perm as i32), dl)?;
+    a.jz(slow)?;
+    a.mov(rsi, qword_ptr(rsi + l.tlb.host as i32))?;
+    if f.size == 64 {
+        a.mov(rax, qword_ptr(rsi + rcx))?;
+    } else {
+        a.mov(eax, dword_ptr(rsi + rcx))?;
+    }
+    Ok(())
+}
+
+/// Emits the ALU operation `op` of RAX (destination) and RCX (source) at
+/// `size` bits, recording the lazy flags and writing guest register `dst`
+/// unless it is CMP/TEST.
+fn emit_alu(a: &mut CodeAssembler, l: &Layout, op: Alu, size: u8, dst: u8) -> Result<(), IcedError> {
+    a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
+    a.mov(qword_ptr(rbx + l.fl_src as i32), rcx)?;
+    let fop = match op {
+        Alu::Add => {
+            a.add(rax, rcx)?;
+            FlagOp::Add
+        }
+        Alu::Sub | Alu::Cmp => {
+            a.sub(rax, rcx)?;
+            FlagOp::Sub
+        }
+        Alu::And | Alu::Test => {
+            a.and(rax, rcx)?;
+            FlagOp::Logic
+        }
+        Alu::Or => {
+            a.or(rax, rcx)?;
+            FlagOp::Logic
+        }
+        Alu::Xor | Alu::Adc | Alu::Sbb => {
+            a.xor(rax, rcx)?;
+            FlagOp::Logic
+        }
+    };
+    if size == 32 {
+        a.mov(eax, eax)?;
+    }
+    a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
+    a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
+    a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(size))?;
+    if !matches!(op, Alu::Cmp | Alu::Test) {
+        a.mov(qword_ptr(rbx + l.reg(dst)), rax)?;
+    }
+    Ok(())
+}
+
+/// Emits a native memory-reading form with the trampoline as slow path.
+fn emit_load_form(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    ins: &Instruction,
+    i: u32,
+    exit: CodeLabel,
+) -> Result<(), IcedError> {
+    let mut slow = a.create_label();
+    let mut done = a.create_label();
+    emit_load(a, l, f, slow)?;
+    match f.kind {
+        Kind::Alu(op) => {
+            a.mov(rcx, rax)?;
+            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            emit_alu(a, l, op, f.size, reg_of(f.dst))?;
+        }
+        _ => a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?,
+    }
+    a.jmp(done)?;
+    a.set_label(&mut slow)?;
+    emit_tramp(a, f, ins, i, exit)?;
+    a.set_label(&mut done)?;
+    Ok(())
+}
+
+/// Emits a call of [`tramp`] for instruction `i`.
+fn emit_tramp(a: &mut CodeAssembler, f: &Fast, ins: &Instruction, i: u32, exit: CodeLabel) -> Result<(), IcedError> {
+    a.mov(r13d, i)?;
+    a.mov(rdi, r12)?;
+    a.mov(rsi, f as *const Fast as u64)?;
+    a.mov(rdx, ins as *const Instruction as u64)?;
+    a.mov(rax, tramp as *const () as u64)?;
+    a.call(rax)?;
+    a.test(eax, eax)?;
+    a.jnz(exit)?;
+    Ok(())
+}
+
 /// Loads guest register `r` (zero-extended from `size` bits) into `dst`.
 fn load_reg(a: &mut CodeAssembler, l: &Layout, dst: AsmRegister64, r: u8, size: u8) -> Result<(), IcedError> {
     if size == 64 {
@@ -286,39 +443,7 @@ fn emit_native(a: &mut CodeAssembler, l: &Layout, f: &Fast, i: u32, exit: CodeLa
                 Loc::Imm => a.mov(rcx, f.imm)?,
                 s => load_reg(a, l, rcx, reg_of(s), f.size)?,
             }
-            a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
-            a.mov(qword_ptr(rbx + l.fl_src as i32), rcx)?;
-            let fop = match op {
-                Alu::Add => {
-                    a.add(rax, rcx)?;
-                    FlagOp::Add
-                }
-                Alu::Sub | Alu::Cmp => {
-                    a.sub(rax, rcx)?;
-                    FlagOp::Sub
-                }
-                Alu::And | Alu::Test => {
-                    a.and(rax, rcx)?;
-                    FlagOp::Logic
-                }
-                Alu::Or => {
-                    a.or(rax, rcx)?;
-                    FlagOp::Logic
-                }
-                Alu::Xor | Alu::Adc | Alu::Sbb => {
-                    a.xor(rax, rcx)?;
-                    FlagOp::Logic
-                }
-            };
-            if f.size == 32 {
-                a.mov(eax, eax)?;
-            }
-            a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
-            a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
-            a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(f.size))?;
-            if !matches!(op, Alu::Cmp | Alu::Test) {
-                a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
-            }
+            emit_alu(a, l, op, f.size, reg_of(f.dst))?;
         }
         Kind::Jmp => {
             a.mov(rax, f.imm)?;
@@ -350,14 +475,11 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
             emit_native(&mut a, &l, f, i, exit)?;
             continue;
         }
-        a.mov(r13d, i)?;
-        a.mov(rdi, r12)?;
-        a.mov(rsi, f as *const Fast as u64)?;
-        a.mov(rdx, ins as *const Instruction as u64)?;
-        a.mov(rax, tramp as *const () as u64)?;
-        a.call(rax)?;
-        a.test(eax, eax)?;
-        a.jnz(exit)?;
+        if native_load(f) {
+            emit_load_form(&mut a, &l, f, ins, i, exit)?;
+            continue;
+        }
+        emit_tramp(&mut a, f, ins, i, exit)?;
     }
     a.xor(eax, eax)?;
     a.mov(r13d, n)?;
@@ -385,6 +507,7 @@ pub enum Outcome {
 /// Runs the translation at `entry` of block `b` on `core`.
 pub fn run(core: &mut Core, entry: usize) -> Outcome {
     let mut ctx = JitCtx {
+        tlb: core.tlb.entries(),
         core: core as *mut Core,
         stop: None,
     };
