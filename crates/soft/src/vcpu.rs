@@ -406,13 +406,19 @@ fn on_stop(core: &mut Core, f: &crate::fast::Fast, stop: Stop, signal: &Signal) 
 
 /// Runs `block` through its translation at `entry` ([`crate::jit`]) and
 /// ends it as [`run_block`] would have.
-fn run_translated(core: &mut Core, block: &crate::cache::Block, entry: usize, signal: &Signal) -> BlockEnd {
+fn run_translated(
+    core: &mut Core,
+    block: &crate::cache::Block,
+    entry: usize,
+    signal: &Signal,
+) -> BlockEnd {
     let (done, end) = match jit::run(core, entry) {
         jit::Outcome::End => {
+            // Nothing branched away (that ends with `After`), so RIP is
+            // past the last instruction (a native Jcc not taken leaves it
+            // unset).
             if let Some(f) = block.fast.last() {
-                if !f.sets_rip {
-                    core.cpu.rip = f.next;
-                }
+                core.cpu.rip = f.next;
             }
             (block.fast.len() as u64, BlockEnd::Next)
         }

@@ -164,8 +164,7 @@ impl Layout {
         let flags = &core.cpu.flags as *const Flags as usize - base;
         let l = Flags::layout();
         let seg_base = std::array::from_fn(|i| &core.cpu.seg[i].base as *const u64 as usize - base);
-        let cs_sel =
-            &core.cpu.seg[crate::cpu::CS].selector as *const u16 as usize - base;
+        let cs_sel = &core.cpu.seg[crate::cpu::CS].selector as *const u16 as usize - base;
         Layout {
             seg_base,
             cs_sel,
@@ -239,8 +238,42 @@ fn native(f: &Fast) -> bool {
                 && is_reg(f.dst)
                 && matches!(f.src, Loc::Reg(_) | Loc::Imm)
         }
-        Kind::Jmp => f.src == Loc::Imm,
+        Kind::Jmp | Kind::Jcc(_) => f.src == Loc::Imm,
         _ => false,
+    }
+}
+
+/// The guest condition `cc` (0-15, x86 order) of the lazy flags, for
+/// translated conditional jumps whose flags are not live in the host's.
+///
+/// # Safety
+/// Called only by translated code with the core it runs on (valid, and
+/// not written by anything while this reads it).
+unsafe extern "sysv64" fn cond(core: *const Core, cc: u32) -> u32 {
+    // SAFETY: per the contract, `core` is the live core of `run`.
+    let core = unsafe { &*core };
+    u32::from(core.cpu.flags.cond(cc as u8))
+}
+
+/// Jumps to `to` when host condition `cc` (x86 order) holds.
+fn jcc_host(a: &mut CodeAssembler, cc: u8, to: CodeLabel) -> Result<(), IcedError> {
+    match cc & 15 {
+        0 => a.jo(to),
+        1 => a.jno(to),
+        2 => a.jb(to),
+        3 => a.jae(to),
+        4 => a.je(to),
+        5 => a.jne(to),
+        6 => a.jbe(to),
+        7 => a.ja(to),
+        8 => a.js(to),
+        9 => a.jns(to),
+        10 => a.jp(to),
+        11 => a.jnp(to),
+        12 => a.jl(to),
+        13 => a.jge(to),
+        14 => a.jle(to),
+        _ => a.jg(to),
     }
 }
 
@@ -260,7 +293,12 @@ fn native_load(f: &Fast) -> bool {
 /// Emits the inline TLB read of `f`'s memory operand into RAX (zero-
 /// extended from `f.size`), jumping to `slow` for page crossings, TLB
 /// misses and missing rights (the interpreter then does the access).
-fn emit_load(a: &mut CodeAssembler, l: &Layout, f: &Fast, slow: CodeLabel) -> Result<(), IcedError> {
+fn emit_load(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    slow: CodeLabel,
+) -> Result<(), IcedError> {
     let m = &f.mem;
     let bytes = u32::from(f.size / 8);
     a.mov(rax, m.disp)?;
@@ -275,7 +313,10 @@ fn emit_load(a: &mut CodeAssembler, l: &Layout, f: &Fast, slow: CodeLabel) -> Re
         a.add(rax, rcx)?;
     }
     if m.seg >= 4 {
-        a.add(rax, qword_ptr(rbx + l.seg_base[usize::from(m.seg & 7).min(5)] as i32))?;
+        a.add(
+            rax,
+            qword_ptr(rbx + l.seg_base[usize::from(m.seg & 7).min(5)] as i32),
+        )?;
     }
     // Within one page.
     a.mov(ecx, eax)?;
@@ -288,7 +329,10 @@ fn emit_load(a: &mut CodeAssembler, l: &Layout, f: &Fast, slow: CodeLabel) -> Re
     a.mov(esi, edx)?;
     a.and(esi, (l.tlb.count - 1) as u32)?;
     a.imul_3(esi, esi, l.tlb.stride as i32)?;
-    a.add(rsi, qword_ptr(r12 + std::mem::offset_of!(JitCtx, tlb) as i32))?;
+    a.add(
+        rsi,
+        qword_ptr(r12 + std::mem::offset_of!(JitCtx, tlb) as i32),
+    )?;
     a.add(rdx, 1)?;
     a.cmp(qword_ptr(rsi + l.tlb.tag as i32), rdx)?;
     a.jne(slow)?;
@@ -312,34 +356,61 @@ fn emit_load(a: &mut CodeAssembler, l: &Layout, f: &Fast, slow: CodeLabel) -> Re
 /// Emits the ALU operation `op` of RAX (destination) and RCX (source) at
 /// `size` bits, recording the lazy flags and writing guest register `dst`
 /// unless it is CMP/TEST.
-fn emit_alu(a: &mut CodeAssembler, l: &Layout, op: Alu, size: u8, dst: u8) -> Result<(), IcedError> {
+fn emit_alu(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    op: Alu,
+    size: u8,
+    dst: u8,
+) -> Result<(), IcedError> {
     a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
     a.mov(qword_ptr(rbx + l.fl_src as i32), rcx)?;
+    // 32-bit operations run on 32-bit registers, so the host's flags are
+    // the guest's (fused conditional jumps use them) and RAX is
+    // zero-extended as a 32-bit register write is.
+    let w = size == 64;
     let fop = match op {
         Alu::Add => {
-            a.add(rax, rcx)?;
+            if w {
+                a.add(rax, rcx)?
+            } else {
+                a.add(eax, ecx)?
+            }
             FlagOp::Add
         }
         Alu::Sub | Alu::Cmp => {
-            a.sub(rax, rcx)?;
+            if w {
+                a.sub(rax, rcx)?
+            } else {
+                a.sub(eax, ecx)?
+            }
             FlagOp::Sub
         }
         Alu::And | Alu::Test => {
-            a.and(rax, rcx)?;
+            if w {
+                a.and(rax, rcx)?
+            } else {
+                a.and(eax, ecx)?
+            }
             FlagOp::Logic
         }
         Alu::Or => {
-            a.or(rax, rcx)?;
+            if w {
+                a.or(rax, rcx)?
+            } else {
+                a.or(eax, ecx)?
+            }
             FlagOp::Logic
         }
         Alu::Xor | Alu::Adc | Alu::Sbb => {
-            a.xor(rax, rcx)?;
+            if w {
+                a.xor(rax, rcx)?
+            } else {
+                a.xor(eax, ecx)?
+            }
             FlagOp::Logic
         }
     };
-    if size == 32 {
-        a.mov(eax, eax)?;
-    }
     a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
     a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
     a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(size))?;
@@ -377,7 +448,13 @@ fn emit_load_form(
 }
 
 /// Emits a call of [`tramp`] for instruction `i`.
-fn emit_tramp(a: &mut CodeAssembler, f: &Fast, ins: &Instruction, i: u32, exit: CodeLabel) -> Result<(), IcedError> {
+fn emit_tramp(
+    a: &mut CodeAssembler,
+    f: &Fast,
+    ins: &Instruction,
+    i: u32,
+    exit: CodeLabel,
+) -> Result<(), IcedError> {
     a.mov(r13d, i)?;
     a.mov(rdi, r12)?;
     a.mov(rsi, f as *const Fast as u64)?;
@@ -390,7 +467,13 @@ fn emit_tramp(a: &mut CodeAssembler, f: &Fast, ins: &Instruction, i: u32, exit: 
 }
 
 /// Loads guest register `r` (zero-extended from `size` bits) into `dst`.
-fn load_reg(a: &mut CodeAssembler, l: &Layout, dst: AsmRegister64, r: u8, size: u8) -> Result<(), IcedError> {
+fn load_reg(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    dst: AsmRegister64,
+    r: u8,
+    size: u8,
+) -> Result<(), IcedError> {
     if size == 64 {
         a.mov(dst, qword_ptr(rbx + l.reg(r)))
     } else {
@@ -409,7 +492,16 @@ fn low32(r: AsmRegister64) -> AsmRegister32 {
 }
 
 /// Emits the native form of `f` (one of [`native`]'s).
-fn emit_native(a: &mut CodeAssembler, l: &Layout, f: &Fast, i: u32, exit: CodeLabel) -> Result<(), IcedError> {
+/// `flags_live`: the host's RFLAGS hold the guest's arithmetic flags (the
+/// previous instruction was a native ALU operation).
+fn emit_native(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    i: u32,
+    exit: CodeLabel,
+    flags_live: bool,
+) -> Result<(), IcedError> {
     match f.kind {
         Kind::Nop => {}
         Kind::Mov => {
@@ -445,6 +537,26 @@ fn emit_native(a: &mut CodeAssembler, l: &Layout, f: &Fast, i: u32, exit: CodeLa
             }
             emit_alu(a, l, op, f.size, reg_of(f.dst))?;
         }
+        Kind::Jcc(cc) => {
+            // Not taken: on with the next instruction.
+            let mut skip = a.create_label();
+            if flags_live {
+                jcc_host(a, cc ^ 1, skip)?;
+            } else {
+                a.mov(rdi, rbx)?;
+                a.mov(esi, u32::from(cc))?;
+                a.mov(rax, cond as *const () as u64)?;
+                a.call(rax)?;
+                a.test(eax, eax)?;
+                a.jz(skip)?;
+            }
+            a.mov(rax, f.imm)?;
+            a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
+            a.mov(r13d, i)?;
+            a.mov(eax, 1u32)?;
+            a.jmp(exit)?;
+            a.set_label(&mut skip)?;
+        }
         Kind::Jmp => {
             a.mov(rax, f.imm)?;
             a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
@@ -467,14 +579,20 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     a.push(r12)?;
     a.push(r13)?;
     a.mov(r12, rdi)?;
-    a.mov(rbx, qword_ptr(rdi + std::mem::offset_of!(JitCtx, core) as i32))?;
+    a.mov(
+        rbx,
+        qword_ptr(rdi + std::mem::offset_of!(JitCtx, core) as i32),
+    )?;
     let n = b.fast.len() as u32;
+    let mut flags_live = false;
     for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
         let i = i as u32;
         if native(f) {
-            emit_native(&mut a, &l, f, i, exit)?;
+            emit_native(&mut a, &l, f, i, exit, flags_live)?;
+            flags_live = matches!(f.kind, Kind::Alu(_));
             continue;
         }
+        flags_live = false;
         if native_load(f) {
             emit_load_form(&mut a, &l, f, ins, i, exit)?;
             continue;
