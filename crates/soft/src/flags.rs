@@ -81,6 +81,7 @@ fn parity(v: u64) -> bool {
 /// translator ([`crate::jit`]), which stores what `set_lazy` would.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FlagsLayout {
+    pub bits: usize,
     pub op: usize,
     pub size: usize,
     pub dst: usize,
@@ -91,6 +92,7 @@ pub(crate) struct FlagsLayout {
 impl Flags {
     pub(crate) fn layout() -> FlagsLayout {
         FlagsLayout {
+            bits: std::mem::offset_of!(Flags, bits),
             op: std::mem::offset_of!(Flags, op),
             size: std::mem::offset_of!(Flags, size),
             dst: std::mem::offset_of!(Flags, dst),
@@ -123,6 +125,14 @@ impl Flags {
         self.dst = dst;
         self.src = src;
         self.res = res;
+    }
+
+    /// Keeps CF in `bits`, as INC/DEC do before recording their result
+    /// (the translator then stores the rest itself).
+    #[inline]
+    pub(crate) fn pin_cf(&mut self) {
+        let cf = self.cf();
+        self.bits = (self.bits & !CF) | if cf { CF } else { 0 };
     }
 
     /// Records ADC/SBB with their carry in.

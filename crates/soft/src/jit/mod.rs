@@ -149,6 +149,8 @@ struct Layout {
     tlb: crate::mmu::TlbLayout,
     gpr: usize,
     rip: usize,
+    retired: usize,
+    fl_bits: usize,
     fl_op: usize,
     fl_size: usize,
     fl_dst: usize,
@@ -171,6 +173,8 @@ impl Layout {
             tlb: crate::mmu::Tlb::layout(),
             gpr,
             rip,
+            retired: &core.retired as *const u64 as usize - base,
+            fl_bits: flags + l.bits,
             fl_op: flags + l.op,
             fl_size: flags + l.size,
             fl_dst: flags + l.dst,
@@ -239,6 +243,7 @@ fn native(f: &Fast) -> bool {
                 && matches!(f.src, Loc::Reg(_) | Loc::Imm)
         }
         Kind::Jmp | Kind::Jcc(_) => f.src == Loc::Imm,
+        Kind::Inc | Kind::Dec => wide(f) && is_reg(f.dst),
         _ => false,
     }
 }
@@ -253,6 +258,23 @@ unsafe extern "sysv64" fn cond(core: *const Core, cc: u32) -> u32 {
     // SAFETY: per the contract, `core` is the live core of `run`.
     let core = unsafe { &*core };
     u32::from(core.cpu.flags.cond(cc as u8))
+}
+
+/// Pins the guest CF into the flags' bits, as INC/DEC do first.
+///
+/// # Safety
+/// Called only by translated code with the core it runs on (valid, and
+/// not otherwise borrowed while this runs).
+unsafe extern "sysv64" fn pin_cf(core: *mut Core) {
+    // SAFETY: per the contract, `core` is the live core of `run`.
+    let core = unsafe { &mut *core };
+    core.cpu.flags.pin_cf();
+}
+
+/// Whether condition `cc` reads CF (B, AE, BE, A), which INC/DEC leave
+/// in the host's flags as something else.
+fn reads_cf(cc: u8) -> bool {
+    matches!(cc >> 1, 1 | 3)
 }
 
 /// Jumps to `to` when host condition `cc` (x86 order) holds.
@@ -492,8 +514,52 @@ fn low32(r: AsmRegister64) -> AsmRegister32 {
 }
 
 /// Emits the native form of `f` (one of [`native`]'s).
+/// Where a block may loop back to its own start inside translated code.
+#[derive(Clone, Copy)]
+struct Top {
+    /// The block's first guest address.
+    lin: u64,
+    /// The label of its first instruction, when looping in code is safe
+    /// (no interpreter-run instruction that could change what the block
+    /// was validated against).
+    label: Option<CodeLabel>,
+}
+
+/// The translated code's rounds of a block looping to itself before it
+/// goes back to the run loop (which then looks at interrupts).
+const LOOP_ROUNDS: u32 = 32;
+
+/// A taken branch of instruction `i` to `f.imm`: back to the block's top
+/// while the round budget (R14) lasts, counting the round's instructions
+/// as retired; else RIP = target and out with status 1.
+fn branch_to(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    i: u32,
+    exit: CodeLabel,
+    top: Top,
+) -> Result<(), IcedError> {
+    if let (true, Some(t)) = (f.imm == top.lin, top.label) {
+        let mut out = a.create_label();
+        a.sub(r14d, 1)?;
+        a.jz(out)?;
+        a.add(qword_ptr(rbx + l.retired as i32), (i + 1) as i32)?;
+        a.jmp(t)?;
+        a.set_label(&mut out)?;
+    }
+    a.mov(rax, f.imm)?;
+    a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
+    a.mov(r13d, i)?;
+    a.mov(eax, 1u32)?;
+    a.jmp(exit)?;
+    Ok(())
+}
+
 /// `flags_live`: the host's RFLAGS hold the guest's arithmetic flags (the
-/// previous instruction was a native ALU operation).
+/// previous instruction was a native ALU operation, or INC/DEC when
+/// `incdec_before`, whose host CF is not the guest's).
+#[allow(clippy::too_many_arguments)]
 fn emit_native(
     a: &mut CodeAssembler,
     l: &Layout,
@@ -501,6 +567,8 @@ fn emit_native(
     i: u32,
     exit: CodeLabel,
     flags_live: bool,
+    incdec_before: bool,
+    top: Top,
 ) -> Result<(), IcedError> {
     match f.kind {
         Kind::Nop => {}
@@ -540,7 +608,7 @@ fn emit_native(
         Kind::Jcc(cc) => {
             // Not taken: on with the next instruction.
             let mut skip = a.create_label();
-            if flags_live {
+            if flags_live && !(reads_cf(cc) && incdec_before) {
                 jcc_host(a, cc ^ 1, skip)?;
             } else {
                 a.mov(rdi, rbx)?;
@@ -550,20 +618,49 @@ fn emit_native(
                 a.test(eax, eax)?;
                 a.jz(skip)?;
             }
-            a.mov(rax, f.imm)?;
-            a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
-            a.mov(r13d, i)?;
-            a.mov(eax, 1u32)?;
-            a.jmp(exit)?;
+            branch_to(a, l, f, i, exit, top)?;
             a.set_label(&mut skip)?;
         }
-        Kind::Jmp => {
-            a.mov(rax, f.imm)?;
-            a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
-            a.mov(r13d, i)?;
-            a.mov(eax, 1u32)?;
-            a.jmp(exit)?;
+        Kind::Inc | Kind::Dec => {
+            let fl = u64::from(crate::flags::CF);
+            if flags_live && !incdec_before {
+                a.setb(dl)?;
+                a.movzx(edx, dl)?;
+                a.and(qword_ptr(rbx + l.fl_bits as i32), !(fl as i32))?;
+                a.or(qword_ptr(rbx + l.fl_bits as i32), rdx)?;
+            } else {
+                a.mov(rdi, rbx)?;
+                a.mov(rax, pin_cf as *const () as u64)?;
+                a.call(rax)?;
+            }
+            let r = reg_of(f.dst);
+            load_reg(a, l, rax, r, f.size)?;
+            a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
+            a.mov(qword_ptr(rbx + l.fl_src as i32), 1)?;
+            let fop = match (f.kind, f.size) {
+                (Kind::Inc, 64) => {
+                    a.inc(rax)?;
+                    FlagOp::Inc
+                }
+                (Kind::Inc, _) => {
+                    a.inc(eax)?;
+                    FlagOp::Inc
+                }
+                (_, 64) => {
+                    a.dec(rax)?;
+                    FlagOp::Dec
+                }
+                _ => {
+                    a.dec(eax)?;
+                    FlagOp::Dec
+                }
+            };
+            a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
+            a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
+            a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(f.size))?;
+            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
         }
+        Kind::Jmp => branch_to(a, l, f, i, exit, top)?,
         _ => {}
     }
     Ok(())
@@ -574,24 +671,39 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     let l = Layout::of(core);
     let mut a = CodeAssembler::new(64)?;
     let mut exit = a.create_label();
-    // Entry: RSP is 8 mod 16; three pushes make calls aligned.
+    // Entry: RSP is 8 mod 16; four pushes and 8 bytes make calls aligned.
     a.push(rbx)?;
     a.push(r12)?;
     a.push(r13)?;
+    a.push(r14)?;
+    a.sub(rsp, 8)?;
     a.mov(r12, rdi)?;
     a.mov(
         rbx,
         qword_ptr(rdi + std::mem::offset_of!(JitCtx, core) as i32),
     )?;
+    a.mov(r14d, LOOP_ROUNDS)?;
+    let loops = b.fast.iter().all(|f| f.kind != Kind::Generic);
+    let mut top_label = a.create_label();
+    a.set_label(&mut top_label)?;
+    // A label needs an instruction after it.
+    a.nop()?;
+    let top = Top {
+        lin: b.lin,
+        label: loops.then_some(top_label),
+    };
     let n = b.fast.len() as u32;
     let mut flags_live = false;
+    let mut incdec_before = false;
     for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
         let i = i as u32;
         if native(f) {
-            emit_native(&mut a, &l, f, i, exit, flags_live)?;
-            flags_live = matches!(f.kind, Kind::Alu(_));
+            emit_native(&mut a, &l, f, i, exit, flags_live, incdec_before, top)?;
+            flags_live = matches!(f.kind, Kind::Alu(_) | Kind::Inc | Kind::Dec);
+            incdec_before = matches!(f.kind, Kind::Inc | Kind::Dec);
             continue;
         }
+        incdec_before = false;
         flags_live = false;
         if native_load(f) {
             emit_load_form(&mut a, &l, f, ins, i, exit)?;
@@ -604,6 +716,8 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut exit)?;
     a.shl(rax, 32)?;
     a.or(rax, r13)?;
+    a.add(rsp, 8)?;
+    a.pop(r14)?;
     a.pop(r13)?;
     a.pop(r12)?;
     a.pop(rbx)?;
