@@ -139,7 +139,7 @@ impl Drop for Jit {
 }
 
 /// Whether the translator runs when the environment does not say.
-const DEFAULT_ON: bool = false;
+const DEFAULT_ON: bool = true;
 
 /// Byte offsets of what translated code touches inside `Core`.
 struct Layout {
@@ -622,7 +622,7 @@ fn emit_native(
             a.set_label(&mut skip)?;
         }
         Kind::Inc | Kind::Dec => {
-            let fl = u64::from(crate::flags::CF);
+            let fl = crate::flags::CF;
             if flags_live && !incdec_before {
                 a.setb(dl)?;
                 a.movzx(edx, dl)?;
