@@ -244,6 +244,8 @@ fn native(f: &Fast) -> bool {
         }
         Kind::Jmp | Kind::Jcc(_) => f.src == Loc::Imm,
         Kind::Inc | Kind::Dec => wide(f) && is_reg(f.dst),
+        Kind::Imul2 => wide(f) && is_reg(f.dst) && is_reg(f.src),
+        Kind::Shl | Kind::Shr | Kind::Sar => wide(f) && is_reg(f.dst) && f.src == Loc::Imm,
         _ => false,
     }
 }
@@ -258,6 +260,27 @@ unsafe extern "sysv64" fn cond(core: *const Core, cc: u32) -> u32 {
     // SAFETY: per the contract, `core` is the live core of `run`.
     let core = unsafe { &*core };
     u32::from(core.cpu.flags.cond(cc as u8))
+}
+
+/// Stores EDX (arithmetic flags in RFLAGS positions) as the guest's
+/// flags, as `Flags::set_arith` does.
+fn emit_eager(a: &mut CodeAssembler, l: &Layout) -> Result<(), IcedError> {
+    a.mov(rcx, qword_ptr(rbx + l.fl_bits as i32))?;
+    a.and(rcx, !(crate::flags::ARITH as i32))?;
+    a.or(rcx, rdx)?;
+    a.mov(qword_ptr(rbx + l.fl_bits as i32), rcx)?;
+    a.mov(byte_ptr(rbx + l.fl_op as i32), FlagOp::None as u32)?;
+    Ok(())
+}
+
+/// EDX = SF, ZF, PF and CF of the host's flags (`keep_cf`) or SF, ZF, PF.
+fn host_szp(a: &mut CodeAssembler, keep_cf: bool) -> Result<(), IcedError> {
+    let m = crate::flags::SF | crate::flags::ZF | crate::flags::PF;
+    let m = if keep_cf { m | crate::flags::CF } else { m };
+    a.lahf()?;
+    a.movzx(edx, ah)?;
+    a.and(edx, m as i32)?;
+    Ok(())
 }
 
 /// Pins the guest CF into the flags' bits, as INC/DEC do first.
@@ -661,6 +684,74 @@ fn emit_native(
             a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
         }
         Kind::Jmp => branch_to(a, l, f, i, exit, top)?,
+        Kind::Imul2 => {
+            // As `imul_rr`: CF = OF = signed overflow, SF/ZF/PF of the
+            // result, AF clear.
+            let r = reg_of(f.dst);
+            load_reg(a, l, rax, r, f.size)?;
+            load_reg(a, l, rcx, reg_of(f.src), f.size)?;
+            if f.size == 64 {
+                a.imul_2(rax, rcx)?;
+            } else {
+                a.imul_2(eax, ecx)?;
+            }
+            a.seto(r8b)?;
+            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+            if f.size == 64 {
+                a.test(rax, rax)?;
+            } else {
+                a.test(eax, eax)?;
+            }
+            host_szp(a, false)?;
+            a.movzx(r8d, r8b)?;
+            a.imul_3(r8d, r8d, (crate::flags::CF | crate::flags::OF) as i32)?;
+            a.or(edx, r8d)?;
+            emit_eager(a, l)?;
+        }
+        Kind::Shl | Kind::Shr | Kind::Sar => {
+            // As `shift_ri`: no flag change for a zero count; else CF the
+            // last bit out, SF/ZF/PF of the result, OF as the
+            // interpreter computes it for every count, AF clear.
+            let bits = u32::from(f.size);
+            let n = (f.imm as u32) & if bits == 64 { 63 } else { 31 };
+            let r = reg_of(f.dst);
+            load_reg(a, l, rax, r, f.size)?;
+            if n != 0 {
+                a.mov(rcx, rax)?;
+                match (f.kind, bits) {
+                    (Kind::Shl, 64) => a.shl(rax, n)?,
+                    (Kind::Shl, _) => a.shl(eax, n)?,
+                    (Kind::Shr, 64) => a.shr(rax, n)?,
+                    (Kind::Shr, _) => a.shr(eax, n)?,
+                    (_, 64) => a.sar(rax, n)?,
+                    _ => a.sar(eax, n)?,
+                }
+            }
+            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+            if n != 0 {
+                host_szp(a, true)?;
+                match f.kind {
+                    Kind::Shl => {
+                        // OF = MSB(result) ^ CF.
+                        a.mov(r8, rax)?;
+                        a.shr(r8, bits - 1)?;
+                        a.xor(r8d, edx)?;
+                        a.and(r8d, 1)?;
+                        a.shl(r8d, 11)?;
+                        a.or(edx, r8d)?;
+                    }
+                    Kind::Shr => {
+                        // OF = MSB(operand).
+                        a.shr(rcx, bits - 1)?;
+                        a.and(ecx, 1)?;
+                        a.shl(ecx, 11)?;
+                        a.or(edx, ecx)?;
+                    }
+                    _ => {}
+                }
+                emit_eager(a, l)?;
+            }
+        }
         _ => {}
     }
     Ok(())
