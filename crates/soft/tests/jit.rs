@@ -72,6 +72,20 @@ fn program() -> Vec<u8> {
                 }
                 _ => a.or(rcx, 0).unwrap(),
             }
+            if op % 2 == 1 {
+                // SETcc/CMOVcc right after the flag-setting form (fused)
+                // and after a MOV (through the helper), then MOVZX/MOVSX.
+                set_cc(&mut a, cc);
+                cmov_cc(&mut a, cc);
+                a.movzx(edi, bh).unwrap();
+                a.add(r9, rdi).unwrap();
+                a.movzx(r11d, bl).unwrap();
+                a.add(r9, r11).unwrap();
+                a.movsx(r11, cl).unwrap();
+                a.add(r9, r11).unwrap();
+                a.movsxd(r11, ecx).unwrap();
+                a.xor(r9, r11).unwrap();
+            }
             let mut skip = a.create_label();
             match cc {
                 0 => a.jo(skip),
@@ -97,6 +111,8 @@ fn program() -> Vec<u8> {
             a.rol(rbx, 1).unwrap();
             a.set_label(&mut skip).unwrap();
             a.xor(rbx, rcx).unwrap();
+            a.add(r9, r10).unwrap();
+            a.rol(r10, 5).unwrap();
         }
     }
     // Eager flags: IMUL and shifts, read back with SETcc and PUSHFQ.
@@ -137,6 +153,52 @@ fn program() -> Vec<u8> {
     a.jnz(top).unwrap();
     a.hlt().unwrap();
     a.assemble(CODE).unwrap()
+}
+
+/// SETcc BH (a high-byte register).
+fn set_cc(a: &mut CodeAssembler, cc: u8) {
+    match cc {
+        0 => a.seto(bh),
+        1 => a.setno(bh),
+        2 => a.setb(bh),
+        3 => a.setae(bh),
+        4 => a.sete(bh),
+        5 => a.setne(bh),
+        6 => a.setbe(bh),
+        7 => a.seta(bh),
+        8 => a.sets(bh),
+        9 => a.setns(bh),
+        10 => a.setp(bh),
+        11 => a.setnp(bh),
+        12 => a.setl(bh),
+        13 => a.setge(bh),
+        14 => a.setle(bh),
+        _ => a.setg(bh),
+    }
+    .unwrap();
+}
+
+/// CMOVcc R10D, EDX (32-bit: zero-extends either way).
+fn cmov_cc(a: &mut CodeAssembler, cc: u8) {
+    match cc {
+        0 => a.cmovo(r10d, edx),
+        1 => a.cmovno(r10d, edx),
+        2 => a.cmovb(r10d, edx),
+        3 => a.cmovae(r10d, edx),
+        4 => a.cmove(r10d, edx),
+        5 => a.cmovne(r10d, edx),
+        6 => a.cmovbe(r10d, edx),
+        7 => a.cmova(r10d, edx),
+        8 => a.cmovs(r10d, edx),
+        9 => a.cmovns(r10d, edx),
+        10 => a.cmovp(r10d, edx),
+        11 => a.cmovnp(r10d, edx),
+        12 => a.cmovl(r10d, edx),
+        13 => a.cmovge(r10d, edx),
+        14 => a.cmovle(r10d, edx),
+        _ => a.cmovg(r10d, edx),
+    }
+    .unwrap();
 }
 
 fn run(jit: bool) -> (Regs, u64) {

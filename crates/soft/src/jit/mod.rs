@@ -245,6 +245,9 @@ fn native(f: &Fast) -> bool {
         Kind::Jmp | Kind::Jcc(_) => f.src == Loc::Imm,
         Kind::Inc | Kind::Dec => wide(f) && is_reg(f.dst),
         Kind::Imul2 => wide(f) && is_reg(f.dst) && is_reg(f.src),
+        Kind::Setcc(_) => is_reg(f.dst),
+        Kind::Cmovcc(_) => wide(f) && is_reg(f.dst) && is_reg(f.src),
+        Kind::Movzx | Kind::Movsx => wide(f) && is_reg(f.dst) && is_reg(f.src),
         Kind::Shl | Kind::Shr | Kind::Sar => wide(f) && is_reg(f.dst) && f.src == Loc::Imm,
         _ => false,
     }
@@ -260,6 +263,51 @@ unsafe extern "sysv64" fn cond(core: *const Core, cc: u32) -> u32 {
     // SAFETY: per the contract, `core` is the live core of `run`.
     let core = unsafe { &*core };
     u32::from(core.cpu.flags.cond(cc as u8))
+}
+
+/// The byte offset in `Core` of 8-bit register `r` in iced-x86's
+/// byte-register numbering (0-3 AL-BL, 4-7 AH-BH, 8-19 SPL-R15L).
+fn byte_reg(l: &Layout, r: u8) -> i32 {
+    let r = usize::from(r);
+    let (g, hi) = match r {
+        0..=3 => (r, 0),
+        4..=7 => (r - 4, 1),
+        _ => ((r - 4) & 15, 0),
+    };
+    (l.gpr + 8 * g + hi) as i32
+}
+
+/// ECX = 1 when guest condition `cc` holds, else 0: from the host's
+/// flags when they are live (`fused`), else through [`cond`].
+fn cond_to_ecx(a: &mut CodeAssembler, cc: u8, fused: bool) -> Result<(), IcedError> {
+    if fused {
+        match cc & 15 {
+            0 => a.seto(cl)?,
+            1 => a.setno(cl)?,
+            2 => a.setb(cl)?,
+            3 => a.setae(cl)?,
+            4 => a.sete(cl)?,
+            5 => a.setne(cl)?,
+            6 => a.setbe(cl)?,
+            7 => a.seta(cl)?,
+            8 => a.sets(cl)?,
+            9 => a.setns(cl)?,
+            10 => a.setp(cl)?,
+            11 => a.setnp(cl)?,
+            12 => a.setl(cl)?,
+            13 => a.setge(cl)?,
+            14 => a.setle(cl)?,
+            _ => a.setg(cl)?,
+        }
+        a.movzx(ecx, cl)?;
+    } else {
+        a.mov(rdi, rbx)?;
+        a.mov(esi, u32::from(cc))?;
+        a.mov(rax, cond as *const () as u64)?;
+        a.call(rax)?;
+        a.mov(ecx, eax)?;
+    }
+    Ok(())
 }
 
 /// Stores EDX (arithmetic flags in RFLAGS positions) as the guest's
@@ -684,6 +732,38 @@ fn emit_native(
             a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
         }
         Kind::Jmp => branch_to(a, l, f, i, exit, top)?,
+        Kind::Setcc(cc) => {
+            let fused = flags_live && !(reads_cf(cc) && incdec_before);
+            cond_to_ecx(a, cc, fused)?;
+            a.mov(byte_ptr(rbx + byte_reg(l, reg_of(f.dst))), cl)?;
+        }
+        Kind::Cmovcc(cc) => {
+            // As `cmov_rr`: the destination is written either way (a
+            // 32-bit one zero-extended).
+            let fused = flags_live && !(reads_cf(cc) && incdec_before);
+            cond_to_ecx(a, cc, fused)?;
+            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            load_reg(a, l, rdx, reg_of(f.src), f.size)?;
+            a.test(ecx, ecx)?;
+            a.cmovne(rax, rdx)?;
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
+        Kind::Movzx | Kind::Movsx => {
+            let src = reg_of(f.src);
+            let sx = f.kind == Kind::Movsx;
+            match (f.size2, sx) {
+                (8, false) => a.movzx(eax, byte_ptr(rbx + byte_reg(l, src)))?,
+                (16, false) => a.movzx(eax, word_ptr(rbx + l.reg(src)))?,
+                (8, true) => a.movsx(rax, byte_ptr(rbx + byte_reg(l, src)))?,
+                (16, true) => a.movsx(rax, word_ptr(rbx + l.reg(src)))?,
+                (32, true) => a.movsxd(rax, dword_ptr(rbx + l.reg(src)))?,
+                _ => load_reg(a, l, rax, src, f.size2.max(32))?,
+            }
+            if f.size == 32 {
+                a.mov(eax, eax)?;
+            }
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
         Kind::Imul2 => {
             // As `imul_rr`: CF = OF = signed overflow, SF/ZF/PF of the
             // result, AF clear.
