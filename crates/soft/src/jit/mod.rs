@@ -3,13 +3,16 @@
 //!
 //! The translation of a block is one function, `extern "sysv64"
 //! fn(*mut JitCtx) -> u64`, emitted with iced-x86's `CodeAssembler` into a
-//! [`CodeBuf`]. Simple register forms (MOV, LEA, the ALU group on 32/64-bit
-//! registers and immediates, direct JMP, NOP) are emitted natively: guest
-//! registers are loaded from and stored to the `Cpu` register file, and ALU
-//! instructions record in the lazy-flags struct exactly what
-//! `Flags::set_lazy` would, so the interpreter and the translated code
-//! share one flags representation. Every other instruction becomes a call
-//! to [`tramp`], which runs the instruction's interpreter handler.
+//! [`CodeBuf`]. Register forms on 32/64-bit operands (MOV, LEA, the ALU
+//! group but ADC/SBB, INC/DEC, IMUL, shifts by an immediate, CMOVcc,
+//! MOVZX/MOVSX, SETcc), direct JMP and Jcc, NOP, and MOV/ALU reads of
+//! memory through an inline TLB lookup are emitted natively: guest
+//! registers are loaded from and stored to the `Cpu` register file, and
+//! flag-setting instructions record in the lazy-flags struct exactly what
+//! the interpreter's handlers would, so the interpreter and the translated
+//! code share one flags representation. Every other instruction (and a
+//! TLB miss) becomes a call to [`tramp`], which runs the instruction's
+//! interpreter handler.
 //!
 //! The translated code returns `(status << 32) | index`: status 0 when it
 //! ran off the block's end (index = the block's length), 1 when
