@@ -42,6 +42,11 @@ pub struct Block {
     /// its linear address, slot, the TLB epoch then and whether in user
     /// mode.
     succ: Cell<(u64, u64, u32, u64, bool)>,
+    /// Runs so far (until it is translated).
+    pub(crate) hits: Cell<u32>,
+    /// Its translation: the code buffer's generation and the entry point
+    /// (0: none; [`crate::jit::FAILED`]: it could not be translated).
+    pub(crate) jit: Cell<(u64, usize)>,
 }
 
 /// A hasher for u64 keys (a multiplicative mix; keys are addresses).
@@ -269,6 +274,8 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
     Ok(Block {
         checked: Cell::new(u64::MAX),
         succ: Cell::new((0, 0, u32::MAX, 0, false)),
+        hits: Cell::new(0),
+        jit: Cell::new((0, 0)),
         fast,
         instrs,
         lin,

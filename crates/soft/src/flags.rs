@@ -24,6 +24,7 @@ pub const FIXED: u64 = 1 << 1;
 
 /// The operation whose operands are held for lazy evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum FlagOp {
     /// All flags are in `bits`.
     None,
@@ -76,7 +77,30 @@ fn parity(v: u64) -> bool {
     (v as u8).count_ones().is_multiple_of(2)
 }
 
+/// Byte offsets of the lazy-flag fields inside [`Flags`], for the
+/// translator ([`crate::jit`]), which stores what `set_lazy` would.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlagsLayout {
+    pub bits: usize,
+    pub op: usize,
+    pub size: usize,
+    pub dst: usize,
+    pub src: usize,
+    pub res: usize,
+}
+
 impl Flags {
+    pub(crate) fn layout() -> FlagsLayout {
+        FlagsLayout {
+            bits: std::mem::offset_of!(Flags, bits),
+            op: std::mem::offset_of!(Flags, op),
+            size: std::mem::offset_of!(Flags, size),
+            dst: std::mem::offset_of!(Flags, dst),
+            src: std::mem::offset_of!(Flags, src),
+            res: std::mem::offset_of!(Flags, res),
+        }
+    }
+
     pub fn from_bits(bits: u64) -> Self {
         Flags {
             bits: bits | FIXED,
@@ -101,6 +125,14 @@ impl Flags {
         self.dst = dst;
         self.src = src;
         self.res = res;
+    }
+
+    /// Keeps CF in `bits`, as INC/DEC do before recording their result
+    /// (the translator then stores the rest itself).
+    #[inline]
+    pub(crate) fn pin_cf(&mut self) {
+        let cf = self.cf();
+        self.bits = (self.bits & !CF) | if cf { CF } else { 0 };
     }
 
     /// Records ADC/SBB with their carry in.

@@ -19,6 +19,7 @@ pub mod exec;
 pub mod fast;
 pub mod flags;
 pub mod interrupt;
+pub mod jit;
 pub mod mmu;
 pub mod phys;
 pub mod sample;

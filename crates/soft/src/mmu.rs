@@ -68,7 +68,35 @@ impl Default for Tlb {
     }
 }
 
+/// Where the translator ([`crate::jit`]) finds a TLB entry's fields.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TlbLayout {
+    /// Bytes per entry.
+    pub stride: usize,
+    pub tag: usize,
+    pub host: usize,
+    pub perm: usize,
+    /// Entries (a power of two: the index is the page number masked).
+    pub count: usize,
+}
+
 impl Tlb {
+    pub(crate) fn layout() -> TlbLayout {
+        TlbLayout {
+            stride: std::mem::size_of::<Entry>(),
+            tag: std::mem::offset_of!(Entry, tag),
+            host: std::mem::offset_of!(Entry, host),
+            perm: std::mem::offset_of!(Entry, perm),
+            count: TLB_SIZE,
+        }
+    }
+
+    /// The entry array, for translated code's inline lookups (valid
+    /// while this TLB lives; flushes rewrite entries in place).
+    pub(crate) fn entries(&self) -> *const u8 {
+        self.e.as_ptr().cast()
+    }
+
     pub fn flush(&mut self) {
         self.e.iter_mut().for_each(|e| e.tag = 0);
         self.epoch = self.epoch.wrapping_add(1);

@@ -18,6 +18,7 @@ use crate::exception::Stop;
 use crate::exec;
 use crate::flags;
 use crate::interrupt::{self, Source};
+use crate::jit::{self, Jit};
 use crate::mmu::Access;
 use crate::vm::{Shared, Signal};
 
@@ -45,6 +46,8 @@ pub struct SoftVcpu {
     maybe_irq: bool,
     /// Guest RIP samples, when asked for (`VESSEL_SOFT_SAMPLE`).
     samples: Option<crate::sample::RipSampler>,
+    /// The binary translator, unless turned off (`VESSEL_SOFT_JIT=0`).
+    jit: Option<Jit>,
 }
 
 /// How often a block that loops to itself re-runs before the run loop
@@ -77,6 +80,7 @@ impl SoftVcpu {
             },
             maybe_irq: true,
             samples: crate::sample::RipSampler::from_env(),
+            jit: Jit::from_env(),
         }
     }
 
@@ -267,7 +271,14 @@ impl SoftVcpu {
             };
             let block = self.cache.get(slot);
             let epoch = self.core.tlb.epoch;
-            let mut end = run_block(&mut self.core, block, &self.signal);
+            let entry = match &mut self.jit {
+                Some(j) => j.entry(&self.core, block),
+                None => None,
+            };
+            let mut end = match entry {
+                Some(e) => run_translated(&mut self.core, block, e, &self.signal),
+                None => run_block(&mut self.core, block, &self.signal),
+            };
             // A block that branched back to its own start (a tight loop)
             // runs again without a lookup while nothing it was checked
             // against changed; a few rounds, then interrupts get a look.
@@ -278,7 +289,10 @@ impl SoftVcpu {
                 && !self.signal.attention.load(Ordering::Relaxed)
                 && crate::cache::still_valid(&self.core, block)
             {
-                end = run_block(&mut self.core, block, &self.signal);
+                end = match entry {
+                    Some(e) => run_translated(&mut self.core, block, e, &self.signal),
+                    None => run_block(&mut self.core, block, &self.signal),
+                };
                 rounds += 1;
             }
             prev = matches!(end, BlockEnd::Next | BlockEnd::Again).then_some(slot);
@@ -345,31 +359,10 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                         break 'run BlockEnd::Next;
                     }
                 }
-                Err(Stop::EndBlock) => {
-                    done += 1;
-                    core.code_written = false;
-                    if std::mem::take(&mut core.device_written)
-                        && signal.kicked.load(Ordering::SeqCst)
-                    {
-                        break 'run BlockEnd::Kicked;
-                    }
-                    break 'run BlockEnd::Other;
-                }
-                Err(Stop::Fault(fault)) => {
-                    core.cpu.rip = f.ip;
-                    if interrupt::raise(core, fault).is_err() {
-                        break 'run BlockEnd::Shutdown;
-                    }
-                    break 'run BlockEnd::Other;
-                }
-                Err(Stop::Halt) => {
-                    done += 1;
-                    break 'run BlockEnd::Halt;
-                }
-                Err(Stop::Shutdown) => break 'run BlockEnd::Shutdown,
-                Err(Stop::Unsupported) => {
-                    core.cpu.rip = f.ip;
-                    break 'run BlockEnd::Unsupported;
+                Err(stop) => {
+                    let (n, end) = on_stop(core, f, stop, signal);
+                    done += n;
+                    break 'run end;
                 }
             }
         }
@@ -379,6 +372,92 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
             }
         }
         BlockEnd::Next
+    };
+    core.retired += done;
+    end
+}
+
+/// What the block loop does when instruction `f` stops with `stop`: the
+/// instructions it retires (1 when it completed) and how the block ends.
+fn on_stop(core: &mut Core, f: &crate::fast::Fast, stop: Stop, signal: &Signal) -> (u64, BlockEnd) {
+    match stop {
+        Stop::EndBlock => {
+            core.code_written = false;
+            if std::mem::take(&mut core.device_written) && signal.kicked.load(Ordering::SeqCst) {
+                return (1, BlockEnd::Kicked);
+            }
+            (1, BlockEnd::Other)
+        }
+        Stop::Fault(fault) => {
+            core.cpu.rip = f.ip;
+            if interrupt::raise(core, fault).is_err() {
+                return (0, BlockEnd::Shutdown);
+            }
+            (0, BlockEnd::Other)
+        }
+        Stop::Halt => (1, BlockEnd::Halt),
+        Stop::Shutdown => (0, BlockEnd::Shutdown),
+        Stop::Unsupported => {
+            core.cpu.rip = f.ip;
+            (0, BlockEnd::Unsupported)
+        }
+    }
+}
+
+/// Runs `block` through its translation at `entry` ([`crate::jit`]) and
+/// ends it as [`run_block`] would have.
+fn run_translated(
+    core: &mut Core,
+    block: &crate::cache::Block,
+    entry: usize,
+    signal: &Signal,
+) -> BlockEnd {
+    let (done, end) = match jit::run(core, entry) {
+        jit::Outcome::End => {
+            // Nothing branched away (that ends with `After`), so RIP is
+            // past the last instruction (a native Jcc not taken leaves it
+            // unset).
+            if let Some(f) = block.fast.last() {
+                core.cpu.rip = f.next;
+            }
+            (block.fast.len() as u64, BlockEnd::Next)
+        }
+        jit::Outcome::After(i) => {
+            let f = &block.fast[i];
+            let end = 'e: {
+                if core.device_written || core.code_written {
+                    if !f.sets_rip {
+                        core.cpu.rip = f.next;
+                    }
+                    if std::mem::take(&mut core.device_written)
+                        && signal.kicked.load(Ordering::SeqCst)
+                    {
+                        break 'e BlockEnd::Kicked;
+                    }
+                    if std::mem::take(&mut core.code_written) {
+                        break 'e BlockEnd::Other;
+                    }
+                }
+                if f.sets_rip && core.cpu.rip != f.next {
+                    if f.kind != crate::fast::Kind::Generic && core.cpu.rip == block.lin {
+                        break 'e BlockEnd::Again;
+                    }
+                    break 'e BlockEnd::Next;
+                }
+                // A device write without a kick: the interpreter would go
+                // on inside the block; going on at the next block is the
+                // same.
+                if !f.sets_rip {
+                    core.cpu.rip = f.next;
+                }
+                BlockEnd::Other
+            };
+            (i as u64 + 1, end)
+        }
+        jit::Outcome::Stopped(i, stop) => {
+            let (n, end) = on_stop(core, &block.fast[i], stop, signal);
+            (i as u64 + n, end)
+        }
     };
     core.retired += done;
     end

@@ -1,0 +1,937 @@
+//! The binary translator (stage 1): turns a hot cached [`Block`] into host
+//! x86-64 code and runs it.
+//!
+//! The translation of a block is one function, `extern "sysv64"
+//! fn(*mut JitCtx) -> u64`, emitted with iced-x86's `CodeAssembler` into a
+//! [`CodeBuf`]. Register forms on 32/64-bit operands (MOV, LEA, the ALU
+//! group but ADC/SBB, INC/DEC, IMUL, shifts by an immediate, CMOVcc,
+//! MOVZX/MOVSX, SETcc), direct JMP and Jcc, NOP, and MOV/ALU reads of
+//! memory through an inline TLB lookup are emitted natively: guest
+//! registers are loaded from and stored to the `Cpu` register file, and
+//! flag-setting instructions record in the lazy-flags struct exactly what
+//! the interpreter's handlers would, so the interpreter and the translated
+//! code share one flags representation. Every other instruction (and a
+//! TLB miss) becomes a call to [`tramp`], which runs the instruction's
+//! interpreter handler.
+//!
+//! The translated code returns `(status << 32) | index`: status 0 when it
+//! ran off the block's end (index = the block's length), 1 when
+//! instruction `index` completed but the block must stop after it (a taken
+//! branch, a device or code write), 2 when instruction `index` stopped
+//! with the `Stop` left in the context (no state changed by it). The run
+//! loop ([`run`]) turns that into what the interpreter's block loop would
+//! have done, so both paths retire the same instructions and leave the
+//! same state.
+//!
+//! A translation lives beside its block (`Block::jit`) and dies with it:
+//! the block cache's validation stays the only judge of whether cached
+//! code is current. When the code buffer is full it starts over and every
+//! translation made before is dropped (by generation).
+
+mod buf;
+
+use iced_x86::code_asm::*;
+use iced_x86::Instruction;
+
+pub use buf::{BufError, CodeBuf};
+
+use crate::cache::Block;
+use crate::core::Core;
+use crate::exception::Stop;
+use crate::fast::{Alu, Fast, Kind, Loc, NO_REG};
+use crate::flags::{FlagOp, Flags};
+
+/// `Block::jit` entry of a block that cannot be translated.
+pub const FAILED: usize = 1;
+
+/// The code buffer's size.
+const BUF_SIZE: usize = 64 << 20;
+
+/// What translated code gets: the vCPU core and room for a stop.
+#[repr(C)]
+pub struct JitCtx {
+    core: *mut Core,
+    /// The core's TLB entries ([`crate::mmu::Tlb::entries`]).
+    tlb: *const u8,
+    stop: Option<Stop>,
+}
+
+/// A translated block's entry point.
+type Entry = unsafe extern "sysv64" fn(*mut JitCtx) -> u64;
+
+/// The translator of one vCPU.
+pub struct Jit {
+    buf: CodeBuf,
+    /// Runs of a block before it is translated.
+    hot: u32,
+    /// Blocks translated (statistics).
+    pub translated: u64,
+}
+
+impl Jit {
+    /// The translator as the environment configures it:
+    /// `VESSEL_SOFT_JIT=0` turns it off, `VESSEL_SOFT_JIT_HOT=n` sets how
+    /// many runs make a block hot. None when it is off or its code buffer
+    /// cannot be mapped.
+    pub fn from_env() -> Option<Jit> {
+        let on = std::env::var("VESSEL_SOFT_JIT")
+            .map(|v| v != "0")
+            .unwrap_or(DEFAULT_ON);
+        if !on {
+            return None;
+        }
+        let hot = std::env::var("VESSEL_SOFT_JIT_HOT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        match CodeBuf::new(BUF_SIZE) {
+            Ok(buf) => Some(Jit {
+                buf,
+                hot,
+                translated: 0,
+            }),
+            Err(e) => {
+                log::warn!("soft: translator off: {e}");
+                None
+            }
+        }
+    }
+
+    /// The translation of `b`, made now if it has become hot.
+    #[inline]
+    pub fn entry(&mut self, core: &Core, b: &Block) -> Option<usize> {
+        let (gen, e) = b.jit.get();
+        if gen == self.buf.gen && e != 0 {
+            return (e != FAILED).then_some(e);
+        }
+        let h = b.hits.get();
+        if h < self.hot {
+            b.hits.set(h + 1);
+            return None;
+        }
+        let e = match self.translate(core, b) {
+            Some(e) => e,
+            None => {
+                self.buf.reset();
+                self.translate(core, b).unwrap_or(FAILED)
+            }
+        };
+        b.jit.set((self.buf.gen, e));
+        (e != FAILED).then_some(e)
+    }
+
+    /// Emits `b` into the buffer; None when it does not fit (or the
+    /// assembler refuses, which makes it FAILED after a reset).
+    fn translate(&mut self, core: &Core, b: &Block) -> Option<usize> {
+        let code = emit(core, b, self.buf.next_addr()).ok()?;
+        let e = self.buf.put(&code)?;
+        self.translated += 1;
+        Some(e)
+    }
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
+            eprintln!(
+                "soft jit: {} blocks translated, code buffer generation {}",
+                self.translated, self.buf.gen
+            );
+        }
+    }
+}
+
+/// Whether the translator runs when the environment does not say.
+const DEFAULT_ON: bool = true;
+
+/// Byte offsets of what translated code touches inside `Core`.
+struct Layout {
+    /// The base of each segment's descriptor cache.
+    seg_base: [usize; 6],
+    cs_sel: usize,
+    tlb: crate::mmu::TlbLayout,
+    gpr: usize,
+    rip: usize,
+    retired: usize,
+    fl_bits: usize,
+    fl_op: usize,
+    fl_size: usize,
+    fl_dst: usize,
+    fl_src: usize,
+    fl_res: usize,
+}
+
+impl Layout {
+    fn of(core: &Core) -> Layout {
+        let base = core as *const Core as usize;
+        let gpr = core.cpu.gpr.as_ptr() as usize - base;
+        let rip = &core.cpu.rip as *const u64 as usize - base;
+        let flags = &core.cpu.flags as *const Flags as usize - base;
+        let l = Flags::layout();
+        let seg_base = std::array::from_fn(|i| &core.cpu.seg[i].base as *const u64 as usize - base);
+        let cs_sel = &core.cpu.seg[crate::cpu::CS].selector as *const u16 as usize - base;
+        Layout {
+            seg_base,
+            cs_sel,
+            tlb: crate::mmu::Tlb::layout(),
+            gpr,
+            rip,
+            retired: &core.retired as *const u64 as usize - base,
+            fl_bits: flags + l.bits,
+            fl_op: flags + l.op,
+            fl_size: flags + l.size,
+            fl_dst: flags + l.dst,
+            fl_src: flags + l.src,
+            fl_res: flags + l.res,
+        }
+    }
+
+    fn reg(&self, r: u8) -> i32 {
+        (self.gpr + 8 * usize::from(r & 15)) as i32
+    }
+}
+
+/// Runs instruction `f` of a translated block through its interpreter
+/// handler: 0 to go on, 1 when the block must stop after it, 2 when it
+/// stopped (the `Stop` is left in the context).
+///
+/// # Safety
+/// Called only by translated code, with the context [`run`] passed in
+/// (its `core` valid and not otherwise borrowed while the code runs) and
+/// pointers to a `Fast` and an `Instruction` of the block being run.
+unsafe extern "sysv64" fn tramp(ctx: *mut JitCtx, f: *const Fast, ins: *const Instruction) -> u64 {
+    // SAFETY: per this function's contract, `ctx` is the live context of
+    // `run`, whose core nothing else borrows while translated code runs,
+    // and `f`/`ins` point into the block `run` holds a reference to.
+    let (ctx, f, ins) = unsafe { (&mut *ctx, &*f, &*ins) };
+    // SAFETY: as above; this is the only reference to the core now.
+    let core = unsafe { &mut *ctx.core };
+    match (f.h)(core, f, ins) {
+        Ok(()) => u64::from(
+            core.device_written || core.code_written || (f.sets_rip && core.cpu.rip != f.next),
+        ),
+        Err(s) => {
+            ctx.stop = Some(s);
+            2
+        }
+    }
+}
+
+/// 32- and 64-bit operands are emitted natively.
+fn wide(f: &Fast) -> bool {
+    f.size == 32 || f.size == 64
+}
+
+fn is_reg(l: Loc) -> bool {
+    matches!(l, Loc::Reg(_))
+}
+
+fn reg_of(l: Loc) -> u8 {
+    match l {
+        Loc::Reg(r) => r,
+        _ => 0,
+    }
+}
+
+/// Whether `f` has a native translation.
+fn native(f: &Fast) -> bool {
+    match f.kind {
+        Kind::Nop => true,
+        Kind::Mov => wide(f) && is_reg(f.dst) && matches!(f.src, Loc::Reg(_) | Loc::Imm),
+        Kind::Lea => wide(f) && is_reg(f.dst),
+        Kind::Alu(op) => {
+            !matches!(op, Alu::Adc | Alu::Sbb)
+                && wide(f)
+                && is_reg(f.dst)
+                && matches!(f.src, Loc::Reg(_) | Loc::Imm)
+        }
+        Kind::Jmp | Kind::Jcc(_) => f.src == Loc::Imm,
+        Kind::Inc | Kind::Dec => wide(f) && is_reg(f.dst),
+        Kind::Imul2 => wide(f) && is_reg(f.dst) && is_reg(f.src),
+        Kind::Setcc(_) => is_reg(f.dst),
+        Kind::Cmovcc(_) => wide(f) && is_reg(f.dst) && is_reg(f.src),
+        Kind::Movzx | Kind::Movsx => wide(f) && is_reg(f.dst) && is_reg(f.src),
+        Kind::Shl | Kind::Shr | Kind::Sar => wide(f) && is_reg(f.dst) && f.src == Loc::Imm,
+        _ => false,
+    }
+}
+
+/// The guest condition `cc` (0-15, x86 order) of the lazy flags, for
+/// translated conditional jumps whose flags are not live in the host's.
+///
+/// # Safety
+/// Called only by translated code with the core it runs on (valid, and
+/// not written by anything while this reads it).
+unsafe extern "sysv64" fn cond(core: *const Core, cc: u32) -> u32 {
+    // SAFETY: per the contract, `core` is the live core of `run`.
+    let core = unsafe { &*core };
+    u32::from(core.cpu.flags.cond(cc as u8))
+}
+
+/// The byte offset in `Core` of 8-bit register `r` in iced-x86's
+/// byte-register numbering (0-3 AL-BL, 4-7 AH-BH, 8-19 SPL-R15L).
+fn byte_reg(l: &Layout, r: u8) -> i32 {
+    let r = usize::from(r);
+    let (g, hi) = match r {
+        0..=3 => (r, 0),
+        4..=7 => (r - 4, 1),
+        _ => ((r - 4) & 15, 0),
+    };
+    (l.gpr + 8 * g + hi) as i32
+}
+
+/// ECX = 1 when guest condition `cc` holds, else 0: from the host's
+/// flags when they are live (`fused`), else through [`cond`].
+fn cond_to_ecx(a: &mut CodeAssembler, cc: u8, fused: bool) -> Result<(), IcedError> {
+    if fused {
+        match cc & 15 {
+            0 => a.seto(cl)?,
+            1 => a.setno(cl)?,
+            2 => a.setb(cl)?,
+            3 => a.setae(cl)?,
+            4 => a.sete(cl)?,
+            5 => a.setne(cl)?,
+            6 => a.setbe(cl)?,
+            7 => a.seta(cl)?,
+            8 => a.sets(cl)?,
+            9 => a.setns(cl)?,
+            10 => a.setp(cl)?,
+            11 => a.setnp(cl)?,
+            12 => a.setl(cl)?,
+            13 => a.setge(cl)?,
+            14 => a.setle(cl)?,
+            _ => a.setg(cl)?,
+        }
+        a.movzx(ecx, cl)?;
+    } else {
+        a.mov(rdi, rbx)?;
+        a.mov(esi, u32::from(cc))?;
+        a.mov(rax, cond as *const () as u64)?;
+        a.call(rax)?;
+        a.mov(ecx, eax)?;
+    }
+    Ok(())
+}
+
+/// Stores EDX (arithmetic flags in RFLAGS positions) as the guest's
+/// flags, as `Flags::set_arith` does.
+fn emit_eager(a: &mut CodeAssembler, l: &Layout) -> Result<(), IcedError> {
+    a.mov(rcx, qword_ptr(rbx + l.fl_bits as i32))?;
+    a.and(rcx, !(crate::flags::ARITH as i32))?;
+    a.or(rcx, rdx)?;
+    a.mov(qword_ptr(rbx + l.fl_bits as i32), rcx)?;
+    a.mov(byte_ptr(rbx + l.fl_op as i32), FlagOp::None as u32)?;
+    Ok(())
+}
+
+/// EDX = SF, ZF, PF and CF of the host's flags (`keep_cf`) or SF, ZF, PF.
+fn host_szp(a: &mut CodeAssembler, keep_cf: bool) -> Result<(), IcedError> {
+    let m = crate::flags::SF | crate::flags::ZF | crate::flags::PF;
+    let m = if keep_cf { m | crate::flags::CF } else { m };
+    a.lahf()?;
+    a.movzx(edx, ah)?;
+    a.and(edx, m as i32)?;
+    Ok(())
+}
+
+/// Pins the guest CF into the flags' bits, as INC/DEC do first.
+///
+/// # Safety
+/// Called only by translated code with the core it runs on (valid, and
+/// not otherwise borrowed while this runs).
+unsafe extern "sysv64" fn pin_cf(core: *mut Core) {
+    // SAFETY: per the contract, `core` is the live core of `run`.
+    let core = unsafe { &mut *core };
+    core.cpu.flags.pin_cf();
+}
+
+/// Whether condition `cc` reads CF (B, AE, BE, A), which INC/DEC leave
+/// in the host's flags as something else.
+fn reads_cf(cc: u8) -> bool {
+    matches!(cc >> 1, 1 | 3)
+}
+
+/// Jumps to `to` when host condition `cc` (x86 order) holds.
+fn jcc_host(a: &mut CodeAssembler, cc: u8, to: CodeLabel) -> Result<(), IcedError> {
+    match cc & 15 {
+        0 => a.jo(to),
+        1 => a.jno(to),
+        2 => a.jb(to),
+        3 => a.jae(to),
+        4 => a.je(to),
+        5 => a.jne(to),
+        6 => a.jbe(to),
+        7 => a.ja(to),
+        8 => a.js(to),
+        9 => a.jns(to),
+        10 => a.jp(to),
+        11 => a.jnp(to),
+        12 => a.jl(to),
+        13 => a.jge(to),
+        14 => a.jle(to),
+        _ => a.jg(to),
+    }
+}
+
+/// Whether `f` reads a memory operand natively (MOV r, m and the ALU
+/// group r, m on 32/64-bit operands), with the interpreter's handler as
+/// the slow path.
+fn native_load(f: &Fast) -> bool {
+    match f.kind {
+        Kind::Mov => wide(f) && is_reg(f.dst) && f.src == Loc::Mem,
+        Kind::Alu(op) => {
+            !matches!(op, Alu::Adc | Alu::Sbb) && wide(f) && is_reg(f.dst) && f.src == Loc::Mem
+        }
+        _ => false,
+    }
+}
+
+/// Emits the inline TLB read of `f`'s memory operand into RAX (zero-
+/// extended from `f.size`), jumping to `slow` for page crossings, TLB
+/// misses and missing rights (the interpreter then does the access).
+fn emit_load(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    slow: CodeLabel,
+) -> Result<(), IcedError> {
+    let m = &f.mem;
+    let bytes = u32::from(f.size / 8);
+    a.mov(rax, m.disp)?;
+    if m.base != NO_REG {
+        a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
+    }
+    if m.index != NO_REG {
+        a.mov(rcx, qword_ptr(rbx + l.reg(m.index)))?;
+        if m.scale != 0 {
+            a.shl(rcx, u32::from(m.scale))?;
+        }
+        a.add(rax, rcx)?;
+    }
+    if m.seg >= 4 {
+        a.add(
+            rax,
+            qword_ptr(rbx + l.seg_base[usize::from(m.seg & 7).min(5)] as i32),
+        )?;
+    }
+    // Within one page.
+    a.mov(ecx, eax)?;
+    a.and(ecx, 0xfff)?;
+    a.cmp(ecx, 0x1000 - bytes)?;
+    a.ja(slow)?;
+    // The entry: tag = page number + 1, then the rights of this access.
+    a.mov(rdx, rax)?;
+    a.shr(rdx, 12)?;
+    a.mov(esi, edx)?;
+    a.and(esi, (l.tlb.count - 1) as u32)?;
+    a.imul_3(esi, esi, l.tlb.stride as i32)?;
+    a.add(
+        rsi,
+        qword_ptr(r12 + std::mem::offset_of!(JitCtx, tlb) as i32),
+    )?;
+    a.add(rdx, 1)?;
+    a.cmp(qword_ptr(rsi + l.tlb.tag as i32), rdx)?;
+    a.jne(slow)?;
+    a.movzx(edx, word_ptr(rbx + l.cs_sel as i32))?;
+    a.and(edx, 3)?;
+    a.cmp(edx, 3)?;
+    a.mov(edx, u32::from(crate::mmu::PERM_SR))?;
+    a.mov(r8d, u32::from(crate::mmu::PERM_UR))?;
+    a.cmove(edx, r8d)?;
+    a.test(byte_ptr(rsi + l.tlb.perm as i32), dl)?;
+    a.jz(slow)?;
+    a.mov(rsi, qword_ptr(rsi + l.tlb.host as i32))?;
+    if f.size == 64 {
+        a.mov(rax, qword_ptr(rsi + rcx))?;
+    } else {
+        a.mov(eax, dword_ptr(rsi + rcx))?;
+    }
+    Ok(())
+}
+
+/// Emits the ALU operation `op` of RAX (destination) and RCX (source) at
+/// `size` bits, recording the lazy flags and writing guest register `dst`
+/// unless it is CMP/TEST.
+fn emit_alu(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    op: Alu,
+    size: u8,
+    dst: u8,
+) -> Result<(), IcedError> {
+    a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
+    a.mov(qword_ptr(rbx + l.fl_src as i32), rcx)?;
+    // 32-bit operations run on 32-bit registers, so the host's flags are
+    // the guest's (fused conditional jumps use them) and RAX is
+    // zero-extended as a 32-bit register write is.
+    let w = size == 64;
+    let fop = match op {
+        Alu::Add => {
+            if w {
+                a.add(rax, rcx)?
+            } else {
+                a.add(eax, ecx)?
+            }
+            FlagOp::Add
+        }
+        Alu::Sub | Alu::Cmp => {
+            if w {
+                a.sub(rax, rcx)?
+            } else {
+                a.sub(eax, ecx)?
+            }
+            FlagOp::Sub
+        }
+        Alu::And | Alu::Test => {
+            if w {
+                a.and(rax, rcx)?
+            } else {
+                a.and(eax, ecx)?
+            }
+            FlagOp::Logic
+        }
+        Alu::Or => {
+            if w {
+                a.or(rax, rcx)?
+            } else {
+                a.or(eax, ecx)?
+            }
+            FlagOp::Logic
+        }
+        Alu::Xor | Alu::Adc | Alu::Sbb => {
+            if w {
+                a.xor(rax, rcx)?
+            } else {
+                a.xor(eax, ecx)?
+            }
+            FlagOp::Logic
+        }
+    };
+    a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
+    a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
+    a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(size))?;
+    if !matches!(op, Alu::Cmp | Alu::Test) {
+        a.mov(qword_ptr(rbx + l.reg(dst)), rax)?;
+    }
+    Ok(())
+}
+
+/// Emits a native memory-reading form with the trampoline as slow path.
+fn emit_load_form(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    ins: &Instruction,
+    i: u32,
+    exit: CodeLabel,
+) -> Result<(), IcedError> {
+    let mut slow = a.create_label();
+    let mut done = a.create_label();
+    emit_load(a, l, f, slow)?;
+    match f.kind {
+        Kind::Alu(op) => {
+            a.mov(rcx, rax)?;
+            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            emit_alu(a, l, op, f.size, reg_of(f.dst))?;
+        }
+        _ => a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?,
+    }
+    a.jmp(done)?;
+    a.set_label(&mut slow)?;
+    emit_tramp(a, f, ins, i, exit)?;
+    a.set_label(&mut done)?;
+    Ok(())
+}
+
+/// Emits a call of [`tramp`] for instruction `i`.
+fn emit_tramp(
+    a: &mut CodeAssembler,
+    f: &Fast,
+    ins: &Instruction,
+    i: u32,
+    exit: CodeLabel,
+) -> Result<(), IcedError> {
+    a.mov(r13d, i)?;
+    a.mov(rdi, r12)?;
+    a.mov(rsi, f as *const Fast as u64)?;
+    a.mov(rdx, ins as *const Instruction as u64)?;
+    a.mov(rax, tramp as *const () as u64)?;
+    a.call(rax)?;
+    a.test(eax, eax)?;
+    a.jnz(exit)?;
+    Ok(())
+}
+
+/// Loads guest register `r` (zero-extended from `size` bits) into `dst`.
+fn load_reg(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    dst: AsmRegister64,
+    r: u8,
+    size: u8,
+) -> Result<(), IcedError> {
+    if size == 64 {
+        a.mov(dst, qword_ptr(rbx + l.reg(r)))
+    } else {
+        a.mov(low32(dst), dword_ptr(rbx + l.reg(r)))
+    }
+}
+
+fn low32(r: AsmRegister64) -> AsmRegister32 {
+    if r == rax {
+        eax
+    } else if r == rcx {
+        ecx
+    } else {
+        edx
+    }
+}
+
+/// Emits the native form of `f` (one of [`native`]'s).
+/// Where a block may loop back to its own start inside translated code.
+#[derive(Clone, Copy)]
+struct Top {
+    /// The block's first guest address.
+    lin: u64,
+    /// The label of its first instruction, when looping in code is safe
+    /// (no interpreter-run instruction that could change what the block
+    /// was validated against).
+    label: Option<CodeLabel>,
+}
+
+/// The translated code's rounds of a block looping to itself before it
+/// goes back to the run loop (which then looks at interrupts).
+const LOOP_ROUNDS: u32 = 32;
+
+/// A taken branch of instruction `i` to `f.imm`: back to the block's top
+/// while the round budget (R14) lasts, counting the round's instructions
+/// as retired; else RIP = target and out with status 1.
+fn branch_to(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    i: u32,
+    exit: CodeLabel,
+    top: Top,
+) -> Result<(), IcedError> {
+    if let (true, Some(t)) = (f.imm == top.lin, top.label) {
+        let mut out = a.create_label();
+        a.sub(r14d, 1)?;
+        a.jz(out)?;
+        a.add(qword_ptr(rbx + l.retired as i32), (i + 1) as i32)?;
+        a.jmp(t)?;
+        a.set_label(&mut out)?;
+    }
+    a.mov(rax, f.imm)?;
+    a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
+    a.mov(r13d, i)?;
+    a.mov(eax, 1u32)?;
+    a.jmp(exit)?;
+    Ok(())
+}
+
+/// `flags_live`: the host's RFLAGS hold the guest's arithmetic flags (the
+/// previous instruction was a native ALU operation, or INC/DEC when
+/// `incdec_before`, whose host CF is not the guest's).
+#[allow(clippy::too_many_arguments)]
+fn emit_native(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    i: u32,
+    exit: CodeLabel,
+    flags_live: bool,
+    incdec_before: bool,
+    top: Top,
+) -> Result<(), IcedError> {
+    match f.kind {
+        Kind::Nop => {}
+        Kind::Mov => {
+            match f.src {
+                Loc::Imm => a.mov(rax, f.imm)?,
+                s => load_reg(a, l, rax, reg_of(s), f.size)?,
+            }
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
+        Kind::Lea => {
+            let m = &f.mem;
+            a.mov(rax, m.disp)?;
+            if m.base != NO_REG {
+                a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
+            }
+            if m.index != NO_REG {
+                a.mov(rcx, qword_ptr(rbx + l.reg(m.index)))?;
+                if m.scale != 0 {
+                    a.shl(rcx, u32::from(m.scale))?;
+                }
+                a.add(rax, rcx)?;
+            }
+            if f.size == 32 {
+                a.mov(eax, eax)?;
+            }
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
+        Kind::Alu(op) => {
+            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            match f.src {
+                Loc::Imm => a.mov(rcx, f.imm)?,
+                s => load_reg(a, l, rcx, reg_of(s), f.size)?,
+            }
+            emit_alu(a, l, op, f.size, reg_of(f.dst))?;
+        }
+        Kind::Jcc(cc) => {
+            // Not taken: on with the next instruction.
+            let mut skip = a.create_label();
+            if flags_live && !(reads_cf(cc) && incdec_before) {
+                jcc_host(a, cc ^ 1, skip)?;
+            } else {
+                a.mov(rdi, rbx)?;
+                a.mov(esi, u32::from(cc))?;
+                a.mov(rax, cond as *const () as u64)?;
+                a.call(rax)?;
+                a.test(eax, eax)?;
+                a.jz(skip)?;
+            }
+            branch_to(a, l, f, i, exit, top)?;
+            a.set_label(&mut skip)?;
+        }
+        Kind::Inc | Kind::Dec => {
+            let fl = crate::flags::CF;
+            if flags_live && !incdec_before {
+                a.setb(dl)?;
+                a.movzx(edx, dl)?;
+                a.and(qword_ptr(rbx + l.fl_bits as i32), !(fl as i32))?;
+                a.or(qword_ptr(rbx + l.fl_bits as i32), rdx)?;
+            } else {
+                a.mov(rdi, rbx)?;
+                a.mov(rax, pin_cf as *const () as u64)?;
+                a.call(rax)?;
+            }
+            let r = reg_of(f.dst);
+            load_reg(a, l, rax, r, f.size)?;
+            a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
+            a.mov(qword_ptr(rbx + l.fl_src as i32), 1)?;
+            let fop = match (f.kind, f.size) {
+                (Kind::Inc, 64) => {
+                    a.inc(rax)?;
+                    FlagOp::Inc
+                }
+                (Kind::Inc, _) => {
+                    a.inc(eax)?;
+                    FlagOp::Inc
+                }
+                (_, 64) => {
+                    a.dec(rax)?;
+                    FlagOp::Dec
+                }
+                _ => {
+                    a.dec(eax)?;
+                    FlagOp::Dec
+                }
+            };
+            a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
+            a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
+            a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(f.size))?;
+            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+        }
+        Kind::Jmp => branch_to(a, l, f, i, exit, top)?,
+        Kind::Setcc(cc) => {
+            let fused = flags_live && !(reads_cf(cc) && incdec_before);
+            cond_to_ecx(a, cc, fused)?;
+            a.mov(byte_ptr(rbx + byte_reg(l, reg_of(f.dst))), cl)?;
+        }
+        Kind::Cmovcc(cc) => {
+            // As `cmov_rr`: the destination is written either way (a
+            // 32-bit one zero-extended).
+            let fused = flags_live && !(reads_cf(cc) && incdec_before);
+            cond_to_ecx(a, cc, fused)?;
+            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            load_reg(a, l, rdx, reg_of(f.src), f.size)?;
+            a.test(ecx, ecx)?;
+            a.cmovne(rax, rdx)?;
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
+        Kind::Movzx | Kind::Movsx => {
+            let src = reg_of(f.src);
+            let sx = f.kind == Kind::Movsx;
+            match (f.size2, sx) {
+                (8, false) => a.movzx(eax, byte_ptr(rbx + byte_reg(l, src)))?,
+                (16, false) => a.movzx(eax, word_ptr(rbx + l.reg(src)))?,
+                (8, true) => a.movsx(rax, byte_ptr(rbx + byte_reg(l, src)))?,
+                (16, true) => a.movsx(rax, word_ptr(rbx + l.reg(src)))?,
+                (32, true) => a.movsxd(rax, dword_ptr(rbx + l.reg(src)))?,
+                _ => load_reg(a, l, rax, src, f.size2.max(32))?,
+            }
+            if f.size == 32 {
+                a.mov(eax, eax)?;
+            }
+            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+        }
+        Kind::Imul2 => {
+            // As `imul_rr`: CF = OF = signed overflow, SF/ZF/PF of the
+            // result, AF clear.
+            let r = reg_of(f.dst);
+            load_reg(a, l, rax, r, f.size)?;
+            load_reg(a, l, rcx, reg_of(f.src), f.size)?;
+            if f.size == 64 {
+                a.imul_2(rax, rcx)?;
+            } else {
+                a.imul_2(eax, ecx)?;
+            }
+            a.seto(r8b)?;
+            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+            if f.size == 64 {
+                a.test(rax, rax)?;
+            } else {
+                a.test(eax, eax)?;
+            }
+            host_szp(a, false)?;
+            a.movzx(r8d, r8b)?;
+            a.imul_3(r8d, r8d, (crate::flags::CF | crate::flags::OF) as i32)?;
+            a.or(edx, r8d)?;
+            emit_eager(a, l)?;
+        }
+        Kind::Shl | Kind::Shr | Kind::Sar => {
+            // As `shift_ri`: no flag change for a zero count; else CF the
+            // last bit out, SF/ZF/PF of the result, OF as the
+            // interpreter computes it for every count, AF clear.
+            let bits = u32::from(f.size);
+            let n = (f.imm as u32) & if bits == 64 { 63 } else { 31 };
+            let r = reg_of(f.dst);
+            load_reg(a, l, rax, r, f.size)?;
+            if n != 0 {
+                a.mov(rcx, rax)?;
+                match (f.kind, bits) {
+                    (Kind::Shl, 64) => a.shl(rax, n)?,
+                    (Kind::Shl, _) => a.shl(eax, n)?,
+                    (Kind::Shr, 64) => a.shr(rax, n)?,
+                    (Kind::Shr, _) => a.shr(eax, n)?,
+                    (_, 64) => a.sar(rax, n)?,
+                    _ => a.sar(eax, n)?,
+                }
+            }
+            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+            if n != 0 {
+                host_szp(a, true)?;
+                match f.kind {
+                    Kind::Shl => {
+                        // OF = MSB(result) ^ CF.
+                        a.mov(r8, rax)?;
+                        a.shr(r8, bits - 1)?;
+                        a.xor(r8d, edx)?;
+                        a.and(r8d, 1)?;
+                        a.shl(r8d, 11)?;
+                        a.or(edx, r8d)?;
+                    }
+                    Kind::Shr => {
+                        // OF = MSB(operand).
+                        a.shr(rcx, bits - 1)?;
+                        a.and(ecx, 1)?;
+                        a.shl(ecx, 11)?;
+                        a.or(edx, ecx)?;
+                    }
+                    _ => {}
+                }
+                emit_eager(a, l)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Assembles the translation of `b` for address `at`.
+fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
+    let l = Layout::of(core);
+    let mut a = CodeAssembler::new(64)?;
+    let mut exit = a.create_label();
+    // Entry: RSP is 8 mod 16; four pushes and 8 bytes make calls aligned.
+    a.push(rbx)?;
+    a.push(r12)?;
+    a.push(r13)?;
+    a.push(r14)?;
+    a.sub(rsp, 8)?;
+    a.mov(r12, rdi)?;
+    a.mov(
+        rbx,
+        qword_ptr(rdi + std::mem::offset_of!(JitCtx, core) as i32),
+    )?;
+    a.mov(r14d, LOOP_ROUNDS)?;
+    let loops = b.fast.iter().all(|f| f.kind != Kind::Generic);
+    let mut top_label = a.create_label();
+    a.set_label(&mut top_label)?;
+    // A label needs an instruction after it.
+    a.nop()?;
+    let top = Top {
+        lin: b.lin,
+        label: loops.then_some(top_label),
+    };
+    let n = b.fast.len() as u32;
+    let mut flags_live = false;
+    let mut incdec_before = false;
+    for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
+        let i = i as u32;
+        if native(f) {
+            emit_native(&mut a, &l, f, i, exit, flags_live, incdec_before, top)?;
+            flags_live = matches!(f.kind, Kind::Alu(_) | Kind::Inc | Kind::Dec);
+            incdec_before = matches!(f.kind, Kind::Inc | Kind::Dec);
+            continue;
+        }
+        incdec_before = false;
+        flags_live = false;
+        if native_load(f) {
+            emit_load_form(&mut a, &l, f, ins, i, exit)?;
+            continue;
+        }
+        emit_tramp(&mut a, f, ins, i, exit)?;
+    }
+    a.xor(eax, eax)?;
+    a.mov(r13d, n)?;
+    a.set_label(&mut exit)?;
+    a.shl(rax, 32)?;
+    a.or(rax, r13)?;
+    a.add(rsp, 8)?;
+    a.pop(r14)?;
+    a.pop(r13)?;
+    a.pop(r12)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    a.assemble(at)
+}
+
+/// How a translated block's run ended, in the interpreter's terms: the
+/// instructions retired and what the block loop does next.
+pub enum Outcome {
+    /// Ran off the end (RIP not yet set).
+    End,
+    /// Instruction `i` completed and the block stops after it.
+    After(usize),
+    /// Instruction `i` stopped with this.
+    Stopped(usize, Stop),
+}
+
+/// Runs the translation at `entry` of block `b` on `core`.
+pub fn run(core: &mut Core, entry: usize) -> Outcome {
+    let mut ctx = JitCtx {
+        tlb: core.tlb.entries(),
+        core: core as *mut Core,
+        stop: None,
+    };
+    // SAFETY: `entry` is code our emitter produced for `b` (the caller got
+    // it from `Jit::entry` for this block, in the buffer's current
+    // generation, so the buffer still holds it), following the sysv64
+    // ABI and saving the registers it uses. It touches only `core`
+    // (through the pointer in `ctx`, which nothing else uses while it
+    // runs) and, through `tramp`, `b`'s instructions, which `b` keeps
+    // alive for the call.
+    let r = unsafe {
+        let f: Entry = std::mem::transmute::<usize, Entry>(entry);
+        f(&mut ctx)
+    };
+    let i = (r & 0xffff_ffff) as usize;
+    match r >> 32 {
+        0 => Outcome::End,
+        1 => Outcome::After(i),
+        _ => Outcome::Stopped(i, ctx.stop.take().unwrap_or(Stop::Unsupported)),
+    }
+}

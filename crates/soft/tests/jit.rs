@@ -1,0 +1,284 @@
+//! The translator against the interpreter on a hot loop the differential
+//! snippets do not cover: every condition after each natively translated
+//! flag-setting form (the ALU group, INC/DEC, IMUL, shifts), fused with
+//! the host's flags or through the condition helper, taken and not taken,
+//! and in-code self loops. Registers, flags and the retired count must
+//! match between `VESSEL_SOFT_JIT=0` and the translator with every block
+//! translated on its first run.
+
+use std::sync::Arc;
+
+use hypervisor::{DescriptorTable, DeviceIo, Hypervisor, Regs, Segment, SpecialRegs, VmExit};
+use iced_x86::code_asm::*;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+struct NoIo;
+
+impl DeviceIo for NoIo {
+    fn pio_read(&self, _: u16, d: &mut [u8]) {
+        d.fill(0xff);
+    }
+    fn pio_write(&self, _: u16, _: &[u8]) {}
+    fn mmio_read(&self, _: u64, d: &mut [u8]) {
+        d.fill(0xff);
+    }
+    fn mmio_write(&self, _: u64, _: &[u8]) {}
+}
+
+const CODE: u64 = 0x10000;
+const DATA: u64 = 0x20000;
+
+/// The test program: an LCG feeds operands to each flag-setting form,
+/// then every Jcc after it adds its own number to RBX when not taken;
+/// SETcc/PUSHFQ read the eager flags of IMUL and shifts.
+fn program() -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let mut top = a.create_label();
+    a.mov(r15, 300u64).unwrap();
+    a.mov(r12, 6364136223846793005u64).unwrap();
+    a.mov(r13, 1442695040888963407u64).unwrap();
+    a.mov(rsi, DATA).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.imul_2(rax, r12).unwrap();
+    a.add(rax, r13).unwrap();
+    a.mov(qword_ptr(rsi), rax).unwrap();
+    let mut k = 0u32;
+    for op in 0..12 {
+        for cc in 0..16u8 {
+            // Operands: pieces of the LCG state, some equal, some small.
+            a.mov(rcx, rax).unwrap();
+            a.shr(rcx, (cc as u32 * 3) % 61).unwrap();
+            a.mov(rdx, rax).unwrap();
+            if cc & 3 == 0 {
+                a.mov(rdx, rcx).unwrap();
+            } else {
+                a.shr(rdx, 60 - (cc as u32 % 7)).unwrap();
+            }
+            match op {
+                0 => a.cmp(rcx, rdx).unwrap(),
+                1 => a.sub(ecx, edx).unwrap(),
+                2 => a.add(rcx, rdx).unwrap(),
+                3 => a.and(ecx, edx).unwrap(),
+                4 => a.test(rcx, rdx).unwrap(),
+                5 => a.inc(ecx).unwrap(),
+                6 => a.dec(rdx).unwrap(),
+                7 => a.xor(rcx, 0x7fu32 as i32).unwrap(),
+                8 => a.cmp(ecx, dword_ptr(rsi)).unwrap(),
+                9 => a.sub(rcx, qword_ptr(rsi)).unwrap(),
+                10 => {
+                    // A CF-reading condition after INC: not fusable.
+                    a.add(rcx, rdx).unwrap();
+                    a.inc(rdx).unwrap();
+                }
+                _ => a.or(rcx, 0).unwrap(),
+            }
+            if op % 2 == 1 {
+                // SETcc/CMOVcc right after the flag-setting form (fused)
+                // and after a MOV (through the helper), then MOVZX/MOVSX.
+                set_cc(&mut a, cc);
+                cmov_cc(&mut a, cc);
+                a.movzx(edi, bh).unwrap();
+                a.add(r9, rdi).unwrap();
+                a.movzx(r11d, bl).unwrap();
+                a.add(r9, r11).unwrap();
+                a.movsx(r11, cl).unwrap();
+                a.add(r9, r11).unwrap();
+                a.movsxd(r11, ecx).unwrap();
+                a.xor(r9, r11).unwrap();
+            }
+            let mut skip = a.create_label();
+            match cc {
+                0 => a.jo(skip),
+                1 => a.jno(skip),
+                2 => a.jb(skip),
+                3 => a.jae(skip),
+                4 => a.je(skip),
+                5 => a.jne(skip),
+                6 => a.jbe(skip),
+                7 => a.ja(skip),
+                8 => a.js(skip),
+                9 => a.jns(skip),
+                10 => a.jp(skip),
+                11 => a.jnp(skip),
+                12 => a.jl(skip),
+                13 => a.jge(skip),
+                14 => a.jle(skip),
+                _ => a.jg(skip),
+            }
+            .unwrap();
+            k += 1;
+            a.add(rbx, k as i32).unwrap();
+            a.rol(rbx, 1).unwrap();
+            a.set_label(&mut skip).unwrap();
+            a.xor(rbx, rcx).unwrap();
+            a.add(r9, r10).unwrap();
+            a.rol(r10, 5).unwrap();
+        }
+    }
+    // Eager flags: IMUL and shifts, read back with SETcc and PUSHFQ.
+    for (i, n) in [1u32, 3, 31, 63].into_iter().enumerate() {
+        a.mov(rcx, rax).unwrap();
+        match i % 3 {
+            0 => a.shl(rcx, n).unwrap(),
+            1 => a.shr(ecx, n & 31).unwrap(),
+            _ => a.sar(rcx, n).unwrap(),
+        }
+        a.setb(dl).unwrap();
+        a.seto(dh).unwrap();
+        a.pushfq().unwrap();
+        a.pop(r8).unwrap();
+        a.and(r8, 0x8c5).unwrap();
+        a.add(r9, r8).unwrap();
+        a.add(r9, rdx).unwrap();
+        a.mov(rdx, rax).unwrap();
+        a.shr(rdx, 40).unwrap();
+        a.imul_2(rdx, rcx).unwrap();
+        a.pushfq().unwrap();
+        a.pop(r8).unwrap();
+        a.and(r8, 0x8c5).unwrap();
+        a.rol(r9, 3).unwrap();
+        a.add(r9, r8).unwrap();
+        a.imul_2(ecx, edx).unwrap();
+        a.setb(r10b).unwrap();
+        a.add(r9, r10).unwrap();
+    }
+    // A tight self loop (in-code rounds), then the outer loop.
+    a.mov(ecx, 100u32).unwrap();
+    let mut inner = a.create_label();
+    a.set_label(&mut inner).unwrap();
+    a.add(r11, rcx).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(inner).unwrap();
+    a.dec(r15).unwrap();
+    a.jnz(top).unwrap();
+    a.hlt().unwrap();
+    a.assemble(CODE).unwrap()
+}
+
+/// SETcc BH (a high-byte register).
+fn set_cc(a: &mut CodeAssembler, cc: u8) {
+    match cc {
+        0 => a.seto(bh),
+        1 => a.setno(bh),
+        2 => a.setb(bh),
+        3 => a.setae(bh),
+        4 => a.sete(bh),
+        5 => a.setne(bh),
+        6 => a.setbe(bh),
+        7 => a.seta(bh),
+        8 => a.sets(bh),
+        9 => a.setns(bh),
+        10 => a.setp(bh),
+        11 => a.setnp(bh),
+        12 => a.setl(bh),
+        13 => a.setge(bh),
+        14 => a.setle(bh),
+        _ => a.setg(bh),
+    }
+    .unwrap();
+}
+
+/// CMOVcc R10D, EDX (32-bit: zero-extends either way).
+fn cmov_cc(a: &mut CodeAssembler, cc: u8) {
+    match cc {
+        0 => a.cmovo(r10d, edx),
+        1 => a.cmovno(r10d, edx),
+        2 => a.cmovb(r10d, edx),
+        3 => a.cmovae(r10d, edx),
+        4 => a.cmove(r10d, edx),
+        5 => a.cmovne(r10d, edx),
+        6 => a.cmovbe(r10d, edx),
+        7 => a.cmova(r10d, edx),
+        8 => a.cmovs(r10d, edx),
+        9 => a.cmovns(r10d, edx),
+        10 => a.cmovp(r10d, edx),
+        11 => a.cmovnp(r10d, edx),
+        12 => a.cmovl(r10d, edx),
+        13 => a.cmovge(r10d, edx),
+        14 => a.cmovle(r10d, edx),
+        _ => a.cmovg(r10d, edx),
+    }
+    .unwrap();
+}
+
+fn run(jit: bool) -> (Regs, u64) {
+    std::env::set_var("VESSEL_SOFT_JIT", if jit { "1" } else { "0" });
+    std::env::set_var("VESSEL_SOFT_JIT_HOT", "0");
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("memory");
+    mem.write_obj(0x2000u64 | 3, GuestAddress(0x1000)).unwrap();
+    mem.write_obj(0x3000u64 | 3, GuestAddress(0x2000)).unwrap();
+    mem.write_obj(0x83u64, GuestAddress(0x3000)).unwrap();
+    mem.write_slice(&program(), GuestAddress(CODE)).unwrap();
+    let hv = soft::SoftHypervisor::new();
+    let vm = hv.create_vm().expect("vm");
+    vm.set_memory(&mem).expect("set memory");
+    let mut vcpu = vm.create_vcpu(0, Arc::new(NoIo)).expect("vcpu");
+    let code_seg = Segment {
+        limit: 0xffff_ffff,
+        selector: 8,
+        type_: 0xb,
+        present: true,
+        s: true,
+        l: true,
+        g: true,
+        ..Default::default()
+    };
+    let data_seg = Segment {
+        limit: 0xffff_ffff,
+        selector: 0x10,
+        type_: 0x3,
+        present: true,
+        s: true,
+        db: true,
+        g: true,
+        ..Default::default()
+    };
+    let sregs = SpecialRegs {
+        cs: code_seg,
+        ds: data_seg,
+        es: data_seg,
+        fs: data_seg,
+        gs: data_seg,
+        ss: data_seg,
+        tr: Segment {
+            type_: 0xb,
+            present: true,
+            limit: 0x67,
+            ..Default::default()
+        },
+        ldt: Segment {
+            type_: 2,
+            present: true,
+            unusable: true,
+            ..Default::default()
+        },
+        gdt: DescriptorTable::default(),
+        idt: DescriptorTable::default(),
+        cr0: 0x8000_0033,
+        cr3: 0x1000,
+        cr4: 0x620,
+        efer: 0x500,
+        ..Default::default()
+    };
+    vcpu.set_special_regs(&sregs).expect("sregs");
+    vcpu.set_regs(&Regs {
+        rip: CODE,
+        rax: 12345,
+        rflags: 2,
+        rsp: 0x8000,
+        ..Default::default()
+    })
+    .expect("regs");
+    assert_eq!(vcpu.run().expect("run"), VmExit::Hlt);
+    let regs = vcpu.regs().expect("regs");
+    (regs, vcpu.instructions_retired().unwrap_or(0))
+}
+
+#[test]
+fn translated_loop_matches_the_interpreter() {
+    let (want, want_n) = run(false);
+    let (got, got_n) = run(true);
+    assert_eq!(format!("{want:x?}"), format!("{got:x?}"));
+    assert_eq!(want_n, got_n, "instructions retired");
+    assert!(want_n > 100_000, "the loop ran ({want_n} instructions)");
+}
