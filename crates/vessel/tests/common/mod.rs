@@ -3,15 +3,34 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub struct Run {
     pub status: Option<i32>,
     pub stdout: String,
     pub stderr: String,
     pub timed_out: bool,
+    /// Each stdout line (without its newline) with the host's Unix time,
+    /// in seconds, when it arrived (vessel flushes as the guest prints).
+    pub stdout_lines: Vec<(String, f64)>,
+}
+
+impl Run {
+    /// The first stdout line starting with `prefix`: the rest of it, and
+    /// the host time it arrived.
+    pub fn line_after(&self, prefix: &str) -> Option<(&str, f64)> {
+        self.stdout_lines
+            .iter()
+            .find_map(|(l, t)| Some((l.strip_prefix(prefix)?, *t)))
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 pub fn vessel() -> Command {
@@ -26,12 +45,25 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn vessel");
-    let mut out = child.stdout.take().expect("piped stdout");
+    let out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
     let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
+        let mut out = std::io::BufReader::new(out);
+        let mut all = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match out.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    all.extend_from_slice(&line);
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end_matches(['\n', '\r']).to_string();
+                    lines.push((text, unix_now()));
+                }
+            }
+        }
+        (all, lines)
     });
     let err_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -51,13 +83,15 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let (stdout, stdout_lines) = out_reader.join().unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
     let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
     Run {
         status: status.code(),
         stdout,
         stderr,
         timed_out,
+        stdout_lines,
     }
 }
 
@@ -139,5 +173,6 @@ pub fn run_typing(mut cmd: Command, timeout: Duration, script: &[(&str, &str)]) 
         stdout,
         stderr,
         timed_out,
+        stdout_lines: Vec::new(),
     }
 }
