@@ -59,6 +59,15 @@ pub struct JitCtx {
 /// A translated block's entry point.
 type Entry = unsafe extern "sysv64" fn(*mut JitCtx) -> u64;
 
+/// Runs of a block before it is translated, unless `VESSEL_SOFT_JIT_HOT`
+/// says otherwise. Translating costs far more than interpreting a block
+/// once (iced-x86's assembler, the trampolines' set-up), and most of a
+/// Linux boot is code that runs a few times: with 4 the translator made
+/// the Debian boot (0.45e9 instructions) about a third slower than the
+/// interpreter alone (median 9.0 s against 6.6 s, same session), with 1024
+/// it is no slower (6.5 s) while hot loops are still translated.
+const DEFAULT_HOT: u32 = 1024;
+
 /// The translator of one vCPU.
 pub struct Jit {
     buf: CodeBuf,
@@ -83,7 +92,7 @@ impl Jit {
         let hot = std::env::var("VESSEL_SOFT_JIT_HOT")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(4);
+            .unwrap_or(DEFAULT_HOT);
         match CodeBuf::new(BUF_SIZE) {
             Ok(buf) => Some(Jit {
                 buf,
