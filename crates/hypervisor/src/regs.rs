@@ -109,6 +109,33 @@ impl SpecialRegs {
         self.ss = data;
         self.cr0 |= 1; // PE
     }
+
+    /// Switches to flat 64-bit long mode at CPL0 with 4-level paging rooted
+    /// at `cr3`: the segments of [`SpecialRegs::set_flat_protected_mode`]
+    /// with a 64-bit CS, a busy 64-bit TSS and no LDT (hidden state only,
+    /// no GDT in memory), CR0.PG/PE/MP/ET/NE, CR4.PAE/OSFXSR/OSXMMEXCPT,
+    /// EFER.LME/LMA.
+    pub fn set_flat_long_mode(&mut self, cr3: u64) {
+        self.set_flat_protected_mode();
+        self.cs.l = true;
+        self.cs.db = false;
+        self.tr = Segment {
+            type_: 0xb,
+            present: true,
+            limit: 0x67,
+            ..Default::default()
+        };
+        self.ldt = Segment {
+            type_: 2,
+            present: true,
+            unusable: true,
+            ..Default::default()
+        };
+        self.cr0 = 0x8000_0033;
+        self.cr3 = cr3;
+        self.cr4 = 0x620;
+        self.efer = 0x500;
+    }
 }
 
 /// x87/SSE state in the FXSAVE image's terms.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hypervisor::{DescriptorTable, DeviceIo, Hypervisor, Regs, Segment, SpecialRegs, VmExit};
+use hypervisor::{DeviceIo, Hypervisor, Regs, SpecialRegs, VmExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 struct NoIo;
@@ -46,53 +46,8 @@ fn main() {
     let vm = hv.create_vm().expect("vm");
     vm.set_memory(&mem).expect("set memory");
     let mut vcpu = vm.create_vcpu(0, Arc::new(NoIo)).expect("vcpu");
-    let code_seg = Segment {
-        limit: 0xffff_ffff,
-        selector: 8,
-        type_: 0xb,
-        present: true,
-        s: true,
-        l: true,
-        g: true,
-        ..Default::default()
-    };
-    let data_seg = Segment {
-        limit: 0xffff_ffff,
-        selector: 0x10,
-        type_: 0x3,
-        present: true,
-        s: true,
-        db: true,
-        g: true,
-        ..Default::default()
-    };
-    let sregs = SpecialRegs {
-        cs: code_seg,
-        ds: data_seg,
-        es: data_seg,
-        fs: data_seg,
-        gs: data_seg,
-        ss: data_seg,
-        tr: Segment {
-            type_: 0xb,
-            present: true,
-            limit: 0x67,
-            ..Default::default()
-        },
-        ldt: Segment {
-            type_: 2,
-            present: true,
-            unusable: true,
-            ..Default::default()
-        },
-        gdt: DescriptorTable::default(),
-        idt: DescriptorTable::default(),
-        cr0: 0x8000_0033,
-        cr3: 0x1000,
-        cr4: 0x620,
-        efer: 0x500,
-        ..Default::default()
-    };
+    let mut sregs = SpecialRegs::default();
+    sregs.set_flat_long_mode(0x1000);
     vcpu.set_special_regs(&sregs).expect("sregs");
     vcpu.set_regs(&Regs {
         rip: 0x10000,
