@@ -74,6 +74,7 @@ pub(crate) struct TlbLayout {
     /// Bytes per entry.
     pub stride: usize,
     pub tag: usize,
+    pub pa: usize,
     pub host: usize,
     pub perm: usize,
     /// Entries (a power of two: the index is the page number masked).
@@ -85,6 +86,7 @@ impl Tlb {
         TlbLayout {
             stride: std::mem::size_of::<Entry>(),
             tag: std::mem::offset_of!(Entry, tag),
+            pa: std::mem::offset_of!(Entry, pa),
             host: std::mem::offset_of!(Entry, host),
             perm: std::mem::offset_of!(Entry, perm),
             count: TLB_SIZE,

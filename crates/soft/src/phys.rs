@@ -179,6 +179,13 @@ impl Ram {
         }
     }
 
+    /// The per-page "holds decoded code" markers (one byte each, nonzero
+    /// when set) and their count, for translated code's inline stores:
+    /// a store to a marked page takes the checked path.
+    pub(crate) fn code_map(&self) -> (*const u8, usize) {
+        (self.has_code.as_ptr().cast(), self.has_code.len())
+    }
+
     /// The code-write epoch (see the field).
     #[inline(always)]
     pub fn code_epoch(&self) -> u64 {

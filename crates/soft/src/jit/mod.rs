@@ -29,6 +29,7 @@
 //! translation made before is dropped (by generation).
 
 mod buf;
+mod mem;
 
 use iced_x86::code_asm::*;
 use iced_x86::Instruction;
@@ -53,6 +54,10 @@ pub struct JitCtx {
     core: *mut Core,
     /// The core's TLB entries ([`crate::mmu::Tlb::entries`]).
     tlb: *const u8,
+    /// The RAM's per-page code markers and their count
+    /// ([`crate::phys::Ram::code_map`]).
+    code_map: *const u8,
+    code_pages: usize,
     stop: Option<Stop>,
 }
 
@@ -246,11 +251,10 @@ fn reg_of(l: Loc) -> u8 {
 fn native(f: &Fast) -> bool {
     match f.kind {
         Kind::Nop => true,
-        Kind::Mov => wide(f) && is_reg(f.dst) && matches!(f.src, Loc::Reg(_) | Loc::Imm),
+        Kind::Mov => is_reg(f.dst) && matches!(f.src, Loc::Reg(_) | Loc::Imm),
         Kind::Lea => wide(f) && is_reg(f.dst),
         Kind::Alu(op) => {
             !matches!(op, Alu::Adc | Alu::Sbb)
-                && wide(f)
                 && is_reg(f.dst)
                 && matches!(f.src, Loc::Reg(_) | Loc::Imm)
         }
@@ -382,176 +386,6 @@ fn jcc_host(a: &mut CodeAssembler, cc: u8, to: CodeLabel) -> Result<(), IcedErro
     }
 }
 
-/// Whether `f` reads a memory operand natively (MOV r, m and the ALU
-/// group r, m on 32/64-bit operands), with the interpreter's handler as
-/// the slow path.
-fn native_load(f: &Fast) -> bool {
-    match f.kind {
-        Kind::Mov => wide(f) && is_reg(f.dst) && f.src == Loc::Mem,
-        Kind::Alu(op) => {
-            !matches!(op, Alu::Adc | Alu::Sbb) && wide(f) && is_reg(f.dst) && f.src == Loc::Mem
-        }
-        _ => false,
-    }
-}
-
-/// Emits the inline TLB read of `f`'s memory operand into RAX (zero-
-/// extended from `f.size`), jumping to `slow` for page crossings, TLB
-/// misses and missing rights (the interpreter then does the access).
-fn emit_load(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    f: &Fast,
-    slow: CodeLabel,
-) -> Result<(), IcedError> {
-    let m = &f.mem;
-    let bytes = u32::from(f.size / 8);
-    a.mov(rax, m.disp)?;
-    if m.base != NO_REG {
-        a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
-    }
-    if m.index != NO_REG {
-        a.mov(rcx, qword_ptr(rbx + l.reg(m.index)))?;
-        if m.scale != 0 {
-            a.shl(rcx, u32::from(m.scale))?;
-        }
-        a.add(rax, rcx)?;
-    }
-    if m.seg >= 4 {
-        a.add(
-            rax,
-            qword_ptr(rbx + l.seg_base[usize::from(m.seg & 7).min(5)] as i32),
-        )?;
-    }
-    // Within one page.
-    a.mov(ecx, eax)?;
-    a.and(ecx, 0xfff)?;
-    a.cmp(ecx, 0x1000 - bytes)?;
-    a.ja(slow)?;
-    // The entry: tag = page number + 1, then the rights of this access.
-    a.mov(rdx, rax)?;
-    a.shr(rdx, 12)?;
-    a.mov(esi, edx)?;
-    a.and(esi, (l.tlb.count - 1) as u32)?;
-    a.imul_3(esi, esi, l.tlb.stride as i32)?;
-    a.add(
-        rsi,
-        qword_ptr(r12 + std::mem::offset_of!(JitCtx, tlb) as i32),
-    )?;
-    a.add(rdx, 1)?;
-    a.cmp(qword_ptr(rsi + l.tlb.tag as i32), rdx)?;
-    a.jne(slow)?;
-    a.movzx(edx, word_ptr(rbx + l.cs_sel as i32))?;
-    a.and(edx, 3)?;
-    a.cmp(edx, 3)?;
-    a.mov(edx, u32::from(crate::mmu::PERM_SR))?;
-    a.mov(r8d, u32::from(crate::mmu::PERM_UR))?;
-    a.cmove(edx, r8d)?;
-    a.test(byte_ptr(rsi + l.tlb.perm as i32), dl)?;
-    a.jz(slow)?;
-    a.mov(rsi, qword_ptr(rsi + l.tlb.host as i32))?;
-    if f.size == 64 {
-        a.mov(rax, qword_ptr(rsi + rcx))?;
-    } else {
-        a.mov(eax, dword_ptr(rsi + rcx))?;
-    }
-    Ok(())
-}
-
-/// Emits the ALU operation `op` of RAX (destination) and RCX (source) at
-/// `size` bits, recording the lazy flags and writing guest register `dst`
-/// unless it is CMP/TEST.
-fn emit_alu(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    op: Alu,
-    size: u8,
-    dst: u8,
-) -> Result<(), IcedError> {
-    a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
-    a.mov(qword_ptr(rbx + l.fl_src as i32), rcx)?;
-    // 32-bit operations run on 32-bit registers, so the host's flags are
-    // the guest's (fused conditional jumps use them) and RAX is
-    // zero-extended as a 32-bit register write is.
-    let w = size == 64;
-    let fop = match op {
-        Alu::Add => {
-            if w {
-                a.add(rax, rcx)?
-            } else {
-                a.add(eax, ecx)?
-            }
-            FlagOp::Add
-        }
-        Alu::Sub | Alu::Cmp => {
-            if w {
-                a.sub(rax, rcx)?
-            } else {
-                a.sub(eax, ecx)?
-            }
-            FlagOp::Sub
-        }
-        Alu::And | Alu::Test => {
-            if w {
-                a.and(rax, rcx)?
-            } else {
-                a.and(eax, ecx)?
-            }
-            FlagOp::Logic
-        }
-        Alu::Or => {
-            if w {
-                a.or(rax, rcx)?
-            } else {
-                a.or(eax, ecx)?
-            }
-            FlagOp::Logic
-        }
-        Alu::Xor | Alu::Adc | Alu::Sbb => {
-            if w {
-                a.xor(rax, rcx)?
-            } else {
-                a.xor(eax, ecx)?
-            }
-            FlagOp::Logic
-        }
-    };
-    a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
-    a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
-    a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(size))?;
-    if !matches!(op, Alu::Cmp | Alu::Test) {
-        a.mov(qword_ptr(rbx + l.reg(dst)), rax)?;
-    }
-    Ok(())
-}
-
-/// Emits a native memory-reading form with the trampoline as slow path.
-fn emit_load_form(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    f: &Fast,
-    ins: &Instruction,
-    i: u32,
-    exit: CodeLabel,
-) -> Result<(), IcedError> {
-    let mut slow = a.create_label();
-    let mut done = a.create_label();
-    emit_load(a, l, f, slow)?;
-    match f.kind {
-        Kind::Alu(op) => {
-            a.mov(rcx, rax)?;
-            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
-            emit_alu(a, l, op, f.size, reg_of(f.dst))?;
-        }
-        _ => a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?,
-    }
-    a.jmp(done)?;
-    a.set_label(&mut slow)?;
-    emit_tramp(a, f, ins, i, exit)?;
-    a.set_label(&mut done)?;
-    Ok(())
-}
-
 /// Emits a call of [`tramp`] for instruction `i`.
 fn emit_tramp(
     a: &mut CodeAssembler,
@@ -569,31 +403,6 @@ fn emit_tramp(
     a.test(eax, eax)?;
     a.jnz(exit)?;
     Ok(())
-}
-
-/// Loads guest register `r` (zero-extended from `size` bits) into `dst`.
-fn load_reg(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    dst: AsmRegister64,
-    r: u8,
-    size: u8,
-) -> Result<(), IcedError> {
-    if size == 64 {
-        a.mov(dst, qword_ptr(rbx + l.reg(r)))
-    } else {
-        a.mov(low32(dst), dword_ptr(rbx + l.reg(r)))
-    }
-}
-
-fn low32(r: AsmRegister64) -> AsmRegister32 {
-    if r == rax {
-        eax
-    } else if r == rcx {
-        ecx
-    } else {
-        edx
-    }
 }
 
 /// Emits the native form of `f` (one of [`native`]'s).
@@ -658,9 +467,9 @@ fn emit_native(
         Kind::Mov => {
             match f.src {
                 Loc::Imm => a.mov(rax, f.imm)?,
-                s => load_reg(a, l, rax, reg_of(s), f.size)?,
+                s => mem::get_reg(a, l, rax, reg_of(s), f.size)?,
             }
-            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+            mem::put_reg(a, l, reg_of(f.dst), f.size)?;
         }
         Kind::Lea => {
             let m = &f.mem;
@@ -681,12 +490,15 @@ fn emit_native(
             a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
         }
         Kind::Alu(op) => {
-            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            mem::get_reg(a, l, rax, reg_of(f.dst), f.size)?;
             match f.src {
                 Loc::Imm => a.mov(rcx, f.imm)?,
-                s => load_reg(a, l, rcx, reg_of(s), f.size)?,
+                s => mem::get_reg(a, l, rcx, reg_of(s), f.size)?,
             }
-            emit_alu(a, l, op, f.size, reg_of(f.dst))?;
+            mem::emit_alu(a, l, op, f.size)?;
+            if !matches!(op, Alu::Cmp | Alu::Test) {
+                mem::put_reg(a, l, reg_of(f.dst), f.size)?;
+            }
         }
         Kind::Jcc(cc) => {
             // Not taken: on with the next instruction.
@@ -717,7 +529,7 @@ fn emit_native(
                 a.call(rax)?;
             }
             let r = reg_of(f.dst);
-            load_reg(a, l, rax, r, f.size)?;
+            mem::get_reg(a, l, rax, r, f.size)?;
             a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
             a.mov(qword_ptr(rbx + l.fl_src as i32), 1)?;
             let fop = match (f.kind, f.size) {
@@ -754,8 +566,8 @@ fn emit_native(
             // 32-bit one zero-extended).
             let fused = flags_live && !(reads_cf(cc) && incdec_before);
             cond_to_ecx(a, cc, fused)?;
-            load_reg(a, l, rax, reg_of(f.dst), f.size)?;
-            load_reg(a, l, rdx, reg_of(f.src), f.size)?;
+            mem::get_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            mem::get_reg(a, l, rdx, reg_of(f.src), f.size)?;
             a.test(ecx, ecx)?;
             a.cmovne(rax, rdx)?;
             a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
@@ -769,7 +581,7 @@ fn emit_native(
                 (8, true) => a.movsx(rax, byte_ptr(rbx + byte_reg(l, src)))?,
                 (16, true) => a.movsx(rax, word_ptr(rbx + l.reg(src)))?,
                 (32, true) => a.movsxd(rax, dword_ptr(rbx + l.reg(src)))?,
-                _ => load_reg(a, l, rax, src, f.size2.max(32))?,
+                _ => mem::get_reg(a, l, rax, src, f.size2.max(32))?,
             }
             if f.size == 32 {
                 a.mov(eax, eax)?;
@@ -780,8 +592,8 @@ fn emit_native(
             // As `imul_rr`: CF = OF = signed overflow, SF/ZF/PF of the
             // result, AF clear.
             let r = reg_of(f.dst);
-            load_reg(a, l, rax, r, f.size)?;
-            load_reg(a, l, rcx, reg_of(f.src), f.size)?;
+            mem::get_reg(a, l, rax, r, f.size)?;
+            mem::get_reg(a, l, rcx, reg_of(f.src), f.size)?;
             if f.size == 64 {
                 a.imul_2(rax, rcx)?;
             } else {
@@ -807,7 +619,7 @@ fn emit_native(
             let bits = u32::from(f.size);
             let n = (f.imm as u32) & if bits == 64 { 63 } else { 31 };
             let r = reg_of(f.dst);
-            load_reg(a, l, rax, r, f.size)?;
+            mem::get_reg(a, l, rax, r, f.size)?;
             if n != 0 {
                 a.mov(rcx, rax)?;
                 match (f.kind, bits) {
@@ -854,17 +666,25 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     let l = Layout::of(core);
     let mut a = CodeAssembler::new(64)?;
     let mut exit = a.create_label();
-    // Entry: RSP is 8 mod 16; four pushes and 8 bytes make calls aligned.
+    // Entry: RSP is 8 mod 16; five pushes make calls aligned.
     a.push(rbx)?;
     a.push(r12)?;
     a.push(r13)?;
     a.push(r14)?;
-    a.sub(rsp, 8)?;
+    a.push(r15)?;
     a.mov(r12, rdi)?;
     a.mov(
         rbx,
         qword_ptr(rdi + std::mem::offset_of!(JitCtx, core) as i32),
     )?;
+    // R15: the TLB right a read needs at this privilege (CPL changes
+    // only in trampolined instructions, which end the run).
+    a.movzx(r15d, word_ptr(rbx + l.cs_sel as i32))?;
+    a.and(r15d, 3)?;
+    a.cmp(r15d, 3)?;
+    a.mov(r15d, u32::from(crate::mmu::PERM_SR))?;
+    a.mov(eax, u32::from(crate::mmu::PERM_UR))?;
+    a.cmove(r15d, eax)?;
     a.mov(r14d, LOOP_ROUNDS)?;
     let loops = b.fast.iter().all(|f| f.kind != Kind::Generic);
     let mut top_label = a.create_label();
@@ -888,8 +708,9 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
         }
         incdec_before = false;
         flags_live = false;
-        if native_load(f) {
-            emit_load_form(&mut a, &l, f, ins, i, exit)?;
+        if mem::native_mem(f) {
+            mem::emit_mem_form(&mut a, &l, f, ins, i, exit, top)?;
+            flags_live = matches!(f.kind, Kind::Alu(_));
             continue;
         }
         emit_tramp(&mut a, f, ins, i, exit)?;
@@ -899,7 +720,7 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     a.set_label(&mut exit)?;
     a.shl(rax, 32)?;
     a.or(rax, r13)?;
-    a.add(rsp, 8)?;
+    a.pop(r15)?;
     a.pop(r14)?;
     a.pop(r13)?;
     a.pop(r12)?;
@@ -921,8 +742,11 @@ pub enum Outcome {
 
 /// Runs the translation at `entry` of block `b` on `core`.
 pub fn run(core: &mut Core, entry: usize) -> Outcome {
+    let (code_map, code_pages) = core.ram().code_map();
     let mut ctx = JitCtx {
         tlb: core.tlb.entries(),
+        code_map,
+        code_pages,
         core: core as *mut Core,
         stop: None,
     };
