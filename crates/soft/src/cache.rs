@@ -44,9 +44,10 @@ pub struct Block {
     succ: Cell<(u64, u64, u32, u64, bool)>,
     /// Runs so far (until it is translated).
     pub(crate) hits: Cell<u32>,
-    /// Its translation: the code buffer's generation and the entry point
-    /// (0: none; [`crate::jit::FAILED`]: it could not be translated).
-    pub(crate) jit: Cell<(u64, usize)>,
+    /// Its translation: the code buffer's generation, the entry point
+    /// (0: none; [`crate::jit::FAILED`]: it could not be translated) and
+    /// the chain entry.
+    pub(crate) jit: Cell<(u64, usize, usize)>,
 }
 
 /// A hasher for u64 keys (a multiplicative mix; keys are addresses).
@@ -72,9 +73,20 @@ const JC_SIZE: usize = 4096;
 /// Blocks kept before the cache starts over.
 const MAX_BLOCKS: usize = 1 << 16;
 
+impl Block {
+    /// The code size it was decoded at (16, 32 or 64).
+    pub fn bitness(&self) -> u32 {
+        self.bitness
+    }
+}
+
 /// The block cache of one vCPU: blocks in slots, a map from linear
 /// address to slot, and a direct-mapped jump cache in front of the map.
 pub struct BlockCache {
+    /// Bumped whenever a block is dropped (the cache starting over, a
+    /// slot decoded anew): links between translations made before then
+    /// must not be followed (they may lead to code of a dropped block).
+    pub link_epoch: u64,
     map: HashMap<u64, u32, BuildHasherDefault<AddrHasher>>,
     blocks: Vec<Block>,
     /// (linear address, slot); a slot past `blocks` is empty.
@@ -84,6 +96,7 @@ pub struct BlockCache {
 impl Default for BlockCache {
     fn default() -> Self {
         BlockCache {
+            link_epoch: 0,
             map: HashMap::default(),
             blocks: Vec::new(),
             jc: vec![(0, u32::MAX); JC_SIZE],
@@ -98,6 +111,7 @@ fn jc_index(lin: u64) -> usize {
 
 impl BlockCache {
     pub fn clear(&mut self) {
+        self.link_epoch += 1;
         self.map.clear();
         self.blocks.clear();
         self.jc.iter_mut().for_each(|e| e.1 = u32::MAX);
@@ -107,6 +121,12 @@ impl BlockCache {
     #[inline(always)]
     pub fn get(&self, slot: usize) -> &Block {
         &self.blocks[slot]
+    }
+
+    /// The block in `slot`, if there is one.
+    #[inline(always)]
+    pub fn try_get(&self, slot: usize) -> Option<&Block> {
+        self.blocks.get(slot)
     }
 
     /// The block that followed `prev` last time, when it starts at the
@@ -163,6 +183,7 @@ impl BlockCache {
             Some(&s) => {
                 let b = &self.blocks[s as usize];
                 if !(b.bitness == bitness && b.pages[0].0 == pa && valid(core, b)) {
+                    self.link_epoch += 1;
                     self.blocks[s as usize] = decode_block(core, rip, lin, pa, bitness)?;
                 }
                 s
@@ -275,7 +296,7 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
         checked: Cell::new(u64::MAX),
         succ: Cell::new((0, 0, u32::MAX, 0, false)),
         hits: Cell::new(0),
-        jit: Cell::new((0, 0)),
+        jit: Cell::new((0, 0, 0)),
         fast,
         instrs,
         lin,

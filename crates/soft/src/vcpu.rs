@@ -48,7 +48,14 @@ pub struct SoftVcpu {
     samples: Option<crate::sample::RipSampler>,
     /// The binary translator, unless turned off (`VESSEL_SOFT_JIT=0`).
     jit: Option<Jit>,
+    /// The chain key ([`SoftVcpu::chain_key`]) and what it was made of.
+    chain_key: u64,
+    chain_state: (u64, u64, u64, u16),
 }
+
+/// Links translated code may follow in one run before the run loop gets
+/// a look at timers and interrupts.
+const CHAIN_BUDGET: u32 = 64;
 
 /// How often a block that loops to itself re-runs before the run loop
 /// looks at interrupts again.
@@ -81,6 +88,8 @@ impl SoftVcpu {
             maybe_irq: true,
             samples: crate::sample::RipSampler::from_env(),
             jit: Jit::from_env(),
+            chain_key: 0,
+            chain_state: (u64::MAX, 0, 0, 0),
         }
     }
 
@@ -221,20 +230,43 @@ impl SoftVcpu {
         }
     }
 
+    /// The key under which links between translations hold: it moves on
+    /// whenever the TLB is flushed, guest code is written, a cached block
+    /// is dropped or CS changes (privilege, code size).
+    fn chain_key(&mut self) -> u64 {
+        let now = (
+            self.core.tlb.epoch,
+            self.core.ram().code_epoch(),
+            self.cache.link_epoch,
+            self.core.cpu.seg[CS].selector,
+        );
+        if now != self.chain_state {
+            self.chain_state = now;
+            self.chain_key += 1;
+        }
+        self.chain_key
+    }
+
     fn run_loop(&mut self) -> VmExit {
         let mut n: u32 = 0;
         // The block just run, when it ended in a way its successor can be
         // chained to (a branch or running off its end).
         let mut prev: Option<usize> = None;
+        // The static exit the last translated run left by, to be linked
+        // to the block that comes next.
+        let mut pending: Option<jit::PendingLink> = None;
+        let mut next_poll = POLL_BLOCKS;
         loop {
             if self.state != RunState::Running {
                 prev = None;
+                pending = None;
                 if let Some(e) = self.idle() {
                     return e;
                 }
             }
             n = n.wrapping_add(1);
-            if n.is_multiple_of(POLL_BLOCKS) {
+            if n >= next_poll {
+                next_poll = n.wrapping_add(POLL_BLOCKS);
                 if self.signal.kicked.load(Ordering::SeqCst) {
                     return VmExit::Interrupted;
                 }
@@ -243,8 +275,12 @@ impl SoftVcpu {
                     s.record(self.core.cpu.rip, self.core.retired);
                 }
             }
+            let mut link = pending.take();
             match self.try_interrupt() {
-                Ok(true) => prev = None,
+                Ok(true) => {
+                    prev = None;
+                    link = None;
+                }
                 Ok(false) => {}
                 Err(Stop::Shutdown) => return VmExit::Shutdown,
                 Err(_) => return self.failure(),
@@ -269,16 +305,42 @@ impl SoftVcpu {
                 }
                 Err(_) => return self.failure(),
             };
+            let key = self.chain_key();
             let block = self.cache.get(slot);
             let epoch = self.core.tlb.epoch;
             let entry = match &mut self.jit {
-                Some(j) => j.entry(&self.core, block),
+                Some(j) => j.entry(&self.core, block, slot),
                 None => None,
             };
-            let mut end = match entry {
-                Some(e) => run_translated(&mut self.core, block, e, &self.signal),
-                None => run_block(&mut self.core, block, &self.signal),
-            };
+            if let (Some(j), Some(t)) = (&self.jit, entry) {
+                if let Some(p) = link {
+                    j.link(p, t, key);
+                }
+                let budget = if self.maybe_irq && self.core.cpu.flags.has(flags::IF) {
+                    0
+                } else {
+                    CHAIN_BUDGET
+                };
+                let exit = jit::run(&mut self.core, t, key, budget, &self.signal);
+                n = n.wrapping_add(exit.chained);
+                let Some(last) = self.cache.try_get(exit.slot) else {
+                    // Translated code only names slots of live blocks.
+                    return self.failure();
+                };
+                let end = finish_translated(&mut self.core, last, exit.outcome, &self.signal);
+                let chains = matches!(end, BlockEnd::Next | BlockEnd::Again);
+                prev = chains.then_some(exit.slot);
+                pending = if chains { j.pending(exit.link) } else { None };
+                match end {
+                    BlockEnd::Next | BlockEnd::Again | BlockEnd::Other => {}
+                    BlockEnd::Halt => self.state = RunState::Halted,
+                    BlockEnd::Kicked => return VmExit::Interrupted,
+                    BlockEnd::Shutdown => return VmExit::Shutdown,
+                    BlockEnd::Unsupported => return self.failure(),
+                }
+                continue;
+            }
+            let mut end = run_block(&mut self.core, block, &self.signal);
             // A block that branched back to its own start (a tight loop)
             // runs again without a lookup while nothing it was checked
             // against changed; a few rounds, then interrupts get a look.
@@ -289,10 +351,7 @@ impl SoftVcpu {
                 && !self.signal.attention.load(Ordering::Relaxed)
                 && crate::cache::still_valid(&self.core, block)
             {
-                end = match entry {
-                    Some(e) => run_translated(&mut self.core, block, e, &self.signal),
-                    None => run_block(&mut self.core, block, &self.signal),
-                };
+                end = run_block(&mut self.core, block, &self.signal);
                 rounds += 1;
             }
             prev = matches!(end, BlockEnd::Next | BlockEnd::Again).then_some(slot);
@@ -404,15 +463,15 @@ fn on_stop(core: &mut Core, f: &crate::fast::Fast, stop: Stop, signal: &Signal) 
     }
 }
 
-/// Runs `block` through its translation at `entry` ([`crate::jit`]) and
-/// ends it as [`run_block`] would have.
-fn run_translated(
+/// Ends a run of translated code ([`crate::jit`]) that stopped in `block`
+/// as [`run_block`] would have ended that block.
+fn finish_translated(
     core: &mut Core,
     block: &crate::cache::Block,
-    entry: usize,
+    outcome: jit::Outcome,
     signal: &Signal,
 ) -> BlockEnd {
-    let (done, end) = match jit::run(core, entry) {
+    let (done, end) = match outcome {
         jit::Outcome::End => {
             // Nothing branched away (that ends with `After`), so RIP is
             // past the last instruction (a native Jcc not taken leaves it

@@ -73,16 +73,29 @@ fn run(
 ) -> ExecResult {
     let bytes = u64::from(size / 8);
     let am = mask(asz);
+    let bulk_ok = rep
+        && matches!(m, StrOp::Movs | StrOp::Stos)
+        && asz == 64
+        && step == bytes
+        && core.cpu.mode64()
+        && src_seg != crate::cpu::FS
+        && src_seg != crate::cpu::GS;
     let mut n = 0;
     loop {
         if rep {
             if core.cpu.gpr[RCX] & am == 0 {
                 return Ok(());
             }
-            if n == BATCH {
+            if n >= BATCH {
                 // Resume later at this same instruction.
                 core.cpu.rip = ins.ip();
                 return Err(crate::exception::Stop::EndBlock);
+            }
+        }
+        if bulk_ok {
+            if let Some(k) = bulk(core, m, bytes, src_seg, BATCH - n)? {
+                n += k;
+                continue;
             }
         }
         n += 1;
@@ -155,4 +168,71 @@ fn run(
             }
         }
     }
+}
+
+/// Forward REP MOVS/STOS in 64-bit code with flat segments, a page at a
+/// time: as many elements as fit in the current source and destination
+/// pages (at most `limit`), done with one translation of each page and
+/// committed together (RCX, RSI, RDI). None when this chunk needs the
+/// element-by-element path (MMIO, an element crossing a page, a copy
+/// whose destination overlaps its source ahead of it).
+fn bulk(
+    core: &mut Core,
+    m: StrOp,
+    bytes: u64,
+    src_seg: usize,
+    limit: u32,
+) -> ExecResult<Option<u32>> {
+    use crate::mmu::Access;
+    use crate::phys::{Ram, PAGE};
+    let di = core.cpu.gpr[RDI];
+    let to_page = |a: u64| (PAGE - (a & (PAGE - 1))) / bytes;
+    let mut count = core.cpu.gpr[RCX].min(u64::from(limit)).min(to_page(di));
+    let si = core.cpu.gpr[RSI];
+    if m == StrOp::Movs {
+        count = count.min(to_page(si));
+        // Overlap ahead of the source replicates bytes element by
+        // element on the hardware: leave that to the slow path.
+        let len = count * bytes;
+        if di > si && di - si < len {
+            return Ok(None);
+        }
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    let len = (count * bytes) as usize;
+    let mut buf = [0u8; PAGE as usize];
+    let buf = &mut buf[..len];
+    if m == StrOp::Movs {
+        let lin = core.seg_lin(src_seg, si, bytes, false)?;
+        let src = core.translate(lin, Access::Read, false)?;
+        if src.host == 0 {
+            return Ok(None);
+        }
+        Ram::read(src.host, (lin & (PAGE - 1)) as usize, buf);
+    } else {
+        let v = core.cpu.gpr[RAX].to_le_bytes();
+        for c in buf.chunks_exact_mut(bytes as usize) {
+            c.copy_from_slice(&v[..bytes as usize]);
+        }
+    }
+    let lin = core.seg_lin(crate::cpu::ES, di, bytes, true)?;
+    let dst = core.translate(lin, Access::Write, false)?;
+    if dst.host == 0 {
+        return Ok(None);
+    }
+    if core
+        .shared
+        .ram
+        .write(dst.pa, dst.host, (lin & (PAGE - 1)) as usize, buf)
+    {
+        core.code_written = true;
+    }
+    core.cpu.gpr[RCX] -= count;
+    core.cpu.gpr[RDI] = di.wrapping_add(count * bytes);
+    if m == StrOp::Movs {
+        core.cpu.gpr[RSI] = si.wrapping_add(count * bytes);
+    }
+    Ok(Some(count as u32))
 }

@@ -12,7 +12,7 @@
 use iced_x86::code_asm::*;
 use iced_x86::Instruction;
 
-use super::{branch_to, byte_reg, emit_tramp, JitCtx, Layout, Top};
+use super::{branch_to, byte_reg, emit_tramp, set_index, JitCtx, Layout, Top};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
 use crate::flags::FlagOp;
 
@@ -348,7 +348,7 @@ pub(super) fn emit_mem_form(
             a.add(rax, 8)?;
             a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
             a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
-            a.mov(r13d, i)?;
+            set_index(a, i)?;
             a.mov(eax, 1u32)?;
             a.jmp(exit)?;
         }

@@ -31,8 +31,10 @@
 mod buf;
 mod mem;
 
+use std::cell::Cell;
+
 use iced_x86::code_asm::*;
-use iced_x86::Instruction;
+use iced_x86::{BlockEncoderOptions, Instruction};
 
 pub use buf::{BufError, CodeBuf};
 
@@ -41,6 +43,7 @@ use crate::core::Core;
 use crate::exception::Stop;
 use crate::fast::{Alu, Fast, Kind, Loc, NO_REG};
 use crate::flags::{FlagOp, Flags};
+use crate::vm::Signal;
 
 /// `Block::jit` entry of a block that cannot be translated.
 pub const FAILED: usize = 1;
@@ -59,6 +62,90 @@ pub struct JitCtx {
     code_map: *const u8,
     code_pages: usize,
     stop: Option<Stop>,
+    /// The chain key the run loop computed for this run: a link is
+    /// followed only when it was made under the same key.
+    key: u64,
+    /// Links still allowed in this run.
+    budget: u32,
+    /// The vCPU's signal flags: a link is not followed while either is set.
+    attention: *const u8,
+    kicked: *const u8,
+}
+
+/// Where a static exit of a translated block goes next, filled in by the
+/// run loop ([`Jit::link`]) once it has found the successor translated:
+/// the successor's chain entry and the chain key it was found under
+/// (`u64::MAX`: none yet).
+#[repr(C)]
+struct Link {
+    key: Cell<u64>,
+    target: Cell<u64>,
+}
+
+/// The links of a code buffer's translations, handed out by a bump
+/// allocator that starts over with the buffer.
+struct LinkPool {
+    cells: Box<[Link]>,
+    used: Cell<usize>,
+}
+
+/// Links per code buffer (16 bytes each; untouched ones cost no memory).
+const LINKS: usize = 1 << 20;
+
+impl LinkPool {
+    fn new() -> LinkPool {
+        LinkPool {
+            cells: (0..LINKS)
+                .map(|_| Link {
+                    key: Cell::new(u64::MAX),
+                    target: Cell::new(0),
+                })
+                .collect(),
+            used: Cell::new(0),
+        }
+    }
+
+    /// A fresh link: its index and address.
+    fn alloc(&self) -> Option<(u32, u64)> {
+        let i = self.used.get();
+        let c = self.cells.get(i)?;
+        c.key.set(u64::MAX);
+        self.used.set(i + 1);
+        Some((i as u32, c as *const Link as u64))
+    }
+
+    fn reset(&self) {
+        for c in &self.cells[..self.used.get()] {
+            c.key.set(u64::MAX);
+        }
+        self.used.set(0);
+    }
+}
+
+/// Why a block was not translated.
+enum Refused {
+    /// The code buffer is full (the links' pool being full only costs
+    /// links).
+    Full,
+    /// The assembler refused the code (a translator bug: the block stays
+    /// with the interpreter).
+    Assembler,
+}
+
+/// A translation's two ways in: `entry` from the run loop, `chain` from
+/// another translation's link (past the register set-up).
+#[derive(Debug, Clone, Copy)]
+pub struct Translation {
+    pub entry: usize,
+    chain: usize,
+}
+
+/// A static exit of the last run that may be linked to the block found
+/// next: its link and the buffer generation it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingLink {
+    link: u32,
+    gen: u64,
 }
 
 /// A translated block's entry point.
@@ -76,6 +163,7 @@ const DEFAULT_HOT: u32 = 1024;
 /// The translator of one vCPU.
 pub struct Jit {
     buf: CodeBuf,
+    links: LinkPool,
     /// Runs of a block before it is translated.
     hot: u32,
     /// Blocks translated (statistics).
@@ -101,6 +189,7 @@ impl Jit {
         match CodeBuf::new(BUF_SIZE) {
             Ok(buf) => Some(Jit {
                 buf,
+                links: LinkPool::new(),
                 hot,
                 translated: 0,
             }),
@@ -111,36 +200,72 @@ impl Jit {
         }
     }
 
-    /// The translation of `b`, made now if it has become hot.
+    /// The translation of `b` (in cache slot `slot`), made now if it has
+    /// become hot. Only 64-bit code is translated.
     #[inline]
-    pub fn entry(&mut self, core: &Core, b: &Block) -> Option<usize> {
-        let (gen, e) = b.jit.get();
+    pub fn entry(&mut self, core: &Core, b: &Block, slot: usize) -> Option<Translation> {
+        let (gen, e, chain) = b.jit.get();
         if gen == self.buf.gen && e != 0 {
-            return (e != FAILED).then_some(e);
+            return (e != FAILED).then_some(Translation { entry: e, chain });
         }
         let h = b.hits.get();
         if h < self.hot {
             b.hits.set(h + 1);
             return None;
         }
-        let e = match self.translate(core, b) {
-            Some(e) => e,
-            None => {
-                self.buf.reset();
-                self.translate(core, b).unwrap_or(FAILED)
+        let t = if b.bitness() != 64 {
+            None
+        } else {
+            match self.translate(core, b, slot) {
+                Ok(t) => Some(t),
+                Err(Refused::Full) => {
+                    self.buf.reset();
+                    self.links.reset();
+                    self.translate(core, b, slot).ok()
+                }
+                Err(Refused::Assembler) => None,
             }
         };
-        b.jit.set((self.buf.gen, e));
-        (e != FAILED).then_some(e)
+        match t {
+            Some(t) => b.jit.set((self.buf.gen, t.entry, t.chain)),
+            None => b.jit.set((self.buf.gen, FAILED, 0)),
+        }
+        t
     }
 
-    /// Emits `b` into the buffer; None when it does not fit (or the
-    /// assembler refuses, which makes it FAILED after a reset).
-    fn translate(&mut self, core: &Core, b: &Block) -> Option<usize> {
-        let code = emit(core, b, self.buf.next_addr()).ok()?;
-        let e = self.buf.put(&code)?;
+    /// Emits `b` into the buffer.
+    fn translate(&mut self, core: &Core, b: &Block, slot: usize) -> Result<Translation, Refused> {
+        let (code, chain_off) = emit(core, b, slot as u32, &self.links, self.buf.next_addr())
+            .map_err(|e| {
+                log::debug!("soft jit: block at {:#x} not translated: {e}", b.lin);
+                Refused::Assembler
+            })?;
+        let e = self.buf.put(&code).ok_or(Refused::Full)?;
         self.translated += 1;
-        Some(e)
+        Ok(Translation {
+            entry: e,
+            chain: e + chain_off,
+        })
+    }
+
+    /// Makes `p`'s exit go straight on to `to` while the chain key stays
+    /// `key`.
+    pub fn link(&self, p: PendingLink, to: Translation, key: u64) {
+        if p.gen != self.buf.gen {
+            return;
+        }
+        if let Some(c) = self.links.cells.get(p.link as usize) {
+            c.target.set(to.chain as u64);
+            c.key.set(key);
+        }
+    }
+
+    /// The pending link of an exit the last run left by.
+    pub fn pending(&self, link: Option<u32>) -> Option<PendingLink> {
+        link.map(|link| PendingLink {
+            link,
+            gen: self.buf.gen,
+        })
     }
 }
 
@@ -220,9 +345,17 @@ unsafe extern "sysv64" fn tramp(ctx: *mut JitCtx, f: *const Fast, ins: *const In
     let (ctx, f, ins) = unsafe { (&mut *ctx, &*f, &*ins) };
     // SAFETY: as above; this is the only reference to the core now.
     let core = unsafe { &mut *ctx.core };
+    let epoch = core.tlb.epoch;
+    let masked = !core.cpu.flags.has(crate::flags::IF);
     match (f.h)(core, f, ins) {
+        // A changed TLB epoch changes the chain key, and interrupts just
+        // allowed may be waiting: the run must end.
         Ok(()) => u64::from(
-            core.device_written || core.code_written || (f.sets_rip && core.cpu.rip != f.next),
+            core.device_written
+                || core.code_written
+                || (f.sets_rip && core.cpu.rip != f.next)
+                || core.tlb.epoch != epoch
+                || (masked && core.cpu.flags.has(crate::flags::IF)),
         ),
         Err(s) => {
             ctx.stop = Some(s);
@@ -394,7 +527,7 @@ fn emit_tramp(
     i: u32,
     exit: CodeLabel,
 ) -> Result<(), IcedError> {
-    a.mov(r13d, i)?;
+    set_index(a, i)?;
     a.mov(rdi, r12)?;
     a.mov(rsi, f as *const Fast as u64)?;
     a.mov(rdx, ins as *const Instruction as u64)?;
@@ -407,14 +540,17 @@ fn emit_tramp(
 
 /// Emits the native form of `f` (one of [`native`]'s).
 /// Where a block may loop back to its own start inside translated code.
+/// and where its exits lead.
 #[derive(Clone, Copy)]
-struct Top {
+struct Top<'a> {
     /// The block's first guest address.
     lin: u64,
     /// The label of its first instruction, when looping in code is safe
     /// (no interpreter-run instruction that could change what the block
     /// was validated against).
     label: Option<CodeLabel>,
+    /// The links that static exits get.
+    links: &'a LinkPool,
 }
 
 /// The translated code's rounds of a block looping to itself before it
@@ -442,10 +578,64 @@ fn branch_to(
     }
     a.mov(rax, f.imm)?;
     a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
-    a.mov(r13d, i)?;
-    a.mov(eax, 1u32)?;
-    a.jmp(exit)?;
-    Ok(())
+    chain_exit(a, l, i + 1, 1, exit, top)
+}
+
+/// A static exit after `count` instructions with RIP set: on to the
+/// linked translation when the link was made under this run's key, no
+/// interrupt or kick waits and the budget lasts (the instructions then
+/// count as retired here); else out with `status` (the index is
+/// `count - 1` for status 1, `count` for status 0) and the link's number
+/// for the run loop to fill in.
+fn chain_exit(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    count: u32,
+    status: u32,
+    exit: CodeLabel,
+    top: Top,
+) -> Result<(), IcedError> {
+    let index = if status == 0 { count } else { count - 1 };
+    let Some((link, addr)) = top.links.alloc() else {
+        set_index(a, index)?;
+        a.mov(eax, status)?;
+        return a.jmp(exit);
+    };
+    let mut out = a.create_label();
+    a.mov(rdx, addr)?;
+    a.mov(
+        rcx,
+        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key) as i32),
+    )?;
+    a.cmp(qword_ptr(rdx + std::mem::offset_of!(Link, key) as i32), rcx)?;
+    a.jne(out)?;
+    for flag in [
+        std::mem::offset_of!(JitCtx, attention),
+        std::mem::offset_of!(JitCtx, kicked),
+    ] {
+        a.mov(rcx, qword_ptr(r12 + flag as i32))?;
+        a.cmp(byte_ptr(rcx), 0)?;
+        a.jne(out)?;
+    }
+    a.sub(
+        dword_ptr(r12 + std::mem::offset_of!(JitCtx, budget) as i32),
+        1,
+    )?;
+    a.jb(out)?;
+    a.add(qword_ptr(rbx + l.retired as i32), count as i32)?;
+    a.jmp(qword_ptr(rdx + std::mem::offset_of!(Link, target) as i32))?;
+    a.set_label(&mut out)?;
+    a.mov(rcx, (u64::from(link) + 1) << 36)?;
+    a.or(r13, rcx)?;
+    set_index(a, index)?;
+    a.mov(eax, status)?;
+    a.jmp(exit)
+}
+
+/// Puts instruction index `i` into R13's low byte (the rest holds the
+/// block's cache slot and, at a static exit, its link).
+fn set_index(a: &mut CodeAssembler, i: u32) -> Result<(), IcedError> {
+    a.mov(r13b, i)
 }
 
 /// `flags_live`: the host's RFLAGS hold the guest's arithmetic flags (the
@@ -662,7 +852,13 @@ fn emit_native(
 }
 
 /// Assembles the translation of `b` for address `at`.
-fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
+fn emit(
+    core: &Core,
+    b: &Block,
+    slot: u32,
+    links: &LinkPool,
+    at: u64,
+) -> Result<(Vec<u8>, usize), IcedError> {
     let l = Layout::of(core);
     let mut a = CodeAssembler::new(64)?;
     let mut exit = a.create_label();
@@ -685,6 +881,11 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     a.mov(r15d, u32::from(crate::mmu::PERM_SR))?;
     a.mov(eax, u32::from(crate::mmu::PERM_UR))?;
     a.cmove(r15d, eax)?;
+    // The chain entry: other translations' links jump here with RBX,
+    // R12 and R15 as this run set them up.
+    let mut chain = a.create_label();
+    a.set_label(&mut chain)?;
+    a.mov(r13d, slot << 8)?;
     a.mov(r14d, LOOP_ROUNDS)?;
     let loops = b.fast.iter().all(|f| f.kind != Kind::Generic);
     let mut top_label = a.create_label();
@@ -694,6 +895,7 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     let top = Top {
         lin: b.lin,
         label: loops.then_some(top_label),
+        links,
     };
     let n = b.fast.len() as u32;
     let mut flags_live = false;
@@ -715,8 +917,21 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
         }
         emit_tramp(&mut a, f, ins, i, exit)?;
     }
-    a.xor(eax, eax)?;
-    a.mov(r13d, n)?;
+    let ends_in_jump = b.fast.last().is_some_and(|f| {
+        matches!(f.kind, Kind::Jmp | Kind::Call | Kind::Ret)
+            && (native(f) || mem::native_mem(f))
+            && f.src == Loc::Imm
+    });
+    if ends_in_jump {
+        // Only a jump to the next instruction gets here (status 0, with
+        // RIP set): the block ran off its end.
+        a.xor(eax, eax)?;
+    } else {
+        let next = b.fast.last().map_or(b.lin, |f| f.next);
+        a.mov(rax, next)?;
+        a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
+        chain_exit(&mut a, &l, n, 0, exit, top)?;
+    }
     a.set_label(&mut exit)?;
     a.shl(rax, 32)?;
     a.or(rax, r13)?;
@@ -726,7 +941,9 @@ fn emit(core: &Core, b: &Block, at: u64) -> Result<Vec<u8>, IcedError> {
     a.pop(r12)?;
     a.pop(rbx)?;
     a.ret()?;
-    a.assemble(at)
+    let r = a.assemble_options(at, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let chain_at = r.label_ip(&chain)?;
+    Ok((r.inner.code_buffer, (chain_at - at) as usize))
 }
 
 /// How a translated block's run ended, in the interpreter's terms: the
@@ -740,8 +957,20 @@ pub enum Outcome {
     Stopped(usize, Stop),
 }
 
-/// Runs the translation at `entry` of block `b` on `core`.
-pub fn run(core: &mut Core, entry: usize) -> Outcome {
+/// How a run of translated code ended: in which block (its cache slot)
+/// and how, the link of the static exit it left by (for the run loop to
+/// fill in), and how many links it followed.
+pub struct Exit {
+    pub outcome: Outcome,
+    pub slot: usize,
+    pub link: Option<u32>,
+    pub chained: u32,
+}
+
+/// Runs the translation `t` on `core`, following links made under chain
+/// key `key` at most `budget` times while neither of `signal`'s flags is
+/// set.
+pub fn run(core: &mut Core, t: Translation, key: u64, budget: u32, signal: &Signal) -> Exit {
     let (code_map, code_pages) = core.ram().code_map();
     let mut ctx = JitCtx {
         tlb: core.tlb.entries(),
@@ -749,22 +978,42 @@ pub fn run(core: &mut Core, entry: usize) -> Outcome {
         code_pages,
         core: core as *mut Core,
         stop: None,
+        key,
+        budget,
+        attention: signal.attention.as_ptr().cast_const().cast(),
+        kicked: signal.kicked.as_ptr().cast_const().cast(),
     };
-    // SAFETY: `entry` is code our emitter produced for `b` (the caller got
-    // it from `Jit::entry` for this block, in the buffer's current
-    // generation, so the buffer still holds it), following the sysv64
-    // ABI and saving the registers it uses. It touches only `core`
-    // (through the pointer in `ctx`, which nothing else uses while it
-    // runs) and, through `tramp`, `b`'s instructions, which `b` keeps
-    // alive for the call.
+    // SAFETY: `t.entry` is code our emitter produced (the caller got it
+    // from `Jit::entry` in the buffer's current generation, so the buffer
+    // still holds it), following the sysv64 ABI and saving the registers
+    // it uses. It touches only `core` (through the pointer in `ctx`, which
+    // nothing else uses while it runs), the signal's flags (read), the
+    // links (read) and, through `tramp`, the `Fast`/`Instruction` of the
+    // blocks it runs. Those are alive: the entered block is the caller's,
+    // and a link is followed only under the key it was made with, which
+    // changes (`BlockCache::link_epoch`) whenever a block is dropped,
+    // while nothing drops blocks during the run.
     let r = unsafe {
-        let f: Entry = std::mem::transmute::<usize, Entry>(entry);
+        let f: Entry = std::mem::transmute::<usize, Entry>(t.entry);
         f(&mut ctx)
     };
-    let i = (r & 0xffff_ffff) as usize;
-    match r >> 32 {
+    let i = (r & 0xff) as usize;
+    let outcome = match (r >> 32) & 0xf {
         0 => Outcome::End,
         1 => Outcome::After(i),
         _ => Outcome::Stopped(i, ctx.stop.take().unwrap_or(Stop::Unsupported)),
+    };
+    Exit {
+        outcome,
+        slot: ((r >> 8) & 0xff_ffff) as usize,
+        link: match r >> 36 {
+            0 => None,
+            l => Some((l - 1) as u32),
+        },
+        chained: if ctx.budget == u32::MAX {
+            budget
+        } else {
+            budget - ctx.budget
+        },
     }
 }
