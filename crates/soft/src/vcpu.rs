@@ -316,12 +316,13 @@ impl SoftVcpu {
                 if let Some(p) = link {
                     j.link(p, t, key);
                 }
+                j.entered(self.core.cpu.rip, t, key);
                 let budget = if self.maybe_irq && self.core.cpu.flags.has(flags::IF) {
                     0
                 } else {
                     CHAIN_BUDGET
                 };
-                let exit = jit::run(&mut self.core, t, key, budget, &self.signal);
+                let exit = jit::run(&mut self.core, j, t, key, budget, &self.signal);
                 n = n.wrapping_add(exit.chained);
                 let Some(last) = self.cache.try_get(exit.slot) else {
                     // Translated code only names slots of live blocks.

@@ -12,7 +12,7 @@
 use iced_x86::code_asm::*;
 use iced_x86::Instruction;
 
-use super::{branch_to, byte_reg, emit_tramp, set_index, JitCtx, Layout, Top};
+use super::{branch_to, byte_reg, dynamic_exit, emit_tramp, JitCtx, Layout, Top};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
 use crate::flags::FlagOp;
 
@@ -48,7 +48,8 @@ pub(super) fn native_mem(f: &Fast) -> bool {
         }
         Kind::Push => reg_or_imm(f.src),
         Kind::Pop => is_reg(f.dst),
-        Kind::Call => f.src == Loc::Imm,
+        Kind::Call => f.src == Loc::Imm || is_reg(f.src),
+        Kind::Jmp => is_reg(f.src),
         Kind::Ret => true,
         _ => false,
     }
@@ -311,7 +312,7 @@ pub(super) fn emit_mem_form(
                 store_mem(a, size)?;
             }
         }
-        Kind::Push | Kind::Call => {
+        Kind::Push | Kind::Call if f.kind == Kind::Push || f.src == Loc::Imm => {
             a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
             a.sub(rax, 8)?;
             emit_tlb(a, l, 8, true, slow)?;
@@ -348,9 +349,28 @@ pub(super) fn emit_mem_form(
             a.add(rax, 8)?;
             a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
             a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
-            set_index(a, i)?;
-            a.mov(eax, 1u32)?;
-            a.jmp(exit)?;
+            dynamic_exit(a, l, i, exit)?;
+        }
+        Kind::Jmp | Kind::Call => {
+            // Through a register: the target must be canonical.
+            a.mov(rdx, qword_ptr(rbx + l.reg(reg_of(f.src))))?;
+            a.mov(rcx, rdx)?;
+            a.sar(rcx, 47)?;
+            a.add(rcx, 1)?;
+            a.cmp(rcx, 1)?;
+            a.ja(slow)?;
+            if f.kind == Kind::Call {
+                a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
+                a.sub(rax, 8)?;
+                a.mov(r8, rdx)?;
+                emit_tlb(a, l, 8, true, slow)?;
+                a.mov(rdx, f.next)?;
+                a.mov(qword_ptr(rsi), rdx)?;
+                a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
+                a.mov(rdx, r8)?;
+            }
+            a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
+            dynamic_exit(a, l, i, exit)?;
         }
         _ => unreachable!("not a native memory form"),
     }

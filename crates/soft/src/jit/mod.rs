@@ -70,6 +70,60 @@ pub struct JitCtx {
     /// The vCPU's signal flags: a link is not followed while either is set.
     attention: *const u8,
     kicked: *const u8,
+    /// The jump table ([`JumpTable`]).
+    jumps: *const JumpEntry,
+}
+
+/// One entry of the jump table: a guest RIP, the chain key it was
+/// entered under and that block's chain entry.
+#[repr(C)]
+struct JumpEntry {
+    rip: Cell<u64>,
+    key: Cell<u64>,
+    target: Cell<u64>,
+    _pad: u64,
+}
+
+/// Jump-table entries (a power of two; 32 bytes each).
+const JUMPS: usize = 4096;
+
+/// Where indirect transfers (RET, JMP/CALL through a register) look for
+/// their target's translation without going back to the run loop: a
+/// direct-mapped table from guest RIP to chain entry, filled in by the run
+/// loop with every block it enters, valid under the key it was entered
+/// with.
+struct JumpTable {
+    e: Box<[JumpEntry]>,
+}
+
+impl JumpTable {
+    fn new() -> JumpTable {
+        JumpTable {
+            e: (0..JUMPS)
+                .map(|_| JumpEntry {
+                    rip: Cell::new(0),
+                    key: Cell::new(u64::MAX),
+                    target: Cell::new(0),
+                    _pad: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn index(rip: u64) -> usize {
+        ((rip ^ (rip >> 12)) as usize) & (JUMPS - 1)
+    }
+
+    fn set(&self, rip: u64, key: u64, target: usize) {
+        let e = &self.e[Self::index(rip)];
+        e.rip.set(rip);
+        e.key.set(key);
+        e.target.set(target as u64);
+    }
+
+    fn clear(&self) {
+        self.e.iter().for_each(|e| e.key.set(u64::MAX));
+    }
 }
 
 /// Where a static exit of a translated block goes next, filled in by the
@@ -164,6 +218,7 @@ const DEFAULT_HOT: u32 = 1024;
 pub struct Jit {
     buf: CodeBuf,
     links: LinkPool,
+    jumps: JumpTable,
     /// Runs of a block before it is translated.
     hot: u32,
     /// Blocks translated (statistics).
@@ -190,6 +245,7 @@ impl Jit {
             Ok(buf) => Some(Jit {
                 buf,
                 links: LinkPool::new(),
+                jumps: JumpTable::new(),
                 hot,
                 translated: 0,
             }),
@@ -221,6 +277,7 @@ impl Jit {
                 Err(Refused::Full) => {
                     self.buf.reset();
                     self.links.reset();
+                    self.jumps.clear();
                     self.translate(core, b, slot).ok()
                 }
                 Err(Refused::Assembler) => None,
@@ -258,6 +315,12 @@ impl Jit {
             c.target.set(to.chain as u64);
             c.key.set(key);
         }
+    }
+
+    /// Notes that the block at `rip` runs as `to` under `key`, for
+    /// indirect transfers to find.
+    pub fn entered(&self, rip: u64, to: Translation, key: u64) {
+        self.jumps.set(rip, key, to.chain);
     }
 
     /// The pending link of an exit the last run left by.
@@ -609,20 +672,7 @@ fn chain_exit(
     )?;
     a.cmp(qword_ptr(rdx + std::mem::offset_of!(Link, key) as i32), rcx)?;
     a.jne(out)?;
-    for flag in [
-        std::mem::offset_of!(JitCtx, attention),
-        std::mem::offset_of!(JitCtx, kicked),
-    ] {
-        a.mov(rcx, qword_ptr(r12 + flag as i32))?;
-        a.cmp(byte_ptr(rcx), 0)?;
-        a.jne(out)?;
-    }
-    a.sub(
-        dword_ptr(r12 + std::mem::offset_of!(JitCtx, budget) as i32),
-        1,
-    )?;
-    a.jb(out)?;
-    a.add(qword_ptr(rbx + l.retired as i32), count as i32)?;
+    follow(a, l, count, out)?;
     a.jmp(qword_ptr(rdx + std::mem::offset_of!(Link, target) as i32))?;
     a.set_label(&mut out)?;
     a.mov(rcx, (u64::from(link) + 1) << 36)?;
@@ -630,6 +680,70 @@ fn chain_exit(
     set_index(a, index)?;
     a.mov(eax, status)?;
     a.jmp(exit)
+}
+
+/// An exit of instruction `i` to the target in RDX (RIP already set): on
+/// to the target's translation when the jump table has it under this
+/// run's key, no interrupt or kick waits and the budget lasts; else out
+/// with status 1.
+fn dynamic_exit(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    i: u32,
+    exit: CodeLabel,
+) -> Result<(), IcedError> {
+    let mut out = a.create_label();
+    a.mov(rcx, rdx)?;
+    a.shr(rcx, 12)?;
+    a.xor(rcx, rdx)?;
+    a.and(ecx, (JUMPS - 1) as u32)?;
+    a.shl(ecx, 5)?;
+    a.add(
+        rcx,
+        qword_ptr(r12 + std::mem::offset_of!(JitCtx, jumps) as i32),
+    )?;
+    a.cmp(
+        qword_ptr(rcx + std::mem::offset_of!(JumpEntry, rip) as i32),
+        rdx,
+    )?;
+    a.jne(out)?;
+    a.mov(
+        rax,
+        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key) as i32),
+    )?;
+    a.cmp(
+        qword_ptr(rcx + std::mem::offset_of!(JumpEntry, key) as i32),
+        rax,
+    )?;
+    a.jne(out)?;
+    follow(a, l, i + 1, out)?;
+    a.jmp(qword_ptr(
+        rcx + std::mem::offset_of!(JumpEntry, target) as i32,
+    ))?;
+    a.set_label(&mut out)?;
+    set_index(a, i)?;
+    a.mov(eax, 1u32)?;
+    a.jmp(exit)
+}
+
+/// The checks before a link or jump-table entry is followed (no
+/// interrupt or kick waiting, budget left; else to `out`), then `count`
+/// instructions retired. Keeps RCX and RDX.
+fn follow(a: &mut CodeAssembler, l: &Layout, count: u32, out: CodeLabel) -> Result<(), IcedError> {
+    for flag in [
+        std::mem::offset_of!(JitCtx, attention),
+        std::mem::offset_of!(JitCtx, kicked),
+    ] {
+        a.mov(rax, qword_ptr(r12 + flag as i32))?;
+        a.cmp(byte_ptr(rax), 0)?;
+        a.jne(out)?;
+    }
+    a.sub(
+        dword_ptr(r12 + std::mem::offset_of!(JitCtx, budget) as i32),
+        1,
+    )?;
+    a.jb(out)?;
+    a.add(qword_ptr(rbx + l.retired as i32), count as i32)
 }
 
 /// Puts instruction index `i` into R13's low byte (the rest holds the
@@ -918,9 +1032,7 @@ fn emit(
         emit_tramp(&mut a, f, ins, i, exit)?;
     }
     let ends_in_jump = b.fast.last().is_some_and(|f| {
-        matches!(f.kind, Kind::Jmp | Kind::Call | Kind::Ret)
-            && (native(f) || mem::native_mem(f))
-            && f.src == Loc::Imm
+        matches!(f.kind, Kind::Jmp | Kind::Call | Kind::Ret) && (native(f) || mem::native_mem(f))
     });
     if ends_in_jump {
         // Only a jump to the next instruction gets here (status 0, with
@@ -970,7 +1082,15 @@ pub struct Exit {
 /// Runs the translation `t` on `core`, following links made under chain
 /// key `key` at most `budget` times while neither of `signal`'s flags is
 /// set.
-pub fn run(core: &mut Core, t: Translation, key: u64, budget: u32, signal: &Signal) -> Exit {
+pub fn run(
+    core: &mut Core,
+    jit: &Jit,
+    t: Translation,
+    key: u64,
+    budget: u32,
+    signal: &Signal,
+) -> Exit {
+    let jumps = &jit.jumps;
     let (code_map, code_pages) = core.ram().code_map();
     let mut ctx = JitCtx {
         tlb: core.tlb.entries(),
@@ -982,6 +1102,7 @@ pub fn run(core: &mut Core, t: Translation, key: u64, budget: u32, signal: &Sign
         budget,
         attention: signal.attention.as_ptr().cast_const().cast(),
         kicked: signal.kicked.as_ptr().cast_const().cast(),
+        jumps: jumps.e.as_ptr(),
     };
     // SAFETY: `t.entry` is code our emitter produced (the caller got it
     // from `Jit::entry` in the buffer's current generation, so the buffer
