@@ -225,18 +225,32 @@ fn valid(core: &Core, b: &Block) -> bool {
     ok
 }
 
+/// Bytes of a code page fetched at a time while decoding.
+const FETCH_WINDOW: usize = 256;
+
 fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> ExecResult<Block> {
     let off = (lin & (PAGE - 1)) as usize;
     let in_page = PAGE as usize - off;
-    let mut bytes = vec![0u8; in_page + 15];
-    core.read_lin(lin, &mut bytes[..in_page], Access::Exec, false)?;
-    // The next page is fetched only when an instruction runs into it.
-    let mut avail = in_page;
+    // The page's bytes are fetched a window at a time (most blocks are a
+    // few dozen bytes); the next page only when an instruction runs into
+    // it.
+    let mut bytes = [0u8; PAGE as usize + 15];
+    let mut avail = 0;
     let mut second: Option<u64> = None;
     let gen0 = core.ram().mark_code(pa);
-    let mut instrs = Vec::new();
+    let mut instrs = Vec::with_capacity(16);
     let mut pos = 0usize;
     loop {
+        if pos + 15 > avail && avail < in_page {
+            let upto = (avail + FETCH_WINDOW).min(in_page);
+            core.read_lin(
+                lin.wrapping_add(avail as u64),
+                &mut bytes[avail..upto],
+                Access::Exec,
+                false,
+            )?;
+            avail = upto;
+        }
         let mut dec = Decoder::with_ip(
             bitness,
             &bytes[pos..avail],
