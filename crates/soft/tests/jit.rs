@@ -1,6 +1,6 @@
 //! The translator against the interpreter on a hot loop the differential
 //! snippets do not cover: every condition after each natively translated
-//! flag-setting form (the ALU group, INC/DEC, IMUL, shifts), fused with
+//! flag-setting form (the ALU group, INC/DEC, IMUL, shifts, rotates), fused with
 //! the host's flags or through the condition helper, taken and not taken,
 //! and in-code self loops. Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
@@ -43,7 +43,7 @@ fn program() -> Vec<u8> {
     a.add(rax, r13).unwrap();
     a.mov(qword_ptr(rsi), rax).unwrap();
     let mut k = 0u32;
-    for op in 0..12 {
+    for op in 0..14 {
         for cc in 0..16u8 {
             // Operands: pieces of the LCG state, some equal, some small.
             a.mov(rcx, rax).unwrap();
@@ -70,7 +70,16 @@ fn program() -> Vec<u8> {
                     a.add(rcx, rdx).unwrap();
                     a.inc(rdx).unwrap();
                 }
-                _ => a.or(rcx, 0).unwrap(),
+                11 => a.or(rcx, 0).unwrap(),
+                // Rotates keep SF/ZF/PF/AF of the operation before.
+                12 => {
+                    a.sub(rdx, rcx).unwrap();
+                    a.rol(rcx, (u32::from(cc) * 5) % 64).unwrap();
+                }
+                _ => {
+                    a.and(ecx, edx).unwrap();
+                    a.ror(ecx, (u32::from(cc) * 3) % 32).unwrap();
+                }
             }
             if op % 2 == 1 {
                 // SETcc/CMOVcc right after the flag-setting form (fused)

@@ -554,6 +554,97 @@ unsafe extern "sysv64" fn pin_cf(core: *mut Core) {
     core.cpu.flags.pin_cf();
 }
 
+/// Makes the guest's arithmetic flags eager (bits, no lazy record), as
+/// rotates need before they change CF and OF alone.
+///
+/// # Safety
+/// Called only by translated code with the core it runs on (valid, and
+/// not otherwise borrowed while this runs).
+unsafe extern "sysv64" fn eager_flags(core: *mut Core) {
+    // SAFETY: per the contract, `core` is the live core of `run`.
+    let core = unsafe { &mut *core };
+    let f = core.cpu.flags.get();
+    core.cpu.flags.set_arith(f);
+}
+
+/// The rotate of `ins` when it has a native form: ROL/ROR of a 32- or
+/// 64-bit register by an immediate. Returns (left, register, size,
+/// count).
+fn native_rotate(f: &Fast, ins: &Instruction) -> Option<(bool, u8, u8, u32)> {
+    use iced_x86::{Mnemonic, OpKind};
+    if f.kind != Kind::Generic || ins.op_count() != 2 || ins.op_kind(1) != OpKind::Immediate8 {
+        return None;
+    }
+    let left = match ins.mnemonic() {
+        Mnemonic::Rol => true,
+        Mnemonic::Ror => false,
+        _ => return None,
+    };
+    if ins.op_kind(0) != OpKind::Register || ins.has_lock_prefix() {
+        return None;
+    }
+    let r = ins.op_register(0);
+    let size = match r.size() {
+        8 => 64u8,
+        4 => 32,
+        _ => return None,
+    };
+    if !r.is_gpr() {
+        return None;
+    }
+    let n = u32::from(ins.immediate8()) & if size == 64 { 63 } else { 31 };
+    Some((left, r.full_register().number() as u8, size, n))
+}
+
+/// Emits a native ROL/ROR (see [`native_rotate`]): CF and OF as the
+/// interpreter sets them (OF by the count-1 rule for every count), the
+/// other flags kept; no flag change for a zero count.
+fn emit_rotate(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    (left, r, size, n): (bool, u8, u8, u32),
+) -> Result<(), IcedError> {
+    if n == 0 {
+        mem::get_reg(a, l, rax, r, size)?;
+        return mem::put_reg(a, l, r, size);
+    }
+    // The host's flags may be live, but their AF after a logic operation
+    // is not the interpreter's: materialise the guest's through it.
+    a.mov(rdi, rbx)?;
+    a.mov(rcx, eager_flags as *const () as u64)?;
+    a.call(rcx)?;
+    mem::get_reg(a, l, rax, r, size)?;
+    match (left, size) {
+        (true, 64) => a.rol(rax, n)?,
+        (true, _) => a.rol(eax, n)?,
+        (false, 64) => a.ror(rax, n)?,
+        (false, _) => a.ror(eax, n)?,
+    }
+    mem::put_reg(a, l, r, size)?;
+    let bits = u32::from(size);
+    // ECX = CF, EDX = OF.
+    if left {
+        a.mov(ecx, eax)?;
+        a.and(ecx, 1)?;
+        a.mov(rdx, rax)?;
+        a.shr(rdx, bits - 1)?;
+    } else {
+        a.mov(rcx, rax)?;
+        a.shr(rcx, bits - 1)?;
+        a.and(ecx, 1)?;
+        a.mov(rdx, rax)?;
+        a.shr(rdx, bits - 2)?;
+    }
+    a.xor(edx, ecx)?;
+    a.and(edx, 1)?;
+    a.shl(edx, 11)?;
+    a.or(edx, ecx)?;
+    let cf_of = (crate::flags::CF | crate::flags::OF) as i32;
+    a.and(qword_ptr(rbx + l.fl_bits as i32), !cf_of)?;
+    a.or(qword_ptr(rbx + l.fl_bits as i32), rdx)?;
+    Ok(())
+}
+
 /// Whether condition `cc` reads CF (B, AE, BE, A), which INC/DEC leave
 /// in the host's flags as something else.
 fn reads_cf(cc: u8) -> bool {
@@ -1027,6 +1118,10 @@ fn emit(
         if mem::native_mem(f) {
             mem::emit_mem_form(&mut a, &l, f, ins, i, exit, top)?;
             flags_live = matches!(f.kind, Kind::Alu(_));
+            continue;
+        }
+        if let Some(rot) = native_rotate(f, ins) {
+            emit_rotate(&mut a, &l, rot)?;
             continue;
         }
         emit_tramp(&mut a, f, ins, i, exit)?;
