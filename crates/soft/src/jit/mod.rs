@@ -137,10 +137,13 @@ struct Link {
 }
 
 /// The links of a code buffer's translations, handed out by a bump
-/// allocator that starts over with the buffer.
+/// allocator that starts over with the buffer. The cells are reserved
+/// up front and never move (translated code holds their addresses), but
+/// only those handed out are touched.
 struct LinkPool {
-    cells: Box<[Link]>,
-    used: Cell<usize>,
+    cells: std::cell::RefCell<Vec<Link>>,
+    /// Where the cells are (checked in debug builds).
+    base: usize,
 }
 
 /// Links per code buffer (16 bytes each; untouched ones cost no memory).
@@ -148,31 +151,40 @@ const LINKS: usize = 1 << 20;
 
 impl LinkPool {
     fn new() -> LinkPool {
+        let cells = Vec::with_capacity(LINKS);
+        let base = cells.as_ptr() as usize;
         LinkPool {
-            cells: (0..LINKS)
-                .map(|_| Link {
-                    key: Cell::new(u64::MAX),
-                    target: Cell::new(0),
-                })
-                .collect(),
-            used: Cell::new(0),
+            cells: std::cell::RefCell::new(cells),
+            base,
         }
     }
 
     /// A fresh link: its index and address.
     fn alloc(&self) -> Option<(u32, u64)> {
-        let i = self.used.get();
-        let c = self.cells.get(i)?;
-        c.key.set(u64::MAX);
-        self.used.set(i + 1);
-        Some((i as u32, c as *const Link as u64))
+        let mut cells = self.cells.borrow_mut();
+        let i = cells.len();
+        if i == LINKS {
+            return None;
+        }
+        // Within the reserved capacity: the vector does not move.
+        cells.push(Link {
+            key: Cell::new(u64::MAX),
+            target: Cell::new(0),
+        });
+        debug_assert_eq!(cells.as_ptr() as usize, self.base);
+        Some((i as u32, &cells[i] as *const Link as u64))
+    }
+
+    /// Fills in link `i` (when it is still handed out).
+    fn set(&self, i: usize, target: u64, key: u64) {
+        if let Some(c) = self.cells.borrow().get(i) {
+            c.target.set(target);
+            c.key.set(key);
+        }
     }
 
     fn reset(&self) {
-        for c in &self.cells[..self.used.get()] {
-            c.key.set(u64::MAX);
-        }
-        self.used.set(0);
+        self.cells.borrow_mut().clear();
     }
 }
 
@@ -311,10 +323,7 @@ impl Jit {
         if p.gen != self.buf.gen {
             return;
         }
-        if let Some(c) = self.links.cells.get(p.link as usize) {
-            c.target.set(to.chain as u64);
-            c.key.set(key);
-        }
+        self.links.set(p.link as usize, to.chain as u64, key);
     }
 
     /// Notes that the block at `rip` runs as `to` under `key`, for
