@@ -364,6 +364,8 @@ struct Layout {
     gpr: usize,
     rip: usize,
     retired: usize,
+    cr4: usize,
+    tsc_offset: usize,
     fl_bits: usize,
     fl_op: usize,
     fl_size: usize,
@@ -388,6 +390,8 @@ impl Layout {
             gpr,
             rip,
             retired: &core.retired as *const u64 as usize - base,
+            cr4: &core.cpu.cr4 as *const u64 as usize - base,
+            tsc_offset: &core.cpu.msr.tsc_offset as *const u64 as usize - base,
             fl_bits: flags + l.bits,
             fl_op: flags + l.op,
             fl_size: flags + l.size,
@@ -652,6 +656,64 @@ fn emit_rotate(
     a.and(qword_ptr(rbx + l.fl_bits as i32), !cf_of)?;
     a.or(qword_ptr(rbx + l.fl_bits as i32), rdx)?;
     Ok(())
+}
+
+/// Emits RDTSC (the host's TSC plus the guest's offset, as
+/// `exec::system::rdtsc`) and NOT of a 32/64-bit register natively, with
+/// the trampoline as the slow path (RDTSC while CR4.TSD is set). False
+/// when `ins` is neither.
+fn emit_generic_native(
+    a: &mut CodeAssembler,
+    l: &Layout,
+    f: &Fast,
+    ins: &Instruction,
+    i: u32,
+    exit: CodeLabel,
+) -> Result<bool, IcedError> {
+    use iced_x86::{Mnemonic, OpKind};
+    if f.kind != Kind::Generic || ins.has_lock_prefix() {
+        return Ok(false);
+    }
+    match ins.mnemonic() {
+        Mnemonic::Rdtsc => {
+            let mut slow = a.create_label();
+            let mut done = a.create_label();
+            a.test(byte_ptr(rbx + l.cr4 as i32), 4)?;
+            a.jnz(slow)?;
+            a.rdtsc()?;
+            a.shl(rdx, 32)?;
+            a.or(rax, rdx)?;
+            a.add(rax, qword_ptr(rbx + l.tsc_offset as i32))?;
+            a.mov(ecx, eax)?;
+            a.mov(qword_ptr(rbx + l.reg(0)), rcx)?;
+            a.shr(rax, 32)?;
+            a.mov(qword_ptr(rbx + l.reg(2)), rax)?;
+            a.jmp(done)?;
+            a.set_label(&mut slow)?;
+            emit_tramp(a, f, ins, i, exit)?;
+            a.set_label(&mut done)?;
+            // A label needs an instruction after it.
+            a.nop()?;
+            Ok(true)
+        }
+        Mnemonic::Not if ins.op_kind(0) == OpKind::Register => {
+            let r = ins.op_register(0);
+            let size = match r.size() {
+                8 => 64u8,
+                4 => 32,
+                _ => return Ok(false),
+            };
+            if !r.is_gpr() {
+                return Ok(false);
+            }
+            let n = r.full_register().number() as u8;
+            mem::get_reg(a, l, rax, n, size)?;
+            a.not(rax)?;
+            mem::put_reg(a, l, n, size)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Whether condition `cc` reads CF (B, AE, BE, A), which INC/DEC leave
@@ -1131,6 +1193,9 @@ fn emit(
         }
         if let Some(rot) = native_rotate(f, ins) {
             emit_rotate(&mut a, &l, rot)?;
+            continue;
+        }
+        if emit_generic_native(&mut a, &l, f, ins, i, exit)? {
             continue;
         }
         emit_tramp(&mut a, f, ins, i, exit)?;
