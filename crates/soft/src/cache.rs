@@ -183,7 +183,10 @@ impl BlockCache {
             Some(&s) => {
                 let b = &self.blocks[s as usize];
                 if !(b.bitness == bitness && b.pages[0].0 == pa && valid(core, b)) {
-                    self.link_epoch += 1;
+                    // Only a translated block can be a link's target.
+                    if b.jit.get().1 > crate::jit::FAILED {
+                        self.link_epoch += 1;
+                    }
                     self.blocks[s as usize] = decode_block(core, rip, lin, pa, bitness)?;
                 }
                 s
