@@ -173,9 +173,11 @@ pub struct BootReport {
 }
 
 /// Boots the guest `opts.runs` times on every machine in `opts.machines`,
-/// one boot at a time. A missing QEMU gives "unavailable" rows; a boot
-/// that fails, times out or misses a marker ends its machine with a
-/// "failed" row. [`BootReport::check`] turns failures into an error.
+/// one boot at a time, round by round (each round boots every machine
+/// once), so a load that comes and goes on a shared host weighs on all
+/// machines alike. A missing QEMU gives "unavailable" rows; a boot that
+/// fails, times out or misses a marker ends its machine with a "failed"
+/// row. [`BootReport::check`] turns failures into an error.
 pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
     for file in [&opts.kernel, &opts.initrd] {
         if !file.is_file() {
@@ -183,12 +185,30 @@ pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
         }
     }
     let runs = opts.runs.max(1);
-    let rows = opts
-        .machines
-        .iter()
-        .map(|&machine| BootRow {
+    let mut state: Vec<(BootMachine, Result<Vec<BootRun>, BootOutcome>)> =
+        opts.machines.iter().map(|&m| (m, Ok(Vec::new()))).collect();
+    for _ in 0..runs {
+        for (machine, done) in state.iter_mut() {
+            let Ok(list) = done else { continue };
+            match run_once(opts, *machine) {
+                Ok(run) => list.push(run),
+                Err(RunError::Spawn { program, source })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    *done = Err(BootOutcome::Unavailable(format!("{program} not found")));
+                }
+                Err(e) => *done = Err(BootOutcome::Failed(e)),
+            }
+        }
+    }
+    let rows = state
+        .into_iter()
+        .map(|(machine, done)| BootRow {
             machine,
-            outcome: run_machine(opts, machine, runs),
+            outcome: match done {
+                Ok(list) => BootOutcome::Measured(list),
+                Err(o) => o,
+            },
         })
         .collect();
     Ok(BootReport {
@@ -196,22 +216,6 @@ pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
         cmdline: opts.cmdline.clone(),
         rows,
     })
-}
-
-fn run_machine(opts: &BootBenchOptions, machine: BootMachine, runs: u32) -> BootOutcome {
-    let mut done = Vec::new();
-    for _ in 0..runs {
-        match run_once(opts, machine) {
-            Ok(run) => done.push(run),
-            Err(RunError::Spawn { program, source })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return BootOutcome::Unavailable(format!("{program} not found"));
-            }
-            Err(e) => return BootOutcome::Failed(e),
-        }
-    }
-    BootOutcome::Measured(done)
 }
 
 /// The command line that boots the guest on `machine`.
