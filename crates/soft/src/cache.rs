@@ -42,6 +42,9 @@ pub struct Block {
     /// its linear address, slot, the TLB epoch then and whether in user
     /// mode.
     succ: Cell<(u64, u64, u32, u64, bool)>,
+    /// Its first page was a global one when it was decoded (a CR3 write
+    /// cannot change what it maps to; see `Tlb::global_epoch`).
+    pub global: bool,
     /// Runs so far (until it is translated).
     pub(crate) hits: Cell<u32>,
     /// Its translation: the code buffer's generation, the entry point
@@ -188,6 +191,7 @@ impl BlockCache {
                         self.link_epoch += 1;
                     }
                     self.blocks[s as usize] = decode_block(core, rip, lin, pa, bitness)?;
+                    self.blocks[s as usize].global = core.tlb.is_global(lin);
                 }
                 s
             }
@@ -195,7 +199,8 @@ impl BlockCache {
                 if self.blocks.len() >= MAX_BLOCKS {
                     self.clear();
                 }
-                let b = decode_block(core, rip, lin, pa, bitness)?;
+                let mut b = decode_block(core, rip, lin, pa, bitness)?;
+                b.global = core.tlb.is_global(lin);
                 let s = self.blocks.len() as u32;
                 self.blocks.push(b);
                 self.map.insert(lin, s);
@@ -312,6 +317,7 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
     Ok(Block {
         checked: Cell::new(u64::MAX),
         succ: Cell::new((0, 0, u32::MAX, 0, false)),
+        global: false,
         hits: Cell::new(0),
         jit: Cell::new((0, 0, 0)),
         fast,

@@ -3,7 +3,7 @@
 //! dirty bits, user/supervisor, write-protect and NX checks, and a small
 //! direct-mapped TLB flushed on CR3 writes, INVLPG and paging-mode changes.
 
-use crate::cpu::{Cpu, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_NXE};
+use crate::cpu::{Cpu, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_NXE};
 use crate::exception::{Fault, PF};
 use crate::phys::{Ram, PAGE};
 
@@ -29,6 +29,8 @@ struct Entry {
     user: bool,
     nx: bool,
     dirty: bool,
+    /// A global page (PTE.G with CR4.PGE): CR3 writes leave it alone.
+    global: bool,
     /// Accesses the fast path may make without a walk: `PERM_*` bits,
     /// set only for RAM pages.
     perm: u8,
@@ -57,6 +59,10 @@ pub struct Tlb {
     /// Bumped by every flush: code that cached a translation (the block
     /// loop re-running a block) checks it is unchanged.
     pub epoch: u64,
+    /// Bumped by the flushes that may drop a global page's translation
+    /// (not by CR3 writes): what relies on global pages alone (the
+    /// translator's links into kernel code) checks this one.
+    pub global_epoch: u64,
 }
 
 impl Default for Tlb {
@@ -64,6 +70,7 @@ impl Default for Tlb {
         Tlb {
             e: vec![Entry::default(); TLB_SIZE],
             epoch: 0,
+            global_epoch: 0,
         }
     }
 }
@@ -102,15 +109,35 @@ impl Tlb {
     pub fn flush(&mut self) {
         self.e.iter_mut().for_each(|e| e.tag = 0);
         self.epoch = self.epoch.wrapping_add(1);
+        self.global_epoch = self.global_epoch.wrapping_add(1);
+    }
+
+    /// A CR3 write: every entry goes (more than the hardware drops, which
+    /// keeps global ones), but global pages keep their epoch.
+    pub fn flush_nonglobal(&mut self) {
+        self.e.iter_mut().for_each(|e| e.tag = 0);
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     pub fn flush_page(&mut self, lin: u64) {
         self.epoch = self.epoch.wrapping_add(1);
         let vpn = lin >> 12;
         let e = &mut self.e[(vpn as usize) % TLB_SIZE];
+        // Unless the page is known not to be global, a global one may be
+        // what changed.
+        if !(e.tag == vpn + 1 && !e.global) {
+            self.global_epoch = self.global_epoch.wrapping_add(1);
+        }
         if e.tag == vpn + 1 {
             e.tag = 0;
         }
+    }
+
+    /// Whether the TLB holds `lin` as a global page.
+    pub fn is_global(&self, lin: u64) -> bool {
+        let vpn = lin >> 12;
+        let e = &self.e[(vpn as usize) % TLB_SIZE];
+        e.tag == vpn + 1 && e.global
     }
 
     /// The host page and physical page of `lin` when the TLB holds it as
@@ -207,6 +234,8 @@ const A: u64 = 0x20;
 const D: u64 = 0x40;
 const PS: u64 = 0x80;
 const NXB: u64 = 1 << 63;
+/// Global (in a leaf entry).
+const G: u64 = 0x100;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 /// Translates `lin`; fills the TLB on success.
@@ -273,6 +302,7 @@ fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Ent
             user: true,
             nx: false,
             dirty: true,
+            global: false,
             perm: 0,
         });
     }
@@ -330,6 +360,7 @@ fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Ent
                 user,
                 nx,
                 dirty: pte & D != 0,
+                global: pte & G != 0 && cpu.cr4 & CR4_PGE != 0,
                 perm: 0,
             };
             if !check(cpu, &ent, acc, who) {

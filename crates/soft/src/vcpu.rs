@@ -48,9 +48,10 @@ pub struct SoftVcpu {
     samples: Option<crate::sample::RipSampler>,
     /// The binary translator, unless turned off (`VESSEL_SOFT_JIT=0`).
     jit: Option<Jit>,
-    /// The chain key ([`SoftVcpu::chain_key`]) and what it was made of.
-    chain_key: u64,
-    chain_state: (u64, u64, u64),
+    /// The chain keys ([`SoftVcpu::chain_keys`]) and what they were made
+    /// of.
+    chain_key: [u64; 2],
+    chain_state: [(u64, u64, u64); 2],
 }
 
 /// Links translated code may follow in one run before the run loop gets
@@ -90,8 +91,8 @@ impl SoftVcpu {
             maybe_irq: true,
             samples: crate::sample::RipSampler::from_env(),
             jit: Jit::from_env(),
-            chain_key: 0,
-            chain_state: (u64::MAX, 0, 0),
+            chain_key: [0; 2],
+            chain_state: [(u64::MAX, 0, 0); 2],
         }
     }
 
@@ -232,23 +233,32 @@ impl SoftVcpu {
         }
     }
 
-    /// The key under which links between translations hold: it moves on
-    /// whenever the TLB is flushed, guest code is written or a cached
-    /// block is dropped, and it tells the privilege levels apart (so
-    /// system calls back and forth keep both sides' links). Only 64-bit
-    /// code is translated, and CS changes only in trampolined
-    /// instructions, which end a run.
-    fn chain_key(&mut self) -> u64 {
-        let now = (
-            self.core.tlb.epoch,
-            self.core.ram().code_epoch(),
-            self.cache.link_epoch,
-        );
-        if now != self.chain_state {
-            self.chain_state = now;
-            self.chain_key += 1;
+    /// The keys under which links between translations (and jump-table
+    /// entries) hold: they move on whenever guest code is written or a
+    /// cached block is dropped, and the first whenever the TLB is flushed,
+    /// the second (for links into blocks on global pages, the kernel's)
+    /// only when a flush may drop a global page, not on CR3 writes. Both
+    /// tell the privilege levels apart (so system calls back and forth
+    /// keep both sides' links); only 64-bit code is translated, and CS
+    /// changes only in trampolined instructions, which end a run.
+    fn chain_keys(&mut self) -> jit::Keys {
+        let code = self.core.ram().code_epoch();
+        let tlb = [self.core.tlb.epoch, self.core.tlb.global_epoch];
+        let cpl = u64::from(self.core.cpu.cpl());
+        let mut k = [0; 2];
+        for i in 0..2 {
+            let now = (tlb[i], code, self.cache.link_epoch);
+            if now != self.chain_state[i] {
+                self.chain_state[i] = now;
+                self.chain_key[i] += 1;
+            }
+            // Bit 2 keeps the two key spaces apart, bits 0-1 hold the CPL.
+            k[i] = (self.chain_key[i] << 3) | ((i as u64) << 2) | cpl;
         }
-        (self.chain_key << 2) | u64::from(self.core.cpu.cpl())
+        jit::Keys {
+            all: k[0],
+            global: k[1],
+        }
     }
 
     fn run_loop(&mut self) -> VmExit {
@@ -309,7 +319,7 @@ impl SoftVcpu {
                 }
                 Err(_) => return self.failure(),
             };
-            let key = self.chain_key();
+            let keys = self.chain_keys();
             let block = self.cache.get(slot);
             let epoch = self.core.tlb.epoch;
             let entry = match &mut self.jit {
@@ -317,6 +327,7 @@ impl SoftVcpu {
                 None => None,
             };
             if let (Some(j), Some(t)) = (&self.jit, entry) {
+                let key = if block.global { keys.global } else { keys.all };
                 if let Some(p) = link {
                     j.link(p, t, key);
                 }
@@ -326,7 +337,7 @@ impl SoftVcpu {
                 } else {
                     CHAIN_BUDGET
                 };
-                let exit = jit::run(&mut self.core, j, t, key, budget, &self.signal);
+                let exit = jit::run(&mut self.core, j, t, keys, budget, &self.signal);
                 n = n.wrapping_add(exit.chained);
                 let Some(last) = self.cache.try_get(exit.slot) else {
                     // Translated code only names slots of live blocks.

@@ -98,7 +98,7 @@ pub fn mov_cr(core: &mut Core, ins: &Instruction) -> ExecResult {
             2 => core.cpu.cr2 = v,
             3 => {
                 core.cpu.cr3 = v;
-                core.tlb.flush();
+                core.tlb.flush_nonglobal();
             }
             4 => {
                 if core.cpu.long_active() && v & CR4_PAE == 0 {

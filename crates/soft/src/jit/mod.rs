@@ -62,9 +62,10 @@ pub struct JitCtx {
     code_map: *const u8,
     code_pages: usize,
     stop: Option<Stop>,
-    /// The chain key the run loop computed for this run: a link is
-    /// followed only when it was made under the same key.
+    /// The chain keys the run loop computed for this run: a link is
+    /// followed only when it was made under one of them.
     key: u64,
+    key_global: u64,
     /// Links still allowed in this run.
     budget: u32,
     /// The vCPU's signal flags: a link is not followed while either is set.
@@ -196,6 +197,14 @@ enum Refused {
     /// The assembler refused the code (a translator bug: the block stays
     /// with the interpreter).
     Assembler,
+}
+
+/// The chain keys of a run (see `SoftVcpu::chain_keys`): links into
+/// blocks on global pages are made under `global`, others under `all`.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys {
+    pub all: u64,
+    pub global: u64,
 }
 
 /// A translation's two ways in: `entry` from the run loop, `chain` from
@@ -828,12 +837,7 @@ fn chain_exit(
     };
     let mut out = a.create_label();
     a.mov(rdx, addr)?;
-    a.mov(
-        rcx,
-        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key) as i32),
-    )?;
-    a.cmp(qword_ptr(rdx + std::mem::offset_of!(Link, key) as i32), rcx)?;
-    a.jne(out)?;
+    key_check(a, rdx, std::mem::offset_of!(Link, key), out)?;
     follow(a, l, count, out)?;
     a.jmp(qword_ptr(rdx + std::mem::offset_of!(Link, target) as i32))?;
     a.set_label(&mut out)?;
@@ -869,15 +873,7 @@ fn dynamic_exit(
         rdx,
     )?;
     a.jne(out)?;
-    a.mov(
-        rax,
-        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key) as i32),
-    )?;
-    a.cmp(
-        qword_ptr(rcx + std::mem::offset_of!(JumpEntry, key) as i32),
-        rax,
-    )?;
-    a.jne(out)?;
+    key_check(a, rcx, std::mem::offset_of!(JumpEntry, key), out)?;
     follow(a, l, i + 1, out)?;
     a.jmp(qword_ptr(
         rcx + std::mem::offset_of!(JumpEntry, target) as i32,
@@ -886,6 +882,31 @@ fn dynamic_exit(
     set_index(a, i)?;
     a.mov(eax, 1u32)?;
     a.jmp(exit)
+}
+
+/// Goes on when the key at `[base + off]` is one of this run's two
+/// keys, else to `out`. Uses RAX.
+fn key_check(
+    a: &mut CodeAssembler,
+    base: AsmRegister64,
+    off: usize,
+    out: CodeLabel,
+) -> Result<(), IcedError> {
+    let mut ok = a.create_label();
+    a.mov(
+        rax,
+        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key) as i32),
+    )?;
+    a.cmp(qword_ptr(base + off as i32), rax)?;
+    a.je(ok)?;
+    a.mov(
+        rax,
+        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key_global) as i32),
+    )?;
+    a.cmp(qword_ptr(base + off as i32), rax)?;
+    a.jne(out)?;
+    a.set_label(&mut ok)?;
+    Ok(())
 }
 
 /// The checks before a link or jump-table entry is followed (no
@@ -1255,7 +1276,7 @@ pub fn run(
     core: &mut Core,
     jit: &Jit,
     t: Translation,
-    key: u64,
+    keys: Keys,
     budget: u32,
     signal: &Signal,
 ) -> Exit {
@@ -1267,7 +1288,8 @@ pub fn run(
         code_pages,
         core: core as *mut Core,
         stop: None,
-        key,
+        key: keys.all,
+        key_global: keys.global,
         budget,
         attention: signal.attention.as_ptr().cast_const().cast(),
         kicked: signal.kicked.as_ptr().cast_const().cast(),
