@@ -125,7 +125,7 @@ impl Tlb {
         let e = &mut self.e[(vpn as usize) % TLB_SIZE];
         // Unless the page is known not to be global, a global one may be
         // what changed.
-        if !(e.tag == vpn + 1 && !e.global) {
+        if e.tag != vpn + 1 || e.global {
             self.global_epoch = self.global_epoch.wrapping_add(1);
         }
         if e.tag == vpn + 1 {
