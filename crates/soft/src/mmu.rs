@@ -515,6 +515,37 @@ mod tests {
     }
 
     #[test]
+    fn global_epoch_moves_only_when_a_global_page_may_change() {
+        let read = |cpu: &mut Cpu, tlb: &mut Tlb, ram: &Ram| {
+            translate(cpu, tlb, ram, 0x400000, Access::Read, Who { user: false }).unwrap();
+        };
+        for (flags, pge, global) in [(P | G, true, true), (P | G, false, false), (P, true, false)] {
+            let (mut cpu, ram, _mem) = setup(flags);
+            if pge {
+                cpu.cr4 |= CR4_PGE;
+            }
+            let mut tlb = Tlb::default();
+            read(&mut cpu, &mut tlb, &ram);
+            assert_eq!(tlb.is_global(0x400000), global);
+            // A CR3 write: every translation goes, global pages keep
+            // their epoch.
+            let (e, g) = (tlb.epoch, tlb.global_epoch);
+            tlb.flush_nonglobal();
+            assert_eq!((tlb.epoch, tlb.global_epoch), (e + 1, g));
+            // INVLPG of a page known not to be global keeps it too; of a
+            // global page, or one the TLB does not hold, moves it.
+            read(&mut cpu, &mut tlb, &ram);
+            tlb.flush_page(0x400000);
+            assert_eq!(tlb.global_epoch, if global { g + 1 } else { g });
+            let g = tlb.global_epoch;
+            tlb.flush_page(0x400000);
+            assert_eq!(tlb.global_epoch, g + 1);
+            tlb.flush();
+            assert_eq!(tlb.global_epoch, g + 2);
+        }
+    }
+
+    #[test]
     fn tlb_is_used_until_flushed() {
         let (mut cpu, ram, mem) = setup(P | RW);
         let mut tlb = Tlb::default();
