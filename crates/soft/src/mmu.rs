@@ -112,10 +112,13 @@ impl Tlb {
         self.global_epoch = self.global_epoch.wrapping_add(1);
     }
 
-    /// A CR3 write: every entry goes (more than the hardware drops, which
-    /// keeps global ones), but global pages keep their epoch.
+    /// A CR3 write: every entry but the global pages' goes (as on the
+    /// hardware), and global pages keep their epoch.
     pub fn flush_nonglobal(&mut self) {
-        self.e.iter_mut().for_each(|e| e.tag = 0);
+        self.e
+            .iter_mut()
+            .filter(|e| !e.global)
+            .for_each(|e| e.tag = 0);
         self.epoch = self.epoch.wrapping_add(1);
     }
 

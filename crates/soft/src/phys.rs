@@ -82,6 +82,13 @@ impl Ram {
     #[inline]
     pub fn read(host_page: usize, off: usize, buf: &mut [u8]) {
         debug_assert!(off + buf.len() <= PAGE as usize);
+        // Operand-sized reads (the interpreter's slow paths) without a
+        // call to memcpy.
+        if let n @ (1 | 2 | 4 | 8) = buf.len() {
+            let v = Self::load(host_page, off, n).to_le_bytes();
+            buf.copy_from_slice(&v[..n]);
+            return;
+        }
         // SAFETY: `host_page` came from `page_host`, so it is the start of
         // a 4 KiB page inside a live mapping owned by `Ram::_mem`; the
         // range stays within that page (checked by every caller, asserted
