@@ -48,10 +48,46 @@ pub struct SoftVcpu {
     samples: Option<crate::sample::RipSampler>,
     /// The binary translator, unless turned off (`VESSEL_SOFT_JIT=0`).
     jit: Option<Jit>,
-    /// The chain keys ([`SoftVcpu::chain_keys`]) and what they were made
-    /// of.
-    chain_key: [u64; 2],
-    chain_state: [(u64, u64, u64); 2],
+    /// The chain keys of translated runs.
+    chain: ChainKeys,
+}
+
+/// The keys under which links between translations (and jump-table
+/// entries) hold: they move on whenever guest code is written or a cached
+/// block is dropped, and the first whenever the TLB is flushed, the
+/// second (for links into blocks on global pages, the kernel's) only when
+/// a flush may drop a global page, not on CR3 writes. Both tell the
+/// privilege levels apart (so system calls back and forth keep both
+/// sides' links); only 64-bit code is translated, and CS changes only in
+/// trampolined instructions, which end a run.
+#[derive(Default)]
+struct ChainKeys {
+    key: [u64; 2],
+    /// What each key was made of: TLB epoch, code-write epoch, block
+    /// cache drop epoch.
+    state: [(u64, u64, u64); 2],
+}
+
+impl ChainKeys {
+    fn keys(&mut self, core: &Core, link_epoch: u64) -> jit::Keys {
+        let code = core.ram().code_epoch();
+        let tlb = [core.tlb.epoch, core.tlb.global_epoch];
+        let cpl = u64::from(core.cpu.cpl());
+        let mut k = [0; 2];
+        for i in 0..2 {
+            let now = (tlb[i], code, link_epoch);
+            if now != self.state[i] {
+                self.state[i] = now;
+                self.key[i] += 1;
+            }
+            // Bit 2 keeps the two key spaces apart, bits 0-1 hold the CPL.
+            k[i] = (self.key[i] << 3) | ((i as u64) << 2) | cpl;
+        }
+        jit::Keys {
+            all: k[0],
+            global: k[1],
+        }
+    }
 }
 
 /// Links translated code may follow in one run before the run loop gets
@@ -91,8 +127,7 @@ impl SoftVcpu {
             maybe_irq: true,
             samples: crate::sample::RipSampler::from_env(),
             jit: Jit::from_env(),
-            chain_key: [0; 2],
-            chain_state: [(u64::MAX, 0, 0); 2],
+            chain: ChainKeys::default(),
         }
     }
 
@@ -233,34 +268,6 @@ impl SoftVcpu {
         }
     }
 
-    /// The keys under which links between translations (and jump-table
-    /// entries) hold: they move on whenever guest code is written or a
-    /// cached block is dropped, and the first whenever the TLB is flushed,
-    /// the second (for links into blocks on global pages, the kernel's)
-    /// only when a flush may drop a global page, not on CR3 writes. Both
-    /// tell the privilege levels apart (so system calls back and forth
-    /// keep both sides' links); only 64-bit code is translated, and CS
-    /// changes only in trampolined instructions, which end a run.
-    fn chain_keys(&mut self) -> jit::Keys {
-        let code = self.core.ram().code_epoch();
-        let tlb = [self.core.tlb.epoch, self.core.tlb.global_epoch];
-        let cpl = u64::from(self.core.cpu.cpl());
-        let mut k = [0; 2];
-        for i in 0..2 {
-            let now = (tlb[i], code, self.cache.link_epoch);
-            if now != self.chain_state[i] {
-                self.chain_state[i] = now;
-                self.chain_key[i] += 1;
-            }
-            // Bit 2 keeps the two key spaces apart, bits 0-1 hold the CPL.
-            k[i] = (self.chain_key[i] << 3) | ((i as u64) << 2) | cpl;
-        }
-        jit::Keys {
-            all: k[0],
-            global: k[1],
-        }
-    }
-
     fn run_loop(&mut self) -> VmExit {
         let mut n: u32 = 0;
         // The block just run, when it ended in a way its successor can be
@@ -319,7 +326,6 @@ impl SoftVcpu {
                 }
                 Err(_) => return self.failure(),
             };
-            let keys = self.chain_keys();
             let block = self.cache.get(slot);
             let epoch = self.core.tlb.epoch;
             let entry = match &mut self.jit {
@@ -327,6 +333,7 @@ impl SoftVcpu {
                 None => None,
             };
             if let (Some(j), Some(t)) = (&self.jit, entry) {
+                let keys = self.chain.keys(&self.core, self.cache.link_epoch);
                 let key = if block.global { keys.global } else { keys.all };
                 if let Some(p) = link {
                     j.link(p, t, key);
