@@ -213,8 +213,18 @@ fn bulk(
         Ram::read(src.host, (lin & (PAGE - 1)) as usize, buf);
     } else {
         let v = core.cpu.gpr[RAX].to_le_bytes();
-        for c in buf.chunks_exact_mut(bytes as usize) {
-            c.copy_from_slice(&v[..bytes as usize]);
+        // Fixed-size pieces, so the fill compiles to stores, not a
+        // memcpy call per element.
+        fn fill<const N: usize>(buf: &mut [u8], v: &[u8; 8]) {
+            for c in buf.chunks_exact_mut(N) {
+                c.copy_from_slice(&v[..N]);
+            }
+        }
+        match bytes {
+            1 => buf.fill(v[0]),
+            2 => fill::<2>(buf, &v),
+            4 => fill::<4>(buf, &v),
+            _ => fill::<8>(buf, &v),
         }
     }
     let lin = core.seg_lin(crate::cpu::ES, di, bytes, true)?;
