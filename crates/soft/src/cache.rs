@@ -177,7 +177,12 @@ impl BlockCache {
         let (jl, js) = self.jc[h];
         if jl == lin {
             if let Some(b) = self.blocks.get(js as usize) {
-                if b.lin == lin && b.bitness == bitness && b.pages[0].0 == pa && valid(core, b) {
+                if b.lin == lin
+                    && b.bitness == bitness
+                    && b.pages[0].0 == pa
+                    && valid(core, b)
+                    && second_page_ok(core, b, need)
+                {
                     return Ok(js as usize);
                 }
             }
@@ -185,13 +190,18 @@ impl BlockCache {
         let slot = match self.map.get(&lin) {
             Some(&s) => {
                 let b = &self.blocks[s as usize];
-                if !(b.bitness == bitness && b.pages[0].0 == pa && valid(core, b)) {
+                if !(b.bitness == bitness
+                    && b.pages[0].0 == pa
+                    && valid(core, b)
+                    && second_page_ok(core, b, need))
+                {
                     // Only a translated block can be a link's target.
                     if b.jit.get().1 > crate::jit::FAILED {
                         self.link_epoch += 1;
                     }
-                    self.blocks[s as usize] = decode_block(core, rip, lin, pa, bitness)?;
-                    self.blocks[s as usize].global = core.tlb.is_global(lin);
+                    let mut b = decode_block(core, rip, lin, pa, bitness)?;
+                    b.global = all_global(core, &b);
+                    self.blocks[s as usize] = b;
                 }
                 s
             }
@@ -200,7 +210,7 @@ impl BlockCache {
                     self.clear();
                 }
                 let mut b = decode_block(core, rip, lin, pa, bitness)?;
-                b.global = core.tlb.is_global(lin);
+                b.global = all_global(core, &b);
                 let s = self.blocks.len() as u32;
                 self.blocks.push(b);
                 self.map.insert(lin, s);
@@ -210,6 +220,41 @@ impl BlockCache {
         self.jc[h] = (lin, slot);
         Ok(slot as usize)
     }
+}
+
+/// The linear address of the page after the one `b` starts in.
+fn second_page(b: &Block) -> u64 {
+    (b.lin | (PAGE - 1)).wrapping_add(1)
+}
+
+/// Whether a block that runs into a second page still finds there the
+/// physical page it was decoded from (the caller checked the first).
+fn second_page_ok(core: &mut Core, b: &Block, need: u8) -> bool {
+    if b.npages < 2 {
+        return true;
+    }
+    let lin2 = second_page(b);
+    let pa2 = match core.tlb.fast(lin2, need) {
+        Some((_, pa)) => pa,
+        None => {
+            // A probe, not an access: a fault here is not delivered, so
+            // it must not leave CR2 behind.
+            let cr2 = core.cpu.cr2;
+            let r = core.translate(lin2, Access::Exec, false);
+            core.cpu.cr2 = cr2;
+            match r {
+                Ok(p) => p.pa,
+                Err(_) => return false,
+            }
+        }
+    };
+    pa2 == b.pages[1].0
+}
+
+/// Whether every page of `b` is a global one now (just after decoding:
+/// its pages are in the TLB).
+fn all_global(core: &Core, b: &Block) -> bool {
+    core.tlb.is_global(b.lin) && (b.npages < 2 || core.tlb.is_global(second_page(b)))
 }
 
 /// True while the pages `b` was decoded from hold the same code (the
@@ -270,6 +315,7 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
         if ins.code() == Code::INVALID && pos + 15 > avail && second.is_none() && avail == in_page {
             // Possibly truncated at the page end: fetch the next page.
             let lin2 = lin.wrapping_add(in_page as u64);
+            let cr2 = core.cpu.cr2;
             match core.translate(lin2, Access::Exec, false) {
                 Ok(p2) => {
                     let mut tail = [0u8; 15];
@@ -283,6 +329,9 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
                     if instrs.is_empty() {
                         return Err(Stop::Fault(f));
                     }
+                    // The block ends before the unmapped page; no fault
+                    // is delivered, so CR2 stays as it was.
+                    core.cpu.cr2 = cr2;
                     break;
                 }
             }

@@ -279,3 +279,55 @@ fn code_rewritten_by_a_device_runs_anew() {
     );
     assert_eq!(m.vcpu.regs().expect("regs").rax, 2, "the old code ran");
 }
+
+/// A block that runs into a second page is decoded anew when that page
+/// is mapped somewhere else (the first page unchanged): after the guest
+/// remaps it and flushes it with INVLPG, the new bytes run.
+#[test]
+fn remapping_a_blocks_second_page_runs_the_new_bytes() {
+    const START: u64 = CODE + 0xffc;
+    const SECOND: u64 = CODE + 0x1000;
+    const REMAP: u64 = CODE + 0x2000;
+    const OTHER: u64 = 0x18_0000;
+    // mov eax, imm32 straddling the page end, then hlt on the next page.
+    let mut m = machine(&[], false);
+    m.mem
+        .write_slice(&[0xb8, 1, 0, 0], GuestAddress(START))
+        .expect("code");
+    m.mem
+        .write_slice(&[0, 0xf4], GuestAddress(SECOND))
+        .expect("code");
+    // The other page has a different last immediate byte.
+    m.mem
+        .write_slice(&[5, 0xf4], GuestAddress(OTHER))
+        .expect("code");
+    // Remap SECOND to OTHER (identity page table at 0x4000), INVLPG it,
+    // then jump back to the straddling instruction.
+    let pte = 0x4000 + 8 * (SECOND >> 12);
+    let mut remap = vec![0x48, 0xb8];
+    remap.extend_from_slice(&(OTHER | 3).to_le_bytes()); // mov rax, OTHER|3
+    remap.extend_from_slice(&[0x48, 0xbb]);
+    remap.extend_from_slice(&pte.to_le_bytes()); // mov rbx, pte
+    remap.extend_from_slice(&[0x48, 0x89, 0x03]); // mov [rbx], rax
+    remap.extend_from_slice(&[0x48, 0xb9]);
+    remap.extend_from_slice(&SECOND.to_le_bytes()); // mov rcx, SECOND
+    remap.extend_from_slice(&[0x0f, 0x01, 0x39]); // invlpg [rcx]
+    remap.extend_from_slice(&[0x48, 0xba]);
+    remap.extend_from_slice(&START.to_le_bytes()); // mov rdx, START
+    remap.extend_from_slice(&[0xff, 0xe2]); // jmp rdx
+    m.mem
+        .write_slice(&remap, GuestAddress(REMAP))
+        .expect("code");
+
+    let go = |m: &mut Machine, rip: u64| {
+        let mut regs = m.vcpu.regs().expect("regs");
+        regs.rip = rip;
+        m.vcpu.set_regs(&regs).expect("regs");
+        let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(1));
+        let regs = m.vcpu.regs().expect("regs");
+        assert_eq!(exit, VmExit::Hlt, "from {rip:#x}: {regs:x?}");
+        regs.rax & 0xffff_ffff
+    };
+    assert_eq!(go(&mut m, START), 1);
+    assert_eq!(go(&mut m, REMAP), 0x0500_0001, "the old second page ran");
+}
