@@ -495,6 +495,7 @@ fn finish_translated(
     signal: &Signal,
 ) -> BlockEnd {
     let (done, end) = match outcome {
+        jit::Outcome::Done(n) => (n as u64, BlockEnd::Next),
         jit::Outcome::End => {
             // Nothing branched away (that ends with `After`), so RIP is
             // past the last instruction (a native Jcc not taken leaves it

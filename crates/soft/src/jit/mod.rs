@@ -14,14 +14,19 @@
 //! TLB miss) becomes a call to [`tramp`], which runs the instruction's
 //! interpreter handler.
 //!
-//! The translated code returns `(status << 32) | index`: status 0 when it
-//! ran off the block's end (index = the block's length), 1 when
-//! instruction `index` completed but the block must stop after it (a taken
-//! branch, a device or code write), 2 when instruction `index` stopped
-//! with the `Stop` left in the context (no state changed by it). The run
-//! loop ([`run`]) turns that into what the interpreter's block loop would
-//! have done, so both paths retire the same instructions and leave the
-//! same state.
+//! The translated code returns `(link << 36) | (status << 32) | (slot <<
+//! 8) | index`, where `slot` is the cache slot of the block it stopped in
+//! (runs follow links from block to block) and `link` (plus one) the link
+//! cell of the static exit it left by: status 0 when it ran off the
+//! block's end (index = the block's length), 1 when instruction `index`
+//! completed but the block must stop after it (a device or code write,
+//! a trampolined branch), 2 when instruction `index` stopped with the
+//! `Stop` left in the context (no state changed by it), 3 when it left by
+//! a static or indirect exit with RIP set after `index` instructions. The
+//! run loop ([`run`]) turns that into what the interpreter's block loop
+//! would have done, so both paths retire the same instructions and leave
+//! the same state. Links, the jump table and their keys are described at
+//! `Link`, `JumpTable` and `SoftVcpu`'s chain keys.
 //!
 //! A translation lives beside its block (`Block::jit`) and dies with it:
 //! the block cache's validation stays the only judge of whether cached
@@ -812,27 +817,30 @@ fn branch_to(
     }
     a.mov(rax, f.imm)?;
     a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
-    chain_exit(a, l, i + 1, 1, exit, top)
+    chain_exit(a, l, i + 1, exit, top)
 }
+
+/// The status of an exit that left with RIP set and nothing else to do
+/// but count its instructions (static and dynamic exits): the run loop
+/// need not look at the block's instructions (cold in the cache after a
+/// run of links).
+const DONE: u32 = 3;
 
 /// A static exit after `count` instructions with RIP set: on to the
 /// linked translation when the link was made under this run's key, no
 /// interrupt or kick waits and the budget lasts (the instructions then
-/// count as retired here); else out with `status` (the index is
-/// `count - 1` for status 1, `count` for status 0) and the link's number
-/// for the run loop to fill in.
+/// count as retired here); else out with status [`DONE`], `count` and
+/// the link's number for the run loop to fill in.
 fn chain_exit(
     a: &mut CodeAssembler,
     l: &Layout,
     count: u32,
-    status: u32,
     exit: CodeLabel,
     top: Top,
 ) -> Result<(), IcedError> {
-    let index = if status == 0 { count } else { count - 1 };
     let Some((link, addr)) = top.links.alloc() else {
-        set_index(a, index)?;
-        a.mov(eax, status)?;
+        set_index(a, count)?;
+        a.mov(eax, DONE)?;
         return a.jmp(exit);
     };
     let mut out = a.create_label();
@@ -843,15 +851,15 @@ fn chain_exit(
     a.set_label(&mut out)?;
     a.mov(rcx, (u64::from(link) + 1) << 36)?;
     a.or(r13, rcx)?;
-    set_index(a, index)?;
-    a.mov(eax, status)?;
+    set_index(a, count)?;
+    a.mov(eax, DONE)?;
     a.jmp(exit)
 }
 
 /// An exit of instruction `i` to the target in RDX (RIP already set): on
 /// to the target's translation when the jump table has it under this
 /// run's key, no interrupt or kick waits and the budget lasts; else out
-/// with status 1.
+/// with status [`DONE`].
 fn dynamic_exit(
     a: &mut CodeAssembler,
     l: &Layout,
@@ -879,8 +887,8 @@ fn dynamic_exit(
         rcx + std::mem::offset_of!(JumpEntry, target) as i32,
     ))?;
     a.set_label(&mut out)?;
-    set_index(a, i)?;
-    a.mov(eax, 1u32)?;
+    set_index(a, i + 1)?;
+    a.mov(eax, DONE)?;
     a.jmp(exit)
 }
 
@@ -1232,7 +1240,7 @@ fn emit(
         let next = b.fast.last().map_or(b.lin, |f| f.next);
         a.mov(rax, next)?;
         a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
-        chain_exit(&mut a, &l, n, 0, exit, top)?;
+        chain_exit(&mut a, &l, n, exit, top)?;
     }
     a.set_label(&mut exit)?;
     a.shl(rax, 32)?;
@@ -1257,6 +1265,8 @@ pub enum Outcome {
     After(usize),
     /// Instruction `i` stopped with this.
     Stopped(usize, Stop),
+    /// `n` instructions completed and RIP is set: on with the next block.
+    Done(usize),
 }
 
 /// How a run of translated code ended: in which block (its cache slot)
@@ -1313,6 +1323,7 @@ pub fn run(
     let outcome = match (r >> 32) & 0xf {
         0 => Outcome::End,
         1 => Outcome::After(i),
+        3 => Outcome::Done(i),
         _ => Outcome::Stopped(i, ctx.stop.take().unwrap_or(Stop::Unsupported)),
     };
     Exit {
