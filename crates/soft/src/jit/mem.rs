@@ -55,9 +55,9 @@ pub(super) fn native_mem(f: &Fast) -> bool {
     }
 }
 
-/// RAX = the linear address of memory operand `m` (64-bit code: only FS
-/// and GS have a base).
-fn emit_lin(a: &mut CodeAssembler, l: &Layout, m: &Mem) -> Result<(), IcedError> {
+/// RAX = the effective address of memory operand `m` (base + index *
+/// scale + displacement, no segment: what LEA computes). Uses RCX.
+pub(super) fn emit_ea(a: &mut CodeAssembler, l: &Layout, m: &Mem) -> Result<(), IcedError> {
     a.mov(rax, m.disp)?;
     if m.base != NO_REG {
         a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
@@ -69,6 +69,13 @@ fn emit_lin(a: &mut CodeAssembler, l: &Layout, m: &Mem) -> Result<(), IcedError>
         }
         a.add(rax, rcx)?;
     }
+    Ok(())
+}
+
+/// RAX = the linear address of memory operand `m` (64-bit code: only FS
+/// and GS have a base).
+fn emit_lin(a: &mut CodeAssembler, l: &Layout, m: &Mem) -> Result<(), IcedError> {
+    emit_ea(a, l, m)?;
     if m.seg >= 4 {
         a.add(
             rax,

@@ -46,7 +46,7 @@ pub use buf::{BufError, CodeBuf};
 use crate::cache::Block;
 use crate::core::Core;
 use crate::exception::Stop;
-use crate::fast::{Alu, Fast, Kind, Loc, NO_REG};
+use crate::fast::{Alu, Fast, Kind, Loc};
 use crate::flags::{FlagOp, Flags};
 use crate::vm::Signal;
 
@@ -967,18 +967,7 @@ fn emit_native(
             mem::put_reg(a, l, reg_of(f.dst), f.size)?;
         }
         Kind::Lea => {
-            let m = &f.mem;
-            a.mov(rax, m.disp)?;
-            if m.base != NO_REG {
-                a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
-            }
-            if m.index != NO_REG {
-                a.mov(rcx, qword_ptr(rbx + l.reg(m.index)))?;
-                if m.scale != 0 {
-                    a.shl(rcx, u32::from(m.scale))?;
-                }
-                a.add(rax, rcx)?;
-            }
+            mem::emit_ea(a, l, &f.mem)?;
             if f.size == 32 {
                 a.mov(eax, eax)?;
             }
