@@ -418,27 +418,8 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
                 Ok(()) => {
                     done += 1;
                     last = Some(f);
-                    if core.device_written || core.code_written {
-                        if !f.sets_rip {
-                            core.cpu.rip = f.next;
-                        }
-                        if std::mem::take(&mut core.device_written)
-                            && signal.kicked.load(Ordering::SeqCst)
-                        {
-                            break 'run BlockEnd::Kicked;
-                        }
-                        if std::mem::take(&mut core.code_written) {
-                            break 'run BlockEnd::Other;
-                        }
-                    }
-                    // A taken branch inside the block leaves it; a
-                    // compiled one (64-bit code: RIP is linear) back to
-                    // the block's start says it may run again at once.
-                    if f.sets_rip && core.cpu.rip != f.next {
-                        if f.kind != crate::fast::Kind::Generic && core.cpu.rip == block.lin {
-                            break 'run BlockEnd::Again;
-                        }
-                        break 'run BlockEnd::Next;
+                    if let Some(end) = after_instruction(core, f, block.lin, signal) {
+                        break 'run end;
                     }
                 }
                 Err(stop) => {
@@ -457,6 +438,38 @@ fn run_block(core: &mut Core, block: &crate::cache::Block, signal: &Signal) -> B
     };
     core.retired += done;
     end
+}
+
+/// Whether the block must stop after instruction `f` completed, and how:
+/// a device write that came with a kick, a write to code, a taken branch
+/// (a compiled one back to the block's start at `block_lin`, 64-bit code
+/// where RIP is linear, may run again at once). RIP is set where it
+/// stops.
+#[inline(always)]
+fn after_instruction(
+    core: &mut Core,
+    f: &crate::fast::Fast,
+    block_lin: u64,
+    signal: &Signal,
+) -> Option<BlockEnd> {
+    if core.device_written || core.code_written {
+        if !f.sets_rip {
+            core.cpu.rip = f.next;
+        }
+        if std::mem::take(&mut core.device_written) && signal.kicked.load(Ordering::SeqCst) {
+            return Some(BlockEnd::Kicked);
+        }
+        if std::mem::take(&mut core.code_written) {
+            return Some(BlockEnd::Other);
+        }
+    }
+    if f.sets_rip && core.cpu.rip != f.next {
+        if f.kind != crate::fast::Kind::Generic && core.cpu.rip == block_lin {
+            return Some(BlockEnd::Again);
+        }
+        return Some(BlockEnd::Next);
+    }
+    None
 }
 
 /// What the block loop does when instruction `f` stops with `stop`: the
@@ -507,26 +520,7 @@ fn finish_translated(
         }
         jit::Outcome::After(i) => {
             let f = &block.fast[i];
-            let end = 'e: {
-                if core.device_written || core.code_written {
-                    if !f.sets_rip {
-                        core.cpu.rip = f.next;
-                    }
-                    if std::mem::take(&mut core.device_written)
-                        && signal.kicked.load(Ordering::SeqCst)
-                    {
-                        break 'e BlockEnd::Kicked;
-                    }
-                    if std::mem::take(&mut core.code_written) {
-                        break 'e BlockEnd::Other;
-                    }
-                }
-                if f.sets_rip && core.cpu.rip != f.next {
-                    if f.kind != crate::fast::Kind::Generic && core.cpu.rip == block.lin {
-                        break 'e BlockEnd::Again;
-                    }
-                    break 'e BlockEnd::Next;
-                }
+            let end = after_instruction(core, f, block.lin, signal).unwrap_or_else(|| {
                 // A device write without a kick: the interpreter would go
                 // on inside the block; going on at the next block is the
                 // same.
@@ -534,7 +528,7 @@ fn finish_translated(
                     core.cpu.rip = f.next;
                 }
                 BlockEnd::Other
-            };
+            });
             (i as u64 + 1, end)
         }
         jit::Outcome::Stopped(i, stop) => {
