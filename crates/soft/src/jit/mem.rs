@@ -255,6 +255,16 @@ pub(super) fn emit_alu(
     Ok(())
 }
 
+/// Jumps to `slow` when the branch target in RDX is not canonical (the
+/// handler then raises the fault). Uses RCX.
+fn slow_unless_canonical(a: &mut CodeAssembler, slow: CodeLabel) -> Result<(), IcedError> {
+    a.mov(rcx, rdx)?;
+    a.sar(rcx, 47)?;
+    a.add(rcx, 1)?;
+    a.cmp(rcx, 1)?;
+    a.ja(slow)
+}
+
 /// Emits native memory form `f` (one of [`native_mem`]'s) of instruction
 /// `i`, its trampoline as the slow path. After an ALU form the host's
 /// flags hold the guest's on both paths (the slow path redoes the
@@ -347,25 +357,16 @@ pub(super) fn emit_mem_form(
             a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
             emit_tlb(a, l, 8, false, slow)?;
             a.mov(rdx, qword_ptr(rsi))?;
-            // A non-canonical target faults: the handler raises it.
-            a.mov(rcx, rdx)?;
-            a.sar(rcx, 47)?;
-            a.add(rcx, 1)?;
-            a.cmp(rcx, 1)?;
-            a.ja(slow)?;
+            slow_unless_canonical(a, slow)?;
             a.add(rax, 8)?;
             a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
             a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
             dynamic_exit(a, l, i, exit)?;
         }
         Kind::Jmp | Kind::Call => {
-            // Through a register: the target must be canonical.
+            // Through a register.
             a.mov(rdx, qword_ptr(rbx + l.reg(reg_of(f.src))))?;
-            a.mov(rcx, rdx)?;
-            a.sar(rcx, 47)?;
-            a.add(rcx, 1)?;
-            a.cmp(rcx, 1)?;
-            a.ja(slow)?;
+            slow_unless_canonical(a, slow)?;
             if f.kind == Kind::Call {
                 a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
                 a.sub(rax, 8)?;

@@ -607,7 +607,18 @@ fn native_rotate(f: &Fast, ins: &Instruction) -> Option<(bool, u8, u8, u32)> {
         Mnemonic::Ror => false,
         _ => return None,
     };
-    if ins.op_kind(0) != OpKind::Register || ins.has_lock_prefix() {
+    if ins.has_lock_prefix() {
+        return None;
+    }
+    let (r, size) = wide_gpr_operand0(ins)?;
+    let n = u32::from(ins.immediate8()) & if size == 64 { 63 } else { 31 };
+    Some((left, r, size, n))
+}
+
+/// The guest register number and size of `ins`'s first operand when it
+/// is a 32- or 64-bit general register.
+fn wide_gpr_operand0(ins: &Instruction) -> Option<(u8, u8)> {
+    if ins.op_kind(0) != iced_x86::OpKind::Register {
         return None;
     }
     let r = ins.op_register(0);
@@ -616,11 +627,7 @@ fn native_rotate(f: &Fast, ins: &Instruction) -> Option<(bool, u8, u8, u32)> {
         4 => 32,
         _ => return None,
     };
-    if !r.is_gpr() {
-        return None;
-    }
-    let n = u32::from(ins.immediate8()) & if size == 64 { 63 } else { 31 };
-    Some((left, r.full_register().number() as u8, size, n))
+    r.is_gpr().then(|| (r.full_register().number() as u8, size))
 }
 
 /// Emits a native ROL/ROR (see [`native_rotate`]): CF and OF as the
@@ -684,7 +691,7 @@ fn emit_generic_native(
     i: u32,
     exit: CodeLabel,
 ) -> Result<bool, IcedError> {
-    use iced_x86::{Mnemonic, OpKind};
+    use iced_x86::Mnemonic;
     if f.kind != Kind::Generic || ins.has_lock_prefix() {
         return Ok(false);
     }
@@ -710,17 +717,10 @@ fn emit_generic_native(
             a.nop()?;
             Ok(true)
         }
-        Mnemonic::Not if ins.op_kind(0) == OpKind::Register => {
-            let r = ins.op_register(0);
-            let size = match r.size() {
-                8 => 64u8,
-                4 => 32,
-                _ => return Ok(false),
-            };
-            if !r.is_gpr() {
+        Mnemonic::Not => {
+            let Some((n, size)) = wide_gpr_operand0(ins) else {
                 return Ok(false);
-            }
-            let n = r.full_register().number() as u8;
+            };
             mem::get_reg(a, l, rax, n, size)?;
             a.not(rax)?;
             mem::put_reg(a, l, n, size)?;
