@@ -329,7 +329,15 @@ pub(super) fn emit_mem_form(
                 store_mem(a, size)?;
             }
         }
-        Kind::Push | Kind::Call if f.kind == Kind::Push || f.src == Loc::Imm => {
+        Kind::Push | Kind::Call => {
+            // A call through a register: its target (in R8) must be
+            // canonical before anything changes.
+            let indirect = f.kind == Kind::Call && f.src != Loc::Imm;
+            if indirect {
+                a.mov(rdx, qword_ptr(rbx + l.reg(reg_of(f.src))))?;
+                slow_unless_canonical(a, slow)?;
+                a.mov(r8, rdx)?;
+            }
             a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
             a.sub(rax, 8)?;
             emit_tlb(a, l, 8, true, slow)?;
@@ -340,7 +348,11 @@ pub(super) fn emit_mem_form(
             }
             a.mov(qword_ptr(rsi), rdx)?;
             a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
-            if f.kind == Kind::Call {
+            if indirect {
+                a.mov(rdx, r8)?;
+                a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
+                dynamic_exit(a, l, i, exit)?;
+            } else if f.kind == Kind::Call {
                 branch_to(a, l, f, i, exit, top)?;
             }
         }
@@ -363,20 +375,10 @@ pub(super) fn emit_mem_form(
             a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
             dynamic_exit(a, l, i, exit)?;
         }
-        Kind::Jmp | Kind::Call => {
+        Kind::Jmp => {
             // Through a register.
             a.mov(rdx, qword_ptr(rbx + l.reg(reg_of(f.src))))?;
             slow_unless_canonical(a, slow)?;
-            if f.kind == Kind::Call {
-                a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
-                a.sub(rax, 8)?;
-                a.mov(r8, rdx)?;
-                emit_tlb(a, l, 8, true, slow)?;
-                a.mov(rdx, f.next)?;
-                a.mov(qword_ptr(rsi), rdx)?;
-                a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
-                a.mov(rdx, r8)?;
-            }
             a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
             dynamic_exit(a, l, i, exit)?;
         }
