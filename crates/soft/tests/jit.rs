@@ -2,7 +2,8 @@
 //! snippets do not cover: every condition after each natively translated
 //! flag-setting form (the ALU group, INC/DEC, IMUL, shifts, rotates), fused with
 //! the host's flags or through the condition helper, taken and not taken,
-//! and in-code self loops. Registers, flags and the retired count must
+//! in-code self loops, and CALL/JMP through a register and RET (indirect
+//! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
 
@@ -151,6 +152,20 @@ fn program() -> Vec<u8> {
         a.setb(r10b).unwrap();
         a.add(r9, r10).unwrap();
     }
+    // CALL and JMP through a register and RET: indirect exits, which go
+    // on through the jump table.
+    let mut func = a.create_label();
+    let mut back = a.create_label();
+    a.lea(rdi, ptr(func)).unwrap();
+    a.call(rdi).unwrap();
+    a.lea(rdi, ptr(back)).unwrap();
+    a.jmp(rdi).unwrap();
+    a.set_label(&mut func).unwrap();
+    a.add(r9, 7).unwrap();
+    a.rol(r9, 2).unwrap();
+    a.ret().unwrap();
+    a.set_label(&mut back).unwrap();
+    a.add(r9, rdi).unwrap();
     // A tight self loop (in-code rounds), then the outer loop.
     a.mov(ecx, 100u32).unwrap();
     let mut inner = a.create_label();
