@@ -9,10 +9,13 @@
 //! write needs it shifted left by two). RAX, RCX, RDX, RSI, RDI and R8
 //! are scratch.
 
-use iced_x86::code_asm::*;
+use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use iced_x86::Instruction;
 
-use super::{branch_to, byte_reg, dynamic_exit, emit_tramp, JitCtx, Layout, Top};
+use super::{
+    branch_to, byte_reg, dynamic_exit, emit_tramp, mov_imm, Asm, JitCtx, Label, Layout, Top,
+};
+use super::{RAX, RCX, RDX};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
 use crate::flags::FlagOp;
 
@@ -57,32 +60,28 @@ pub(super) fn native_mem(f: &Fast) -> bool {
 
 /// RAX = the effective address of memory operand `m` (base + index *
 /// scale + displacement, no segment: what LEA computes). Uses RCX.
-pub(super) fn emit_ea(a: &mut CodeAssembler, l: &Layout, m: &Mem) -> Result<(), IcedError> {
-    a.mov(rax, m.disp)?;
+pub(super) fn emit_ea(a: &mut Asm, l: &Layout, m: &Mem) {
+    mov_imm(a, RAX, m.disp);
     if m.base != NO_REG {
-        a.add(rax, qword_ptr(rbx + l.reg(m.base)))?;
+        dynasm!(a ; add rax, QWORD [rbx + l.reg(m.base)]);
     }
     if m.index != NO_REG {
-        a.mov(rcx, qword_ptr(rbx + l.reg(m.index)))?;
+        dynasm!(a ; mov rcx, QWORD [rbx + l.reg(m.index)]);
         if m.scale != 0 {
-            a.shl(rcx, u32::from(m.scale))?;
+            dynasm!(a ; shl rcx, m.scale as i8);
         }
-        a.add(rax, rcx)?;
+        dynasm!(a ; add rax, rcx);
     }
-    Ok(())
 }
 
 /// RAX = the linear address of memory operand `m` (64-bit code: only FS
 /// and GS have a base).
-fn emit_lin(a: &mut CodeAssembler, l: &Layout, m: &Mem) -> Result<(), IcedError> {
-    emit_ea(a, l, m)?;
+fn emit_lin(a: &mut Asm, l: &Layout, m: &Mem) {
+    emit_ea(a, l, m);
     if m.seg >= 4 {
-        a.add(
-            rax,
-            qword_ptr(rbx + l.seg_base[usize::from(m.seg & 7).min(5)] as i32),
-        )?;
+        let base = l.seg_base[usize::from(m.seg & 7).min(5)] as i32;
+        dynasm!(a ; add rax, QWORD [rbx + base]);
     }
-    Ok(())
 }
 
 /// The inline TLB lookup of `bytes` at the linear address in RAX for a
@@ -90,135 +89,109 @@ fn emit_lin(a: &mut CodeAssembler, l: &Layout, m: &Mem) -> Result<(), IcedError>
 /// the access crosses a page, misses the TLB, lacks the rights the entry
 /// grants the fast path (which excludes MMIO, and writes before the page
 /// is dirty), or writes a page that holds decoded code. Keeps RAX.
-fn emit_tlb(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    bytes: u32,
-    write: bool,
-    slow: CodeLabel,
-) -> Result<(), IcedError> {
-    a.mov(ecx, eax)?;
-    a.and(ecx, 0xfff)?;
-    a.cmp(ecx, 0x1000 - bytes)?;
-    a.ja(slow)?;
-    a.mov(rdx, rax)?;
-    a.shr(rdx, 12)?;
-    a.mov(esi, edx)?;
-    a.and(esi, (l.tlb.count - 1) as u32)?;
-    a.imul_3(esi, esi, l.tlb.stride as i32)?;
-    a.add(
-        rsi,
-        qword_ptr(r12 + std::mem::offset_of!(JitCtx, tlb) as i32),
-    )?;
-    a.add(rdx, 1)?;
-    a.cmp(qword_ptr(rsi + l.tlb.tag as i32), rdx)?;
-    a.jne(slow)?;
+fn emit_tlb(a: &mut Asm, l: &Layout, bytes: u32, write: bool, slow: Label) {
+    let tlb = std::mem::offset_of!(JitCtx, tlb) as i32;
+    dynasm!(a
+        ; mov ecx, eax
+        ; and ecx, 0xfff
+        ; cmp ecx, (0x1000 - bytes) as i32
+        ; ja =>slow
+        ; mov rdx, rax
+        ; shr rdx, 12
+        ; mov esi, edx
+        ; and esi, (l.tlb.count - 1) as i32
+        ; imul esi, esi, l.tlb.stride as i32
+        ; add rsi, QWORD [r12 + tlb]
+        ; add rdx, 1
+        ; cmp QWORD [rsi + l.tlb.tag as i32], rdx
+        ; jne =>slow
+    );
     if write {
-        a.lea(edx, ptr(r15 * 4))?;
-        a.test(byte_ptr(rsi + l.tlb.perm as i32), dl)?;
-        a.jz(slow)?;
-        a.mov(rdx, qword_ptr(rsi + l.tlb.pa as i32))?;
-        a.shr(rdx, 12)?;
-        a.cmp(
-            rdx,
-            qword_ptr(r12 + std::mem::offset_of!(JitCtx, code_pages) as i32),
-        )?;
-        a.jae(slow)?;
-        a.mov(
-            rdi,
-            qword_ptr(r12 + std::mem::offset_of!(JitCtx, code_map) as i32),
-        )?;
-        a.cmp(byte_ptr(rdi + rdx), 0)?;
-        a.jne(slow)?;
+        let pages = std::mem::offset_of!(JitCtx, code_pages) as i32;
+        let map = std::mem::offset_of!(JitCtx, code_map) as i32;
+        dynasm!(a
+            ; lea edx, [r15 * 4]
+            ; test BYTE [rsi + l.tlb.perm as i32], dl
+            ; jz =>slow
+            ; mov rdx, QWORD [rsi + l.tlb.pa as i32]
+            ; shr rdx, 12
+            ; cmp rdx, QWORD [r12 + pages]
+            ; jae =>slow
+            ; mov rdi, QWORD [r12 + map]
+            ; cmp BYTE [rdi + rdx], 0
+            ; jne =>slow
+        );
     } else {
-        a.test(byte_ptr(rsi + l.tlb.perm as i32), r15b)?;
-        a.jz(slow)?;
+        dynasm!(a
+            ; test BYTE [rsi + l.tlb.perm as i32], r15b
+            ; jz =>slow
+        );
     }
-    a.mov(rsi, qword_ptr(rsi + l.tlb.host as i32))?;
-    a.add(rsi, rcx)?;
-    Ok(())
+    dynasm!(a
+        ; mov rsi, QWORD [rsi + l.tlb.host as i32]
+        ; add rsi, rcx
+    );
 }
 
-/// `dst` = the `size`-bit value at [RSI], zero- or (`sx`) sign-extended.
-fn load_mem(
-    a: &mut CodeAssembler,
-    dst: AsmRegister64,
-    size: u8,
-    sx: bool,
-) -> Result<(), IcedError> {
-    let d32 = low32(dst);
+/// Register `dst` (RAX, RCX or RDX) = the `size`-bit value at [RSI],
+/// zero- or (`sx`) sign-extended.
+fn load_mem(a: &mut Asm, dst: u8, size: u8, sx: bool) {
     match (size, sx) {
-        (8, false) => a.movzx(d32, byte_ptr(rsi)),
-        (16, false) => a.movzx(d32, word_ptr(rsi)),
-        (32, false) => a.mov(d32, dword_ptr(rsi)),
-        (8, true) => a.movsx(dst, byte_ptr(rsi)),
-        (16, true) => a.movsx(dst, word_ptr(rsi)),
-        (32, true) => a.movsxd(dst, dword_ptr(rsi)),
-        _ => a.mov(dst, qword_ptr(rsi)),
+        (8, false) => dynasm!(a ; movzx Rd(dst), BYTE [rsi]),
+        (16, false) => dynasm!(a ; movzx Rd(dst), WORD [rsi]),
+        (32, false) => dynasm!(a ; mov Rd(dst), DWORD [rsi]),
+        (8, true) => dynasm!(a ; movsx Rq(dst), BYTE [rsi]),
+        (16, true) => dynasm!(a ; movsx Rq(dst), WORD [rsi]),
+        (32, true) => dynasm!(a ; movsxd Rq(dst), DWORD [rsi]),
+        _ => dynasm!(a ; mov Rq(dst), QWORD [rsi]),
     }
 }
 
 /// [RSI] = the low `size` bits of RDX.
-fn store_mem(a: &mut CodeAssembler, size: u8) -> Result<(), IcedError> {
+fn store_mem(a: &mut Asm, size: u8) {
     match size {
-        8 => a.mov(byte_ptr(rsi), dl),
-        16 => a.mov(word_ptr(rsi), dx),
-        32 => a.mov(dword_ptr(rsi), edx),
-        _ => a.mov(qword_ptr(rsi), rdx),
+        8 => dynasm!(a ; mov BYTE [rsi], dl),
+        16 => dynasm!(a ; mov WORD [rsi], dx),
+        32 => dynasm!(a ; mov DWORD [rsi], edx),
+        _ => dynasm!(a ; mov QWORD [rsi], rdx),
     }
 }
 
-fn low32(r: AsmRegister64) -> AsmRegister32 {
-    if r == rax {
-        eax
-    } else if r == rcx {
-        ecx
-    } else {
-        edx
-    }
-}
-
-/// `dst` = guest register `r` zero-extended from `size` bits (8-bit
-/// registers in iced-x86's byte numbering).
-pub(super) fn get_reg(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    dst: AsmRegister64,
-    r: u8,
-    size: u8,
-) -> Result<(), IcedError> {
+/// Register `dst` (RAX, RCX or RDX) = guest register `r` zero-extended
+/// from `size` bits (8-bit registers in iced-x86's byte numbering).
+pub(super) fn get_reg(a: &mut Asm, l: &Layout, dst: u8, r: u8, size: u8) {
     match size {
-        64 => a.mov(dst, qword_ptr(rbx + l.reg(r))),
-        32 => a.mov(low32(dst), dword_ptr(rbx + l.reg(r))),
-        16 => a.movzx(low32(dst), word_ptr(rbx + l.reg(r))),
-        _ => a.movzx(low32(dst), byte_ptr(rbx + byte_reg(l, r))),
+        64 => dynasm!(a ; mov Rq(dst), QWORD [rbx + l.reg(r)]),
+        32 => dynasm!(a ; mov Rd(dst), DWORD [rbx + l.reg(r)]),
+        16 => dynasm!(a ; movzx Rd(dst), WORD [rbx + l.reg(r)]),
+        _ => dynasm!(a ; movzx Rd(dst), BYTE [rbx + byte_reg(l, r)]),
     }
 }
 
 /// Guest register `r` = RAX as a `size`-bit write does it (32-bit writes
 /// zero-extend, 8- and 16-bit ones keep the rest).
-pub(super) fn put_reg(a: &mut CodeAssembler, l: &Layout, r: u8, size: u8) -> Result<(), IcedError> {
+pub(super) fn put_reg(a: &mut Asm, l: &Layout, r: u8, size: u8) {
     match size {
-        64 => a.mov(qword_ptr(rbx + l.reg(r)), rax),
-        32 => {
-            a.mov(eax, eax)?;
-            a.mov(qword_ptr(rbx + l.reg(r)), rax)
-        }
-        16 => a.mov(word_ptr(rbx + l.reg(r)), ax),
-        _ => a.mov(byte_ptr(rbx + byte_reg(l, r)), al),
+        64 => dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax),
+        32 => dynasm!(a
+            ; mov eax, eax
+            ; mov QWORD [rbx + l.reg(r)], rax
+        ),
+        16 => dynasm!(a ; mov WORD [rbx + l.reg(r)], ax),
+        _ => dynasm!(a ; mov BYTE [rbx + byte_reg(l, r)], al),
     }
 }
 
 /// RAX op= RCX at `size` bits (CMP and TEST as SUB and AND), setting the
 /// host's flags as the guest's.
-fn alu_op(a: &mut CodeAssembler, op: Alu, size: u8) -> Result<(), IcedError> {
+fn alu_op(a: &mut Asm, op: Alu, size: u8) {
     macro_rules! at_width {
-        ($m:ident) => {
+        ($m:tt) => {
             match size {
-                64 => a.$m(rax, rcx),
-                32 => a.$m(eax, ecx),
-                16 => a.$m(ax, cx),
-                _ => a.$m(al, cl),
+                64 => dynasm!(a ; $m rax, rcx),
+                32 => dynasm!(a ; $m eax, ecx),
+                16 => dynasm!(a ; $m ax, cx),
+                _ => dynasm!(a ; $m al, cl),
             }
         };
     }
@@ -235,34 +208,35 @@ fn alu_op(a: &mut CodeAssembler, op: Alu, size: u8) -> Result<(), IcedError> {
 /// zero-extended from `size` bits: records the lazy flags as the
 /// interpreter's handlers do and leaves the result in RAX and the guest's
 /// arithmetic flags in the host's.
-pub(super) fn emit_alu(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    op: Alu,
-    size: u8,
-) -> Result<(), IcedError> {
-    a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
-    a.mov(qword_ptr(rbx + l.fl_src as i32), rcx)?;
-    alu_op(a, op, size)?;
+pub(super) fn emit_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8) {
+    dynasm!(a
+        ; mov QWORD [rbx + l.fl_dst as i32], rax
+        ; mov QWORD [rbx + l.fl_src as i32], rcx
+    );
+    alu_op(a, op, size);
     let fop = match op {
         Alu::Add => FlagOp::Add,
         Alu::Sub | Alu::Cmp => FlagOp::Sub,
         _ => FlagOp::Logic,
     };
-    a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
-    a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
-    a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(size))?;
-    Ok(())
+    // MOV leaves the host's flags alone.
+    dynasm!(a
+        ; mov QWORD [rbx + l.fl_res as i32], rax
+        ; mov BYTE [rbx + l.fl_op as i32], fop as i8
+        ; mov DWORD [rbx + l.fl_size as i32], i32::from(size)
+    );
 }
 
 /// Jumps to `slow` when the branch target in RDX is not canonical (the
 /// handler then raises the fault). Uses RCX.
-fn slow_unless_canonical(a: &mut CodeAssembler, slow: CodeLabel) -> Result<(), IcedError> {
-    a.mov(rcx, rdx)?;
-    a.sar(rcx, 47)?;
-    a.add(rcx, 1)?;
-    a.cmp(rcx, 1)?;
-    a.ja(slow)
+fn slow_unless_canonical(a: &mut Asm, slow: Label) {
+    dynasm!(a
+        ; mov rcx, rdx
+        ; sar rcx, 47
+        ; add rcx, 1
+        ; cmp rcx, 1
+        ; ja =>slow
+    );
 }
 
 /// Emits native memory form `f` (one of [`native_mem`]'s) of instruction
@@ -270,63 +244,63 @@ fn slow_unless_canonical(a: &mut CodeAssembler, slow: CodeLabel) -> Result<(), I
 /// flags hold the guest's on both paths (the slow path redoes the
 /// operation on the operands the handler recorded).
 pub(super) fn emit_mem_form(
-    a: &mut CodeAssembler,
+    a: &mut Asm,
     l: &Layout,
     f: &Fast,
     ins: &Instruction,
     i: u32,
-    exit: CodeLabel,
+    exit: Label,
     top: Top,
-) -> Result<(), IcedError> {
-    let mut slow = a.create_label();
-    let mut done = a.create_label();
+) {
+    let slow = a.new_dynamic_label();
+    let done = a.new_dynamic_label();
     let size = f.size;
     let bytes = u32::from(size / 8);
     match f.kind {
         Kind::Mov if f.src == Loc::Mem => {
-            emit_lin(a, l, &f.mem)?;
-            emit_tlb(a, l, bytes, false, slow)?;
-            load_mem(a, rax, size, false)?;
-            put_reg(a, l, reg_of(f.dst), size)?;
+            emit_lin(a, l, &f.mem);
+            emit_tlb(a, l, bytes, false, slow);
+            load_mem(a, RAX, size, false);
+            put_reg(a, l, reg_of(f.dst), size);
         }
         Kind::Mov => {
-            emit_lin(a, l, &f.mem)?;
-            emit_tlb(a, l, bytes, true, slow)?;
+            emit_lin(a, l, &f.mem);
+            emit_tlb(a, l, bytes, true, slow);
             match f.src {
-                Loc::Imm => a.mov(rdx, f.imm)?,
-                s => get_reg(a, l, rdx, reg_of(s), size)?,
+                Loc::Imm => mov_imm(a, RDX, f.imm),
+                s => get_reg(a, l, RDX, reg_of(s), size),
             }
-            store_mem(a, size)?;
+            store_mem(a, size);
         }
         Kind::Movzx | Kind::Movsx => {
-            emit_lin(a, l, &f.mem)?;
-            emit_tlb(a, l, u32::from(f.size2 / 8), false, slow)?;
-            load_mem(a, rax, f.size2, f.kind == Kind::Movsx)?;
-            put_reg(a, l, reg_of(f.dst), size)?;
+            emit_lin(a, l, &f.mem);
+            emit_tlb(a, l, u32::from(f.size2 / 8), false, slow);
+            load_mem(a, RAX, f.size2, f.kind == Kind::Movsx);
+            put_reg(a, l, reg_of(f.dst), size);
         }
         Kind::Alu(op) if f.src == Loc::Mem => {
-            emit_lin(a, l, &f.mem)?;
-            emit_tlb(a, l, bytes, false, slow)?;
-            load_mem(a, rcx, size, false)?;
-            get_reg(a, l, rax, reg_of(f.dst), size)?;
-            emit_alu(a, l, op, size)?;
+            emit_lin(a, l, &f.mem);
+            emit_tlb(a, l, bytes, false, slow);
+            load_mem(a, RCX, size, false);
+            get_reg(a, l, RAX, reg_of(f.dst), size);
+            emit_alu(a, l, op, size);
             if !matches!(op, Alu::Cmp | Alu::Test) {
-                put_reg(a, l, reg_of(f.dst), size)?;
+                put_reg(a, l, reg_of(f.dst), size);
             }
         }
         Kind::Alu(op) => {
             let read_only = matches!(op, Alu::Cmp | Alu::Test);
-            emit_lin(a, l, &f.mem)?;
-            emit_tlb(a, l, bytes, !read_only, slow)?;
-            load_mem(a, rax, size, false)?;
+            emit_lin(a, l, &f.mem);
+            emit_tlb(a, l, bytes, !read_only, slow);
+            load_mem(a, RAX, size, false);
             match f.src {
-                Loc::Imm => a.mov(rcx, f.imm)?,
-                s => get_reg(a, l, rcx, reg_of(s), size)?,
+                Loc::Imm => mov_imm(a, RCX, f.imm),
+                s => get_reg(a, l, RCX, reg_of(s), size),
             }
-            emit_alu(a, l, op, size)?;
+            emit_alu(a, l, op, size);
             if !read_only {
-                a.mov(rdx, rax)?;
-                store_mem(a, size)?;
+                dynasm!(a ; mov rdx, rax);
+                store_mem(a, size);
             }
         }
         Kind::Push | Kind::Call => {
@@ -334,66 +308,79 @@ pub(super) fn emit_mem_form(
             // canonical before anything changes.
             let indirect = f.kind == Kind::Call && f.src != Loc::Imm;
             if indirect {
-                a.mov(rdx, qword_ptr(rbx + l.reg(reg_of(f.src))))?;
-                slow_unless_canonical(a, slow)?;
-                a.mov(r8, rdx)?;
+                dynasm!(a ; mov rdx, QWORD [rbx + l.reg(reg_of(f.src))]);
+                slow_unless_canonical(a, slow);
+                dynasm!(a ; mov r8, rdx);
             }
-            a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
-            a.sub(rax, 8)?;
-            emit_tlb(a, l, 8, true, slow)?;
+            dynasm!(a
+                ; mov rax, QWORD [rbx + l.reg(RSP)]
+                ; sub rax, 8
+            );
+            emit_tlb(a, l, 8, true, slow);
             match (f.kind, f.src) {
-                (Kind::Call, _) => a.mov(rdx, f.next)?,
-                (_, Loc::Imm) => a.mov(rdx, f.imm)?,
-                (_, s) => a.mov(rdx, qword_ptr(rbx + l.reg(reg_of(s))))?,
+                (Kind::Call, _) => mov_imm(a, RDX, f.next),
+                (_, Loc::Imm) => mov_imm(a, RDX, f.imm),
+                (_, s) => dynasm!(a ; mov rdx, QWORD [rbx + l.reg(reg_of(s))]),
             }
-            a.mov(qword_ptr(rsi), rdx)?;
-            a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
+            dynasm!(a
+                ; mov QWORD [rsi], rdx
+                ; mov QWORD [rbx + l.reg(RSP)], rax
+            );
             if indirect {
-                a.mov(rdx, r8)?;
-                a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
-                dynamic_exit(a, l, i, exit)?;
+                dynasm!(a
+                    ; mov rdx, r8
+                    ; mov QWORD [rbx + l.rip as i32], rdx
+                );
+                dynamic_exit(a, l, i, exit);
             } else if f.kind == Kind::Call {
-                branch_to(a, l, f, i, exit, top)?;
+                branch_to(a, l, f, i, exit, top);
             }
         }
         Kind::Pop => {
-            a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
-            emit_tlb(a, l, 8, false, slow)?;
-            a.mov(rdx, qword_ptr(rsi))?;
-            a.add(rax, 8)?;
+            dynasm!(a ; mov rax, QWORD [rbx + l.reg(RSP)]);
+            emit_tlb(a, l, 8, false, slow);
             // As the handler: RSP first, so POP RSP leaves the value.
-            a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
-            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rdx)?;
+            dynasm!(a
+                ; mov rdx, QWORD [rsi]
+                ; add rax, 8
+                ; mov QWORD [rbx + l.reg(RSP)], rax
+                ; mov QWORD [rbx + l.reg(reg_of(f.dst))], rdx
+            );
         }
         Kind::Ret => {
-            a.mov(rax, qword_ptr(rbx + l.reg(RSP)))?;
-            emit_tlb(a, l, 8, false, slow)?;
-            a.mov(rdx, qword_ptr(rsi))?;
-            slow_unless_canonical(a, slow)?;
-            a.add(rax, 8)?;
-            a.mov(qword_ptr(rbx + l.reg(RSP)), rax)?;
-            a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
-            dynamic_exit(a, l, i, exit)?;
+            dynasm!(a ; mov rax, QWORD [rbx + l.reg(RSP)]);
+            emit_tlb(a, l, 8, false, slow);
+            dynasm!(a ; mov rdx, QWORD [rsi]);
+            slow_unless_canonical(a, slow);
+            dynasm!(a
+                ; add rax, 8
+                ; mov QWORD [rbx + l.reg(RSP)], rax
+                ; mov QWORD [rbx + l.rip as i32], rdx
+            );
+            dynamic_exit(a, l, i, exit);
         }
         Kind::Jmp => {
             // Through a register.
-            a.mov(rdx, qword_ptr(rbx + l.reg(reg_of(f.src))))?;
-            slow_unless_canonical(a, slow)?;
-            a.mov(qword_ptr(rbx + l.rip as i32), rdx)?;
-            dynamic_exit(a, l, i, exit)?;
+            dynasm!(a ; mov rdx, QWORD [rbx + l.reg(reg_of(f.src))]);
+            slow_unless_canonical(a, slow);
+            dynasm!(a ; mov QWORD [rbx + l.rip as i32], rdx);
+            dynamic_exit(a, l, i, exit);
         }
         _ => unreachable!("not a native memory form"),
     }
-    a.jmp(done)?;
-    a.set_label(&mut slow)?;
-    emit_tramp(a, f, ins, i, exit)?;
+    dynasm!(a
+        ; jmp =>done
+        ; =>slow
+    );
+    emit_tramp(a, f, ins, i, exit);
     if let Kind::Alu(op) = f.kind {
         // The handler recorded the operands; redo the operation for the
         // host's flags.
-        a.mov(rax, qword_ptr(rbx + l.fl_dst as i32))?;
-        a.mov(rcx, qword_ptr(rbx + l.fl_src as i32))?;
-        alu_op(a, op, size)?;
+        dynasm!(a
+            ; mov rax, QWORD [rbx + l.fl_dst as i32]
+            ; mov rcx, QWORD [rbx + l.fl_src as i32]
+        );
+        alu_op(a, op, size);
     }
-    a.set_label(&mut done)?;
-    Ok(())
+    dynasm!(a ; =>done);
 }

@@ -2,7 +2,7 @@
 //! x86-64 code and runs it.
 //!
 //! The translation of a block is one function, `extern "sysv64"
-//! fn(*mut JitCtx) -> u64`, emitted with iced-x86's `CodeAssembler` into a
+//! fn(*mut JitCtx) -> u64`, emitted with dynasm-rs into a
 //! [`CodeBuf`]. Register forms on 32/64-bit operands (MOV, LEA, the ALU
 //! group but ADC/SBB, INC/DEC, IMUL, shifts by an immediate, CMOVcc,
 //! MOVZX/MOVSX, SETcc), direct JMP and Jcc, NOP, and MOV/ALU reads of
@@ -33,13 +33,18 @@
 //! code is current. When the code buffer is full it starts over and every
 //! translation made before is dropped (by generation).
 
+// dynasm!'s expansion converts a dynamic register number with `.into()`
+// even when it already has the register type.
+#![allow(clippy::useless_conversion)]
+
 mod buf;
 mod mem;
 
 use std::cell::Cell;
 
-use iced_x86::code_asm::*;
-use iced_x86::{BlockEncoderOptions, Instruction};
+use dynasmrt::x64::X64Relocation;
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmError, DynasmLabelApi, VecAssembler};
+use iced_x86::Instruction;
 
 pub use buf::{BufError, CodeBuf};
 
@@ -49,6 +54,30 @@ use crate::exception::Stop;
 use crate::fast::{Alu, Fast, Kind, Loc};
 use crate::flags::{FlagOp, Flags};
 use crate::vm::Signal;
+
+/// The assembler translations are emitted with: dynasm-rs encodes each
+/// instruction form at compile time, so emitting a block costs about a
+/// microsecond (iced-x86's `CodeAssembler` took about 100 µs, which kept
+/// all but the hottest blocks with the interpreter).
+type Asm = VecAssembler<X64Relocation>;
+type Label = DynamicLabel;
+
+/// Host register numbers for the helpers that take one.
+const RAX: u8 = 0;
+const RCX: u8 = 1;
+const RDX: u8 = 2;
+const RSI: u8 = 6;
+
+/// Host register `r` = `v`, in the shortest encoding.
+fn mov_imm(a: &mut Asm, r: u8, v: u64) {
+    if let Ok(v) = u32::try_from(v) {
+        dynasm!(a ; mov Rd(r), v as i32);
+    } else if let Ok(v) = i32::try_from(v as i64) {
+        dynasm!(a ; mov Rq(r), v);
+    } else {
+        dynasm!(a ; mov Rq(r), QWORD v as i64);
+    }
+}
 
 /// `Block::jit` entry of a block that cannot be translated.
 pub const FAILED: usize = 1;
@@ -232,13 +261,13 @@ pub struct PendingLink {
 type Entry = unsafe extern "sysv64" fn(*mut JitCtx) -> u64;
 
 /// Runs of a block before it is translated, unless `VESSEL_SOFT_JIT_HOT`
-/// says otherwise. Translating costs far more than interpreting a block
-/// once (iced-x86's assembler, the trampolines' set-up), and most of a
-/// Linux boot is code that runs a few times: with 4 the translator made
-/// the Debian boot (0.45e9 instructions) about a third slower than the
-/// interpreter alone (median 9.0 s against 6.6 s, same session), with 1024
-/// it is no slower (6.5 s) while hot loops are still translated.
-const DEFAULT_HOT: u32 = 1024;
+/// says otherwise. Most of a Linux boot is code that runs a few times, and
+/// a translation costs about as much as 20-50 interpreted runs (5-10 µs:
+/// emission, links, the code buffer's fresh pages). In the Debian boot
+/// (0.46e9 instructions; minimum user time of 4 boots each, same session)
+/// thresholds of 64 and 256 were best (2.72 s and 2.68 s), 16 and 4
+/// slower (2.90 s, 2.97 s), 1024 slowest (3.02 s).
+const DEFAULT_HOT: u32 = 64;
 
 /// The translator of one vCPU.
 pub struct Jit {
@@ -249,6 +278,8 @@ pub struct Jit {
     hot: u32,
     /// Blocks translated (statistics).
     pub translated: u64,
+    /// Time spent translating them (statistics).
+    translate_time: std::time::Duration,
 }
 
 impl Jit {
@@ -274,6 +305,7 @@ impl Jit {
                 jumps: JumpTable::new(),
                 hot,
                 translated: 0,
+                translate_time: std::time::Duration::ZERO,
             }),
             Err(e) => {
                 log::warn!("soft: translator off: {e}");
@@ -318,11 +350,13 @@ impl Jit {
 
     /// Emits `b` into the buffer.
     fn translate(&mut self, core: &Core, b: &Block, slot: usize) -> Result<Translation, Refused> {
-        let (code, chain_off) = emit(core, b, slot as u32, &self.links, self.buf.next_addr())
-            .map_err(|e| {
-                log::debug!("soft jit: block at {:#x} not translated: {e}", b.lin);
-                Refused::Assembler
-            })?;
+        let started = std::time::Instant::now();
+        let emitted = emit(core, b, slot as u32, &self.links, self.buf.next_addr());
+        self.translate_time += started.elapsed();
+        let (code, chain_off) = emitted.map_err(|e| {
+            log::debug!("soft jit: block at {:#x} not translated: {e}", b.lin);
+            Refused::Assembler
+        })?;
         let e = self.buf.put(&code).ok_or(Refused::Full)?;
         self.translated += 1;
         Ok(Translation {
@@ -359,8 +393,8 @@ impl Drop for Jit {
     fn drop(&mut self) {
         if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
             eprintln!(
-                "soft jit: {} blocks translated, code buffer generation {}",
-                self.translated, self.buf.gen
+                "soft jit: {} blocks translated in {:?}, code buffer generation {}",
+                self.translated, self.translate_time, self.buf.gen
             );
         }
     }
@@ -518,56 +552,69 @@ fn byte_reg(l: &Layout, r: u8) -> i32 {
 
 /// ECX = 1 when guest condition `cc` holds, else 0: from the host's
 /// flags when they are live (`fused`), else through [`cond`].
-fn cond_to_ecx(a: &mut CodeAssembler, cc: u8, fused: bool) -> Result<(), IcedError> {
+fn cond_to_ecx(a: &mut Asm, cc: u8, fused: bool) {
     if fused {
         match cc & 15 {
-            0 => a.seto(cl)?,
-            1 => a.setno(cl)?,
-            2 => a.setb(cl)?,
-            3 => a.setae(cl)?,
-            4 => a.sete(cl)?,
-            5 => a.setne(cl)?,
-            6 => a.setbe(cl)?,
-            7 => a.seta(cl)?,
-            8 => a.sets(cl)?,
-            9 => a.setns(cl)?,
-            10 => a.setp(cl)?,
-            11 => a.setnp(cl)?,
-            12 => a.setl(cl)?,
-            13 => a.setge(cl)?,
-            14 => a.setle(cl)?,
-            _ => a.setg(cl)?,
+            0 => dynasm!(a ; seto cl),
+            1 => dynasm!(a ; setno cl),
+            2 => dynasm!(a ; setb cl),
+            3 => dynasm!(a ; setae cl),
+            4 => dynasm!(a ; sete cl),
+            5 => dynasm!(a ; setne cl),
+            6 => dynasm!(a ; setbe cl),
+            7 => dynasm!(a ; seta cl),
+            8 => dynasm!(a ; sets cl),
+            9 => dynasm!(a ; setns cl),
+            10 => dynasm!(a ; setp cl),
+            11 => dynasm!(a ; setnp cl),
+            12 => dynasm!(a ; setl cl),
+            13 => dynasm!(a ; setge cl),
+            14 => dynasm!(a ; setle cl),
+            _ => dynasm!(a ; setg cl),
         }
-        a.movzx(ecx, cl)?;
+        dynasm!(a ; movzx ecx, cl);
     } else {
-        a.mov(rdi, rbx)?;
-        a.mov(esi, u32::from(cc))?;
-        a.mov(rax, cond as *const () as u64)?;
-        a.call(rax)?;
-        a.mov(ecx, eax)?;
+        call_cond(a, cc);
+        dynasm!(a ; mov ecx, eax);
     }
-    Ok(())
+}
+
+/// EAX = [`cond`] of guest condition `cc`.
+fn call_cond(a: &mut Asm, cc: u8) {
+    dynasm!(a
+        ; mov rdi, rbx
+        ; mov esi, i32::from(cc)
+    );
+    call(a, cond as *const () as u64);
+}
+
+/// Calls the host function at `f` (through RAX).
+fn call(a: &mut Asm, f: u64) {
+    mov_imm(a, RAX, f);
+    dynasm!(a ; call rax);
 }
 
 /// Stores EDX (arithmetic flags in RFLAGS positions) as the guest's
 /// flags, as `Flags::set_arith` does.
-fn emit_eager(a: &mut CodeAssembler, l: &Layout) -> Result<(), IcedError> {
-    a.mov(rcx, qword_ptr(rbx + l.fl_bits as i32))?;
-    a.and(rcx, !(crate::flags::ARITH as i32))?;
-    a.or(rcx, rdx)?;
-    a.mov(qword_ptr(rbx + l.fl_bits as i32), rcx)?;
-    a.mov(byte_ptr(rbx + l.fl_op as i32), FlagOp::None as u32)?;
-    Ok(())
+fn emit_eager(a: &mut Asm, l: &Layout) {
+    dynasm!(a
+        ; mov rcx, QWORD [rbx + l.fl_bits as i32]
+        ; and rcx, !(crate::flags::ARITH as i32)
+        ; or rcx, rdx
+        ; mov QWORD [rbx + l.fl_bits as i32], rcx
+        ; mov BYTE [rbx + l.fl_op as i32], FlagOp::None as i8
+    );
 }
 
 /// EDX = SF, ZF, PF and CF of the host's flags (`keep_cf`) or SF, ZF, PF.
-fn host_szp(a: &mut CodeAssembler, keep_cf: bool) -> Result<(), IcedError> {
+fn host_szp(a: &mut Asm, keep_cf: bool) {
     let m = crate::flags::SF | crate::flags::ZF | crate::flags::PF;
     let m = if keep_cf { m | crate::flags::CF } else { m };
-    a.lahf()?;
-    a.movzx(edx, ah)?;
-    a.and(edx, m as i32)?;
-    Ok(())
+    dynasm!(a
+        ; lahf
+        ; movzx edx, ah
+        ; and edx, m as i32
+    );
 }
 
 /// Pins the guest CF into the flags' bits, as INC/DEC do first.
@@ -633,50 +680,52 @@ fn wide_gpr_operand0(ins: &Instruction) -> Option<(u8, u8)> {
 /// Emits a native ROL/ROR (see [`native_rotate`]): CF and OF as the
 /// interpreter sets them (OF by the count-1 rule for every count), the
 /// other flags kept; no flag change for a zero count.
-fn emit_rotate(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    (left, r, size, n): (bool, u8, u8, u32),
-) -> Result<(), IcedError> {
+fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32)) {
     if n == 0 {
-        mem::get_reg(a, l, rax, r, size)?;
-        return mem::put_reg(a, l, r, size);
+        mem::get_reg(a, l, RAX, r, size);
+        mem::put_reg(a, l, r, size);
+        return;
     }
     // The host's flags may be live, but their AF after a logic operation
     // is not the interpreter's: materialise the guest's through it.
-    a.mov(rdi, rbx)?;
-    a.mov(rcx, eager_flags as *const () as u64)?;
-    a.call(rcx)?;
-    mem::get_reg(a, l, rax, r, size)?;
+    dynasm!(a ; mov rdi, rbx);
+    call(a, eager_flags as *const () as u64);
+    mem::get_reg(a, l, RAX, r, size);
+    let n8 = n as i8;
     match (left, size) {
-        (true, 64) => a.rol(rax, n)?,
-        (true, _) => a.rol(eax, n)?,
-        (false, 64) => a.ror(rax, n)?,
-        (false, _) => a.ror(eax, n)?,
+        (true, 64) => dynasm!(a ; rol rax, n8),
+        (true, _) => dynasm!(a ; rol eax, n8),
+        (false, 64) => dynasm!(a ; ror rax, n8),
+        (false, _) => dynasm!(a ; ror eax, n8),
     }
-    mem::put_reg(a, l, r, size)?;
-    let bits = u32::from(size);
+    mem::put_reg(a, l, r, size);
+    let bits = size as i8;
     // ECX = CF, EDX = OF.
     if left {
-        a.mov(ecx, eax)?;
-        a.and(ecx, 1)?;
-        a.mov(rdx, rax)?;
-        a.shr(rdx, bits - 1)?;
+        dynasm!(a
+            ; mov ecx, eax
+            ; and ecx, 1
+            ; mov rdx, rax
+            ; shr rdx, bits - 1
+        );
     } else {
-        a.mov(rcx, rax)?;
-        a.shr(rcx, bits - 1)?;
-        a.and(ecx, 1)?;
-        a.mov(rdx, rax)?;
-        a.shr(rdx, bits - 2)?;
+        dynasm!(a
+            ; mov rcx, rax
+            ; shr rcx, bits - 1
+            ; and ecx, 1
+            ; mov rdx, rax
+            ; shr rdx, bits - 2
+        );
     }
-    a.xor(edx, ecx)?;
-    a.and(edx, 1)?;
-    a.shl(edx, 11)?;
-    a.or(edx, ecx)?;
     let cf_of = (crate::flags::CF | crate::flags::OF) as i32;
-    a.and(qword_ptr(rbx + l.fl_bits as i32), !cf_of)?;
-    a.or(qword_ptr(rbx + l.fl_bits as i32), rdx)?;
-    Ok(())
+    dynasm!(a
+        ; xor edx, ecx
+        ; and edx, 1
+        ; shl edx, 11
+        ; or edx, ecx
+        ; and QWORD [rbx + l.fl_bits as i32], !cf_of
+        ; or QWORD [rbx + l.fl_bits as i32], rdx
+    );
 }
 
 /// Emits RDTSC (the host's TSC plus the guest's offset, as
@@ -684,49 +733,49 @@ fn emit_rotate(
 /// the trampoline as the slow path (RDTSC while CR4.TSD is set). False
 /// when `ins` is neither.
 fn emit_generic_native(
-    a: &mut CodeAssembler,
+    a: &mut Asm,
     l: &Layout,
     f: &Fast,
     ins: &Instruction,
     i: u32,
-    exit: CodeLabel,
-) -> Result<bool, IcedError> {
+    exit: Label,
+) -> bool {
     use iced_x86::Mnemonic;
     if f.kind != Kind::Generic || ins.has_lock_prefix() {
-        return Ok(false);
+        return false;
     }
     match ins.mnemonic() {
         Mnemonic::Rdtsc => {
-            let mut slow = a.create_label();
-            let mut done = a.create_label();
-            a.test(byte_ptr(rbx + l.cr4 as i32), 4)?;
-            a.jnz(slow)?;
-            a.rdtsc()?;
-            a.shl(rdx, 32)?;
-            a.or(rax, rdx)?;
-            a.add(rax, qword_ptr(rbx + l.tsc_offset as i32))?;
-            a.mov(ecx, eax)?;
-            a.mov(qword_ptr(rbx + l.reg(0)), rcx)?;
-            a.shr(rax, 32)?;
-            a.mov(qword_ptr(rbx + l.reg(2)), rax)?;
-            a.jmp(done)?;
-            a.set_label(&mut slow)?;
-            emit_tramp(a, f, ins, i, exit)?;
-            a.set_label(&mut done)?;
-            // A label needs an instruction after it.
-            a.nop()?;
-            Ok(true)
+            let slow = a.new_dynamic_label();
+            let done = a.new_dynamic_label();
+            dynasm!(a
+                ; test BYTE [rbx + l.cr4 as i32], 4
+                ; jnz =>slow
+                ; rdtsc
+                ; shl rdx, 32
+                ; or rax, rdx
+                ; add rax, QWORD [rbx + l.tsc_offset as i32]
+                ; mov ecx, eax
+                ; mov QWORD [rbx + l.reg(0)], rcx
+                ; shr rax, 32
+                ; mov QWORD [rbx + l.reg(2)], rax
+                ; jmp =>done
+                ; =>slow
+            );
+            emit_tramp(a, f, ins, i, exit);
+            dynasm!(a ; =>done);
+            true
         }
         Mnemonic::Not => {
             let Some((n, size)) = wide_gpr_operand0(ins) else {
-                return Ok(false);
+                return false;
             };
-            mem::get_reg(a, l, rax, n, size)?;
-            a.not(rax)?;
-            mem::put_reg(a, l, n, size)?;
-            Ok(true)
+            mem::get_reg(a, l, RAX, n, size);
+            dynasm!(a ; not rax);
+            mem::put_reg(a, l, n, size);
+            true
         }
-        _ => Ok(false),
+        _ => false,
     }
 }
 
@@ -737,48 +786,41 @@ fn reads_cf(cc: u8) -> bool {
 }
 
 /// Jumps to `to` when host condition `cc` (x86 order) holds.
-fn jcc_host(a: &mut CodeAssembler, cc: u8, to: CodeLabel) -> Result<(), IcedError> {
+fn jcc_host(a: &mut Asm, cc: u8, to: Label) {
     match cc & 15 {
-        0 => a.jo(to),
-        1 => a.jno(to),
-        2 => a.jb(to),
-        3 => a.jae(to),
-        4 => a.je(to),
-        5 => a.jne(to),
-        6 => a.jbe(to),
-        7 => a.ja(to),
-        8 => a.js(to),
-        9 => a.jns(to),
-        10 => a.jp(to),
-        11 => a.jnp(to),
-        12 => a.jl(to),
-        13 => a.jge(to),
-        14 => a.jle(to),
-        _ => a.jg(to),
+        0 => dynasm!(a ; jo =>to),
+        1 => dynasm!(a ; jno =>to),
+        2 => dynasm!(a ; jb =>to),
+        3 => dynasm!(a ; jae =>to),
+        4 => dynasm!(a ; je =>to),
+        5 => dynasm!(a ; jne =>to),
+        6 => dynasm!(a ; jbe =>to),
+        7 => dynasm!(a ; ja =>to),
+        8 => dynasm!(a ; js =>to),
+        9 => dynasm!(a ; jns =>to),
+        10 => dynasm!(a ; jp =>to),
+        11 => dynasm!(a ; jnp =>to),
+        12 => dynasm!(a ; jl =>to),
+        13 => dynasm!(a ; jge =>to),
+        14 => dynasm!(a ; jle =>to),
+        _ => dynasm!(a ; jg =>to),
     }
 }
 
 /// Emits a call of [`tramp`] for instruction `i`.
-fn emit_tramp(
-    a: &mut CodeAssembler,
-    f: &Fast,
-    ins: &Instruction,
-    i: u32,
-    exit: CodeLabel,
-) -> Result<(), IcedError> {
-    set_index(a, i)?;
-    a.mov(rdi, r12)?;
-    a.mov(rsi, f as *const Fast as u64)?;
-    a.mov(rdx, ins as *const Instruction as u64)?;
-    a.mov(rax, tramp as *const () as u64)?;
-    a.call(rax)?;
-    a.test(eax, eax)?;
-    a.jnz(exit)?;
-    Ok(())
+fn emit_tramp(a: &mut Asm, f: &Fast, ins: &Instruction, i: u32, exit: Label) {
+    set_index(a, i);
+    dynasm!(a ; mov rdi, r12);
+    mov_imm(a, RSI, f as *const Fast as u64);
+    mov_imm(a, RDX, ins as *const Instruction as u64);
+    call(a, tramp as *const () as u64);
+    dynasm!(a
+        ; test eax, eax
+        ; jnz =>exit
+    );
 }
 
-/// Emits the native form of `f` (one of [`native`]'s).
-/// Where a block may loop back to its own start inside translated code.
+/// Where a block may loop back to its own start inside translated code,
 /// and where its exits lead.
 #[derive(Clone, Copy)]
 struct Top<'a> {
@@ -787,7 +829,7 @@ struct Top<'a> {
     /// The label of its first instruction, when looping in code is safe
     /// (no interpreter-run instruction that could change what the block
     /// was validated against).
-    label: Option<CodeLabel>,
+    label: Option<Label>,
     /// The links that static exits get.
     links: &'a LinkPool,
 }
@@ -799,25 +841,20 @@ const LOOP_ROUNDS: u32 = 32;
 /// A taken branch of instruction `i` to `f.imm`: back to the block's top
 /// while the round budget (R14) lasts, counting the round's instructions
 /// as retired; else RIP = target and out with status 1.
-fn branch_to(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    f: &Fast,
-    i: u32,
-    exit: CodeLabel,
-    top: Top,
-) -> Result<(), IcedError> {
+fn branch_to(a: &mut Asm, l: &Layout, f: &Fast, i: u32, exit: Label, top: Top) {
     if let (true, Some(t)) = (f.imm == top.lin, top.label) {
-        let mut out = a.create_label();
-        a.sub(r14d, 1)?;
-        a.jz(out)?;
-        a.add(qword_ptr(rbx + l.retired as i32), (i + 1) as i32)?;
-        a.jmp(t)?;
-        a.set_label(&mut out)?;
+        let out = a.new_dynamic_label();
+        dynasm!(a
+            ; sub r14d, 1
+            ; jz =>out
+            ; add QWORD [rbx + l.retired as i32], (i + 1) as i32
+            ; jmp =>t
+            ; =>out
+        );
     }
-    a.mov(rax, f.imm)?;
-    a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
-    chain_exit(a, l, i + 1, exit, top)
+    mov_imm(a, RAX, f.imm);
+    dynasm!(a ; mov QWORD [rbx + l.rip as i32], rax);
+    chain_exit(a, l, i + 1, exit, top);
 }
 
 /// The status of an exit that left with RIP set and nothing else to do
@@ -831,361 +868,357 @@ const DONE: u32 = 3;
 /// interrupt or kick waits and the budget lasts (the instructions then
 /// count as retired here); else out with status [`DONE`], `count` and
 /// the link's number for the run loop to fill in.
-fn chain_exit(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    count: u32,
-    exit: CodeLabel,
-    top: Top,
-) -> Result<(), IcedError> {
+fn chain_exit(a: &mut Asm, l: &Layout, count: u32, exit: Label, top: Top) {
     let Some((link, addr)) = top.links.alloc() else {
-        set_index(a, count)?;
-        a.mov(eax, DONE)?;
-        return a.jmp(exit);
+        set_index(a, count);
+        dynasm!(a
+            ; mov eax, DONE as i32
+            ; jmp =>exit
+        );
+        return;
     };
-    let mut out = a.create_label();
-    a.mov(rdx, addr)?;
-    key_check(a, rdx, std::mem::offset_of!(Link, key), out)?;
-    follow(a, l, count, out)?;
-    a.jmp(qword_ptr(rdx + std::mem::offset_of!(Link, target) as i32))?;
-    a.set_label(&mut out)?;
-    a.mov(rcx, (u64::from(link) + 1) << 36)?;
-    a.or(r13, rcx)?;
-    set_index(a, count)?;
-    a.mov(eax, DONE)?;
-    a.jmp(exit)
+    let out = a.new_dynamic_label();
+    mov_imm(a, RDX, addr);
+    key_check(a, RDX, std::mem::offset_of!(Link, key), out);
+    follow(a, l, count, out);
+    dynasm!(a
+        ; jmp QWORD [rdx + std::mem::offset_of!(Link, target) as i32]
+        ; =>out
+    );
+    mov_imm(a, RCX, (u64::from(link) + 1) << 36);
+    dynasm!(a ; or r13, rcx);
+    set_index(a, count);
+    dynasm!(a
+        ; mov eax, DONE as i32
+        ; jmp =>exit
+    );
 }
 
 /// An exit of instruction `i` to the target in RDX (RIP already set): on
 /// to the target's translation when the jump table has it under this
 /// run's key, no interrupt or kick waits and the budget lasts; else out
 /// with status [`DONE`].
-fn dynamic_exit(
-    a: &mut CodeAssembler,
-    l: &Layout,
-    i: u32,
-    exit: CodeLabel,
-) -> Result<(), IcedError> {
-    let mut out = a.create_label();
-    a.mov(rcx, rdx)?;
-    a.shr(rcx, 12)?;
-    a.xor(rcx, rdx)?;
-    a.and(ecx, (JUMPS - 1) as u32)?;
-    a.shl(ecx, 5)?;
-    a.add(
-        rcx,
-        qword_ptr(r12 + std::mem::offset_of!(JitCtx, jumps) as i32),
-    )?;
-    a.cmp(
-        qword_ptr(rcx + std::mem::offset_of!(JumpEntry, rip) as i32),
-        rdx,
-    )?;
-    a.jne(out)?;
-    key_check(a, rcx, std::mem::offset_of!(JumpEntry, key), out)?;
-    follow(a, l, i + 1, out)?;
-    a.jmp(qword_ptr(
-        rcx + std::mem::offset_of!(JumpEntry, target) as i32,
-    ))?;
-    a.set_label(&mut out)?;
-    set_index(a, i + 1)?;
-    a.mov(eax, DONE)?;
-    a.jmp(exit)
+fn dynamic_exit(a: &mut Asm, l: &Layout, i: u32, exit: Label) {
+    let out = a.new_dynamic_label();
+    dynasm!(a
+        ; mov rcx, rdx
+        ; shr rcx, 12
+        ; xor rcx, rdx
+        ; and ecx, (JUMPS - 1) as i32
+        ; shl ecx, 5
+        ; add rcx, QWORD [r12 + std::mem::offset_of!(JitCtx, jumps) as i32]
+        ; cmp QWORD [rcx + std::mem::offset_of!(JumpEntry, rip) as i32], rdx
+        ; jne =>out
+    );
+    key_check(a, RCX, std::mem::offset_of!(JumpEntry, key), out);
+    follow(a, l, i + 1, out);
+    dynasm!(a
+        ; jmp QWORD [rcx + std::mem::offset_of!(JumpEntry, target) as i32]
+        ; =>out
+    );
+    set_index(a, i + 1);
+    dynasm!(a
+        ; mov eax, DONE as i32
+        ; jmp =>exit
+    );
 }
 
 /// Goes on when the key at `[base + off]` is one of this run's two
 /// keys, else to `out`. Uses RAX.
-fn key_check(
-    a: &mut CodeAssembler,
-    base: AsmRegister64,
-    off: usize,
-    out: CodeLabel,
-) -> Result<(), IcedError> {
-    let mut ok = a.create_label();
-    a.mov(
-        rax,
-        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key) as i32),
-    )?;
-    a.cmp(qword_ptr(base + off as i32), rax)?;
-    a.je(ok)?;
-    a.mov(
-        rax,
-        qword_ptr(r12 + std::mem::offset_of!(JitCtx, key_global) as i32),
-    )?;
-    a.cmp(qword_ptr(base + off as i32), rax)?;
-    a.jne(out)?;
-    a.set_label(&mut ok)?;
-    Ok(())
+fn key_check(a: &mut Asm, base: u8, off: usize, out: Label) {
+    let ok = a.new_dynamic_label();
+    let off = off as i32;
+    dynasm!(a
+        ; mov rax, QWORD [r12 + std::mem::offset_of!(JitCtx, key) as i32]
+        ; cmp QWORD [Rq(base) + off], rax
+        ; je =>ok
+        ; mov rax, QWORD [r12 + std::mem::offset_of!(JitCtx, key_global) as i32]
+        ; cmp QWORD [Rq(base) + off], rax
+        ; jne =>out
+        ; =>ok
+    );
 }
 
 /// The checks before a link or jump-table entry is followed (no
 /// interrupt or kick waiting, budget left; else to `out`), then `count`
 /// instructions retired. Keeps RCX and RDX.
-fn follow(a: &mut CodeAssembler, l: &Layout, count: u32, out: CodeLabel) -> Result<(), IcedError> {
+fn follow(a: &mut Asm, l: &Layout, count: u32, out: Label) {
     for flag in [
         std::mem::offset_of!(JitCtx, attention),
         std::mem::offset_of!(JitCtx, kicked),
     ] {
-        a.mov(rax, qword_ptr(r12 + flag as i32))?;
-        a.cmp(byte_ptr(rax), 0)?;
-        a.jne(out)?;
+        dynasm!(a
+            ; mov rax, QWORD [r12 + flag as i32]
+            ; cmp BYTE [rax], 0
+            ; jne =>out
+        );
     }
-    a.sub(
-        dword_ptr(r12 + std::mem::offset_of!(JitCtx, budget) as i32),
-        1,
-    )?;
-    a.jb(out)?;
-    a.add(qword_ptr(rbx + l.retired as i32), count as i32)
+    dynasm!(a
+        ; sub DWORD [r12 + std::mem::offset_of!(JitCtx, budget) as i32], 1
+        ; jb =>out
+        ; add QWORD [rbx + l.retired as i32], count as i32
+    );
 }
 
 /// Puts instruction index `i` into R13's low byte (the rest holds the
 /// block's cache slot and, at a static exit, its link).
-fn set_index(a: &mut CodeAssembler, i: u32) -> Result<(), IcedError> {
-    a.mov(r13b, i)
+fn set_index(a: &mut Asm, i: u32) {
+    dynasm!(a ; mov r13b, i as i8);
 }
 
+/// Emits the native form of `f` (one of [`native`]'s).
+///
 /// `flags_live`: the host's RFLAGS hold the guest's arithmetic flags (the
 /// previous instruction was a native ALU operation, or INC/DEC when
 /// `incdec_before`, whose host CF is not the guest's).
 #[allow(clippy::too_many_arguments)]
 fn emit_native(
-    a: &mut CodeAssembler,
+    a: &mut Asm,
     l: &Layout,
     f: &Fast,
     i: u32,
-    exit: CodeLabel,
+    exit: Label,
     flags_live: bool,
     incdec_before: bool,
     top: Top,
-) -> Result<(), IcedError> {
+) {
     match f.kind {
         Kind::Nop => {}
         Kind::Mov => {
             match f.src {
-                Loc::Imm => a.mov(rax, f.imm)?,
-                s => mem::get_reg(a, l, rax, reg_of(s), f.size)?,
+                Loc::Imm => mov_imm(a, RAX, f.imm),
+                s => mem::get_reg(a, l, RAX, reg_of(s), f.size),
             }
-            mem::put_reg(a, l, reg_of(f.dst), f.size)?;
+            mem::put_reg(a, l, reg_of(f.dst), f.size);
         }
         Kind::Lea => {
-            mem::emit_ea(a, l, &f.mem)?;
+            mem::emit_ea(a, l, &f.mem);
             if f.size == 32 {
-                a.mov(eax, eax)?;
+                dynasm!(a ; mov eax, eax);
             }
-            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+            dynasm!(a ; mov QWORD [rbx + l.reg(reg_of(f.dst))], rax);
         }
         Kind::Alu(op) => {
-            mem::get_reg(a, l, rax, reg_of(f.dst), f.size)?;
+            mem::get_reg(a, l, RAX, reg_of(f.dst), f.size);
             match f.src {
-                Loc::Imm => a.mov(rcx, f.imm)?,
-                s => mem::get_reg(a, l, rcx, reg_of(s), f.size)?,
+                Loc::Imm => mov_imm(a, RCX, f.imm),
+                s => mem::get_reg(a, l, RCX, reg_of(s), f.size),
             }
-            mem::emit_alu(a, l, op, f.size)?;
+            mem::emit_alu(a, l, op, f.size);
             if !matches!(op, Alu::Cmp | Alu::Test) {
-                mem::put_reg(a, l, reg_of(f.dst), f.size)?;
+                mem::put_reg(a, l, reg_of(f.dst), f.size);
             }
         }
         Kind::Jcc(cc) => {
             // Not taken: on with the next instruction.
-            let mut skip = a.create_label();
+            let skip = a.new_dynamic_label();
             if flags_live && !(reads_cf(cc) && incdec_before) {
-                jcc_host(a, cc ^ 1, skip)?;
+                jcc_host(a, cc ^ 1, skip);
             } else {
-                a.mov(rdi, rbx)?;
-                a.mov(esi, u32::from(cc))?;
-                a.mov(rax, cond as *const () as u64)?;
-                a.call(rax)?;
-                a.test(eax, eax)?;
-                a.jz(skip)?;
+                call_cond(a, cc);
+                dynasm!(a
+                    ; test eax, eax
+                    ; jz =>skip
+                );
             }
-            branch_to(a, l, f, i, exit, top)?;
-            a.set_label(&mut skip)?;
+            branch_to(a, l, f, i, exit, top);
+            dynasm!(a ; =>skip);
         }
         Kind::Inc | Kind::Dec => {
-            let fl = crate::flags::CF;
+            let fl = crate::flags::CF as i32;
             if flags_live && !incdec_before {
-                a.setb(dl)?;
-                a.movzx(edx, dl)?;
-                a.and(qword_ptr(rbx + l.fl_bits as i32), !(fl as i32))?;
-                a.or(qword_ptr(rbx + l.fl_bits as i32), rdx)?;
+                dynasm!(a
+                    ; setb dl
+                    ; movzx edx, dl
+                    ; and QWORD [rbx + l.fl_bits as i32], !fl
+                    ; or QWORD [rbx + l.fl_bits as i32], rdx
+                );
             } else {
-                a.mov(rdi, rbx)?;
-                a.mov(rax, pin_cf as *const () as u64)?;
-                a.call(rax)?;
+                dynasm!(a ; mov rdi, rbx);
+                call(a, pin_cf as *const () as u64);
             }
             let r = reg_of(f.dst);
-            mem::get_reg(a, l, rax, r, f.size)?;
-            a.mov(qword_ptr(rbx + l.fl_dst as i32), rax)?;
-            a.mov(qword_ptr(rbx + l.fl_src as i32), 1)?;
+            mem::get_reg(a, l, RAX, r, f.size);
+            dynasm!(a
+                ; mov QWORD [rbx + l.fl_dst as i32], rax
+                ; mov QWORD [rbx + l.fl_src as i32], 1
+            );
             let fop = match (f.kind, f.size) {
                 (Kind::Inc, 64) => {
-                    a.inc(rax)?;
+                    dynasm!(a ; inc rax);
                     FlagOp::Inc
                 }
                 (Kind::Inc, _) => {
-                    a.inc(eax)?;
+                    dynasm!(a ; inc eax);
                     FlagOp::Inc
                 }
                 (_, 64) => {
-                    a.dec(rax)?;
+                    dynasm!(a ; dec rax);
                     FlagOp::Dec
                 }
                 _ => {
-                    a.dec(eax)?;
+                    dynasm!(a ; dec eax);
                     FlagOp::Dec
                 }
             };
-            a.mov(qword_ptr(rbx + l.fl_res as i32), rax)?;
-            a.mov(byte_ptr(rbx + l.fl_op as i32), fop as u32)?;
-            a.mov(dword_ptr(rbx + l.fl_size as i32), u32::from(f.size))?;
-            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+            dynasm!(a
+                ; mov QWORD [rbx + l.fl_res as i32], rax
+                ; mov BYTE [rbx + l.fl_op as i32], fop as i8
+                ; mov DWORD [rbx + l.fl_size as i32], i32::from(f.size)
+                ; mov QWORD [rbx + l.reg(r)], rax
+            );
         }
-        Kind::Jmp => branch_to(a, l, f, i, exit, top)?,
+        Kind::Jmp => branch_to(a, l, f, i, exit, top),
         Kind::Setcc(cc) => {
             let fused = flags_live && !(reads_cf(cc) && incdec_before);
-            cond_to_ecx(a, cc, fused)?;
-            a.mov(byte_ptr(rbx + byte_reg(l, reg_of(f.dst))), cl)?;
+            cond_to_ecx(a, cc, fused);
+            dynasm!(a ; mov BYTE [rbx + byte_reg(l, reg_of(f.dst))], cl);
         }
         Kind::Cmovcc(cc) => {
             // As `cmov_rr`: the destination is written either way (a
             // 32-bit one zero-extended).
             let fused = flags_live && !(reads_cf(cc) && incdec_before);
-            cond_to_ecx(a, cc, fused)?;
-            mem::get_reg(a, l, rax, reg_of(f.dst), f.size)?;
-            mem::get_reg(a, l, rdx, reg_of(f.src), f.size)?;
-            a.test(ecx, ecx)?;
-            a.cmovne(rax, rdx)?;
-            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+            cond_to_ecx(a, cc, fused);
+            mem::get_reg(a, l, RAX, reg_of(f.dst), f.size);
+            mem::get_reg(a, l, RDX, reg_of(f.src), f.size);
+            dynasm!(a
+                ; test ecx, ecx
+                ; cmovne rax, rdx
+                ; mov QWORD [rbx + l.reg(reg_of(f.dst))], rax
+            );
         }
         Kind::Movzx | Kind::Movsx => {
             let src = reg_of(f.src);
             let sx = f.kind == Kind::Movsx;
             match (f.size2, sx) {
-                (8, false) => a.movzx(eax, byte_ptr(rbx + byte_reg(l, src)))?,
-                (16, false) => a.movzx(eax, word_ptr(rbx + l.reg(src)))?,
-                (8, true) => a.movsx(rax, byte_ptr(rbx + byte_reg(l, src)))?,
-                (16, true) => a.movsx(rax, word_ptr(rbx + l.reg(src)))?,
-                (32, true) => a.movsxd(rax, dword_ptr(rbx + l.reg(src)))?,
-                _ => mem::get_reg(a, l, rax, src, f.size2.max(32))?,
+                (8, false) => dynasm!(a ; movzx eax, BYTE [rbx + byte_reg(l, src)]),
+                (16, false) => dynasm!(a ; movzx eax, WORD [rbx + l.reg(src)]),
+                (8, true) => dynasm!(a ; movsx rax, BYTE [rbx + byte_reg(l, src)]),
+                (16, true) => dynasm!(a ; movsx rax, WORD [rbx + l.reg(src)]),
+                (32, true) => dynasm!(a ; movsxd rax, DWORD [rbx + l.reg(src)]),
+                _ => mem::get_reg(a, l, RAX, src, f.size2.max(32)),
             }
             if f.size == 32 {
-                a.mov(eax, eax)?;
+                dynasm!(a ; mov eax, eax);
             }
-            a.mov(qword_ptr(rbx + l.reg(reg_of(f.dst))), rax)?;
+            dynasm!(a ; mov QWORD [rbx + l.reg(reg_of(f.dst))], rax);
         }
         Kind::Imul2 => {
             // As `imul_rr`: CF = OF = signed overflow, SF/ZF/PF of the
             // result, AF clear.
             let r = reg_of(f.dst);
-            mem::get_reg(a, l, rax, r, f.size)?;
-            mem::get_reg(a, l, rcx, reg_of(f.src), f.size)?;
+            mem::get_reg(a, l, RAX, r, f.size);
+            mem::get_reg(a, l, RCX, reg_of(f.src), f.size);
             if f.size == 64 {
-                a.imul_2(rax, rcx)?;
+                dynasm!(a ; imul rax, rcx);
             } else {
-                a.imul_2(eax, ecx)?;
+                dynasm!(a ; imul eax, ecx);
             }
-            a.seto(r8b)?;
-            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+            dynasm!(a
+                ; seto r8b
+                ; mov QWORD [rbx + l.reg(r)], rax
+            );
             if f.size == 64 {
-                a.test(rax, rax)?;
+                dynasm!(a ; test rax, rax);
             } else {
-                a.test(eax, eax)?;
+                dynasm!(a ; test eax, eax);
             }
-            host_szp(a, false)?;
-            a.movzx(r8d, r8b)?;
-            a.imul_3(r8d, r8d, (crate::flags::CF | crate::flags::OF) as i32)?;
-            a.or(edx, r8d)?;
-            emit_eager(a, l)?;
+            host_szp(a, false);
+            dynasm!(a
+                ; movzx r8d, r8b
+                ; imul r8d, r8d, (crate::flags::CF | crate::flags::OF) as i32
+                ; or edx, r8d
+            );
+            emit_eager(a, l);
         }
         Kind::Shl | Kind::Shr | Kind::Sar => {
             // As `shift_ri`: no flag change for a zero count; else CF the
             // last bit out, SF/ZF/PF of the result, OF as the
             // interpreter computes it for every count, AF clear.
-            let bits = u32::from(f.size);
-            let n = (f.imm as u32) & if bits == 64 { 63 } else { 31 };
+            let bits = f.size as i8;
+            let n = ((f.imm as u32) & if bits == 64 { 63 } else { 31 }) as i8;
             let r = reg_of(f.dst);
-            mem::get_reg(a, l, rax, r, f.size)?;
+            mem::get_reg(a, l, RAX, r, f.size);
             if n != 0 {
-                a.mov(rcx, rax)?;
+                dynasm!(a ; mov rcx, rax);
                 match (f.kind, bits) {
-                    (Kind::Shl, 64) => a.shl(rax, n)?,
-                    (Kind::Shl, _) => a.shl(eax, n)?,
-                    (Kind::Shr, 64) => a.shr(rax, n)?,
-                    (Kind::Shr, _) => a.shr(eax, n)?,
-                    (_, 64) => a.sar(rax, n)?,
-                    _ => a.sar(eax, n)?,
+                    (Kind::Shl, 64) => dynasm!(a ; shl rax, n),
+                    (Kind::Shl, _) => dynasm!(a ; shl eax, n),
+                    (Kind::Shr, 64) => dynasm!(a ; shr rax, n),
+                    (Kind::Shr, _) => dynasm!(a ; shr eax, n),
+                    (_, 64) => dynasm!(a ; sar rax, n),
+                    _ => dynasm!(a ; sar eax, n),
                 }
             }
-            a.mov(qword_ptr(rbx + l.reg(r)), rax)?;
+            dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
             if n != 0 {
-                host_szp(a, true)?;
+                host_szp(a, true);
                 match f.kind {
-                    Kind::Shl => {
-                        // OF = MSB(result) ^ CF.
-                        a.mov(r8, rax)?;
-                        a.shr(r8, bits - 1)?;
-                        a.xor(r8d, edx)?;
-                        a.and(r8d, 1)?;
-                        a.shl(r8d, 11)?;
-                        a.or(edx, r8d)?;
-                    }
-                    Kind::Shr => {
-                        // OF = MSB(operand).
-                        a.shr(rcx, bits - 1)?;
-                        a.and(ecx, 1)?;
-                        a.shl(ecx, 11)?;
-                        a.or(edx, ecx)?;
-                    }
+                    // OF = MSB(result) ^ CF.
+                    Kind::Shl => dynasm!(a
+                        ; mov r8, rax
+                        ; shr r8, bits - 1
+                        ; xor r8d, edx
+                        ; and r8d, 1
+                        ; shl r8d, 11
+                        ; or edx, r8d
+                    ),
+                    // OF = MSB(operand).
+                    Kind::Shr => dynasm!(a
+                        ; shr rcx, bits - 1
+                        ; and ecx, 1
+                        ; shl ecx, 11
+                        ; or edx, ecx
+                    ),
                     _ => {}
                 }
-                emit_eager(a, l)?;
+                emit_eager(a, l);
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
-/// Assembles the translation of `b` for address `at`.
+/// Assembles the translation of `b` for address `at`: the code and the
+/// offset of its chain entry.
 fn emit(
     core: &Core,
     b: &Block,
     slot: u32,
     links: &LinkPool,
     at: u64,
-) -> Result<(Vec<u8>, usize), IcedError> {
+) -> Result<(Vec<u8>, usize), DynasmError> {
     let l = Layout::of(core);
-    let mut a = CodeAssembler::new(64)?;
-    let mut exit = a.create_label();
+    let mut a = Asm::new(at as usize);
+    let exit = a.new_dynamic_label();
     // Entry: RSP is 8 mod 16; five pushes make calls aligned.
-    a.push(rbx)?;
-    a.push(r12)?;
-    a.push(r13)?;
-    a.push(r14)?;
-    a.push(r15)?;
-    a.mov(r12, rdi)?;
-    a.mov(
-        rbx,
-        qword_ptr(rdi + std::mem::offset_of!(JitCtx, core) as i32),
-    )?;
     // R15: the TLB right a read needs at this privilege (CPL changes
     // only in trampolined instructions, which end the run).
-    a.movzx(r15d, word_ptr(rbx + l.cs_sel as i32))?;
-    a.and(r15d, 3)?;
-    a.cmp(r15d, 3)?;
-    a.mov(r15d, u32::from(crate::mmu::PERM_SR))?;
-    a.mov(eax, u32::from(crate::mmu::PERM_UR))?;
-    a.cmove(r15d, eax)?;
+    dynasm!(a
+        ; push rbx
+        ; push r12
+        ; push r13
+        ; push r14
+        ; push r15
+        ; mov r12, rdi
+        ; mov rbx, QWORD [rdi + std::mem::offset_of!(JitCtx, core) as i32]
+        ; movzx r15d, WORD [rbx + l.cs_sel as i32]
+        ; and r15d, 3
+        ; cmp r15d, 3
+        ; mov r15d, i32::from(crate::mmu::PERM_SR)
+        ; mov eax, i32::from(crate::mmu::PERM_UR)
+        ; cmove r15d, eax
+    );
     // The chain entry: other translations' links jump here with RBX,
     // R12 and R15 as this run set them up.
-    let mut chain = a.create_label();
-    a.set_label(&mut chain)?;
-    a.mov(r13d, slot << 8)?;
-    a.mov(r14d, LOOP_ROUNDS)?;
+    let chain = a.offset().0;
+    let top_label = a.new_dynamic_label();
+    dynasm!(a
+        ; mov r13d, (slot << 8) as i32
+        ; mov r14d, LOOP_ROUNDS as i32
+        ; =>top_label
+    );
     let loops = b.fast.iter().all(|f| f.kind != Kind::Generic);
-    let mut top_label = a.create_label();
-    a.set_label(&mut top_label)?;
-    // A label needs an instruction after it.
-    a.nop()?;
     let top = Top {
         lin: b.lin,
         label: loops.then_some(top_label),
@@ -1197,7 +1230,7 @@ fn emit(
     for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
         let i = i as u32;
         if native(f) {
-            emit_native(&mut a, &l, f, i, exit, flags_live, incdec_before, top)?;
+            emit_native(&mut a, &l, f, i, exit, flags_live, incdec_before, top);
             flags_live = matches!(f.kind, Kind::Alu(_) | Kind::Inc | Kind::Dec);
             incdec_before = matches!(f.kind, Kind::Inc | Kind::Dec);
             continue;
@@ -1205,18 +1238,18 @@ fn emit(
         incdec_before = false;
         flags_live = false;
         if mem::native_mem(f) {
-            mem::emit_mem_form(&mut a, &l, f, ins, i, exit, top)?;
+            mem::emit_mem_form(&mut a, &l, f, ins, i, exit, top);
             flags_live = matches!(f.kind, Kind::Alu(_));
             continue;
         }
         if let Some(rot) = native_rotate(f, ins) {
-            emit_rotate(&mut a, &l, rot)?;
+            emit_rotate(&mut a, &l, rot);
             continue;
         }
-        if emit_generic_native(&mut a, &l, f, ins, i, exit)? {
+        if emit_generic_native(&mut a, &l, f, ins, i, exit) {
             continue;
         }
-        emit_tramp(&mut a, f, ins, i, exit)?;
+        emit_tramp(&mut a, f, ins, i, exit);
     }
     let ends_in_jump = b.fast.last().is_some_and(|f| {
         matches!(f.kind, Kind::Jmp | Kind::Call | Kind::Ret) && (native(f) || mem::native_mem(f))
@@ -1224,25 +1257,25 @@ fn emit(
     if ends_in_jump {
         // Only a jump to the next instruction gets here (status 0, with
         // RIP set): the block ran off its end.
-        a.xor(eax, eax)?;
+        dynasm!(a ; xor eax, eax);
     } else {
         let next = b.fast.last().map_or(b.lin, |f| f.next);
-        a.mov(rax, next)?;
-        a.mov(qword_ptr(rbx + l.rip as i32), rax)?;
-        chain_exit(&mut a, &l, n, exit, top)?;
+        mov_imm(&mut a, RAX, next);
+        dynasm!(a ; mov QWORD [rbx + l.rip as i32], rax);
+        chain_exit(&mut a, &l, n, exit, top);
     }
-    a.set_label(&mut exit)?;
-    a.shl(rax, 32)?;
-    a.or(rax, r13)?;
-    a.pop(r15)?;
-    a.pop(r14)?;
-    a.pop(r13)?;
-    a.pop(r12)?;
-    a.pop(rbx)?;
-    a.ret()?;
-    let r = a.assemble_options(at, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
-    let chain_at = r.label_ip(&chain)?;
-    Ok((r.inner.code_buffer, (chain_at - at) as usize))
+    dynasm!(a
+        ; =>exit
+        ; shl rax, 32
+        ; or rax, r13
+        ; pop r15
+        ; pop r14
+        ; pop r13
+        ; pop r12
+        ; pop rbx
+        ; ret
+    );
+    Ok((a.finalize()?, chain))
 }
 
 /// How a translated block's run ended, in the interpreter's terms: the
