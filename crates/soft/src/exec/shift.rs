@@ -38,17 +38,25 @@ fn count(core: &mut Core, ins: &Instruction, idx: u32, size: u32) -> ExecResult<
     Ok(c & if size == 64 { 63 } else { 31 })
 }
 
+/// A shift or rotate by zero: no flags change, but a 32-bit register
+/// destination is still written (zero-extended) and a memory one still
+/// accessed, as a write (the CPU faults on a read-only page).
+fn zero_count(core: &mut Core, ins: &Instruction, size: u32) -> ExecResult {
+    if ins.op_kind(0) == iced_x86::OpKind::Memory {
+        let (seg, off) = ops::mem_loc(core, ins, 0);
+        core.read_seg_rmw(seg, off, (size / 8) as usize)?;
+    } else {
+        let v = read(core, ins, 0, size)?;
+        super::ops::write(core, ins, 0, size, v)?;
+    }
+    Ok(())
+}
+
 pub fn shift(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     let size = ops::op_size(ins, 0);
     let n = count(core, ins, 1, size)?;
     if n == 0 {
-        // No flags change; a 32-bit register destination is still
-        // written (zero-extended) and a memory one still accessed.
-        let v = read(core, ins, 0, size)?;
-        if ins.op_kind(0) == iced_x86::OpKind::Register {
-            super::ops::write(core, ins, 0, size, v)?;
-        }
-        return Ok(());
+        return zero_count(core, ins, size);
     }
     let flags_in = core.cpu.flags.get();
     let cin = flags_in & CF != 0;
@@ -158,11 +166,7 @@ pub fn shift_double(core: &mut Core, ins: &Instruction, left: bool) -> ExecResul
     let n = count(core, ins, 2, size)?;
     let src = read(core, ins, 1, size)?;
     if n == 0 {
-        let v = read(core, ins, 0, size)?;
-        if ins.op_kind(0) == iced_x86::OpKind::Register {
-            super::ops::write(core, ins, 0, size, v)?;
-        }
-        return Ok(());
+        return zero_count(core, ins, size);
     }
     let m_ = mask(size);
     let mut out = 0;

@@ -705,7 +705,9 @@ fn shift(core: &mut Core, f: &Fast) -> ExecResult {
     };
     let n = (raw as u32) & if bits == 64 { 63 } else { 31 };
     let v = match f.dst {
-        Loc::Mem if n != 0 => load_rmw(core, &f.mem, size)?,
+        // A memory operand is accessed as a write even for a zero count
+        // (the CPU faults on a read-only page).
+        Loc::Mem => load_rmw(core, &f.mem, size)?,
         _ => get(core, f, f.dst, size)?,
     };
     if n == 0 {
