@@ -87,6 +87,7 @@ pub(crate) struct FlagsLayout {
     pub dst: usize,
     pub src: usize,
     pub res: usize,
+    pub cin: usize,
 }
 
 impl Flags {
@@ -98,6 +99,7 @@ impl Flags {
             dst: std::mem::offset_of!(Flags, dst),
             src: std::mem::offset_of!(Flags, src),
             res: std::mem::offset_of!(Flags, res),
+            cin: std::mem::offset_of!(Flags, cin),
         }
     }
 

@@ -2,7 +2,11 @@
 //! snippets do not cover: every condition after each natively translated
 //! flag-setting form (the ALU group, INC/DEC, IMUL, shifts, rotates), fused with
 //! the host's flags or through the condition helper, taken and not taken,
-//! in-code self loops, and CALL/JMP through a register and RET (indirect
+//! MOV, LEA, loads, stores and PUSH/POP between a flag-setting form and
+//! its condition (the host's flags redone from the lazy record), NEG,
+//! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
+//! CDQE and selector reads, in-code
+//! self loops, and CALL/JMP through a register and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -95,6 +99,17 @@ fn program() -> Vec<u8> {
                 a.add(r9, r11).unwrap();
                 a.movsxd(r11, ecx).unwrap();
                 a.xor(r9, r11).unwrap();
+            } else if cc % 4 == 1 {
+                // Instructions that leave the guest's flags alone but
+                // whose translations change the host's (address
+                // arithmetic, the TLB lookup): the condition must see the
+                // flag-setting form's flags, redone or through the helper.
+                a.lea(rdi, qword_ptr(rcx + rdx * 2 + 5)).unwrap();
+                a.mov(qword_ptr(rsi + 8), rdi).unwrap();
+                a.mov(rdi, qword_ptr(rsi + 8)).unwrap();
+                a.push(rdi).unwrap();
+                a.pop(rdi).unwrap();
+                a.lea(rdi, qword_ptr(rdi + 1)).unwrap();
             }
             let mut skip = a.create_label();
             match cc {
@@ -151,6 +166,66 @@ fn program() -> Vec<u8> {
         a.imul_2(ecx, edx).unwrap();
         a.setb(r10b).unwrap();
         a.add(r9, r10).unwrap();
+    }
+    // Selectors read into registers, NEG (flags as SUB from zero) with
+    // its condition after a store, shifts by CL (zero counts included),
+    // BSWAP and CDQE.
+    a.mov(ecx, ss).unwrap();
+    a.add(r9, rcx).unwrap();
+    a.mov(rdx, ds).unwrap();
+    a.add(r9, rdx).unwrap();
+    for (k, cc) in [(0u32, 2u8), (1, 4), (2, 8), (3, 12), (4, 0)] {
+        a.mov(rcx, rax).unwrap();
+        a.shr(rcx, 8 * k).unwrap();
+        a.and(ecx, if k == 4 { 0 } else { 0xffff }).unwrap();
+        a.neg(rcx).unwrap();
+        a.mov(qword_ptr(rsi + 16), rcx).unwrap();
+        if k % 2 == 0 {
+            // The flags as the interpreter reads them from the record.
+            a.pushfq().unwrap();
+            a.pop(r8).unwrap();
+            a.and(r8, 0x8d5).unwrap();
+            a.add(r9, r8).unwrap();
+            a.neg(rcx).unwrap();
+            a.neg(rcx).unwrap();
+        }
+        let mut skip = a.create_label();
+        match cc {
+            2 => a.jb(skip),
+            4 => a.je(skip),
+            8 => a.js(skip),
+            12 => a.jl(skip),
+            _ => a.jo(skip),
+        }
+        .unwrap();
+        a.add(r9, 0x55).unwrap();
+        a.set_label(&mut skip).unwrap();
+        a.mov(rdx, rax).unwrap();
+        a.mov(ecx, 13 * k).unwrap();
+        a.shl(rdx, cl).unwrap();
+        a.pushfq().unwrap();
+        a.pop(r8).unwrap();
+        a.add(r9, r8).unwrap();
+        a.add(r9, rdx).unwrap();
+        a.mov(ecx, 7 * k).unwrap();
+        a.shr(edx, cl).unwrap();
+        a.setb(r8b).unwrap();
+        a.sar(rdx, cl).unwrap();
+        a.seto(r8b).unwrap();
+        a.add(r9, r8).unwrap();
+        a.bswap(rdx).unwrap();
+        a.xor(r9, rdx).unwrap();
+        a.neg(edx).unwrap();
+        a.adc(r9, rdx).unwrap();
+        a.sbb(r9, 3).unwrap();
+        a.mov(qword_ptr(rsi + 24), rax).unwrap();
+        a.sbb(qword_ptr(rsi + 24), rcx).unwrap();
+        a.inc(dword_ptr(rsi + 24)).unwrap();
+        a.adc(r9, qword_ptr(rsi + 24)).unwrap();
+        a.dec(byte_ptr(rsi + 25)).unwrap();
+        a.sbb(r10, r10).unwrap();
+        a.add(r9, r10).unwrap();
+        a.cdqe().unwrap();
     }
     // CALL and JMP through a register and RET: indirect exits, which go
     // on through the jump table.

@@ -13,7 +13,8 @@ use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use iced_x86::Instruction;
 
 use super::{
-    branch_to, byte_reg, dynamic_exit, emit_tramp, mov_imm, Asm, JitCtx, Label, Layout, Top,
+    branch_to, byte_reg, call_cond, dynamic_exit, emit_tramp, incdec, incdec_op, mov_imm,
+    pin_guest_cf, Asm, HostFlags, JitCtx, Label, Layout, Top,
 };
 use super::{RAX, RCX, RDX};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
@@ -44,11 +45,10 @@ pub(super) fn native_mem(f: &Fast) -> bool {
         Kind::Movzx | Kind::Movsx => {
             matches!(f.size, 32 | 64) && is_reg(f.dst) && f.src == Loc::Mem
         }
-        Kind::Alu(op) => {
-            !matches!(op, Alu::Adc | Alu::Sbb)
-                && ((is_reg(f.dst) && f.src == Loc::Mem)
-                    || (f.dst == Loc::Mem && reg_or_imm(f.src)))
+        Kind::Alu(_) => {
+            (is_reg(f.dst) && f.src == Loc::Mem) || (f.dst == Loc::Mem && reg_or_imm(f.src))
         }
+        Kind::Inc | Kind::Dec => f.dst == Loc::Mem,
         Kind::Push => reg_or_imm(f.src),
         Kind::Pop => is_reg(f.dst),
         Kind::Call => f.src == Loc::Imm || is_reg(f.src),
@@ -182,8 +182,40 @@ pub(super) fn put_reg(a: &mut Asm, l: &Layout, r: u8, size: u8) {
     }
 }
 
-/// RAX op= RCX at `size` bits (CMP and TEST as SUB and AND), setting the
-/// host's flags as the guest's.
+/// Redoes ALU operation `op` on the operands of the lazy flags' record
+/// (and for ADC/SBB its carry in), which gives the host the guest's
+/// flags. Uses RAX, RCX and RDX.
+pub(super) fn redo_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8) {
+    dynasm!(a
+        ; mov rax, QWORD [rbx + l.fl_dst as i32]
+        ; mov rcx, QWORD [rbx + l.fl_src as i32]
+    );
+    if matches!(op, Alu::Adc | Alu::Sbb) {
+        dynasm!(a
+            ; movzx edx, BYTE [rbx + l.fl_cin as i32]
+            ; bt edx, 0
+        );
+    }
+    alu_op(a, op, size);
+}
+
+/// R8D = the guest's CF (0 or 1), as ADC and SBB need it before anything
+/// of theirs runs: from the host's flags when `fl` can make them live,
+/// else through [`super::cond`]. Uses the caller-saved registers.
+pub(super) fn carry_to_r8(a: &mut Asm, l: &Layout, fl: &mut HostFlags) {
+    if fl.make_live(a, l, 2) {
+        dynasm!(a
+            ; setb r8b
+            ; movzx r8d, r8b
+        );
+    } else {
+        call_cond(a, 2);
+        dynasm!(a ; mov r8d, eax);
+    }
+}
+
+/// RAX op= RCX at `size` bits (CMP and TEST as SUB and AND; ADC and SBB
+/// with the carry in R8D), setting the host's flags as the guest's.
 fn alu_op(a: &mut Asm, op: Alu, size: u8) {
     macro_rules! at_width {
         ($m:tt) => {
@@ -197,6 +229,8 @@ fn alu_op(a: &mut Asm, op: Alu, size: u8) {
     }
     match op {
         Alu::Add => at_width!(add),
+        Alu::Adc => at_width!(adc),
+        Alu::Sbb => at_width!(sbb),
         Alu::Sub | Alu::Cmp => at_width!(sub),
         Alu::And | Alu::Test => at_width!(and),
         Alu::Or => at_width!(or),
@@ -205,17 +239,27 @@ fn alu_op(a: &mut Asm, op: Alu, size: u8) {
 }
 
 /// The ALU operation `op` of RAX (destination) and RCX (source), both
-/// zero-extended from `size` bits: records the lazy flags as the
-/// interpreter's handlers do and leaves the result in RAX and the guest's
-/// arithmetic flags in the host's.
+/// zero-extended from `size` bits (ADC and SBB: with the carry in R8D,
+/// see [`carry_to_r8`]): records the lazy flags as the interpreter's
+/// handlers do and leaves the result in RAX and the guest's arithmetic
+/// flags in the host's.
 pub(super) fn emit_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8) {
     dynasm!(a
         ; mov QWORD [rbx + l.fl_dst as i32], rax
         ; mov QWORD [rbx + l.fl_src as i32], rcx
     );
+    let carry = matches!(op, Alu::Adc | Alu::Sbb);
+    if carry {
+        dynasm!(a
+            ; mov BYTE [rbx + l.fl_cin as i32], r8b
+            ; bt r8d, 0
+        );
+    }
     alu_op(a, op, size);
     let fop = match op {
         Alu::Add => FlagOp::Add,
+        Alu::Adc => FlagOp::Adc,
+        Alu::Sbb => FlagOp::Sbb,
         Alu::Sub | Alu::Cmp => FlagOp::Sub,
         _ => FlagOp::Logic,
     };
@@ -240,9 +284,11 @@ fn slow_unless_canonical(a: &mut Asm, slow: Label) {
 }
 
 /// Emits native memory form `f` (one of [`native_mem`]'s) of instruction
-/// `i`, its trampoline as the slow path. After an ALU form the host's
-/// flags hold the guest's on both paths (the slow path redoes the
-/// operation on the operands the handler recorded).
+/// `i`, its trampoline as the slow path; `fl` is what the host's flags
+/// hold before it. After an ALU form the host's flags hold the guest's on
+/// both paths (the slow path redoes the operation on the operands the
+/// handler recorded), after INC/DEC all but CF.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn emit_mem_form(
     a: &mut Asm,
     l: &Layout,
@@ -250,13 +296,29 @@ pub(super) fn emit_mem_form(
     ins: &Instruction,
     i: u32,
     exit: Label,
+    fl: &mut HostFlags,
     top: Top,
 ) {
     let slow = a.new_dynamic_label();
     let done = a.new_dynamic_label();
     let size = f.size;
     let bytes = u32::from(size / 8);
+    // The guest's carry is read before the TLB lookup changes the host's
+    // flags.
     match f.kind {
+        Kind::Alu(Alu::Adc | Alu::Sbb) => carry_to_r8(a, l, fl),
+        Kind::Inc | Kind::Dec => pin_guest_cf(a, l, fl),
+        _ => {}
+    }
+    match f.kind {
+        Kind::Inc | Kind::Dec => {
+            emit_lin(a, l, &f.mem);
+            emit_tlb(a, l, bytes, true, slow);
+            load_mem(a, RAX, size, false);
+            incdec(a, l, f.kind, size);
+            dynasm!(a ; mov rdx, rax);
+            store_mem(a, size);
+        }
         Kind::Mov if f.src == Loc::Mem => {
             emit_lin(a, l, &f.mem);
             emit_tlb(a, l, bytes, false, slow);
@@ -373,14 +435,15 @@ pub(super) fn emit_mem_form(
         ; =>slow
     );
     emit_tramp(a, f, ins, i, exit);
-    if let Kind::Alu(op) = f.kind {
-        // The handler recorded the operands; redo the operation for the
-        // host's flags.
-        dynasm!(a
-            ; mov rax, QWORD [rbx + l.fl_dst as i32]
-            ; mov rcx, QWORD [rbx + l.fl_src as i32]
-        );
-        alu_op(a, op, size);
+    // The handler recorded the operands; redo the operation for the
+    // host's flags.
+    match f.kind {
+        Kind::Alu(op) => redo_alu(a, l, op, size),
+        Kind::Inc | Kind::Dec => {
+            dynasm!(a ; mov rax, QWORD [rbx + l.fl_dst as i32]);
+            incdec_op(a, f.kind, size);
+        }
+        _ => {}
     }
     dynasm!(a ; =>done);
 }

@@ -107,6 +107,8 @@ pub struct JitCtx {
     kicked: *const u8,
     /// The jump table ([`JumpTable`]).
     jumps: *const JumpEntry,
+    /// Trampoline calls by instruction code (statistics; null when not kept).
+    tramps: *const Cell<u64>,
 }
 
 /// One entry of the jump table: a guest RIP, the chain key it was
@@ -280,6 +282,9 @@ pub struct Jit {
     pub translated: u64,
     /// Time spent translating them (statistics).
     translate_time: std::time::Duration,
+    /// Trampoline calls by iced-x86 instruction code, kept with
+    /// `VESSEL_SOFT_JIT_STATS` (statistics).
+    tramps: Option<Box<[Cell<u64>]>>,
 }
 
 impl Jit {
@@ -306,6 +311,11 @@ impl Jit {
                 hot,
                 translated: 0,
                 translate_time: std::time::Duration::ZERO,
+                tramps: std::env::var_os("VESSEL_SOFT_JIT_STATS").map(|_| {
+                    (0..2 * iced_x86::Code::values().len())
+                        .map(|_| Cell::new(0))
+                        .collect()
+                }),
             }),
             Err(e) => {
                 log::warn!("soft: translator off: {e}");
@@ -396,6 +406,22 @@ impl Drop for Jit {
                 "soft jit: {} blocks translated in {:?}, code buffer generation {}",
                 self.translated, self.translate_time, self.buf.gen
             );
+            if let Some(t) = &self.tramps {
+                let codes = iced_x86::Code::values();
+                let mut by: Vec<(u64, iced_x86::Code, &str)> = codes
+                    .map(|m| (m, ""))
+                    .chain(iced_x86::Code::values().map(|m| (m, "lock ")))
+                    .zip(t.iter())
+                    .map(|((m, lock), c)| (c.get(), m, lock))
+                    .filter(|&(c, _, _)| c > 0)
+                    .collect();
+                by.sort_unstable_by(|a, b| b.cmp(a));
+                let total: u64 = by.iter().map(|&(c, _, _)| c).sum();
+                eprintln!("soft jit: {total} trampoline calls; most:");
+                for (c, m, lock) in by.iter().take(30) {
+                    eprintln!("  {lock}{m:?} {c}");
+                }
+            }
         }
     }
 }
@@ -407,7 +433,8 @@ const DEFAULT_ON: bool = true;
 struct Layout {
     /// The base of each segment's descriptor cache.
     seg_base: [usize; 6],
-    cs_sel: usize,
+    /// Each segment register's selector.
+    seg_sel: [usize; 6],
     tlb: crate::mmu::TlbLayout,
     gpr: usize,
     rip: usize,
@@ -420,6 +447,7 @@ struct Layout {
     fl_dst: usize,
     fl_src: usize,
     fl_res: usize,
+    fl_cin: usize,
 }
 
 impl Layout {
@@ -430,10 +458,11 @@ impl Layout {
         let flags = &core.cpu.flags as *const Flags as usize - base;
         let l = Flags::layout();
         let seg_base = std::array::from_fn(|i| &core.cpu.seg[i].base as *const u64 as usize - base);
-        let cs_sel = &core.cpu.seg[crate::cpu::CS].selector as *const u16 as usize - base;
+        let seg_sel =
+            std::array::from_fn(|i| &core.cpu.seg[i].selector as *const u16 as usize - base);
         Layout {
             seg_base,
-            cs_sel,
+            seg_sel,
             tlb: crate::mmu::Tlb::layout(),
             gpr,
             rip,
@@ -446,6 +475,7 @@ impl Layout {
             fl_dst: flags + l.dst,
             fl_src: flags + l.src,
             fl_res: flags + l.res,
+            fl_cin: flags + l.cin,
         }
     }
 
@@ -467,6 +497,15 @@ unsafe extern "sysv64" fn tramp(ctx: *mut JitCtx, f: *const Fast, ins: *const In
     // `run`, whose core nothing else borrows while translated code runs,
     // and `f`/`ins` point into the block `run` holds a reference to.
     let (ctx, f, ins) = unsafe { (&mut *ctx, &*f, &*ins) };
+    if !ctx.tramps.is_null() {
+        let i = ins.code() as usize
+            + usize::from(ins.has_lock_prefix()) * iced_x86::Code::values().len();
+        // SAFETY: a non-null `tramps` points at the `Jit`'s counters, two
+        // per instruction code (`i` is below that), alive for the run
+        // (`run` set it from `&Jit`).
+        let c = unsafe { &*ctx.tramps.add(i) };
+        c.set(c.get() + 1);
+    }
     // SAFETY: as above; this is the only reference to the core now.
     let core = unsafe { &mut *ctx.core };
     let epoch = core.tlb.epoch;
@@ -510,18 +549,16 @@ fn native(f: &Fast) -> bool {
         Kind::Nop => true,
         Kind::Mov => is_reg(f.dst) && matches!(f.src, Loc::Reg(_) | Loc::Imm),
         Kind::Lea => wide(f) && is_reg(f.dst),
-        Kind::Alu(op) => {
-            !matches!(op, Alu::Adc | Alu::Sbb)
-                && is_reg(f.dst)
-                && matches!(f.src, Loc::Reg(_) | Loc::Imm)
-        }
+        Kind::Alu(_) => is_reg(f.dst) && matches!(f.src, Loc::Reg(_) | Loc::Imm),
         Kind::Jmp | Kind::Jcc(_) => f.src == Loc::Imm,
         Kind::Inc | Kind::Dec => wide(f) && is_reg(f.dst),
         Kind::Imul2 => wide(f) && is_reg(f.dst) && is_reg(f.src),
         Kind::Setcc(_) => is_reg(f.dst),
         Kind::Cmovcc(_) => wide(f) && is_reg(f.dst) && is_reg(f.src),
         Kind::Movzx | Kind::Movsx => wide(f) && is_reg(f.dst) && is_reg(f.src),
-        Kind::Shl | Kind::Shr | Kind::Sar => wide(f) && is_reg(f.dst) && f.src == Loc::Imm,
+        Kind::Shl | Kind::Shr | Kind::Sar => {
+            wide(f) && is_reg(f.dst) && matches!(f.src, Loc::Imm | Loc::Reg(1))
+        }
         _ => false,
     }
 }
@@ -550,10 +587,64 @@ fn byte_reg(l: &Layout, r: u8) -> i32 {
     (l.gpr + 8 * g + hi) as i32
 }
 
+/// What the host's RFLAGS hold at a point of a translation, for the
+/// conditions (Jcc, SETcc, CMOVcc) and carries (ADC, SBB, INC/DEC) that
+/// read the guest's.
+#[derive(Clone, Copy)]
+pub(super) struct HostFlags {
+    /// They are the guest's arithmetic flags (all but CF after INC/DEC,
+    /// `incdec`).
+    live: bool,
+    incdec: bool,
+    /// The guest's flags were last set by native ALU operation `(op,
+    /// size)`, whose operands the lazy record holds (both the native form
+    /// and its interpreter slow path record them): redoing it on them
+    /// gives the host the guest's flags again.
+    redo: Option<(Alu, u8)>,
+}
+
+impl HostFlags {
+    const UNKNOWN: HostFlags = HostFlags {
+        live: false,
+        incdec: false,
+        redo: None,
+    };
+
+    /// Makes the host's flags the guest's for condition `cc` when that is
+    /// possible without calling out: true when they are.
+    fn make_live(&mut self, a: &mut Asm, l: &Layout, cc: u8) -> bool {
+        if self.live && !(reads_cf(cc) && self.incdec) {
+            return true;
+        }
+        let Some((op, size)) = self.redo else {
+            return false;
+        };
+        mem::redo_alu(a, l, op, size);
+        self.live = true;
+        self.incdec = false;
+        true
+    }
+
+    /// After an instruction that leaves the guest's flags alone but whose
+    /// emitted code may change the host's.
+    fn clobbered(&mut self) {
+        self.live = false;
+    }
+
+    /// After native ALU operation `op` at `size` bits.
+    fn alu(op: Alu, size: u8) -> HostFlags {
+        HostFlags {
+            live: true,
+            incdec: false,
+            redo: Some((op, size)),
+        }
+    }
+}
+
 /// ECX = 1 when guest condition `cc` holds, else 0: from the host's
-/// flags when they are live (`fused`), else through [`cond`].
-fn cond_to_ecx(a: &mut Asm, cc: u8, fused: bool) {
-    if fused {
+/// flags when they can be made live, else through [`cond`].
+fn cond_to_ecx(a: &mut Asm, l: &Layout, cc: u8, fl: &mut HostFlags) {
+    if fl.make_live(a, l, cc) {
         match cc & 15 {
             0 => dynasm!(a ; seto cl),
             1 => dynasm!(a ; setno cl),
@@ -728,10 +819,12 @@ fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32))
     );
 }
 
-/// Emits RDTSC (the host's TSC plus the guest's offset, as
-/// `exec::system::rdtsc`) and NOT of a 32/64-bit register natively, with
-/// the trampoline as the slow path (RDTSC while CR4.TSD is set). False
-/// when `ins` is neither.
+/// Emits natively, for instructions the fast forms leave to the
+/// interpreter: RDTSC (the host's TSC plus the guest's offset, as
+/// `exec::system::rdtsc`, with the trampoline as the slow path while
+/// CR4.TSD is set), and on 32/64-bit registers NOT, NEG, BSWAP, CDQE and
+/// MOV from a segment register. False when `ins` is none of these; else
+/// `fl` is updated to what the host's flags hold after it.
 fn emit_generic_native(
     a: &mut Asm,
     l: &Layout,
@@ -739,6 +832,7 @@ fn emit_generic_native(
     ins: &Instruction,
     i: u32,
     exit: Label,
+    fl: &mut HostFlags,
 ) -> bool {
     use iced_x86::Mnemonic;
     if f.kind != Kind::Generic || ins.has_lock_prefix() {
@@ -764,15 +858,63 @@ fn emit_generic_native(
             );
             emit_tramp(a, f, ins, i, exit);
             dynasm!(a ; =>done);
+            fl.clobbered();
             true
         }
-        Mnemonic::Not => {
+        Mnemonic::Cdqe => {
+            dynasm!(a
+                ; movsxd rax, DWORD [rbx + l.reg(0)]
+                ; mov QWORD [rbx + l.reg(0)], rax
+            );
+            true
+        }
+        Mnemonic::Not | Mnemonic::Neg | Mnemonic::Bswap => {
             let Some((n, size)) = wide_gpr_operand0(ins) else {
                 return false;
             };
             mem::get_reg(a, l, RAX, n, size);
-            dynasm!(a ; not rax);
+            match (ins.mnemonic(), size) {
+                (Mnemonic::Not, _) => dynasm!(a ; not rax),
+                (Mnemonic::Bswap, 64) => dynasm!(a ; bswap rax),
+                (Mnemonic::Bswap, _) => dynasm!(a ; bswap eax),
+                (_, s) => {
+                    // As the interpreter: SUB of the operand from zero.
+                    dynasm!(a
+                        ; mov QWORD [rbx + l.fl_src as i32], rax
+                        ; mov QWORD [rbx + l.fl_dst as i32], 0
+                    );
+                    if s == 64 {
+                        dynasm!(a ; neg rax);
+                    } else {
+                        dynasm!(a ; neg eax);
+                    }
+                    dynasm!(a
+                        ; mov QWORD [rbx + l.fl_res as i32], rax
+                        ; mov BYTE [rbx + l.fl_op as i32], FlagOp::Sub as i8
+                        ; mov DWORD [rbx + l.fl_size as i32], i32::from(s)
+                    );
+                    *fl = HostFlags::alu(Alu::Sub, s);
+                }
+            }
+            // NOT and BSWAP change no flags, and storing keeps the host's.
             mem::put_reg(a, l, n, size);
+            true
+        }
+        Mnemonic::Mov => {
+            // From a segment register to a 32/64-bit register: the
+            // selector, zero-extended.
+            let sreg = ins.op_register(1);
+            if ins.op_count() != 2 || !sreg.is_segment_register() {
+                return false;
+            }
+            let Some((n, _)) = wide_gpr_operand0(ins) else {
+                return false;
+            };
+            let s = (sreg as usize - iced_x86::Register::ES as usize).min(5);
+            dynasm!(a
+                ; movzx eax, WORD [rbx + l.seg_sel[s] as i32]
+                ; mov QWORD [rbx + l.reg(n)], rax
+            );
             true
         }
         _ => false,
@@ -966,20 +1108,135 @@ fn set_index(a: &mut Asm, i: u32) {
     dynasm!(a ; mov r13b, i as i8);
 }
 
+/// Keeps the guest's CF in the flags' bits, as INC/DEC do first: from the
+/// host's CF when it is the guest's, else through [`pin_cf`].
+fn pin_guest_cf(a: &mut Asm, l: &Layout, fl: &HostFlags) {
+    if fl.live && !fl.incdec {
+        let cf = crate::flags::CF as i32;
+        dynasm!(a
+            ; setb dl
+            ; movzx edx, dl
+            ; and QWORD [rbx + l.fl_bits as i32], !cf
+            ; or QWORD [rbx + l.fl_bits as i32], rdx
+        );
+    } else {
+        dynasm!(a ; mov rdi, rbx);
+        call(a, pin_cf as *const () as u64);
+    }
+}
+
+/// INC or DEC (`kind`) of RAX at `size` bits, recorded in the lazy flags
+/// as the interpreter does (CF pinned before, [`pin_guest_cf`]); the
+/// host's flags are then the guest's but for CF.
+fn incdec(a: &mut Asm, l: &Layout, kind: Kind, size: u8) {
+    dynasm!(a
+        ; mov QWORD [rbx + l.fl_dst as i32], rax
+        ; mov QWORD [rbx + l.fl_src as i32], 1
+    );
+    incdec_op(a, kind, size);
+    let fop = if kind == Kind::Inc {
+        FlagOp::Inc
+    } else {
+        FlagOp::Dec
+    };
+    dynasm!(a
+        ; mov QWORD [rbx + l.fl_res as i32], rax
+        ; mov BYTE [rbx + l.fl_op as i32], fop as i8
+        ; mov DWORD [rbx + l.fl_size as i32], i32::from(size)
+    );
+}
+
+/// SHL/SHR/SAR of a 32/64-bit register by an immediate or by CL, as
+/// `shift_ri` and the interpreter do it: no flag change for a zero count
+/// (a 32-bit register still written, zero-extended); else CF the last
+/// bit out, SF/ZF/PF of the result, OF as the interpreter computes it for
+/// every count, AF clear.
+fn emit_shift(a: &mut Asm, l: &Layout, f: &Fast) {
+    let bits = f.size as i8;
+    let count_mask = if bits == 64 { 63 } else { 31 };
+    let r = reg_of(f.dst);
+    mem::get_reg(a, l, RAX, r, f.size);
+    let zero = a.new_dynamic_label();
+    if f.src == Loc::Imm {
+        let n = (f.imm as u32) & count_mask;
+        if n == 0 {
+            dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
+            return;
+        }
+        dynasm!(a ; mov ecx, n as i32);
+    } else {
+        dynasm!(a
+            ; mov ecx, DWORD [rbx + l.reg(1)]
+            ; and ecx, count_mask as i32
+            ; jz =>zero
+        );
+    }
+    dynasm!(a ; mov r9, rax);
+    match (f.kind, bits) {
+        (Kind::Shl, 64) => dynasm!(a ; shl rax, cl),
+        (Kind::Shl, _) => dynasm!(a ; shl eax, cl),
+        (Kind::Shr, 64) => dynasm!(a ; shr rax, cl),
+        (Kind::Shr, _) => dynasm!(a ; shr eax, cl),
+        (_, 64) => dynasm!(a ; sar rax, cl),
+        _ => dynasm!(a ; sar eax, cl),
+    }
+    dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
+    host_szp(a, true);
+    match f.kind {
+        // OF = MSB(result) ^ CF.
+        Kind::Shl => dynasm!(a
+            ; mov r8, rax
+            ; shr r8, bits - 1
+            ; xor r8d, edx
+            ; and r8d, 1
+            ; shl r8d, 11
+            ; or edx, r8d
+        ),
+        // OF = MSB(operand).
+        Kind::Shr => dynasm!(a
+            ; shr r9, bits - 1
+            ; and r9d, 1
+            ; shl r9d, 11
+            ; or edx, r9d
+        ),
+        _ => {}
+    }
+    emit_eager(a, l);
+    if f.src != Loc::Imm {
+        let done = a.new_dynamic_label();
+        dynasm!(a
+            ; jmp =>done
+            ; =>zero
+            ; mov QWORD [rbx + l.reg(r)], rax
+            ; =>done
+        );
+    }
+}
+
+/// RAX = RAX plus or minus one (INC or DEC, `kind`) at `size` bits.
+fn incdec_op(a: &mut Asm, kind: Kind, size: u8) {
+    match (kind == Kind::Inc, size) {
+        (true, 64) => dynasm!(a ; inc rax),
+        (true, 32) => dynasm!(a ; inc eax),
+        (true, 16) => dynasm!(a ; inc ax),
+        (true, _) => dynasm!(a ; inc al),
+        (false, 64) => dynasm!(a ; dec rax),
+        (false, 32) => dynasm!(a ; dec eax),
+        (false, 16) => dynasm!(a ; dec ax),
+        (false, _) => dynasm!(a ; dec al),
+    }
+}
+
 /// Emits the native form of `f` (one of [`native`]'s).
 ///
-/// `flags_live`: the host's RFLAGS hold the guest's arithmetic flags (the
-/// previous instruction was a native ALU operation, or INC/DEC when
-/// `incdec_before`, whose host CF is not the guest's).
-#[allow(clippy::too_many_arguments)]
+/// `fl`: what the host's flags hold before it; updated to after it.
 fn emit_native(
     a: &mut Asm,
     l: &Layout,
     f: &Fast,
     i: u32,
     exit: Label,
-    flags_live: bool,
-    incdec_before: bool,
+    fl: &mut HostFlags,
     top: Top,
 ) {
     match f.kind {
@@ -999,6 +1256,9 @@ fn emit_native(
             dynasm!(a ; mov QWORD [rbx + l.reg(reg_of(f.dst))], rax);
         }
         Kind::Alu(op) => {
+            if matches!(op, Alu::Adc | Alu::Sbb) {
+                mem::carry_to_r8(a, l, fl);
+            }
             mem::get_reg(a, l, RAX, reg_of(f.dst), f.size);
             match f.src {
                 Loc::Imm => mov_imm(a, RCX, f.imm),
@@ -1012,7 +1272,7 @@ fn emit_native(
         Kind::Jcc(cc) => {
             // Not taken: on with the next instruction.
             let skip = a.new_dynamic_label();
-            if flags_live && !(reads_cf(cc) && incdec_before) {
+            if fl.make_live(a, l, cc) {
                 jcc_host(a, cc ^ 1, skip);
             } else {
                 call_cond(a, cc);
@@ -1025,60 +1285,21 @@ fn emit_native(
             dynasm!(a ; =>skip);
         }
         Kind::Inc | Kind::Dec => {
-            let fl = crate::flags::CF as i32;
-            if flags_live && !incdec_before {
-                dynasm!(a
-                    ; setb dl
-                    ; movzx edx, dl
-                    ; and QWORD [rbx + l.fl_bits as i32], !fl
-                    ; or QWORD [rbx + l.fl_bits as i32], rdx
-                );
-            } else {
-                dynasm!(a ; mov rdi, rbx);
-                call(a, pin_cf as *const () as u64);
-            }
+            pin_guest_cf(a, l, fl);
             let r = reg_of(f.dst);
             mem::get_reg(a, l, RAX, r, f.size);
-            dynasm!(a
-                ; mov QWORD [rbx + l.fl_dst as i32], rax
-                ; mov QWORD [rbx + l.fl_src as i32], 1
-            );
-            let fop = match (f.kind, f.size) {
-                (Kind::Inc, 64) => {
-                    dynasm!(a ; inc rax);
-                    FlagOp::Inc
-                }
-                (Kind::Inc, _) => {
-                    dynasm!(a ; inc eax);
-                    FlagOp::Inc
-                }
-                (_, 64) => {
-                    dynasm!(a ; dec rax);
-                    FlagOp::Dec
-                }
-                _ => {
-                    dynasm!(a ; dec eax);
-                    FlagOp::Dec
-                }
-            };
-            dynasm!(a
-                ; mov QWORD [rbx + l.fl_res as i32], rax
-                ; mov BYTE [rbx + l.fl_op as i32], fop as i8
-                ; mov DWORD [rbx + l.fl_size as i32], i32::from(f.size)
-                ; mov QWORD [rbx + l.reg(r)], rax
-            );
+            incdec(a, l, f.kind, f.size);
+            dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
         }
         Kind::Jmp => branch_to(a, l, f, i, exit, top),
         Kind::Setcc(cc) => {
-            let fused = flags_live && !(reads_cf(cc) && incdec_before);
-            cond_to_ecx(a, cc, fused);
+            cond_to_ecx(a, l, cc, fl);
             dynasm!(a ; mov BYTE [rbx + byte_reg(l, reg_of(f.dst))], cl);
         }
         Kind::Cmovcc(cc) => {
             // As `cmov_rr`: the destination is written either way (a
             // 32-bit one zero-extended).
-            let fused = flags_live && !(reads_cf(cc) && incdec_before);
-            cond_to_ecx(a, cc, fused);
+            cond_to_ecx(a, l, cc, fl);
             mem::get_reg(a, l, RAX, reg_of(f.dst), f.size);
             mem::get_reg(a, l, RDX, reg_of(f.src), f.size);
             dynasm!(a
@@ -1131,50 +1352,7 @@ fn emit_native(
             );
             emit_eager(a, l);
         }
-        Kind::Shl | Kind::Shr | Kind::Sar => {
-            // As `shift_ri`: no flag change for a zero count; else CF the
-            // last bit out, SF/ZF/PF of the result, OF as the
-            // interpreter computes it for every count, AF clear.
-            let bits = f.size as i8;
-            let n = ((f.imm as u32) & if bits == 64 { 63 } else { 31 }) as i8;
-            let r = reg_of(f.dst);
-            mem::get_reg(a, l, RAX, r, f.size);
-            if n != 0 {
-                dynasm!(a ; mov rcx, rax);
-                match (f.kind, bits) {
-                    (Kind::Shl, 64) => dynasm!(a ; shl rax, n),
-                    (Kind::Shl, _) => dynasm!(a ; shl eax, n),
-                    (Kind::Shr, 64) => dynasm!(a ; shr rax, n),
-                    (Kind::Shr, _) => dynasm!(a ; shr eax, n),
-                    (_, 64) => dynasm!(a ; sar rax, n),
-                    _ => dynasm!(a ; sar eax, n),
-                }
-            }
-            dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
-            if n != 0 {
-                host_szp(a, true);
-                match f.kind {
-                    // OF = MSB(result) ^ CF.
-                    Kind::Shl => dynasm!(a
-                        ; mov r8, rax
-                        ; shr r8, bits - 1
-                        ; xor r8d, edx
-                        ; and r8d, 1
-                        ; shl r8d, 11
-                        ; or edx, r8d
-                    ),
-                    // OF = MSB(operand).
-                    Kind::Shr => dynasm!(a
-                        ; shr rcx, bits - 1
-                        ; and ecx, 1
-                        ; shl ecx, 11
-                        ; or edx, ecx
-                    ),
-                    _ => {}
-                }
-                emit_eager(a, l);
-            }
-        }
+        Kind::Shl | Kind::Shr | Kind::Sar => emit_shift(a, l, f),
         _ => {}
     }
 }
@@ -1202,7 +1380,7 @@ fn emit(
         ; push r15
         ; mov r12, rdi
         ; mov rbx, QWORD [rdi + std::mem::offset_of!(JitCtx, core) as i32]
-        ; movzx r15d, WORD [rbx + l.cs_sel as i32]
+        ; movzx r15d, WORD [rbx + l.seg_sel[crate::cpu::CS] as i32]
         ; and r15d, 3
         ; cmp r15d, 3
         ; mov r15d, i32::from(crate::mmu::PERM_SR)
@@ -1225,31 +1403,58 @@ fn emit(
         links,
     };
     let n = b.fast.len() as u32;
-    let mut flags_live = false;
-    let mut incdec_before = false;
+    let mut fl = HostFlags::UNKNOWN;
     for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
         let i = i as u32;
         if native(f) {
-            emit_native(&mut a, &l, f, i, exit, flags_live, incdec_before, top);
-            flags_live = matches!(f.kind, Kind::Alu(_) | Kind::Inc | Kind::Dec);
-            incdec_before = matches!(f.kind, Kind::Inc | Kind::Dec);
+            emit_native(&mut a, &l, f, i, exit, &mut fl, top);
+            match f.kind {
+                Kind::Alu(op) => fl = HostFlags::alu(op, f.size),
+                Kind::Inc | Kind::Dec => {
+                    fl = HostFlags {
+                        live: true,
+                        incdec: true,
+                        redo: None,
+                    }
+                }
+                // They write the guest's flags eagerly.
+                Kind::Imul2 | Kind::Shl | Kind::Shr | Kind::Sar => fl = HostFlags::UNKNOWN,
+                // Guest flags untouched, host flags changed by the
+                // emitted address arithmetic or TEST.
+                Kind::Lea | Kind::Cmovcc(_) => fl.clobbered(),
+                // Jcc and SETcc leave the flags as `make_live` left them;
+                // MOV, MOVZX/MOVSX, NOP change neither.
+                _ => {}
+            }
             continue;
         }
-        incdec_before = false;
-        flags_live = false;
         if mem::native_mem(f) {
-            mem::emit_mem_form(&mut a, &l, f, ins, i, exit, top);
-            flags_live = matches!(f.kind, Kind::Alu(_));
+            mem::emit_mem_form(&mut a, &l, f, ins, i, exit, &mut fl, top);
+            match f.kind {
+                Kind::Alu(op) => fl = HostFlags::alu(op, f.size),
+                Kind::Inc | Kind::Dec => {
+                    fl = HostFlags {
+                        live: true,
+                        incdec: true,
+                        redo: None,
+                    }
+                }
+                // Loads, stores, PUSH/POP: the TLB lookup changes the
+                // host's flags only.
+                _ => fl.clobbered(),
+            }
             continue;
         }
         if let Some(rot) = native_rotate(f, ins) {
             emit_rotate(&mut a, &l, rot);
+            fl = HostFlags::UNKNOWN;
             continue;
         }
-        if emit_generic_native(&mut a, &l, f, ins, i, exit) {
+        if emit_generic_native(&mut a, &l, f, ins, i, exit, &mut fl) {
             continue;
         }
         emit_tramp(&mut a, f, ins, i, exit);
+        fl = HostFlags::UNKNOWN;
     }
     let ends_in_jump = b.fast.last().is_some_and(|f| {
         matches!(f.kind, Kind::Jmp | Kind::Call | Kind::Ret) && (native(f) || mem::native_mem(f))
@@ -1326,6 +1531,7 @@ pub fn run(
         attention: signal.attention.as_ptr().cast_const().cast(),
         kicked: signal.kicked.as_ptr().cast_const().cast(),
         jumps: jumps.e.as_ptr(),
+        tramps: jit.tramps.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
     };
     // SAFETY: `t.entry` is code our emitter produced (the caller got it
     // from `Jit::entry` in the buffer's current generation, so the buffer
