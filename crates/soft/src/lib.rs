@@ -105,7 +105,9 @@ impl Hypervisor for SoftHypervisor {
             | (1 << 24)
             | (1 << 25)
             | (1 << 26);
-        let ecx1 = (1 << 13) | (1 << 23) | (1 << 31);
+        // CX16, POPCNT, TSC-deadline (bit 24: Linux then skips its 100 ms
+        // calibration of the APIC timer against the PIT), hypervisor.
+        let ecx1 = (1 << 13) | (1 << 23) | (1 << 24) | (1 << 31);
         // The AMD leaf mirrors bits 0-9 (fpu..apic), 12-17 (mtrr..pse36),
         // 23 (mmx) and 24 (fxsr) of leaf 1.
         let edx81 = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29) | (edx1 & 0x0183_f3ff);

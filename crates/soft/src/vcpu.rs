@@ -28,6 +28,53 @@ pub fn host_tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// The host TSC against the monotonic clock, from a reading taken when
+/// the VM got its memory: its rate is measured over everything since, so
+/// it is as fine as the guest is old (a Linux guest arms its first TSC
+/// deadline a few hundred milliseconds in).
+pub struct TscClock {
+    t0: Instant,
+    tsc0: u64,
+}
+
+impl TscClock {
+    /// Shortest span the rate is measured over.
+    const MIN_SPAN: Duration = Duration::from_millis(10);
+    /// Longest wait a deadline is turned into (the guest may write any
+    /// 64-bit value).
+    const MAX_WAIT: Duration = Duration::from_secs(1 << 20);
+
+    pub fn new() -> TscClock {
+        TscClock {
+            t0: Instant::now(),
+            tsc0: host_tsc(),
+        }
+    }
+
+    /// When the TSC will have advanced by `ticks` from now.
+    pub fn after(&self, ticks: u64) -> Instant {
+        // A VM this young has no rate worth the name yet: wait for one
+        // (at most once, in its first milliseconds).
+        while self.t0.elapsed() < Self::MIN_SPAN {
+            std::hint::spin_loop();
+        }
+        let now = Instant::now();
+        let span = now.duration_since(self.t0).as_secs_f64();
+        let hz = host_tsc().wrapping_sub(self.tsc0) as f64 / span;
+        if !hz.is_normal() || hz <= 0.0 {
+            return now;
+        }
+        let wait = Duration::try_from_secs_f64(ticks as f64 / hz).unwrap_or(Self::MAX_WAIT);
+        now + wait.min(Self::MAX_WAIT)
+    }
+}
+
+impl Default for TscClock {
+    fn default() -> Self {
+        TscClock::new()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
     Running,

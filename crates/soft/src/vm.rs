@@ -18,6 +18,8 @@ use crate::vcpu::SoftVcpu;
 pub struct Shared {
     pub ram: Ram,
     pub irq: OnceLock<Arc<IrqChip>>,
+    /// Turns TSC deadlines into instants.
+    pub tsc: crate::vcpu::TscClock,
 }
 
 /// Wakes one vCPU thread: for interrupts, start-up IPIs and kicks.
@@ -113,6 +115,7 @@ impl Vm for SoftVm {
         let shared = Arc::new(Shared {
             ram: Ram::new(memory),
             irq: OnceLock::new(),
+            tsc: crate::vcpu::TscClock::new(),
         });
         self.shared
             .set(shared)

@@ -1,6 +1,8 @@
 //! The local APIC of one vCPU: ID, TPR/PPR, IRR/ISR/TMR, EOI, spurious
 //! vector, LVT entries, the timer (one-shot and periodic on a 1 GHz
-//! clock; TSC-deadline is not offered) and the ICR for IPIs.
+//! clock, and TSC-deadline: the engine that owns the TSC turns a deadline
+//! into an instant, [`LocalApic::set_tsc_deadline`]) and the ICR for
+//! IPIs.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,9 @@ pub struct LocalApic {
     timer_div: u32,
     timer_start: Instant,
     timer_fired: u64,
+    /// IA32_TSC_DEADLINE (0: disarmed) and when it falls due.
+    tsc_deadline: u64,
+    tsc_due: Option<Instant>,
 }
 
 /// LVT indices.
@@ -50,6 +55,8 @@ impl LocalApic {
             timer_div: 1,
             timer_start: now,
             timer_fired: 0,
+            tsc_deadline: 0,
+            tsc_due: None,
         };
         if id == 0 {
             // The BSP's LINT0 passes the PIC through (ExtINT), as KVM does.
@@ -130,7 +137,37 @@ impl LocalApic {
         (self.lvt[LVT_TIMER] >> 17) & 3 == 1
     }
 
+    /// The timer is in TSC-deadline mode (LVT timer mode 2).
+    fn tsc_mode(&self) -> bool {
+        (self.lvt[LVT_TIMER] >> 17) & 3 == 2
+    }
+
+    /// IA32_TSC_DEADLINE as the guest reads it: 0 outside TSC-deadline
+    /// mode and once the deadline has fired.
+    pub fn tsc_deadline(&self) -> u64 {
+        if self.tsc_mode() {
+            self.tsc_deadline
+        } else {
+            0
+        }
+    }
+
+    /// A guest write of IA32_TSC_DEADLINE, `due` being when the TSC
+    /// reaches `v` (None for 0, which disarms). Ignored outside
+    /// TSC-deadline mode, as the SDM says. True when the timer changed.
+    pub fn set_tsc_deadline(&mut self, v: u64, due: Option<Instant>) -> bool {
+        if !self.tsc_mode() {
+            return false;
+        }
+        self.tsc_deadline = v;
+        self.tsc_due = if v == 0 { None } else { due };
+        true
+    }
+
     pub fn timer_deadline(&self) -> Option<Instant> {
+        if self.tsc_mode() {
+            return self.tsc_due;
+        }
         let p = self.timer_period()?;
         if !self.periodic() && self.timer_fired > 0 {
             return None;
@@ -145,6 +182,11 @@ impl LocalApic {
         };
         if d > now {
             return false;
+        }
+        if self.tsc_mode() {
+            // A TSC deadline fires once and reads back as 0.
+            self.tsc_deadline = 0;
+            self.tsc_due = None;
         }
         self.timer_fired += 1;
         if self.periodic() {
@@ -163,6 +205,9 @@ impl LocalApic {
     }
 
     fn timer_current(&self, now: Instant) -> u32 {
+        if self.tsc_mode() {
+            return 0;
+        }
         let Some(p) = self.timer_period() else {
             return 0;
         };
@@ -241,9 +286,28 @@ impl LocalApic {
             0x320..=0x370 => {
                 let i = ((off - 0x320) / 0x10) as usize;
                 let v = if self.enabled() { v } else { v | LVT_MASKED };
-                // The timer mode bits: TSC-deadline (2) is not offered.
-                self.lvt[i] = if i == LVT_TIMER { v & !(1 << 18) } else { v };
+                if i == LVT_TIMER {
+                    // Mode 3 is reserved (kept as periodic); a change
+                    // of mode disarms the timer.
+                    let v = if (v >> 17) & 3 == 3 {
+                        v & !(1 << 18)
+                    } else {
+                        v
+                    };
+                    let changed = (v ^ self.lvt[i]) & (3 << 17) != 0;
+                    self.lvt[i] = v;
+                    if changed {
+                        self.timer_init = 0;
+                        self.tsc_deadline = 0;
+                        self.tsc_due = None;
+                        return Effect::TimerChanged;
+                    }
+                } else {
+                    self.lvt[i] = v;
+                }
             }
+            // The initial count means nothing in TSC-deadline mode.
+            0x380 if self.tsc_mode() => {}
             0x380 => {
                 self.timer_init = v;
                 self.timer_start = now;
@@ -305,5 +369,38 @@ mod tests {
         assert!(a.poll_timer(t + Duration::from_micros(2)));
         assert!(!a.poll_timer(t + Duration::from_micros(4)));
         assert_eq!(a.pending(), Some(0xef));
+    }
+
+    #[test]
+    fn tsc_deadline_fires_once_and_only_in_its_mode() {
+        let t = Instant::now();
+        let mut a = LocalApic::new(0, t);
+        a.write(0xf0, 0x1ff, t);
+        // One-shot mode: the MSR is ignored and reads 0.
+        a.write(0x320, 0xec, t);
+        assert!(!a.set_tsc_deadline(5, Some(t)));
+        assert_eq!(a.tsc_deadline(), 0);
+        // TSC-deadline mode.
+        assert_eq!(a.write(0x320, 0xec | (2 << 17), t), Effect::TimerChanged);
+        let due = t + Duration::from_micros(10);
+        assert!(a.set_tsc_deadline(1234, Some(due)));
+        assert_eq!(a.tsc_deadline(), 1234);
+        assert_eq!(a.timer_deadline(), Some(due));
+        // The initial count does nothing here.
+        a.write(0x380, 1, t);
+        assert!(!a.poll_timer(t + Duration::from_micros(5)));
+        assert!(a.poll_timer(due));
+        assert_eq!(a.pending(), Some(0xec));
+        assert_eq!(a.tsc_deadline(), 0);
+        assert_eq!(a.timer_deadline(), None);
+        assert!(!a.poll_timer(due + Duration::from_secs(1)));
+        // Writing 0 disarms; a change of mode disarms too.
+        a.set_tsc_deadline(99, Some(due));
+        a.set_tsc_deadline(0, Some(due));
+        assert_eq!(a.timer_deadline(), None);
+        a.set_tsc_deadline(99, Some(due));
+        a.write(0x320, 0xec, t);
+        assert_eq!(a.timer_deadline(), None);
+        assert_eq!(a.tsc_deadline(), 0);
     }
 }

@@ -220,6 +220,27 @@ impl IrqChip {
         self.wake(wake);
     }
 
+    /// IA32_TSC_DEADLINE of vCPU `cpu` (see [`LocalApic::tsc_deadline`]).
+    pub fn tsc_deadline(&self, cpu: usize) -> u64 {
+        self.lock()
+            .lapics
+            .get(cpu)
+            .map_or(0, LocalApic::tsc_deadline)
+    }
+
+    /// A write of vCPU `cpu`'s IA32_TSC_DEADLINE, due at `due` (see
+    /// [`LocalApic::set_tsc_deadline`]).
+    pub fn set_tsc_deadline(&self, cpu: usize, v: u64, due: Option<Instant>) {
+        let changed = self
+            .lock()
+            .lapics
+            .get_mut(cpu)
+            .is_some_and(|a| a.set_tsc_deadline(v, due));
+        if changed {
+            self.wake(vec![cpu]);
+        }
+    }
+
     pub fn set_tpr(&self, cpu: usize, tpr: u8) {
         if let Some(a) = self.lock().lapics.get_mut(cpu) {
             a.tpr = tpr;

@@ -180,6 +180,11 @@ pub fn rdmsr_value(core: &Core, index: u32) -> Option<u64> {
         msr::TSC_ADJUST => c.msr.tsc_adjust,
         msr::HWCR => c.msr.hwcr,
         msr::NB_CFG => c.msr.nb_cfg,
+        msr::TSC_DEADLINE => core
+            .shared
+            .irq
+            .get()
+            .map_or(0, |irq| irq.tsc_deadline(core.index)),
         _ => return None,
     })
 }
@@ -231,6 +236,15 @@ pub fn wrmsr_value(core: &mut Core, index: u32, v: u64) -> bool {
         msr::PATCH_LEVEL => {}
         msr::HWCR => c.msr.hwcr = v | (1 << 24),
         msr::NB_CFG => c.msr.nb_cfg = v,
+        msr::TSC_DEADLINE => {
+            if let Some(irq) = core.shared.irq.get() {
+                let now = crate::vcpu::host_tsc().wrapping_add(c.msr.tsc_offset);
+                // A deadline already passed fires at once.
+                let ahead = v.saturating_sub(now);
+                let due = (v != 0).then(|| core.shared.tsc.after(ahead));
+                irq.set_tsc_deadline(core.index, v, due);
+            }
+        }
         _ => return false,
     }
     true

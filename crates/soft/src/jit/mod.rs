@@ -285,6 +285,10 @@ pub struct Jit {
     /// Trampoline calls by iced-x86 instruction code, kept with
     /// `VESSEL_SOFT_JIT_STATS` (statistics).
     tramps: Option<Box<[Cell<u64>]>>,
+    /// `/tmp/perf-PID.map`, written with `VESSEL_SOFT_PERF_MAP=1` so
+    /// `perf report` names translated code by the guest address of its
+    /// block (profiling).
+    perf_map: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Jit {
@@ -311,6 +315,14 @@ impl Jit {
                 hot,
                 translated: 0,
                 translate_time: std::time::Duration::ZERO,
+                perf_map: std::env::var_os("VESSEL_SOFT_PERF_MAP")
+                    .and_then(|_| {
+                        let path = format!("/tmp/perf-{}.map", std::process::id());
+                        std::fs::File::create(&path)
+                            .map_err(|e| log::warn!("soft jit: {path}: {e}"))
+                            .ok()
+                    })
+                    .map(std::io::BufWriter::new),
                 tramps: std::env::var_os("VESSEL_SOFT_JIT_STATS").map(|_| {
                     (0..2 * iced_x86::Code::values().len())
                         .map(|_| Cell::new(0))
@@ -369,6 +381,10 @@ impl Jit {
         })?;
         let e = self.buf.put(&code).ok_or(Refused::Full)?;
         self.translated += 1;
+        if let Some(m) = &mut self.perf_map {
+            use std::io::Write;
+            let _ = writeln!(m, "{e:x} {:x} guest_{:x}", code.len(), b.lin);
+        }
         Ok(Translation {
             entry: e,
             chain: e + chain_off,
