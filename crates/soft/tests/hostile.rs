@@ -331,3 +331,45 @@ fn remapping_a_blocks_second_page_runs_the_new_bytes() {
     assert_eq!(go(&mut m, START), 1);
     assert_eq!(go(&mut m, REMAP), 0x0500_0001, "the old second page ran");
 }
+
+/// A fault in the middle of a translated block shows the guest's handler
+/// the flags of the instruction before it, even when an instruction after
+/// it overwrites them all (the translator drops flag work nothing reads,
+/// and a possible fault counts as a reader).
+#[test]
+fn a_fault_in_translated_code_sees_the_flags_before_it() {
+    let mut code = vec![
+        // Enough rounds for the loop's block to be translated.
+        0x41, 0xb8, 0x10, 0x27, 0, 0, // mov r8d, 10000
+        0xbe, 0x00, 0x80, 0, 0, // mov esi, 0x8000
+        0xb8, 1, 0, 0, 0, // mov eax, 1
+        0xbb, 2, 0, 0, 0, // mov ebx, 2
+        0x49, 0xb9, // mov r9, UNMAPPED
+    ];
+    code.extend_from_slice(&UNMAPPED.to_le_bytes());
+    let top = code.len();
+    code.extend_from_slice(&[
+        0x41, 0x83, 0xf8, 0x01, // cmp r8d, 1
+        0x49, 0x0f, 0x44, 0xf1, // cmove rsi, r9 (the last round reads unmapped memory)
+        0x48, 0x39, 0xd8, // cmp rax, rbx: CF, PF, AF, SF
+        0x48, 0x8b, 0x0e, // mov rcx, [rsi]
+        0x48, 0x01, 0xd2, // add rdx, rdx: overwrites every flag
+        0x41, 0xff, 0xc8, // dec r8d
+    ]);
+    let back = top as i64 - (code.len() as i64 + 2);
+    code.extend_from_slice(&[0x75, back as u8, 0xf4]); // jnz top; hlt
+    let mut m = machine(&code, true);
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
+    let (v, _, rip) = handled(&mut m);
+    assert_eq!(v, 14);
+    assert_eq!(rip, CODE + top as u64 + 11, "the load faulted");
+    let rsp = m.vcpu.regs().expect("regs").rsp;
+    let rflags: u64 = m
+        .mem
+        .read_obj(GuestAddress(rsp + 32))
+        .expect("stack in memory");
+    // CF, PF, AF and SF of 1 - 2; ZF and OF clear.
+    assert_eq!(rflags & 0x8d5, 0x95, "rflags {rflags:#x}");
+    assert_eq!(m.vcpu.regs().expect("regs").r8, 1, "in the last round");
+}

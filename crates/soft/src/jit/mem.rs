@@ -242,13 +242,21 @@ fn alu_op(a: &mut Asm, op: Alu, size: u8) {
 /// zero-extended from `size` bits (ADC and SBB: with the carry in R8D,
 /// see [`carry_to_r8`]): records the lazy flags as the interpreter's
 /// handlers do and leaves the result in RAX and the guest's arithmetic
-/// flags in the host's.
-pub(super) fn emit_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8) {
+/// flags in the host's. Without `record` (nothing reads the flags) only
+/// the operation.
+pub(super) fn emit_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8, record: bool) {
+    let carry = matches!(op, Alu::Adc | Alu::Sbb);
+    if !record {
+        if carry {
+            dynasm!(a ; bt r8d, 0);
+        }
+        alu_op(a, op, size);
+        return;
+    }
     dynasm!(a
         ; mov QWORD [rbx + l.fl_dst as i32], rax
         ; mov QWORD [rbx + l.fl_src as i32], rcx
     );
-    let carry = matches!(op, Alu::Adc | Alu::Sbb);
     if carry {
         dynasm!(a
             ; mov BYTE [rbx + l.fl_cin as i32], r8b
@@ -287,7 +295,8 @@ fn slow_unless_canonical(a: &mut Asm, slow: Label) {
 /// `i`, its trampoline as the slow path; `fl` is what the host's flags
 /// hold before it. After an ALU form the host's flags hold the guest's on
 /// both paths (the slow path redoes the operation on the operands the
-/// handler recorded), after INC/DEC all but CF.
+/// handler recorded), after INC/DEC all but CF. `dead`: nothing reads
+/// the flags it leaves, so none are recorded or redone.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn emit_mem_form(
     a: &mut Asm,
@@ -297,6 +306,7 @@ pub(super) fn emit_mem_form(
     i: u32,
     exit: Label,
     fl: &mut HostFlags,
+    dead: bool,
     top: Top,
 ) {
     let slow = a.new_dynamic_label();
@@ -307,7 +317,7 @@ pub(super) fn emit_mem_form(
     // flags.
     match f.kind {
         Kind::Alu(Alu::Adc | Alu::Sbb) => carry_to_r8(a, l, fl),
-        Kind::Inc | Kind::Dec => pin_guest_cf(a, l, fl),
+        Kind::Inc | Kind::Dec if !dead => pin_guest_cf(a, l, fl),
         _ => {}
     }
     match f.kind {
@@ -315,7 +325,7 @@ pub(super) fn emit_mem_form(
             emit_lin(a, l, &f.mem);
             emit_tlb(a, l, bytes, true, slow);
             load_mem(a, RAX, size, false);
-            incdec(a, l, f.kind, size);
+            incdec(a, l, f.kind, size, !dead);
             dynasm!(a ; mov rdx, rax);
             store_mem(a, size);
         }
@@ -345,7 +355,7 @@ pub(super) fn emit_mem_form(
             emit_tlb(a, l, bytes, false, slow);
             load_mem(a, RCX, size, false);
             get_reg(a, l, RAX, reg_of(f.dst), size);
-            emit_alu(a, l, op, size);
+            emit_alu(a, l, op, size, !dead);
             if !matches!(op, Alu::Cmp | Alu::Test) {
                 put_reg(a, l, reg_of(f.dst), size);
             }
@@ -359,7 +369,7 @@ pub(super) fn emit_mem_form(
                 Loc::Imm => mov_imm(a, RCX, f.imm),
                 s => get_reg(a, l, RCX, reg_of(s), size),
             }
-            emit_alu(a, l, op, size);
+            emit_alu(a, l, op, size, !dead);
             if !read_only {
                 dynasm!(a ; mov rdx, rax);
                 store_mem(a, size);
@@ -438,6 +448,7 @@ pub(super) fn emit_mem_form(
     // The handler recorded the operands; redo the operation for the
     // host's flags.
     match f.kind {
+        _ if dead => {}
         Kind::Alu(op) => redo_alu(a, l, op, size),
         Kind::Inc | Kind::Dec => {
             dynasm!(a ; mov rax, QWORD [rbx + l.fl_dst as i32]);

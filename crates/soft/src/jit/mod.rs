@@ -786,17 +786,21 @@ fn wide_gpr_operand0(ins: &Instruction) -> Option<(u8, u8)> {
 
 /// Emits a native ROL/ROR (see [`native_rotate`]): CF and OF as the
 /// interpreter sets them (OF by the count-1 rule for every count), the
-/// other flags kept; no flag change for a zero count.
-fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32)) {
+/// other flags kept; no flag change for a zero count, and none at all
+/// when nothing reads them (`dead`, see [`flags_dead_after`]).
+fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32), dead: bool) {
     if n == 0 {
         mem::get_reg(a, l, RAX, r, size);
         mem::put_reg(a, l, r, size);
         return;
     }
-    // The host's flags may be live, but their AF after a logic operation
-    // is not the interpreter's: materialise the guest's through it.
-    dynasm!(a ; mov rdi, rbx);
-    call(a, eager_flags as *const () as u64);
+    if !dead {
+        // The host's flags may be live, but their AF after a logic
+        // operation is not the interpreter's: materialise the guest's
+        // through it.
+        dynasm!(a ; mov rdi, rbx);
+        call(a, eager_flags as *const () as u64);
+    }
     mem::get_reg(a, l, RAX, r, size);
     let n8 = n as i8;
     match (left, size) {
@@ -806,6 +810,10 @@ fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32))
         (false, _) => dynasm!(a ; ror eax, n8),
     }
     mem::put_reg(a, l, r, size);
+    if dead {
+        // Nothing reads the CF and OF it sets.
+        return;
+    }
     let bits = size as i8;
     // ECX = CF, EDX = OF.
     if left {
@@ -841,6 +849,7 @@ fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32))
 /// CR4.TSD is set), and on 32/64-bit registers NOT, NEG, BSWAP, CDQE and
 /// MOV from a segment register. False when `ins` is none of these; else
 /// `fl` is updated to what the host's flags hold after it.
+#[allow(clippy::too_many_arguments)]
 fn emit_generic_native(
     a: &mut Asm,
     l: &Layout,
@@ -849,6 +858,7 @@ fn emit_generic_native(
     i: u32,
     exit: Label,
     fl: &mut HostFlags,
+    dead: bool,
 ) -> bool {
     use iced_x86::Mnemonic;
     if f.kind != Kind::Generic || ins.has_lock_prefix() {
@@ -893,6 +903,8 @@ fn emit_generic_native(
                 (Mnemonic::Not, _) => dynasm!(a ; not rax),
                 (Mnemonic::Bswap, 64) => dynasm!(a ; bswap rax),
                 (Mnemonic::Bswap, _) => dynasm!(a ; bswap eax),
+                (_, 64) if dead => dynasm!(a ; neg rax),
+                (_, _) if dead => dynasm!(a ; neg eax),
                 (_, s) => {
                     // As the interpreter: SUB of the operand from zero.
                     dynasm!(a
@@ -1144,7 +1156,11 @@ fn pin_guest_cf(a: &mut Asm, l: &Layout, fl: &HostFlags) {
 /// INC or DEC (`kind`) of RAX at `size` bits, recorded in the lazy flags
 /// as the interpreter does (CF pinned before, [`pin_guest_cf`]); the
 /// host's flags are then the guest's but for CF.
-fn incdec(a: &mut Asm, l: &Layout, kind: Kind, size: u8) {
+fn incdec(a: &mut Asm, l: &Layout, kind: Kind, size: u8, record: bool) {
+    if !record {
+        incdec_op(a, kind, size);
+        return;
+    }
     dynasm!(a
         ; mov QWORD [rbx + l.fl_dst as i32], rax
         ; mov QWORD [rbx + l.fl_src as i32], 1
@@ -1167,7 +1183,7 @@ fn incdec(a: &mut Asm, l: &Layout, kind: Kind, size: u8) {
 /// (a 32-bit register still written, zero-extended); else CF the last
 /// bit out, SF/ZF/PF of the result, OF as the interpreter computes it for
 /// every count, AF clear.
-fn emit_shift(a: &mut Asm, l: &Layout, f: &Fast) {
+fn emit_shift(a: &mut Asm, l: &Layout, f: &Fast, dead: bool) {
     let bits = f.size as i8;
     let count_mask = if bits == 64 { 63 } else { 31 };
     let r = reg_of(f.dst);
@@ -1197,6 +1213,11 @@ fn emit_shift(a: &mut Asm, l: &Layout, f: &Fast) {
         _ => dynasm!(a ; sar eax, cl),
     }
     dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
+    if dead {
+        // Nothing reads the flags it sets (only immediate counts, which
+        // always set them, are judged dead).
+        return;
+    }
     host_szp(a, true);
     match f.kind {
         // OF = MSB(result) ^ CF.
@@ -1246,6 +1267,7 @@ fn incdec_op(a: &mut Asm, kind: Kind, size: u8) {
 /// Emits the native form of `f` (one of [`native`]'s).
 ///
 /// `fl`: what the host's flags hold before it; updated to after it.
+#[allow(clippy::too_many_arguments)]
 fn emit_native(
     a: &mut Asm,
     l: &Layout,
@@ -1253,6 +1275,7 @@ fn emit_native(
     i: u32,
     exit: Label,
     fl: &mut HostFlags,
+    dead: bool,
     top: Top,
 ) {
     match f.kind {
@@ -1271,6 +1294,8 @@ fn emit_native(
             }
             dynasm!(a ; mov QWORD [rbx + l.reg(reg_of(f.dst))], rax);
         }
+        // A comparison nothing reads.
+        Kind::Alu(Alu::Cmp | Alu::Test) if dead => {}
         Kind::Alu(op) => {
             if matches!(op, Alu::Adc | Alu::Sbb) {
                 mem::carry_to_r8(a, l, fl);
@@ -1280,7 +1305,7 @@ fn emit_native(
                 Loc::Imm => mov_imm(a, RCX, f.imm),
                 s => mem::get_reg(a, l, RCX, reg_of(s), f.size),
             }
-            mem::emit_alu(a, l, op, f.size);
+            mem::emit_alu(a, l, op, f.size, !dead);
             if !matches!(op, Alu::Cmp | Alu::Test) {
                 mem::put_reg(a, l, reg_of(f.dst), f.size);
             }
@@ -1301,10 +1326,12 @@ fn emit_native(
             dynasm!(a ; =>skip);
         }
         Kind::Inc | Kind::Dec => {
-            pin_guest_cf(a, l, fl);
+            if !dead {
+                pin_guest_cf(a, l, fl);
+            }
             let r = reg_of(f.dst);
             mem::get_reg(a, l, RAX, r, f.size);
-            incdec(a, l, f.kind, f.size);
+            incdec(a, l, f.kind, f.size, !dead);
             dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
         }
         Kind::Jmp => branch_to(a, l, f, i, exit, top),
@@ -1355,6 +1382,9 @@ fn emit_native(
                 ; seto r8b
                 ; mov QWORD [rbx + l.reg(r)], rax
             );
+            if dead {
+                return;
+            }
             if f.size == 64 {
                 dynasm!(a ; test rax, rax);
             } else {
@@ -1368,9 +1398,139 @@ fn emit_native(
             );
             emit_eager(a, l);
         }
-        Kind::Shl | Kind::Shr | Kind::Sar => emit_shift(a, l, f),
+        Kind::Shl | Kind::Shr | Kind::Sar => emit_shift(a, l, f, dead),
         _ => {}
     }
+}
+
+/// Emits instruction `i` of a block (`f`, `ins`): natively when it has a
+/// native form, else as a trampoline call. `fl` is what the host's flags
+/// hold before it, updated to after it; `dead`: nothing reads the flags
+/// it leaves ([`flags_dead_after`]).
+#[allow(clippy::too_many_arguments)]
+fn emit_one(
+    a: &mut Asm,
+    l: &Layout,
+    f: &Fast,
+    ins: &Instruction,
+    i: u32,
+    exit: Label,
+    fl: &mut HostFlags,
+    dead: bool,
+    top: Top,
+) {
+    if native(f) {
+        emit_native(a, l, f, i, exit, fl, dead, top);
+        match f.kind {
+            Kind::Alu(op) => *fl = HostFlags::alu(op, f.size),
+            Kind::Inc | Kind::Dec => {
+                *fl = HostFlags {
+                    live: true,
+                    incdec: true,
+                    redo: None,
+                }
+            }
+            // They write the guest's flags eagerly.
+            Kind::Imul2 | Kind::Shl | Kind::Shr | Kind::Sar => *fl = HostFlags::UNKNOWN,
+            // Guest flags untouched, host flags changed by the emitted
+            // address arithmetic or TEST.
+            Kind::Lea | Kind::Cmovcc(_) => fl.clobbered(),
+            // Jcc and SETcc leave the flags as `make_live` left them;
+            // MOV, MOVZX/MOVSX, NOP change neither.
+            _ => {}
+        }
+        return;
+    }
+    if mem::native_mem(f) {
+        mem::emit_mem_form(a, l, f, ins, i, exit, fl, dead, top);
+        match f.kind {
+            Kind::Alu(op) => *fl = HostFlags::alu(op, f.size),
+            Kind::Inc | Kind::Dec => {
+                *fl = HostFlags {
+                    live: true,
+                    incdec: true,
+                    redo: None,
+                }
+            }
+            // Loads, stores, PUSH/POP: the TLB lookup changes the host's
+            // flags only.
+            _ => fl.clobbered(),
+        }
+        return;
+    }
+    if let Some(rot) = native_rotate(f, ins) {
+        emit_rotate(a, l, rot, dead);
+        *fl = HostFlags::UNKNOWN;
+        return;
+    }
+    if emit_generic_native(a, l, f, ins, i, exit, fl, dead) {
+        return;
+    }
+    emit_tramp(a, f, ins, i, exit);
+    *fl = HostFlags::UNKNOWN;
+}
+
+/// How an instruction's translation uses the guest's arithmetic flags,
+/// for [`flags_dead_after`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlagUse {
+    /// Writes all six and reads none, and cannot fault or leave the
+    /// block.
+    Kills,
+    /// Neither reads nor writes them, and cannot fault or leave.
+    Neutral,
+    /// Anything else: reads them, writes only some, may fault (the
+    /// guest's handler then sees RFLAGS) or may leave the block.
+    Reads,
+}
+
+fn flag_use(f: &Fast, ins: &Instruction) -> FlagUse {
+    use iced_x86::Mnemonic;
+    if native(f) {
+        return match f.kind {
+            Kind::Alu(op) if !matches!(op, Alu::Adc | Alu::Sbb) => FlagUse::Kills,
+            Kind::Imul2 => FlagUse::Kills,
+            // A count of zero changes no flags.
+            Kind::Shl | Kind::Shr | Kind::Sar
+                if f.src == Loc::Imm
+                    && (f.imm as u32) & if f.size == 64 { 63 } else { 31 } != 0 =>
+            {
+                FlagUse::Kills
+            }
+            Kind::Nop | Kind::Mov | Kind::Lea | Kind::Movzx | Kind::Movsx => FlagUse::Neutral,
+            _ => FlagUse::Reads,
+        };
+    }
+    if f.kind != Kind::Generic || ins.has_lock_prefix() || wide_gpr_operand0(ins).is_none() {
+        return FlagUse::Reads;
+    }
+    // The register forms `emit_generic_native` translates.
+    match ins.mnemonic() {
+        Mnemonic::Neg => FlagUse::Kills,
+        Mnemonic::Not | Mnemonic::Bswap => FlagUse::Neutral,
+        Mnemonic::Mov if ins.op_register(1).is_segment_register() => FlagUse::Neutral,
+        _ => FlagUse::Reads,
+    }
+}
+
+/// For each instruction of `b`, whether nothing reads the arithmetic
+/// flags it leaves: the next instruction to touch them writes all six
+/// before any reads them, with nothing between that could fault or
+/// leave the block (at the block's end they are live). Such an
+/// instruction's translation skips its flag work (the lazy record, eager
+/// flags, a rotate's CF/OF), and a comparison becomes nothing.
+fn flags_dead_after(b: &Block) -> Vec<bool> {
+    let mut dead = vec![false; b.fast.len()];
+    let mut live = true;
+    for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate().rev() {
+        dead[i] = !live;
+        match flag_use(f, ins) {
+            FlagUse::Kills => live = false,
+            FlagUse::Neutral => {}
+            FlagUse::Reads => live = true,
+        }
+    }
+    dead
 }
 
 /// Assembles the translation of `b` for address `at`: the code and the
@@ -1420,57 +1580,14 @@ fn emit(
     };
     let n = b.fast.len() as u32;
     let mut fl = HostFlags::UNKNOWN;
+    let dead = flags_dead_after(b);
     for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
-        let i = i as u32;
-        if native(f) {
-            emit_native(&mut a, &l, f, i, exit, &mut fl, top);
-            match f.kind {
-                Kind::Alu(op) => fl = HostFlags::alu(op, f.size),
-                Kind::Inc | Kind::Dec => {
-                    fl = HostFlags {
-                        live: true,
-                        incdec: true,
-                        redo: None,
-                    }
-                }
-                // They write the guest's flags eagerly.
-                Kind::Imul2 | Kind::Shl | Kind::Shr | Kind::Sar => fl = HostFlags::UNKNOWN,
-                // Guest flags untouched, host flags changed by the
-                // emitted address arithmetic or TEST.
-                Kind::Lea | Kind::Cmovcc(_) => fl.clobbered(),
-                // Jcc and SETcc leave the flags as `make_live` left them;
-                // MOV, MOVZX/MOVSX, NOP change neither.
-                _ => {}
-            }
-            continue;
-        }
-        if mem::native_mem(f) {
-            mem::emit_mem_form(&mut a, &l, f, ins, i, exit, &mut fl, top);
-            match f.kind {
-                Kind::Alu(op) => fl = HostFlags::alu(op, f.size),
-                Kind::Inc | Kind::Dec => {
-                    fl = HostFlags {
-                        live: true,
-                        incdec: true,
-                        redo: None,
-                    }
-                }
-                // Loads, stores, PUSH/POP: the TLB lookup changes the
-                // host's flags only.
-                _ => fl.clobbered(),
-            }
-            continue;
-        }
-        if let Some(rot) = native_rotate(f, ins) {
-            emit_rotate(&mut a, &l, rot);
+        let d = dead[i];
+        emit_one(&mut a, &l, f, ins, i as u32, exit, &mut fl, d, top);
+        if d {
+            // Nothing reads the flags before they are all written again.
             fl = HostFlags::UNKNOWN;
-            continue;
         }
-        if emit_generic_native(&mut a, &l, f, ins, i, exit, &mut fl) {
-            continue;
-        }
-        emit_tramp(&mut a, f, ins, i, exit);
-        fl = HostFlags::UNKNOWN;
     }
     let ends_in_jump = b.fast.last().is_some_and(|f| {
         matches!(f.kind, Kind::Jmp | Kind::Call | Kind::Ret) && (native(f) || mem::native_mem(f))
