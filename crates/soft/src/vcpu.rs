@@ -97,6 +97,44 @@ pub struct SoftVcpu {
     jit: Option<Jit>,
     /// The chain keys of translated runs.
     chain: ChainKeys,
+    /// How runs went, printed with `VESSEL_SOFT_JIT_STATS` (statistics).
+    stats: RunStats,
+}
+
+/// Counts of the run loop's rounds by how they went (statistics, printed
+/// when the vCPU ends with `VESSEL_SOFT_JIT_STATS` set).
+#[derive(Default, Debug)]
+struct RunStats {
+    /// Blocks the interpreter ran.
+    interpreted: u64,
+    /// Runs of translated code, and the links they followed.
+    translated: u64,
+    chained: u64,
+    /// How translated runs ended: at a static exit whose link was not
+    /// followed, at an indirect exit the jump table did not have, off
+    /// the end of a block, after an instruction that ends the run, at a
+    /// stop (fault, HLT, ...).
+    static_exit: u64,
+    indirect_exit: u64,
+    end: u64,
+    after: u64,
+    stopped: u64,
+    /// Runs that started with no links allowed (an interrupt may wait).
+    no_budget: u64,
+    /// Links filled in (a static exit not followed, then its successor
+    /// found translated).
+    linked: u64,
+}
+
+impl Drop for SoftVcpu {
+    fn drop(&mut self) {
+        if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
+            eprintln!(
+                "soft vcpu {}: {:?}; chain keys moved (tlb, global tlb, code, blocks): {:?}",
+                self.core.index, self.stats, self.chain.moved
+            );
+        }
+    }
 }
 
 /// The keys under which links between translations (and jump-table
@@ -113,6 +151,9 @@ struct ChainKeys {
     /// What each key was made of: TLB epoch, code-write epoch, block
     /// cache drop epoch.
     state: [(u64, u64, u64); 2],
+    /// Times the keys moved on because of the TLB (each key), code
+    /// writes and dropped blocks (statistics).
+    moved: [u64; 4],
 }
 
 impl ChainKeys {
@@ -124,6 +165,16 @@ impl ChainKeys {
         for i in 0..2 {
             let now = (tlb[i], code, link_epoch);
             if now != self.state[i] {
+                let was = self.state[i];
+                if was.0 != now.0 {
+                    self.moved[i] += 1;
+                }
+                if i == 0 && was.1 != now.1 {
+                    self.moved[2] += 1;
+                }
+                if i == 0 && was.2 != now.2 {
+                    self.moved[3] += 1;
+                }
                 self.state[i] = now;
                 self.key[i] += 1;
             }
@@ -175,6 +226,7 @@ impl SoftVcpu {
             samples: crate::sample::RipSampler::from_env(),
             jit: Jit::from_env(),
             chain: ChainKeys::default(),
+            stats: RunStats::default(),
         }
     }
 
@@ -384,6 +436,7 @@ impl SoftVcpu {
                 let key = if block.global { keys.global } else { keys.all };
                 if let Some(p) = link {
                     j.link(p, t, key);
+                    self.stats.linked += 1;
                 }
                 j.entered(self.core.cpu.rip, t, key);
                 let budget = if self.maybe_irq && self.core.cpu.flags.has(flags::IF) {
@@ -393,6 +446,17 @@ impl SoftVcpu {
                 };
                 let exit = jit::run(&mut self.core, j, t, keys, budget, &self.signal);
                 n = n.wrapping_add(exit.chained);
+                let st = &mut self.stats;
+                st.translated += 1;
+                st.chained += u64::from(exit.chained);
+                st.no_budget += u64::from(budget == 0);
+                match (&exit.outcome, exit.link) {
+                    (jit::Outcome::Done(_), Some(_)) => st.static_exit += 1,
+                    (jit::Outcome::Done(_), None) => st.indirect_exit += 1,
+                    (jit::Outcome::End, _) => st.end += 1,
+                    (jit::Outcome::After(_), _) => st.after += 1,
+                    (jit::Outcome::Stopped(..), _) => st.stopped += 1,
+                }
                 let Some(last) = self.cache.try_get(exit.slot) else {
                     // Translated code only names slots of live blocks.
                     return self.failure();
@@ -410,6 +474,7 @@ impl SoftVcpu {
                 }
                 continue;
             }
+            self.stats.interpreted += 1;
             let mut end = run_block(&mut self.core, block, &self.signal);
             // A block that branched back to its own start (a tight loop)
             // runs again without a lookup while nothing it was checked

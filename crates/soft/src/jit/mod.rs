@@ -122,7 +122,7 @@ struct JumpEntry {
 }
 
 /// Jump-table entries (a power of two; 32 bytes each).
-const JUMPS: usize = 4096;
+const JUMPS: usize = 16384;
 
 /// Where indirect transfers (RET, JMP/CALL through a register) look for
 /// their target's translation without going back to the run loop: a
