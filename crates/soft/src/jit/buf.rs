@@ -121,6 +121,18 @@ impl CodeBuf {
     }
 }
 
+impl CodeBuf {
+    /// The code emitted since the buffer last started over, and the
+    /// address it runs at (for profiling dumps).
+    pub fn used_code(&self) -> (u64, &[u8]) {
+        // SAFETY: the first `used` bytes of the read-write mapping hold
+        // emitted code, written only through `put` (which needs `&mut
+        // self`, so not while this borrow lives).
+        let code = unsafe { std::slice::from_raw_parts(self.rw, self.used) };
+        (self.rx as u64, code)
+    }
+}
+
 impl Drop for CodeBuf {
     fn drop(&mut self) {
         // SAFETY: both mappings were made in `new` with `size` and nothing

@@ -286,8 +286,9 @@ pub struct Jit {
     /// `VESSEL_SOFT_JIT_STATS` (statistics).
     tramps: Option<Box<[Cell<u64>]>>,
     /// `/tmp/perf-PID.map`, written with `VESSEL_SOFT_PERF_MAP=1` so
-    /// `perf report` names translated code by the guest address of its
-    /// block (profiling).
+    /// translated code can be named by the guest address of its block
+    /// (profiling; the code itself goes to `/tmp/vessel-jit-PID-BASE.bin`
+    /// when the translator ends).
     perf_map: Option<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -417,6 +418,14 @@ impl Jit {
 
 impl Drop for Jit {
     fn drop(&mut self) {
+        if self.perf_map.is_some() {
+            // The code itself, for disassembling hot translations.
+            let (base, code) = self.buf.used_code();
+            let path = format!("/tmp/vessel-jit-{}-{base:x}.bin", std::process::id());
+            if let Err(e) = std::fs::write(&path, code) {
+                log::warn!("soft jit: {path}: {e}");
+            }
+        }
         if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
             eprintln!(
                 "soft jit: {} blocks translated in {:?}, code buffer generation {}",
