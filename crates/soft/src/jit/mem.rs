@@ -13,8 +13,8 @@ use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use iced_x86::Instruction;
 
 use super::{
-    branch_to, byte_reg, call_cond, dynamic_exit, emit_tramp, incdec, incdec_op, mov_imm,
-    pin_guest_cf, Asm, HostFlags, JitCtx, Label, Layout, Top,
+    branch_to, byte_reg, call_cond, dynamic_exit, incdec, mov_imm, pin_guest_cf, Asm, HostFlags,
+    JitCtx, Label, Layout, SlowPath, Top,
 };
 use super::{RAX, RCX, RDX};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
@@ -298,16 +298,16 @@ fn slow_unless_canonical(a: &mut Asm, slow: Label) {
 /// handler recorded), after INC/DEC all but CF. `dead`: nothing reads
 /// the flags it leaves, so none are recorded or redone.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn emit_mem_form(
+pub(super) fn emit_mem_form<'a>(
     a: &mut Asm,
     l: &Layout,
-    f: &Fast,
-    ins: &Instruction,
+    f: &'a Fast,
+    ins: &'a Instruction,
     i: u32,
     exit: Label,
     fl: &mut HostFlags,
     dead: bool,
-    top: Top,
+    top: Top<'a>,
 ) {
     let slow = a.new_dynamic_label();
     let done = a.new_dynamic_label();
@@ -440,21 +440,20 @@ pub(super) fn emit_mem_form(
         }
         _ => unreachable!("not a native memory form"),
     }
-    dynasm!(a
-        ; jmp =>done
-        ; =>slow
-    );
-    emit_tramp(a, f, ins, i, exit);
-    // The handler recorded the operands; redo the operation for the
-    // host's flags.
-    match f.kind {
-        _ if dead => {}
-        Kind::Alu(op) => redo_alu(a, l, op, size),
-        Kind::Inc | Kind::Dec => {
-            dynasm!(a ; mov rax, QWORD [rbx + l.fl_dst as i32]);
-            incdec_op(a, f.kind, size);
-        }
-        _ => {}
-    }
     dynasm!(a ; =>done);
+    // The handler records the operands; the slow path redoes the
+    // operation for the host's flags.
+    let redo = match f.kind {
+        _ if dead => None,
+        Kind::Alu(_) | Kind::Inc | Kind::Dec => Some((f.kind, size)),
+        _ => None,
+    };
+    top.slow.borrow_mut().push(SlowPath {
+        at: slow,
+        back: done,
+        f,
+        ins,
+        i,
+        redo,
+    });
 }

@@ -859,15 +859,15 @@ fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32),
 /// MOV from a segment register. False when `ins` is none of these; else
 /// `fl` is updated to what the host's flags hold after it.
 #[allow(clippy::too_many_arguments)]
-fn emit_generic_native(
+fn emit_generic_native<'a>(
     a: &mut Asm,
     l: &Layout,
-    f: &Fast,
-    ins: &Instruction,
+    f: &'a Fast,
+    ins: &'a Instruction,
     i: u32,
-    exit: Label,
     fl: &mut HostFlags,
     dead: bool,
+    top: Top<'a>,
 ) -> bool {
     use iced_x86::Mnemonic;
     if f.kind != Kind::Generic || ins.has_lock_prefix() {
@@ -888,11 +888,16 @@ fn emit_generic_native(
                 ; mov QWORD [rbx + l.reg(0)], rcx
                 ; shr rax, 32
                 ; mov QWORD [rbx + l.reg(2)], rax
-                ; jmp =>done
-                ; =>slow
+                ; =>done
             );
-            emit_tramp(a, f, ins, i, exit);
-            dynasm!(a ; =>done);
+            top.slow.borrow_mut().push(SlowPath {
+                at: slow,
+                back: done,
+                f,
+                ins,
+                i,
+                redo: None,
+            });
             fl.clobbered();
             true
         }
@@ -1011,6 +1016,37 @@ struct Top<'a> {
     label: Option<Label>,
     /// The links that static exits get.
     links: &'a LinkPool,
+    /// Slow paths to emit after the block's body.
+    slow: &'a std::cell::RefCell<Vec<SlowPath<'a>>>,
+}
+
+/// A slow path, emitted after the block's body so the hot path stays
+/// short and falls through: instruction `i`'s trampoline, then (`redo`)
+/// its ALU operation or INC/DEC at its size redone on the recorded
+/// operands for the host's flags, then back.
+struct SlowPath<'a> {
+    at: Label,
+    back: Label,
+    f: &'a Fast,
+    ins: &'a Instruction,
+    i: u32,
+    redo: Option<(Kind, u8)>,
+}
+
+impl SlowPath<'_> {
+    fn emit(&self, a: &mut Asm, l: &Layout, exit: Label) {
+        dynasm!(a ; =>self.at);
+        emit_tramp(a, self.f, self.ins, self.i, exit);
+        match self.redo {
+            Some((Kind::Alu(op), size)) => mem::redo_alu(a, l, op, size),
+            Some((kind, size)) => {
+                dynasm!(a ; mov rax, QWORD [rbx + l.fl_dst as i32]);
+                incdec_op(a, kind, size);
+            }
+            None => {}
+        }
+        dynasm!(a ; jmp =>self.back);
+    }
 }
 
 /// The translated code's rounds of a block looping to itself before it
@@ -1417,16 +1453,16 @@ fn emit_native(
 /// hold before it, updated to after it; `dead`: nothing reads the flags
 /// it leaves ([`flags_dead_after`]).
 #[allow(clippy::too_many_arguments)]
-fn emit_one(
+fn emit_one<'a>(
     a: &mut Asm,
     l: &Layout,
-    f: &Fast,
-    ins: &Instruction,
+    f: &'a Fast,
+    ins: &'a Instruction,
     i: u32,
     exit: Label,
     fl: &mut HostFlags,
     dead: bool,
-    top: Top,
+    top: Top<'a>,
 ) {
     if native(f) {
         emit_native(a, l, f, i, exit, fl, dead, top);
@@ -1472,7 +1508,7 @@ fn emit_one(
         *fl = HostFlags::UNKNOWN;
         return;
     }
-    if emit_generic_native(a, l, f, ins, i, exit, fl, dead) {
+    if emit_generic_native(a, l, f, ins, i, fl, dead, top) {
         return;
     }
     emit_tramp(a, f, ins, i, exit);
@@ -1582,10 +1618,12 @@ fn emit(
         ; =>top_label
     );
     let loops = b.fast.iter().all(|f| f.kind != Kind::Generic);
+    let slow = std::cell::RefCell::new(Vec::new());
     let top = Top {
         lin: b.lin,
         label: loops.then_some(top_label),
         links,
+        slow: &slow,
     };
     let n = b.fast.len() as u32;
     let mut fl = HostFlags::UNKNOWN;
@@ -1622,6 +1660,10 @@ fn emit(
         ; pop rbx
         ; ret
     );
+    // Out of the hot path, after the return: nothing falls into them.
+    for s in slow.borrow().iter() {
+        s.emit(&mut a, &l, exit);
+    }
     Ok((a.finalize()?, chain))
 }
 
