@@ -42,6 +42,9 @@ fn soft_engine_matches_the_cpu() {
     if std::env::var_os("VESSEL_SOFT_JIT_HOT").is_none() {
         std::env::set_var("VESSEL_SOFT_JIT_HOT", "0");
     }
+    // A block the emitter fails on is a test failure, not a quiet
+    // fallback to the interpreter.
+    std::env::set_var("VESSEL_SOFT_JIT_STRICT", "1");
     let mut soft = SoftRunner::new();
     let mut rng = Rng::new(seed);
     let mut mismatches = 0;

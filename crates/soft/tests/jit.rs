@@ -226,6 +226,12 @@ fn program() -> Vec<u8> {
         a.sbb(r10, r10).unwrap();
         a.add(r9, r10).unwrap();
         a.cdqe().unwrap();
+        // Shifts by CL whose flags nothing reads.
+        a.mov(ecx, 5 * k).unwrap();
+        a.shl(rdx, cl).unwrap();
+        a.add(r9, rdx).unwrap();
+        a.sar(r9, cl).unwrap();
+        a.xor(r9, rax).unwrap();
     }
     // CALL and JMP through a register and RET: indirect exits, which go
     // on through the jump table.
@@ -303,6 +309,9 @@ fn cmov_cc(a: &mut CodeAssembler, cc: u8) {
 fn run(jit: bool) -> (Regs, u64) {
     std::env::set_var("VESSEL_SOFT_JIT", if jit { "1" } else { "0" });
     std::env::set_var("VESSEL_SOFT_JIT_HOT", "0");
+    // An emitter failure fails the test (instead of the interpreter
+    // quietly running the block).
+    std::env::set_var("VESSEL_SOFT_JIT_STRICT", "1");
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("memory");
     mem.write_obj(0x2000u64 | 3, GuestAddress(0x1000)).unwrap();
     mem.write_obj(0x3000u64 | 3, GuestAddress(0x2000)).unwrap();

@@ -282,6 +282,14 @@ pub struct Jit {
     pub translated: u64,
     /// Time spent translating them (statistics).
     translate_time: std::time::Duration,
+    /// Entries refused because the block is not hot yet or cannot be
+    /// translated (not 64-bit code) (statistics).
+    cold: u64,
+    untranslatable: u64,
+    /// Panic when the emitter fails (`VESSEL_SOFT_JIT_STRICT=1`, for the
+    /// translator's tests) instead of leaving the block to the
+    /// interpreter.
+    strict: bool,
     /// Trampoline calls by iced-x86 instruction code, kept with
     /// `VESSEL_SOFT_JIT_STATS` (statistics).
     tramps: Option<Box<[Cell<u64>]>>,
@@ -316,6 +324,9 @@ impl Jit {
                 hot,
                 translated: 0,
                 translate_time: std::time::Duration::ZERO,
+                cold: 0,
+                untranslatable: 0,
+                strict: std::env::var_os("VESSEL_SOFT_JIT_STRICT").is_some(),
                 perf_map: std::env::var_os("VESSEL_SOFT_PERF_MAP")
                     .and_then(|_| {
                         let path = format!("/tmp/perf-{}.map", std::process::id());
@@ -343,11 +354,16 @@ impl Jit {
     pub fn entry(&mut self, core: &Core, b: &Block, slot: usize) -> Option<Translation> {
         let (gen, e, chain) = b.jit.get();
         if gen == self.buf.gen && e != 0 {
-            return (e != FAILED).then_some(Translation { entry: e, chain });
+            if e == FAILED {
+                self.untranslatable += 1;
+                return None;
+            }
+            return Some(Translation { entry: e, chain });
         }
         let h = b.hits.get();
         if h < self.hot {
             b.hits.set(h + 1);
+            self.cold += 1;
             return None;
         }
         let t = if b.bitness() != 64 {
@@ -377,7 +393,13 @@ impl Jit {
         let emitted = emit(core, b, slot as u32, &self.links, self.buf.next_addr());
         self.translate_time += started.elapsed();
         let (code, chain_off) = emitted.map_err(|e| {
-            log::debug!("soft jit: block at {:#x} not translated: {e}", b.lin);
+            // An emitter bug: the block stays with the interpreter, and
+            // the translator's tests make it fail loudly.
+            let codes: Vec<_> = b.instrs.iter().map(|i| i.code()).collect();
+            if self.strict {
+                panic!("soft jit: block at {:#x} ({codes:?}) not translated: {e}", b.lin);
+            }
+            log::warn!("soft jit: block at {:#x} ({codes:?}) not translated: {e}", b.lin);
             Refused::Assembler
         })?;
         let e = self.buf.put(&code).ok_or(Refused::Full)?;
@@ -428,8 +450,9 @@ impl Drop for Jit {
         }
         if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
             eprintln!(
-                "soft jit: {} blocks translated in {:?}, code buffer generation {}",
-                self.translated, self.translate_time, self.buf.gen
+                "soft jit: {} blocks translated in {:?}, code buffer generation {}; \
+                 runs left to the interpreter: {} not yet hot, {} untranslatable",
+                self.translated, self.translate_time, self.buf.gen, self.cold, self.untranslatable
             );
             if let Some(t) = &self.tramps {
                 let codes = iced_x86::Code::values();
@@ -1258,13 +1281,26 @@ fn emit_shift(a: &mut Asm, l: &Layout, f: &Fast, dead: bool) {
         _ => dynasm!(a ; sar eax, cl),
     }
     dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
-    if dead {
-        // Nothing reads the flags it sets (only immediate counts, which
-        // always set them, are judged dead).
-        return;
+    // Unless nothing reads the flags it leaves.
+    if !dead {
+        emit_shift_flags(a, l, f.kind, bits);
     }
+    if f.src != Loc::Imm {
+        let done = a.new_dynamic_label();
+        dynasm!(a
+            ; jmp =>done
+            ; =>zero
+            ; mov QWORD [rbx + l.reg(r)], rax
+            ; =>done
+        );
+    }
+}
+
+/// The flags of a SHL/SHR/SAR by a count that is not zero, from the
+/// host's after the shift (RAX the result, R9 the operand).
+fn emit_shift_flags(a: &mut Asm, l: &Layout, kind: Kind, bits: i8) {
     host_szp(a, true);
-    match f.kind {
+    match kind {
         // OF = MSB(result) ^ CF.
         Kind::Shl => dynasm!(a
             ; mov r8, rax
@@ -1284,15 +1320,6 @@ fn emit_shift(a: &mut Asm, l: &Layout, f: &Fast, dead: bool) {
         _ => {}
     }
     emit_eager(a, l);
-    if f.src != Loc::Imm {
-        let done = a.new_dynamic_label();
-        dynasm!(a
-            ; jmp =>done
-            ; =>zero
-            ; mov QWORD [rbx + l.reg(r)], rax
-            ; =>done
-        );
-    }
 }
 
 /// RAX = RAX plus or minus one (INC or DEC, `kind`) at `size` bits.
