@@ -397,9 +397,15 @@ impl Jit {
             // the translator's tests make it fail loudly.
             let codes: Vec<_> = b.instrs.iter().map(|i| i.code()).collect();
             if self.strict {
-                panic!("soft jit: block at {:#x} ({codes:?}) not translated: {e}", b.lin);
+                panic!(
+                    "soft jit: block at {:#x} ({codes:?}) not translated: {e}",
+                    b.lin
+                );
             }
-            log::warn!("soft jit: block at {:#x} ({codes:?}) not translated: {e}", b.lin);
+            log::warn!(
+                "soft jit: block at {:#x} ({codes:?}) not translated: {e}",
+                b.lin
+            );
             Refused::Assembler
         })?;
         let e = self.buf.put(&code).ok_or(Refused::Full)?;
