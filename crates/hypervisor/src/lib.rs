@@ -74,6 +74,23 @@ pub trait DeviceIo: Send + Sync {
     fn mmio_write(&self, addr: u64, data: &[u8]);
 }
 
+/// A machine without devices: port and MMIO reads float high (all ones,
+/// as an unclaimed bus reads), writes go nowhere. For bare-CPU guests in
+/// tests and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoDevices;
+
+impl DeviceIo for NoDevices {
+    fn pio_read(&self, _: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn pio_write(&self, _: u16, _: &[u8]) {}
+    fn mmio_read(&self, _: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&self, _: u64, _: &[u8]) {}
+}
+
 /// Why [`Vcpu::run`] returned. Port and MMIO accesses never show up here:
 /// the engine hands them to [`DeviceIo`] and keeps running.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,21 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hypervisor::{DeviceIo, Hypervisor, Regs, SpecialRegs, VmExit};
+use hypervisor::{Hypervisor, Regs, SpecialRegs, VmExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-
-struct NoIo;
-
-impl DeviceIo for NoIo {
-    fn pio_read(&self, _: u16, d: &mut [u8]) {
-        d.fill(0xff);
-    }
-    fn pio_write(&self, _: u16, _: &[u8]) {}
-    fn mmio_read(&self, _: u64, d: &mut [u8]) {
-        d.fill(0xff);
-    }
-    fn mmio_write(&self, _: u64, _: &[u8]) {}
-}
 
 const MEM: usize = 80 << 20;
 const BUF: u64 = 8 << 20;
@@ -45,7 +32,9 @@ fn main() {
     let hv = soft::SoftHypervisor::new();
     let vm = hv.create_vm().expect("vm");
     vm.set_memory(&mem).expect("set memory");
-    let mut vcpu = vm.create_vcpu(0, Arc::new(NoIo)).expect("vcpu");
+    let mut vcpu = vm
+        .create_vcpu(0, Arc::new(hypervisor::NoDevices))
+        .expect("vcpu");
     let mut sregs = SpecialRegs::default();
     sregs.set_flat_long_mode(0x1000);
     vcpu.set_special_regs(&sregs).expect("sregs");

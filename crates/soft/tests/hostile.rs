@@ -8,21 +8,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use hypervisor::{DescriptorTable, DeviceIo, Hypervisor, Regs, Segment, SpecialRegs, Vcpu, VmExit};
+use hypervisor::{DescriptorTable, Hypervisor, Regs, Segment, SpecialRegs, Vcpu, VmExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-
-struct NoIo;
-
-impl DeviceIo for NoIo {
-    fn pio_read(&self, _: u16, d: &mut [u8]) {
-        d.fill(0xff);
-    }
-    fn pio_write(&self, _: u16, _: &[u8]) {}
-    fn mmio_read(&self, _: u64, d: &mut [u8]) {
-        d.fill(0xff);
-    }
-    fn mmio_write(&self, _: u64, _: &[u8]) {}
-}
 
 const MEM: usize = 4 << 20;
 const GDT: u64 = 0x500;
@@ -73,7 +60,9 @@ fn machine(code: &[u8], idt: bool) -> Machine {
     let hv = soft::SoftHypervisor::new();
     let vm = hv.create_vm().expect("vm");
     vm.set_memory(&mem).expect("set memory");
-    let mut vcpu = vm.create_vcpu(0, Arc::new(NoIo)).expect("vcpu");
+    let mut vcpu = vm
+        .create_vcpu(0, Arc::new(hypervisor::NoDevices))
+        .expect("vcpu");
     vcpu.set_cpuid(&hv.supported_cpuid().expect("cpuid"))
         .expect("set cpuid");
     let seg = |selector: u16, code: bool| Segment {

@@ -664,6 +664,13 @@ impl HostFlags {
         redo: None,
     };
 
+    /// After INC/DEC: the guest's flags but CF.
+    const INCDEC: HostFlags = HostFlags {
+        live: true,
+        incdec: true,
+        redo: None,
+    };
+
     /// Makes the host's flags the guest's for condition `cc` when that is
     /// possible without calling out: true when they are.
     fn make_live(&mut self, a: &mut Asm, l: &Layout, cc: u8) -> bool {
@@ -1501,13 +1508,7 @@ fn emit_one<'a>(
         emit_native(a, l, f, i, exit, fl, dead, top);
         match f.kind {
             Kind::Alu(op) => *fl = HostFlags::alu(op, f.size),
-            Kind::Inc | Kind::Dec => {
-                *fl = HostFlags {
-                    live: true,
-                    incdec: true,
-                    redo: None,
-                }
-            }
+            Kind::Inc | Kind::Dec => *fl = HostFlags::INCDEC,
             // They write the guest's flags eagerly.
             Kind::Imul2 | Kind::Shl | Kind::Shr | Kind::Sar => *fl = HostFlags::UNKNOWN,
             // Guest flags untouched, host flags changed by the emitted
@@ -1523,13 +1524,7 @@ fn emit_one<'a>(
         mem::emit_mem_form(a, l, f, ins, i, exit, fl, dead, top);
         match f.kind {
             Kind::Alu(op) => *fl = HostFlags::alu(op, f.size),
-            Kind::Inc | Kind::Dec => {
-                *fl = HostFlags {
-                    live: true,
-                    incdec: true,
-                    redo: None,
-                }
-            }
+            Kind::Inc | Kind::Dec => *fl = HostFlags::INCDEC,
             // Loads, stores, PUSH/POP: the TLB lookup changes the host's
             // flags only.
             _ => fl.clobbered(),

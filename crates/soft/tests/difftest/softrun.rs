@@ -3,24 +3,11 @@
 
 use std::sync::Arc;
 
-use hypervisor::{DeviceIo, FpuState, Hypervisor, Vcpu, VmExit};
+use hypervisor::{FpuState, Hypervisor, Vcpu, VmExit};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::machine::*;
 use super::reference::load;
-
-struct NoIo;
-
-impl DeviceIo for NoIo {
-    fn pio_read(&self, _port: u16, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn pio_write(&self, _port: u16, _data: &[u8]) {}
-    fn mmio_read(&self, _addr: u64, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn mmio_write(&self, _addr: u64, _data: &[u8]) {}
-}
 
 pub struct SoftRunner {
     _vm: Box<dyn hypervisor::Vm>,
@@ -35,7 +22,9 @@ impl SoftRunner {
         let mem =
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("memory");
         vm.set_memory(&mem).expect("set memory");
-        let vcpu = vm.create_vcpu(0, Arc::new(NoIo)).expect("vcpu");
+        let vcpu = vm
+            .create_vcpu(0, Arc::new(hypervisor::NoDevices))
+            .expect("vcpu");
         write_image(&mem);
         SoftRunner { _vm: vm, vcpu, mem }
     }
