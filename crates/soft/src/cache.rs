@@ -95,12 +95,18 @@ pub struct BlockCache {
     blocks: Vec<Block>,
     /// (linear address, slot); a slot past `blocks` is empty.
     jc: Vec<(u64, u32)>,
+    /// Blocks decoded new and decoded again in a slot whose block no
+    /// longer matched (statistics).
+    pub decoded: u64,
+    pub redecoded: u64,
 }
 
 impl Default for BlockCache {
     fn default() -> Self {
         BlockCache {
             link_epoch: 0,
+            decoded: 0,
+            redecoded: 0,
             map: HashMap::default(),
             blocks: Vec::new(),
             jc: vec![(0, u32::MAX); JC_SIZE],
@@ -203,6 +209,7 @@ impl BlockCache {
                     let mut b = decode_block(core, rip, lin, pa, bitness)?;
                     b.global = all_global(core, &b);
                     self.blocks[s as usize] = b;
+                    self.redecoded += 1;
                 }
                 s
             }
@@ -212,6 +219,7 @@ impl BlockCache {
                 }
                 let mut b = decode_block(core, rip, lin, pa, bitness)?;
                 b.global = all_global(core, &b);
+                self.decoded += 1;
                 let s = self.blocks.len() as u32;
                 self.blocks.push(b);
                 self.map.insert(lin, s);

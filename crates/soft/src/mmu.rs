@@ -17,6 +17,9 @@ pub enum Access {
     Exec,
 }
 
+// Translated code turns an index into an offset with a shift.
+const _: () = assert!(std::mem::size_of::<Entry>().is_power_of_two());
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     /// Linear page number + 1 (0 = empty).
@@ -78,7 +81,7 @@ impl Default for Tlb {
 /// Where the translator ([`crate::jit`]) finds a TLB entry's fields.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TlbLayout {
-    /// Bytes per entry.
+    /// Bytes per entry (a power of two: translated code shifts by it).
     pub stride: usize,
     pub tag: usize,
     pub pa: usize,

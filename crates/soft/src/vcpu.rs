@@ -130,8 +130,13 @@ impl Drop for SoftVcpu {
     fn drop(&mut self) {
         if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
             eprintln!(
-                "soft vcpu {}: {:?}; chain keys moved (tlb, global tlb, code, blocks): {:?}",
-                self.core.index, self.stats, self.chain.moved
+                "soft vcpu {}: {:?}; chain keys moved (tlb, global tlb, code, blocks): {:?}; \
+                 blocks decoded {}, decoded again {}",
+                self.core.index,
+                self.stats,
+                self.chain.moved,
+                self.cache.decoded,
+                self.cache.redecoded
             );
         }
     }

@@ -23,7 +23,10 @@ pub struct Shared {
 }
 
 /// Wakes one vCPU thread: for interrupts, start-up IPIs and kicks.
+/// `attention` and `kicked` come first and side by side (`repr(C)`), so
+/// translated code tests both with one 16-bit load.
 #[derive(Default)]
+#[repr(C)]
 pub struct Signal {
     /// The irqchip may have something for this vCPU.
     pub attention: AtomicBool,
@@ -32,6 +35,10 @@ pub struct Signal {
     lock: Mutex<()>,
     cv: Condvar,
 }
+
+// Translated code reads both flags as one 16-bit word.
+const _: () = assert!(std::mem::offset_of!(Signal, kicked) == 1);
+const _: () = assert!(std::mem::offset_of!(Signal, attention) == 0);
 
 impl Signal {
     pub fn wake(&self) {

@@ -100,7 +100,7 @@ fn emit_tlb(a: &mut Asm, l: &Layout, bytes: u32, write: bool, slow: Label) {
         ; shr rdx, 12
         ; mov esi, edx
         ; and esi, (l.tlb.count - 1) as i32
-        ; imul esi, esi, l.tlb.stride as i32
+        ; shl esi, l.tlb.stride.trailing_zeros() as i8
         ; add rsi, QWORD [r12 + tlb]
         ; add rdx, 1
         ; cmp QWORD [rsi + l.tlb.tag as i32], rdx

@@ -102,9 +102,10 @@ pub struct JitCtx {
     key_global: u64,
     /// Links still allowed in this run.
     budget: u32,
-    /// The vCPU's signal flags: a link is not followed while either is set.
-    attention: *const u8,
-    kicked: *const u8,
+    /// The vCPU's two signal flags (`Signal::attention`, then
+    /// `Signal::kicked` in the next byte): a link is not followed while
+    /// either is set.
+    signal: *const u16,
     /// The jump table ([`JumpTable`]).
     jumps: *const JumpEntry,
     /// Trampoline calls by instruction code (statistics; null when not kept).
@@ -1194,16 +1195,11 @@ fn key_check(a: &mut Asm, base: u8, off: usize, out: Label) {
 /// interrupt or kick waiting, budget left; else to `out`), then `count`
 /// instructions retired. Keeps RCX and RDX.
 fn follow(a: &mut Asm, l: &Layout, count: u32, out: Label) {
-    for flag in [
-        std::mem::offset_of!(JitCtx, attention),
-        std::mem::offset_of!(JitCtx, kicked),
-    ] {
-        dynasm!(a
-            ; mov rax, QWORD [r12 + flag as i32]
-            ; cmp BYTE [rax], 0
-            ; jne =>out
-        );
-    }
+    dynasm!(a
+        ; mov rax, QWORD [r12 + std::mem::offset_of!(JitCtx, signal) as i32]
+        ; cmp WORD [rax], 0
+        ; jne =>out
+    );
     dynasm!(a
         ; sub DWORD [r12 + std::mem::offset_of!(JitCtx, budget) as i32], 1
         ; jb =>out
@@ -1740,8 +1736,7 @@ pub fn run(
         key: keys.all,
         key_global: keys.global,
         budget,
-        attention: signal.attention.as_ptr().cast_const().cast(),
-        kicked: signal.kicked.as_ptr().cast_const().cast(),
+        signal: signal.attention.as_ptr().cast_const().cast(),
         jumps: jumps.e.as_ptr(),
         tramps: jit.tramps.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
     };
