@@ -206,8 +206,7 @@ impl BlockCache {
                     if b.jit.get().1 > crate::jit::FAILED {
                         self.link_epoch += 1;
                     }
-                    let mut b = decode_block(core, rip, lin, pa, bitness)?;
-                    b.global = all_global(core, &b);
+                    let b = decode_global(core, rip, lin, pa, bitness)?;
                     self.blocks[s as usize] = b;
                     self.redecoded += 1;
                 }
@@ -217,8 +216,7 @@ impl BlockCache {
                 if self.blocks.len() >= MAX_BLOCKS {
                     self.clear();
                 }
-                let mut b = decode_block(core, rip, lin, pa, bitness)?;
-                b.global = all_global(core, &b);
+                let b = decode_global(core, rip, lin, pa, bitness)?;
                 self.decoded += 1;
                 let s = self.blocks.len() as u32;
                 self.blocks.push(b);
@@ -264,6 +262,21 @@ fn second_page_ok(core: &mut Core, b: &Block, need: u8) -> bool {
 /// its pages are in the TLB).
 fn all_global(core: &Core, b: &Block) -> bool {
     core.tlb.is_global(b.lin) && (b.npages < 2 || core.tlb.is_global(second_page(b)))
+}
+
+/// Decodes the block at `lin` and notes whether all its pages are global
+/// (then translations may link into it under the global chain key, and
+/// the TLB keeps its pages in mind for INVLPG).
+fn decode_global(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> ExecResult<Block> {
+    let mut b = decode_block(core, rip, lin, pa, bitness)?;
+    b.global = all_global(core, &b);
+    if b.global {
+        core.tlb.note_global_code(b.lin);
+        if b.npages > 1 {
+            core.tlb.note_global_code(second_page(&b));
+        }
+    }
+    Ok(b)
 }
 
 /// True while the pages `b` was decoded from hold the same code (the

@@ -62,10 +62,14 @@ pub struct Tlb {
     /// Bumped by every flush: code that cached a translation (the block
     /// loop re-running a block) checks it is unchanged.
     pub epoch: u64,
-    /// Bumped by the flushes that may drop a global page's translation
-    /// (not by CR3 writes): what relies on global pages alone (the
-    /// translator's links into kernel code) checks this one.
+    /// Bumped by the flushes that may drop the translation of a global
+    /// page holding code that translations were linked into (not by CR3
+    /// writes, nor by INVLPG of other pages): what relies on global pages
+    /// alone (the translator's links into kernel code) checks this one.
     pub global_epoch: u64,
+    /// Linear page numbers of global pages that blocks were decoded from
+    /// (a superset: pages stay after their blocks go).
+    global_code: std::collections::HashSet<u64>,
 }
 
 impl Default for Tlb {
@@ -74,6 +78,7 @@ impl Default for Tlb {
             e: vec![Entry::default(); TLB_SIZE],
             epoch: 0,
             global_epoch: 0,
+            global_code: std::collections::HashSet::new(),
         }
     }
 }
@@ -128,15 +133,20 @@ impl Tlb {
     pub fn flush_page(&mut self, lin: u64) {
         self.epoch = self.epoch.wrapping_add(1);
         let vpn = lin >> 12;
-        let e = &mut self.e[(vpn as usize) % TLB_SIZE];
-        // Unless the page is known not to be global, a global one may be
-        // what changed.
-        if e.tag != vpn + 1 || e.global {
+        // Links into global code depend on no other page's mapping.
+        if self.global_code.contains(&vpn) {
             self.global_epoch = self.global_epoch.wrapping_add(1);
         }
+        let e = &mut self.e[(vpn as usize) % TLB_SIZE];
         if e.tag == vpn + 1 {
             e.tag = 0;
         }
+    }
+
+    /// Notes that a block decoded from the global page of `lin` may be
+    /// linked into: an INVLPG of that page must move the global epoch.
+    pub fn note_global_code(&mut self, lin: u64) {
+        self.global_code.insert(lin >> 12);
     }
 
     /// Whether the TLB holds `lin` as a global page.
@@ -538,12 +548,14 @@ mod tests {
             let (e, g) = (tlb.epoch, tlb.global_epoch);
             tlb.flush_nonglobal();
             assert_eq!((tlb.epoch, tlb.global_epoch), (e + 1, g));
-            // INVLPG of a page known not to be global keeps it too; of a
-            // global page, or one the TLB does not hold, moves it.
+            // INVLPG keeps it too, unless global code was noted on the
+            // page; a full flush moves it.
             read(&mut cpu, &mut tlb, &ram);
             tlb.flush_page(0x400000);
-            assert_eq!(tlb.global_epoch, if global { g + 1 } else { g });
-            let g = tlb.global_epoch;
+            assert_eq!(tlb.global_epoch, g);
+            tlb.note_global_code(0x400123);
+            tlb.flush_page(0x401000);
+            assert_eq!(tlb.global_epoch, g);
             tlb.flush_page(0x400000);
             assert_eq!(tlb.global_epoch, g + 1);
             tlb.flush();
