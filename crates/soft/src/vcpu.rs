@@ -124,6 +124,8 @@ struct RunStats {
     /// Links filled in (a static exit not followed, then its successor
     /// found translated).
     linked: u64,
+    /// Time spent halted, waiting for an interrupt.
+    halted: Duration,
 }
 
 impl Drop for SoftVcpu {
@@ -367,7 +369,9 @@ impl SoftVcpu {
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
             if !wait.is_zero() {
+                let t = Instant::now();
                 self.signal.wait(wait);
+                self.stats.halted += t.elapsed();
             }
         }
     }
