@@ -3,7 +3,9 @@
 //! the trampoline) as the slow path for page crossings, TLB misses,
 //! missing rights, MMIO and stores to pages that hold decoded code.
 //!
-//! Register use (see [`super::emit`]): RBX is the core, R12 the context,
+//! Register use (see [`super::emit`]): RBX is the core, RBP the
+//! instructions retired by links and self loops in this run, R12 the
+//! context,
 //! R13 the index of the instruction being run, R15 the TLB permission bit
 //! a read needs at the current privilege (`PERM_SR` or `PERM_UR`; a
 //! write needs it shifted left by two). RAX, RCX, RDX, RSI, RDI and R8
@@ -403,7 +405,7 @@ pub(super) fn emit_mem_form<'a>(
                     ; mov rdx, r8
                     ; mov QWORD [rbx + l.rip as i32], rdx
                 );
-                dynamic_exit(a, l, i, exit);
+                dynamic_exit(a, i, exit);
             } else if f.kind == Kind::Call {
                 branch_to(a, l, f, i, exit, top);
             }
@@ -429,14 +431,14 @@ pub(super) fn emit_mem_form<'a>(
                 ; mov QWORD [rbx + l.reg(RSP)], rax
                 ; mov QWORD [rbx + l.rip as i32], rdx
             );
-            dynamic_exit(a, l, i, exit);
+            dynamic_exit(a, i, exit);
         }
         Kind::Jmp => {
             // Through a register.
             dynasm!(a ; mov rdx, QWORD [rbx + l.reg(reg_of(f.src))]);
             slow_unless_canonical(a, slow);
             dynasm!(a ; mov QWORD [rbx + l.rip as i32], rdx);
-            dynamic_exit(a, l, i, exit);
+            dynamic_exit(a, i, exit);
         }
         _ => unreachable!("not a native memory form"),
     }

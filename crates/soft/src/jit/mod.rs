@@ -1099,14 +1099,14 @@ fn branch_to(a: &mut Asm, l: &Layout, f: &Fast, i: u32, exit: Label, top: Top) {
         dynasm!(a
             ; sub r14d, 1
             ; jz =>out
-            ; add QWORD [rbx + l.retired as i32], (i + 1) as i32
+            ; add rbp, (i + 1) as i32
             ; jmp =>t
             ; =>out
         );
     }
     mov_imm(a, RAX, f.imm);
     dynasm!(a ; mov QWORD [rbx + l.rip as i32], rax);
-    chain_exit(a, l, i + 1, exit, top);
+    chain_exit(a, i + 1, exit, top);
 }
 
 /// The status of an exit that left with RIP set and nothing else to do
@@ -1120,7 +1120,7 @@ const DONE: u32 = 3;
 /// interrupt or kick waits and the budget lasts (the instructions then
 /// count as retired here); else out with status [`DONE`], `count` and
 /// the link's number for the run loop to fill in.
-fn chain_exit(a: &mut Asm, l: &Layout, count: u32, exit: Label, top: Top) {
+fn chain_exit(a: &mut Asm, count: u32, exit: Label, top: Top) {
     let Some((link, addr)) = top.links.alloc() else {
         set_index(a, count);
         dynasm!(a
@@ -1132,7 +1132,7 @@ fn chain_exit(a: &mut Asm, l: &Layout, count: u32, exit: Label, top: Top) {
     let out = a.new_dynamic_label();
     mov_imm(a, RDX, addr);
     key_check(a, RDX, std::mem::offset_of!(Link, key), out);
-    follow(a, l, count, out);
+    follow(a, count, out);
     dynasm!(a
         ; jmp QWORD [rdx + std::mem::offset_of!(Link, target) as i32]
         ; =>out
@@ -1150,7 +1150,7 @@ fn chain_exit(a: &mut Asm, l: &Layout, count: u32, exit: Label, top: Top) {
 /// to the target's translation when the jump table has it under this
 /// run's key, no interrupt or kick waits and the budget lasts; else out
 /// with status [`DONE`].
-fn dynamic_exit(a: &mut Asm, l: &Layout, i: u32, exit: Label) {
+fn dynamic_exit(a: &mut Asm, i: u32, exit: Label) {
     let out = a.new_dynamic_label();
     dynasm!(a
         ; mov rcx, rdx
@@ -1163,7 +1163,7 @@ fn dynamic_exit(a: &mut Asm, l: &Layout, i: u32, exit: Label) {
         ; jne =>out
     );
     key_check(a, RCX, std::mem::offset_of!(JumpEntry, key), out);
-    follow(a, l, i + 1, out);
+    follow(a, i + 1, out);
     dynasm!(a
         ; jmp QWORD [rcx + std::mem::offset_of!(JumpEntry, target) as i32]
         ; =>out
@@ -1193,8 +1193,8 @@ fn key_check(a: &mut Asm, base: u8, off: usize, out: Label) {
 
 /// The checks before a link or jump-table entry is followed (no
 /// interrupt or kick waiting, budget left; else to `out`), then `count`
-/// instructions retired. Keeps RCX and RDX.
-fn follow(a: &mut Asm, l: &Layout, count: u32, out: Label) {
+/// instructions retired (in RBP). Keeps RCX and RDX.
+fn follow(a: &mut Asm, count: u32, out: Label) {
     dynasm!(a
         ; mov rax, QWORD [r12 + std::mem::offset_of!(JitCtx, signal) as i32]
         ; cmp WORD [rax], 0
@@ -1203,7 +1203,7 @@ fn follow(a: &mut Asm, l: &Layout, count: u32, out: Label) {
     dynasm!(a
         ; sub DWORD [r12 + std::mem::offset_of!(JitCtx, budget) as i32], 1
         ; jb =>out
-        ; add QWORD [rbx + l.retired as i32], count as i32
+        ; add rbp, count as i32
     );
 }
 
@@ -1614,15 +1614,20 @@ fn emit(
     let l = Layout::of(core);
     let mut a = Asm::new(at as usize);
     let exit = a.new_dynamic_label();
-    // Entry: RSP is 8 mod 16; five pushes make calls aligned.
+    // Entry: RSP is 8 mod 16; six pushes and 8 bytes make calls aligned.
     // R15: the TLB right a read needs at this privilege (CPL changes
     // only in trampolined instructions, which end the run).
+    // RBP: the instructions retired in this run by links and self loops,
+    // added to the core's count on the way out.
     dynasm!(a
         ; push rbx
+        ; push rbp
         ; push r12
         ; push r13
         ; push r14
         ; push r15
+        ; sub rsp, 8
+        ; xor ebp, ebp
         ; mov r12, rdi
         ; mov rbx, QWORD [rdi + std::mem::offset_of!(JitCtx, core) as i32]
         ; movzx r15d, WORD [rbx + l.seg_sel[crate::cpu::CS] as i32]
@@ -1671,16 +1676,19 @@ fn emit(
         let next = b.fast.last().map_or(b.lin, |f| f.next);
         mov_imm(&mut a, RAX, next);
         dynasm!(a ; mov QWORD [rbx + l.rip as i32], rax);
-        chain_exit(&mut a, &l, n, exit, top);
+        chain_exit(&mut a, n, exit, top);
     }
     dynasm!(a
         ; =>exit
+        ; add QWORD [rbx + l.retired as i32], rbp
         ; shl rax, 32
         ; or rax, r13
+        ; add rsp, 8
         ; pop r15
         ; pop r14
         ; pop r13
         ; pop r12
+        ; pop rbp
         ; pop rbx
         ; ret
     );
