@@ -213,18 +213,6 @@ impl Vm for KvmVm {
 mod tests {
     use super::*;
 
-    struct NoIo;
-    impl DeviceIo for NoIo {
-        fn pio_read(&self, _: u16, data: &mut [u8]) {
-            data.fill(0xff);
-        }
-        fn pio_write(&self, _: u16, _: &[u8]) {}
-        fn mmio_read(&self, _: u64, data: &mut [u8]) {
-            data.fill(0xff);
-        }
-        fn mmio_write(&self, _: u64, _: &[u8]) {}
-    }
-
     fn lvt(vcpu: &KvmVcpu, offset: usize) -> u32 {
         let lapic = vcpu.fd().get_lapic().expect("KVM_GET_LAPIC");
         let b = |i: usize| lapic.regs[offset + i] as u8;
@@ -246,8 +234,12 @@ mod tests {
             vm.create_irq_controllers().is_err(),
             "irqchip created twice"
         );
-        let bsp = vm.create_kvm_vcpu(0, Arc::new(NoIo)).expect("bsp");
-        let ap = vm.create_kvm_vcpu(1, Arc::new(NoIo)).expect("ap");
+        let bsp = vm
+            .create_kvm_vcpu(0, Arc::new(hypervisor::NoDevices))
+            .expect("bsp");
+        let ap = vm
+            .create_kvm_vcpu(1, Arc::new(hypervisor::NoDevices))
+            .expect("ap");
         // BSP: LINT0 ExtINT and LINT1 NMI, both unmasked (virtual wire).
         assert_eq!(lvt(&bsp, 0x350) & 0x1_0700, 0x700);
         assert_eq!(lvt(&bsp, 0x360) & 0x1_0700, 0x400);

@@ -376,6 +376,21 @@ impl SoftVcpu {
         }
     }
 
+    /// What the run loop does once a block (run either way) ended with
+    /// `end`: go on (None), or leave with this exit.
+    fn after_block(&mut self, end: BlockEnd) -> Option<VmExit> {
+        match end {
+            BlockEnd::Next | BlockEnd::Again | BlockEnd::Other => None,
+            BlockEnd::Halt => {
+                self.state = RunState::Halted;
+                None
+            }
+            BlockEnd::Kicked => Some(VmExit::Interrupted),
+            BlockEnd::Shutdown => Some(VmExit::Shutdown),
+            BlockEnd::Unsupported => Some(self.failure()),
+        }
+    }
+
     fn run_loop(&mut self) -> VmExit {
         let mut n: u32 = 0;
         // The block just run, when it ended in a way its successor can be
@@ -474,12 +489,8 @@ impl SoftVcpu {
                 let chains = matches!(end, BlockEnd::Next | BlockEnd::Again);
                 prev = chains.then_some(exit.slot);
                 pending = if chains { j.pending(exit.link) } else { None };
-                match end {
-                    BlockEnd::Next | BlockEnd::Again | BlockEnd::Other => {}
-                    BlockEnd::Halt => self.state = RunState::Halted,
-                    BlockEnd::Kicked => return VmExit::Interrupted,
-                    BlockEnd::Shutdown => return VmExit::Shutdown,
-                    BlockEnd::Unsupported => return self.failure(),
+                if let Some(e) = self.after_block(end) {
+                    return e;
                 }
                 continue;
             }
@@ -499,12 +510,8 @@ impl SoftVcpu {
                 rounds += 1;
             }
             prev = matches!(end, BlockEnd::Next | BlockEnd::Again).then_some(slot);
-            match end {
-                BlockEnd::Next | BlockEnd::Again | BlockEnd::Other => {}
-                BlockEnd::Halt => self.state = RunState::Halted,
-                BlockEnd::Kicked => return VmExit::Interrupted,
-                BlockEnd::Shutdown => return VmExit::Shutdown,
-                BlockEnd::Unsupported => return self.failure(),
+            if let Some(e) = self.after_block(end) {
+                return e;
             }
         }
     }
