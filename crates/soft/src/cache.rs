@@ -42,8 +42,8 @@ pub struct Block {
     /// its linear address, slot, the TLB epoch then and whether in user
     /// mode.
     succ: Cell<(u64, u64, u32, u64, bool)>,
-    /// Its first page was a global one when it was decoded (a CR3 write
-    /// cannot change what it maps to; see `Tlb::global_epoch`).
+    /// All its pages were global ones when it was decoded (a CR3 write
+    /// cannot change what they map to; see `Tlb::global_epoch`).
     pub global: bool,
     /// Runs so far (until it is translated).
     pub(crate) hits: Cell<u32>,

@@ -889,12 +889,49 @@ fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32),
     );
 }
 
-/// Emits natively, for instructions the fast forms leave to the
-/// interpreter: RDTSC (the host's TSC plus the guest's offset, as
-/// `exec::system::rdtsc`, with the trampoline as the slow path while
-/// CR4.TSD is set), and on 32/64-bit registers NOT, NEG, BSWAP, CDQE and
-/// MOV from a segment register. False when `ins` is none of these; else
-/// `fl` is updated to what the host's flags hold after it.
+/// An instruction the fast forms leave to the interpreter that the
+/// translator still emits natively ([`emit_generic_native`]).
+#[derive(Clone, Copy)]
+enum GenericNative {
+    Rdtsc,
+    Cdqe,
+    /// NOT, NEG or BSWAP of a 32/64-bit register (number, size).
+    Unary(iced_x86::Mnemonic, u8, u8),
+    /// MOV from segment register `.1` (0-5) to 32/64-bit register `.0`.
+    SelectorRead(u8, usize),
+}
+
+/// The native form `ins` has among [`GenericNative`]'s, if any.
+fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
+    use iced_x86::Mnemonic;
+    if f.kind != Kind::Generic || ins.has_lock_prefix() {
+        return None;
+    }
+    match ins.mnemonic() {
+        Mnemonic::Rdtsc => Some(GenericNative::Rdtsc),
+        Mnemonic::Cdqe => Some(GenericNative::Cdqe),
+        m @ (Mnemonic::Not | Mnemonic::Neg | Mnemonic::Bswap) => {
+            let (n, size) = wide_gpr_operand0(ins)?;
+            Some(GenericNative::Unary(m, n, size))
+        }
+        Mnemonic::Mov => {
+            let sreg = ins.op_register(1);
+            if ins.op_count() != 2 || !sreg.is_segment_register() {
+                return None;
+            }
+            let (n, _) = wide_gpr_operand0(ins)?;
+            let s = (sreg as usize - iced_x86::Register::ES as usize).min(5);
+            Some(GenericNative::SelectorRead(n, s))
+        }
+        _ => None,
+    }
+}
+
+/// Emits `g`, instruction `i` (`f`, `ins`): RDTSC (the host's TSC plus
+/// the guest's offset, as `exec::system::rdtsc`, with the trampoline as
+/// the slow path while CR4.TSD is set), CDQE, NOT, NEG, BSWAP and
+/// selector reads. `fl` is updated to what the host's flags hold after
+/// it.
 #[allow(clippy::too_many_arguments)]
 fn emit_generic_native<'a>(
     a: &mut Asm,
@@ -902,16 +939,14 @@ fn emit_generic_native<'a>(
     f: &'a Fast,
     ins: &'a Instruction,
     i: u32,
+    g: GenericNative,
     fl: &mut HostFlags,
     dead: bool,
     top: Top<'a>,
-) -> bool {
+) {
     use iced_x86::Mnemonic;
-    if f.kind != Kind::Generic || ins.has_lock_prefix() {
-        return false;
-    }
-    match ins.mnemonic() {
-        Mnemonic::Rdtsc => {
+    match g {
+        GenericNative::Rdtsc => {
             let slow = a.new_dynamic_label();
             let done = a.new_dynamic_label();
             dynasm!(a
@@ -936,21 +971,16 @@ fn emit_generic_native<'a>(
                 redo: None,
             });
             fl.clobbered();
-            true
         }
-        Mnemonic::Cdqe => {
+        GenericNative::Cdqe => {
             dynasm!(a
                 ; movsxd rax, DWORD [rbx + l.reg(0)]
                 ; mov QWORD [rbx + l.reg(0)], rax
             );
-            true
         }
-        Mnemonic::Not | Mnemonic::Neg | Mnemonic::Bswap => {
-            let Some((n, size)) = wide_gpr_operand0(ins) else {
-                return false;
-            };
+        GenericNative::Unary(m, n, size) => {
             mem::get_reg(a, l, RAX, n, size);
-            match (ins.mnemonic(), size) {
+            match (m, size) {
                 (Mnemonic::Not, _) => dynasm!(a ; not rax),
                 (Mnemonic::Bswap, 64) => dynasm!(a ; bswap rax),
                 (Mnemonic::Bswap, _) => dynasm!(a ; bswap eax),
@@ -977,26 +1007,14 @@ fn emit_generic_native<'a>(
             }
             // NOT and BSWAP change no flags, and storing keeps the host's.
             mem::put_reg(a, l, n, size);
-            true
         }
-        Mnemonic::Mov => {
-            // From a segment register to a 32/64-bit register: the
-            // selector, zero-extended.
-            let sreg = ins.op_register(1);
-            if ins.op_count() != 2 || !sreg.is_segment_register() {
-                return false;
-            }
-            let Some((n, _)) = wide_gpr_operand0(ins) else {
-                return false;
-            };
-            let s = (sreg as usize - iced_x86::Register::ES as usize).min(5);
+        GenericNative::SelectorRead(n, s) => {
+            // The selector, zero-extended.
             dynasm!(a
                 ; movzx eax, WORD [rbx + l.seg_sel[s] as i32]
                 ; mov QWORD [rbx + l.reg(n)], rax
             );
-            true
         }
-        _ => false,
     }
 }
 
@@ -1532,7 +1550,8 @@ fn emit_one<'a>(
         *fl = HostFlags::UNKNOWN;
         return;
     }
-    if emit_generic_native(a, l, f, ins, i, fl, dead, top) {
+    if let Some(g) = generic_native(f, ins) {
+        emit_generic_native(a, l, f, ins, i, g, fl, dead, top);
         return;
     }
     emit_tramp(a, f, ins, i, exit);
@@ -1570,14 +1589,12 @@ fn flag_use(f: &Fast, ins: &Instruction) -> FlagUse {
             _ => FlagUse::Reads,
         };
     }
-    if f.kind != Kind::Generic || ins.has_lock_prefix() || wide_gpr_operand0(ins).is_none() {
-        return FlagUse::Reads;
-    }
-    // The register forms `emit_generic_native` translates.
-    match ins.mnemonic() {
-        Mnemonic::Neg => FlagUse::Kills,
-        Mnemonic::Not | Mnemonic::Bswap => FlagUse::Neutral,
-        Mnemonic::Mov if ins.op_register(1).is_segment_register() => FlagUse::Neutral,
+    match generic_native(f, ins) {
+        Some(GenericNative::Unary(Mnemonic::Neg, ..)) => FlagUse::Kills,
+        Some(GenericNative::Cdqe | GenericNative::Unary(..) | GenericNative::SelectorRead(..)) => {
+            FlagUse::Neutral
+        }
+        // RDTSC may fault on its slow path; the rest are trampolines.
         _ => FlagUse::Reads,
     }
 }
