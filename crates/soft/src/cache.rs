@@ -33,9 +33,13 @@ pub struct Block {
     bitness: u32,
     /// The linear address of the first instruction.
     pub lin: u64,
-    /// Physical page(s) the bytes came from, with their code generations.
-    pages: [(u64, u32); 2],
+    /// Physical page(s) the bytes came from, with the code generations
+    /// they were last seen valid at.
+    pages: [(u64, Cell<u32>); 2],
     npages: usize,
+    /// The bytes it was decoded from: a write to its page elsewhere
+    /// (Linux patching a neighbouring jump label, say) leaves it valid.
+    bytes: Box<[u8]>,
     /// The code-write epoch at which the pages last checked valid.
     checked: Cell<u64>,
     /// The block that last followed this one: the RIP it was found at,
@@ -99,6 +103,9 @@ pub struct BlockCache {
     /// longer matched (statistics).
     pub decoded: u64,
     pub redecoded: u64,
+    /// Time spent decoding, when `timed` (statistics).
+    pub decode_time: std::time::Duration,
+    timed: bool,
 }
 
 impl Default for BlockCache {
@@ -107,6 +114,8 @@ impl Default for BlockCache {
             link_epoch: 0,
             decoded: 0,
             redecoded: 0,
+            decode_time: std::time::Duration::ZERO,
+            timed: std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some(),
             map: HashMap::default(),
             blocks: Vec::new(),
             jc: vec![(0, u32::MAX); JC_SIZE],
@@ -206,7 +215,7 @@ impl BlockCache {
                     if b.jit.get().1 > crate::jit::FAILED {
                         self.link_epoch += 1;
                     }
-                    let b = decode_global(core, rip, lin, pa, bitness)?;
+                    let b = self.decode(core, rip, lin, pa, bitness)?;
                     self.blocks[s as usize] = b;
                     self.redecoded += 1;
                 }
@@ -216,7 +225,7 @@ impl BlockCache {
                 if self.blocks.len() >= MAX_BLOCKS {
                     self.clear();
                 }
-                let b = decode_global(core, rip, lin, pa, bitness)?;
+                let b = self.decode(core, rip, lin, pa, bitness)?;
                 self.decoded += 1;
                 let s = self.blocks.len() as u32;
                 self.blocks.push(b);
@@ -226,6 +235,23 @@ impl BlockCache {
         };
         self.jc[h] = (lin, slot);
         Ok(slot as usize)
+    }
+
+    fn decode(
+        &mut self,
+        core: &mut Core,
+        rip: u64,
+        lin: u64,
+        pa: u64,
+        bitness: u32,
+    ) -> ExecResult<Block> {
+        if !self.timed {
+            return decode_global(core, rip, lin, pa, bitness);
+        }
+        let t = std::time::Instant::now();
+        let b = decode_global(core, rip, lin, pa, bitness);
+        self.decode_time += t.elapsed();
+        b
     }
 }
 
@@ -287,17 +313,77 @@ pub fn still_valid(core: &Core, b: &Block) -> bool {
 }
 
 fn valid(core: &Core, b: &Block) -> bool {
-    let epoch = core.ram().code_epoch();
+    let ram = core.ram();
+    let epoch = ram.code_epoch();
     if b.checked.get() == epoch {
         return true;
     }
-    let ok = b.pages[..b.npages]
+    let pages = &b.pages[..b.npages];
+    if !pages
         .iter()
-        .all(|&(pa, gen)| core.ram().generation(pa) == gen);
-    if ok {
-        b.checked.set(epoch);
+        .all(|(pa, gen)| ram.generation(*pa) == gen.get())
+    {
+        // A page was written since. When the block's own bytes are as
+        // they were, it (and its translation) stays: mark the pages as
+        // holding code again before comparing, so a write after the
+        // comparison moves the generation on once more.
+        let gens = [
+            ram.mark_code(pages[0].0),
+            pages.get(1).map_or(0, |p| ram.mark_code(p.0)),
+        ];
+        if !same_bytes(core, b) {
+            return false;
+        }
+        for (p, g) in pages.iter().zip(gens) {
+            p.1.set(g);
+        }
     }
-    ok
+    b.checked.set(epoch);
+    true
+}
+
+/// Whether guest RAM still holds the bytes `b` was decoded from.
+fn same_bytes(core: &Core, b: &Block) -> bool {
+    let off = (b.lin & (PAGE - 1)) as usize;
+    let first = b.bytes.len().min(PAGE as usize - off);
+    let parts = [
+        (b.pages[0].0, off, &b.bytes[..first]),
+        (b.pages[1].0, 0, &b.bytes[first..]),
+    ];
+    let mut now = [0u8; 64];
+    for (pa, off, want) in parts {
+        if want.is_empty() {
+            continue;
+        }
+        let Some(host) = core.ram().page_host(pa) else {
+            return false;
+        };
+        for (i, chunk) in want.chunks(now.len()).enumerate() {
+            let got = &mut now[..chunk.len()];
+            crate::phys::Ram::read(host, off + i * 64, got);
+            if got != chunk {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Zeroes `b` and gives it back as initialized bytes.
+fn init_zero(b: &mut [std::mem::MaybeUninit<u8>]) -> &mut [u8] {
+    for x in b.iter_mut() {
+        x.write(0);
+    }
+    // SAFETY: every element was just written; MaybeUninit<u8> has u8's
+    // layout.
+    unsafe { &mut *(b as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) }
+}
+
+/// `b` as bytes; the caller only passes elements written before.
+fn assume_init(b: &[std::mem::MaybeUninit<u8>]) -> &[u8] {
+    // SAFETY: decode_block passes only `bytes[..avail]`, all of which
+    // `init_zero` wrote; MaybeUninit<u8> has u8's layout.
+    unsafe { &*(b as *const [std::mem::MaybeUninit<u8>] as *const [u8]) }
 }
 
 /// Bytes of a code page fetched at a time while decoding.
@@ -308,76 +394,86 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
     let in_page = PAGE as usize - off;
     // The page's bytes are fetched a window at a time (most blocks are a
     // few dozen bytes); the next page only when an instruction runs into
-    // it.
-    let mut bytes = [0u8; PAGE as usize + 15];
+    // it. Bytes past `avail` are never read, so the buffer is not cleared.
+    let mut bytes = [std::mem::MaybeUninit::<u8>::uninit(); PAGE as usize + 15];
     let mut avail = 0;
     let mut second: Option<u64> = None;
     let gen0 = core.ram().mark_code(pa);
     let mut instrs = Vec::with_capacity(16);
     let mut pos = 0usize;
-    loop {
+    'fetch: loop {
         if pos + 15 > avail && avail < in_page {
             let upto = (avail + FETCH_WINDOW).min(in_page);
-            core.read_lin(
-                lin.wrapping_add(avail as u64),
-                &mut bytes[avail..upto],
-                Access::Exec,
-                false,
-            )?;
+            let window = init_zero(&mut bytes[avail..upto]);
+            core.read_lin(lin.wrapping_add(avail as u64), window, Access::Exec, false)?;
             avail = upto;
         }
+        // One decoder for what has been fetched; a new one once an
+        // instruction may run past it.
+        let fetched = assume_init(&bytes[..avail]);
         let mut dec = Decoder::with_ip(
             bitness,
-            &bytes[pos..avail],
+            &fetched[pos..],
             rip.wrapping_add(pos as u64),
             DecoderOptions::NONE,
         );
-        let mut ins = Instruction::default();
-        dec.decode_out(&mut ins);
-        if ins.code() == Code::INVALID && pos + 15 > avail && second.is_none() && avail == in_page {
-            // Possibly truncated at the page end: fetch the next page.
-            let lin2 = lin.wrapping_add(in_page as u64);
-            let cr2 = core.cpu.cr2;
-            match core.translate(lin2, Access::Exec, false) {
-                Ok(p2) => {
-                    let mut tail = [0u8; 15];
-                    core.read_lin(lin2, &mut tail, Access::Exec, false)?;
-                    bytes[in_page..in_page + 15].copy_from_slice(&tail);
-                    avail = in_page + 15;
-                    second = Some(p2.pa);
-                    continue;
+        loop {
+            let mut ins = Instruction::default();
+            dec.decode_out(&mut ins);
+            if ins.code() == Code::INVALID && pos + 15 > avail {
+                if avail < in_page {
+                    // Cut off by the window: fetch more and decode again.
+                    continue 'fetch;
                 }
-                Err(f) => {
-                    if instrs.is_empty() {
-                        return Err(Stop::Fault(f));
+                if second.is_none() {
+                    // Possibly truncated at the page end: fetch the next page.
+                    let lin2 = lin.wrapping_add(in_page as u64);
+                    let cr2 = core.cpu.cr2;
+                    match core.translate(lin2, Access::Exec, false) {
+                        Ok(p2) => {
+                            let tail = init_zero(&mut bytes[in_page..in_page + 15]);
+                            core.read_lin(lin2, tail, Access::Exec, false)?;
+                            avail = in_page + 15;
+                            second = Some(p2.pa);
+                            continue 'fetch;
+                        }
+                        Err(f) => {
+                            if instrs.is_empty() {
+                                return Err(Stop::Fault(f));
+                            }
+                            // The block ends before the unmapped page; no
+                            // fault is delivered, so CR2 stays as it was.
+                            core.cpu.cr2 = cr2;
+                            break 'fetch;
+                        }
                     }
-                    // The block ends before the unmapped page; no fault
-                    // is delivered, so CR2 stays as it was.
-                    core.cpu.cr2 = cr2;
-                    break;
                 }
             }
-        }
-        let len = ins.len().max(1);
-        let flow = ins.flow_control();
-        let invalid = ins.code() == Code::INVALID;
-        instrs.push(ins);
-        pos += len;
-        // A block runs on past conditional branches (the block loop
-        // leaves it where one is taken) and ends at any other transfer.
-        let goes_on = matches!(flow, FlowControl::Next | FlowControl::ConditionalBranch);
-        if invalid || !goes_on || instrs.len() >= MAX_BLOCK || pos >= in_page {
-            break;
+            let len = ins.len().max(1);
+            let flow = ins.flow_control();
+            let invalid = ins.code() == Code::INVALID;
+            instrs.push(ins);
+            pos += len;
+            // A block runs on past conditional branches (the block loop
+            // leaves it where one is taken) and ends at any other transfer.
+            let goes_on = matches!(flow, FlowControl::Next | FlowControl::ConditionalBranch);
+            if invalid || !goes_on || instrs.len() >= MAX_BLOCK || pos >= in_page {
+                break 'fetch;
+            }
+            if pos + 15 > avail && avail < in_page {
+                continue 'fetch;
+            }
         }
     }
-    let mut pages = [(pa, gen0), (0, 0)];
+    let mut pages = [(pa, Cell::new(gen0)), (0, Cell::new(0))];
     let mut npages = 1;
     if let Some(p2) = second {
         if pos > in_page {
-            pages[1] = (p2, core.ram().mark_code(p2));
+            pages[1] = (p2, Cell::new(core.ram().mark_code(p2)));
             npages = 2;
         }
     }
+    let bytes = assume_init(&bytes[..pos.min(avail)]).into();
     if instrs.is_empty() {
         return Err(Stop::Fault(Fault::ud()));
     }
@@ -397,5 +493,6 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
         bitness,
         pages,
         npages,
+        bytes,
     })
 }

@@ -133,12 +133,13 @@ impl Drop for SoftVcpu {
         if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
             eprintln!(
                 "soft vcpu {}: {:?}; chain keys moved (tlb, global tlb, code, blocks): {:?}; \
-                 blocks decoded {}, decoded again {}",
+                 blocks decoded {}, decoded again {} in {:?}",
                 self.core.index,
                 self.stats,
                 self.chain.moved,
                 self.cache.decoded,
-                self.cache.redecoded
+                self.cache.redecoded,
+                self.cache.decode_time
             );
         }
     }

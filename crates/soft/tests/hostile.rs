@@ -131,11 +131,15 @@ fn run_bounded(vcpu: &mut dyn Vcpu, limit: Duration) -> VmExit {
     let kicker = vcpu.kicker();
     kicker.clear();
     let k = kicker.clone();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
     let timer = thread::spawn(move || {
-        thread::sleep(limit);
-        k.kick();
+        if wait.recv_timeout(limit).is_err() {
+            k.kick();
+        }
     });
     let exit = vcpu.run().expect("run");
+    // The timer may have gone already (it kicked).
+    let _ = done.send(());
     timer.join().expect("timer thread");
     kicker.clear();
     exit
@@ -269,6 +273,55 @@ fn code_rewritten_by_a_device_runs_anew() {
         VmExit::Hlt
     );
     assert_eq!(m.vcpu.regs().expect("regs").rax, 2, "the old code ran");
+}
+
+/// A write elsewhere on a code page leaves its blocks in place (their
+/// bytes are unchanged), but a later write to the block itself, on
+/// either of its pages, still makes the new code run.
+#[test]
+fn code_kept_after_a_write_beside_it_still_sees_later_rewrites() {
+    const START: u64 = CODE + 0xffc;
+    const SECOND: u64 = CODE + 0x1000;
+    // mov eax, imm32 straddling the page end, then hlt on the next page.
+    let mut m = machine(&[], false);
+    m.mem
+        .write_slice(&[0xb8, 1, 0, 0], GuestAddress(START))
+        .expect("code");
+    m.mem
+        .write_slice(&[0, 0xf4], GuestAddress(SECOND))
+        .expect("code");
+    let dma = m.vm.dma_observer().expect("the soft engine observes DMA");
+    let go = |m: &mut Machine| {
+        let mut regs = m.vcpu.regs().expect("regs");
+        regs.rip = START;
+        m.vcpu.set_regs(&regs).expect("regs");
+        let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(1));
+        assert_eq!(exit, VmExit::Hlt);
+        m.vcpu.regs().expect("regs").rax & 0xffff_ffff
+    };
+    let write = |m: &mut Machine, at: u64, bytes: &[u8]| {
+        m.mem.write_slice(bytes, GuestAddress(at)).expect("write");
+        dma.written(at, bytes.len() as u64);
+    };
+    // Often enough to be translated as well.
+    for _ in 0..200 {
+        assert_eq!(go(&mut m), 1);
+    }
+    // Beside the block on both pages: it stays as it was.
+    write(&mut m, CODE + 0x100, &[0xcc; 16]);
+    write(&mut m, SECOND + 0x100, &[0xcc; 16]);
+    assert_eq!(go(&mut m), 1);
+    // Then into it on the first page, then on the second.
+    write(&mut m, START + 1, &[2]);
+    assert_eq!(go(&mut m), 2, "the old first page ran");
+    for _ in 0..200 {
+        go(&mut m);
+    }
+    write(&mut m, CODE + 0x200, &[0xcc; 16]);
+    write(&mut m, SECOND + 0x200, &[0xcc; 16]);
+    assert_eq!(go(&mut m), 2);
+    write(&mut m, SECOND, &[7]);
+    assert_eq!(go(&mut m), 0x0700_0002, "the old second page ran");
 }
 
 /// A block that runs into a second page is decoded anew when that page
