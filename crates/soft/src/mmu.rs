@@ -7,7 +7,7 @@ use crate::cpu::{Cpu, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_NXE};
 use crate::exception::{Fault, PF};
 use crate::phys::{Ram, PAGE};
 
-const TLB_SIZE: usize = 1024;
+const TLB_SIZE: usize = 4096;
 
 /// How memory is accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,10 @@ pub struct Tlb {
     /// Linear page numbers of global pages that blocks were decoded from
     /// (a superset: pages stay after their blocks go).
     global_code: std::collections::HashSet<u64>,
+    /// Slots filled with non-global entries since the last flush, so a
+    /// CR3 write clears those instead of scanning the whole table (a
+    /// Debian boot writes CR3 about 18,000 times).
+    nonglobal: Vec<u32>,
 }
 
 impl Default for Tlb {
@@ -79,6 +83,7 @@ impl Default for Tlb {
             epoch: 0,
             global_epoch: 0,
             global_code: std::collections::HashSet::new(),
+            nonglobal: Vec::new(),
         }
     }
 }
@@ -116,6 +121,7 @@ impl Tlb {
 
     pub fn flush(&mut self) {
         self.e.iter_mut().for_each(|e| e.tag = 0);
+        self.nonglobal.clear();
         self.epoch = self.epoch.wrapping_add(1);
         self.global_epoch = self.global_epoch.wrapping_add(1);
     }
@@ -123,10 +129,20 @@ impl Tlb {
     /// A CR3 write: every entry but the global pages' goes (as on the
     /// hardware), and global pages keep their epoch.
     pub fn flush_nonglobal(&mut self) {
-        self.e
-            .iter_mut()
-            .filter(|e| !e.global)
-            .for_each(|e| e.tag = 0);
+        if self.nonglobal.len() >= TLB_SIZE / 2 {
+            self.e
+                .iter_mut()
+                .filter(|e| !e.global)
+                .for_each(|e| e.tag = 0);
+        } else {
+            for &i in &self.nonglobal {
+                let e = &mut self.e[i as usize];
+                if !e.global {
+                    e.tag = 0;
+                }
+            }
+        }
+        self.nonglobal.clear();
         self.epoch = self.epoch.wrapping_add(1);
     }
 
@@ -285,6 +301,10 @@ pub fn translate(
     };
     ent.perm = perm_of(cpu, &ent);
     tlb.e[slot] = ent;
+    // Once half the table is listed, the next CR3 write scans it all.
+    if !ent.global && tlb.nonglobal.len() < TLB_SIZE / 2 {
+        tlb.nonglobal.push(slot as u32);
+    }
     Ok(Page {
         pa: ent.pa,
         host: ent.host,
@@ -438,6 +458,44 @@ mod tests {
         cpu.cr3 = 0x1000;
         let ram = Ram::new(&mem);
         (cpu, ram, mem)
+    }
+
+    /// A CR3 write drops the non-global entries and keeps the global
+    /// one, both while the filled slots are listed and once so many were
+    /// filled that the whole table is scanned.
+    #[test]
+    fn cr3_write_keeps_only_global_entries() {
+        for fills in [1u64, TLB_SIZE as u64] {
+            let (mut cpu, ram, mem) = setup(P | RW);
+            cpu.cr4 |= CR4_PGE;
+            let mut tlb = Tlb::default();
+            let who = Who { user: false };
+            // The page at 0x400000 global, its neighbours' PTEs not.
+            mem.write_obj(0x8000u64 | P | RW | G, GuestAddress(0x4000))
+                .unwrap();
+            for i in 1..512u64 {
+                mem.write_obj(0x8000u64 | P | RW, GuestAddress(0x4000 + 8 * i))
+                    .unwrap();
+            }
+            translate(&mut cpu, &mut tlb, &ram, 0x400000, Access::Read, who).unwrap();
+            for i in 0..fills {
+                // (INVLPG first, so every round fills a slot again.)
+                let lin = 0x401000 + (i % 511) * PAGE;
+                tlb.flush_page(lin);
+                translate(&mut cpu, &mut tlb, &ram, lin, Access::Read, who).unwrap();
+            }
+            assert_eq!(tlb.nonglobal.len() >= TLB_SIZE / 2, fills > 1);
+            tlb.flush_nonglobal();
+            assert!(
+                tlb.fast(0x400000, PERM_SR).is_some(),
+                "{fills}: global dropped"
+            );
+            assert!(tlb.is_global(0x400000));
+            for i in 0..fills.min(511) {
+                let lin = 0x401000 + i * PAGE;
+                assert!(tlb.fast(lin, PERM_SR).is_none(), "{fills}: {lin:#x} kept");
+            }
+        }
     }
 
     #[test]
