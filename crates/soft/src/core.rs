@@ -51,6 +51,18 @@ impl Core {
         &self.shared.ram
     }
 
+    /// Whether the irqchip holds an interrupt for this vCPU: only then
+    /// must an instruction that allows interrupts end the block for the
+    /// run loop to deliver it (one that arrives later sets the vCPU's
+    /// attention flag, which ends translated runs at their next link and
+    /// is checked before every block).
+    pub fn interrupt_waiting(&self) -> bool {
+        self.shared
+            .irq
+            .get()
+            .is_some_and(|irq| irq.has_interrupt(self.index))
+    }
+
     #[inline]
     fn who(&self, sys: bool) -> Who {
         Who {

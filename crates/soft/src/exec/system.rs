@@ -308,7 +308,10 @@ pub fn cli_sti(core: &mut Core, sti: bool) -> ExecResult {
     }
     let was = core.cpu.flags.has(flags::IF);
     core.cpu.flags.put(flags::IF, sti);
-    if sti && !was {
+    // The interrupt shadow matters only to an interrupt already waiting;
+    // without one, the block goes on (STI; HLT still cannot miss one: HLT
+    // looks for waiting interrupts before it sleeps).
+    if sti && !was && core.interrupt_waiting() {
         core.cpu.int_shadow = true;
         return Err(Stop::EndBlock);
     }

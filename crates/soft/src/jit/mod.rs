@@ -566,14 +566,15 @@ unsafe extern "sysv64" fn tramp(ctx: *mut JitCtx, f: *const Fast, ins: *const In
     let epoch = core.tlb.epoch;
     let masked = !core.cpu.flags.has(crate::flags::IF);
     match (f.h)(core, f, ins) {
-        // A changed TLB epoch changes the chain key, and interrupts just
-        // allowed may be waiting: the run must end.
+        // A changed TLB epoch changes the chain key, and an interrupt
+        // waiting when they are just allowed must be taken: the run must
+        // end.
         Ok(()) => u64::from(
             core.device_written
                 || core.code_written
                 || (f.sets_rip && core.cpu.rip != f.next)
                 || core.tlb.epoch != epoch
-                || (masked && core.cpu.flags.has(crate::flags::IF)),
+                || (masked && core.cpu.flags.has(crate::flags::IF) && core.interrupt_waiting()),
         ),
         Err(s) => {
             ctx.stop = Some(s);
