@@ -469,7 +469,15 @@ impl SoftVcpu {
                 } else {
                     CHAIN_BUDGET
                 };
-                let exit = jit::run(&mut self.core, j, t, keys, budget, &self.signal);
+                let exit = jit::run(
+                    &mut self.core,
+                    j,
+                    t,
+                    keys,
+                    budget,
+                    self.maybe_irq,
+                    &self.signal,
+                );
                 n = n.wrapping_add(exit.chained);
                 let st = &mut self.stats;
                 st.translated += 1;

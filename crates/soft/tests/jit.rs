@@ -6,7 +6,7 @@
 //! its condition (the host's flags redone from the lazy record), NEG,
 //! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
 //! CDQE and selector reads, in-code
-//! self loops, and CALL/JMP through a register and RET (indirect
+//! self loops, CLI/STI, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -234,6 +234,33 @@ fn program() -> Vec<u8> {
     a.ret().unwrap();
     a.set_label(&mut back).unwrap();
     a.add(r9, rdi).unwrap();
+    // The same through memory (a table at DATA + 64).
+    let mut func2 = a.create_label();
+    let mut back2 = a.create_label();
+    a.lea(rdi, ptr(func2)).unwrap();
+    a.mov(qword_ptr(rsi + 64), rdi).unwrap();
+    a.lea(rdi, ptr(back2)).unwrap();
+    a.mov(qword_ptr(rsi + 72), rdi).unwrap();
+    a.call(qword_ptr(rsi + 64)).unwrap();
+    a.jmp(qword_ptr(rsi + 72)).unwrap();
+    a.set_label(&mut func2).unwrap();
+    a.xor(r9, 0x55).unwrap();
+    a.ror(r9, 3).unwrap();
+    a.ret().unwrap();
+    a.set_label(&mut back2).unwrap();
+    a.add(r9, rdi).unwrap();
+    // CLI and STI (at CPL 0, no interrupt waiting: both native), seen
+    // through PUSHFQ.
+    for _ in 0..2 {
+        a.cli().unwrap();
+        a.pushfq().unwrap();
+        a.pop(r8).unwrap();
+        a.add(r9, r8).unwrap();
+        a.sti().unwrap();
+        a.pushfq().unwrap();
+        a.pop(r8).unwrap();
+        a.add(r9, r8).unwrap();
+    }
     // A tight self loop (in-code rounds), then the outer loop.
     a.mov(ecx, 100u32).unwrap();
     let mut inner = a.create_label();

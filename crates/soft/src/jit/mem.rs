@@ -53,11 +53,27 @@ pub(super) fn native_mem(f: &Fast) -> bool {
         Kind::Inc | Kind::Dec => f.dst == Loc::Mem,
         Kind::Push => reg_or_imm(f.src),
         Kind::Pop => is_reg(f.dst),
-        Kind::Call => f.src == Loc::Imm || is_reg(f.src),
-        Kind::Jmp => is_reg(f.src),
+        // Calls and jumps through memory too (Linux's calls through
+        // pv_ops and other tables).
+        Kind::Call => matches!(f.src, Loc::Reg(_) | Loc::Imm | Loc::Mem),
+        Kind::Jmp => matches!(f.src, Loc::Reg(_) | Loc::Mem),
         Kind::Ret => true,
         _ => false,
     }
+}
+
+/// RDX = the 64-bit target of an indirect CALL or JMP (register or
+/// memory operand); to `slow` when it is not canonical, or when its
+/// memory read misses the inline TLB lookup.
+fn indirect_target(a: &mut Asm, l: &Layout, f: &Fast, slow: Label) {
+    if f.src == Loc::Mem {
+        emit_lin(a, l, &f.mem);
+        emit_tlb(a, l, 8, false, slow);
+        dynasm!(a ; mov rdx, QWORD [rsi]);
+    } else {
+        dynasm!(a ; mov rdx, QWORD [rbx + l.reg(reg_of(f.src))]);
+    }
+    slow_unless_canonical(a, slow);
 }
 
 /// RAX = the effective address of memory operand `m` (base + index *
@@ -378,12 +394,11 @@ pub(super) fn emit_mem_form<'a>(
             }
         }
         Kind::Push | Kind::Call => {
-            // A call through a register: its target (in R8) must be
-            // canonical before anything changes.
+            // A call through a register or memory: its target (in R8)
+            // must be read and canonical before anything changes.
             let indirect = f.kind == Kind::Call && f.src != Loc::Imm;
             if indirect {
-                dynasm!(a ; mov rdx, QWORD [rbx + l.reg(reg_of(f.src))]);
-                slow_unless_canonical(a, slow);
+                indirect_target(a, l, f, slow);
                 dynasm!(a ; mov r8, rdx);
             }
             dynasm!(a
@@ -434,9 +449,8 @@ pub(super) fn emit_mem_form<'a>(
             dynamic_exit(a, i, exit);
         }
         Kind::Jmp => {
-            // Through a register.
-            dynasm!(a ; mov rdx, QWORD [rbx + l.reg(reg_of(f.src))]);
-            slow_unless_canonical(a, slow);
+            // Through a register or memory.
+            indirect_target(a, l, f, slow);
             dynasm!(a ; mov QWORD [rbx + l.rip as i32], rdx);
             dynamic_exit(a, i, exit);
         }

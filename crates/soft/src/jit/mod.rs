@@ -102,6 +102,9 @@ pub struct JitCtx {
     key_global: u64,
     /// Links still allowed in this run.
     budget: u32,
+    /// The run loop may have seen an interrupt it could not deliver yet
+    /// (`SoftVcpu::maybe_irq`): STI then goes through its handler.
+    irq_maybe: bool,
     /// The vCPU's two signal flags (`Signal::attention`, then
     /// `Signal::kicked` in the next byte): a link is not followed while
     /// either is set.
@@ -496,6 +499,7 @@ struct Layout {
     retired: usize,
     cr4: usize,
     tsc_offset: usize,
+    tsc_aux: usize,
     fl_bits: usize,
     fl_op: usize,
     fl_size: usize,
@@ -524,6 +528,7 @@ impl Layout {
             retired: &core.retired as *const u64 as usize - base,
             cr4: &core.cpu.cr4 as *const u64 as usize - base,
             tsc_offset: &core.cpu.msr.tsc_offset as *const u64 as usize - base,
+            tsc_aux: &core.cpu.msr.tsc_aux as *const _ as usize - base,
             fl_bits: flags + l.bits,
             fl_op: flags + l.op,
             fl_size: flags + l.size,
@@ -892,9 +897,13 @@ fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32),
 
 /// An instruction the fast forms leave to the interpreter that the
 /// translator still emits natively ([`emit_generic_native`]).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum GenericNative {
-    Rdtsc,
+    /// RDTSC, or RDTSCP (`true`: ECX = TSC_AUX too).
+    Rdtsc(bool),
+    /// CLI and STI at CPL 0.
+    Cli,
+    Sti,
     Cdqe,
     /// NOT, NEG or BSWAP of a 32/64-bit register (number, size).
     Unary(iced_x86::Mnemonic, u8, u8),
@@ -909,7 +918,10 @@ fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
         return None;
     }
     match ins.mnemonic() {
-        Mnemonic::Rdtsc => Some(GenericNative::Rdtsc),
+        Mnemonic::Rdtsc => Some(GenericNative::Rdtsc(false)),
+        Mnemonic::Rdtscp => Some(GenericNative::Rdtsc(true)),
+        Mnemonic::Cli => Some(GenericNative::Cli),
+        Mnemonic::Sti => Some(GenericNative::Sti),
         Mnemonic::Cdqe => Some(GenericNative::Cdqe),
         m @ (Mnemonic::Not | Mnemonic::Neg | Mnemonic::Bswap) => {
             let (n, size) = wide_gpr_operand0(ins)?;
@@ -947,7 +959,7 @@ fn emit_generic_native<'a>(
 ) {
     use iced_x86::Mnemonic;
     match g {
-        GenericNative::Rdtsc => {
+        GenericNative::Rdtsc(aux) => {
             let slow = a.new_dynamic_label();
             let done = a.new_dynamic_label();
             dynasm!(a
@@ -961,8 +973,52 @@ fn emit_generic_native<'a>(
                 ; mov QWORD [rbx + l.reg(0)], rcx
                 ; shr rax, 32
                 ; mov QWORD [rbx + l.reg(2)], rax
-                ; =>done
             );
+            if aux {
+                dynasm!(a
+                    ; mov eax, DWORD [rbx + l.tsc_aux as i32]
+                    ; mov QWORD [rbx + l.reg(1)], rax
+                );
+            }
+            dynasm!(a ; =>done);
+            top.slow.borrow_mut().push(SlowPath {
+                at: slow,
+                back: done,
+                f,
+                ins,
+                i,
+                redo: None,
+            });
+            fl.clobbered();
+        }
+        GenericNative::Cli | GenericNative::Sti => {
+            // At CPL 0 neither faults; elsewhere the handler decides. STI
+            // that sets IF goes to the handler when an interrupt may be
+            // waiting (one the run loop saw, or one raised since: the
+            // attention flag), which then ends the run for it.
+            let slow = a.new_dynamic_label();
+            let done = a.new_dynamic_label();
+            let bits = l.fl_bits as i32;
+            let is_if = crate::flags::IF as i32;
+            dynasm!(a
+                ; test BYTE [rbx + l.seg_sel[crate::cpu::CS] as i32], 3
+                ; jnz =>slow
+            );
+            if g == GenericNative::Cli {
+                dynasm!(a ; and QWORD [rbx + bits], !is_if);
+            } else {
+                dynasm!(a
+                    ; test DWORD [rbx + bits], is_if
+                    ; jnz =>done
+                    ; cmp BYTE [r12 + std::mem::offset_of!(JitCtx, irq_maybe) as i32], 0
+                    ; jne =>slow
+                    ; mov rax, QWORD [r12 + std::mem::offset_of!(JitCtx, signal) as i32]
+                    ; cmp WORD [rax], 0
+                    ; jne =>slow
+                    ; or QWORD [rbx + bits], is_if
+                );
+            }
+            dynasm!(a ; =>done);
             top.slow.borrow_mut().push(SlowPath {
                 at: slow,
                 back: done,
@@ -1742,13 +1798,15 @@ pub struct Exit {
 
 /// Runs the translation `t` on `core`, following links made under chain
 /// key `key` at most `budget` times while neither of `signal`'s flags is
-/// set.
+/// set; `irq_maybe`: the run loop may hold an interrupt it could not
+/// deliver yet.
 pub fn run(
     core: &mut Core,
     jit: &Jit,
     t: Translation,
     keys: Keys,
     budget: u32,
+    irq_maybe: bool,
     signal: &Signal,
 ) -> Exit {
     let jumps = &jit.jumps;
@@ -1762,6 +1820,7 @@ pub fn run(
         key: keys.all,
         key_global: keys.global,
         budget,
+        irq_maybe,
         signal: signal.attention.as_ptr().cast_const().cast(),
         jumps: jumps.e.as_ptr(),
         tramps: jit.tramps.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
