@@ -297,6 +297,20 @@ pub(super) fn emit_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8, record: bool)
     );
 }
 
+/// Pushes R8 on the guest's stack (64-bit), or goes to `slow` with
+/// nothing changed when the inline TLB lookup misses.
+pub(super) fn push_r8(a: &mut Asm, l: &Layout, slow: Label) {
+    dynasm!(a
+        ; mov rax, QWORD [rbx + l.reg(RSP)]
+        ; sub rax, 8
+    );
+    emit_tlb(a, l, 8, true, slow);
+    dynasm!(a
+        ; mov QWORD [rsi], r8
+        ; mov QWORD [rbx + l.reg(RSP)], rax
+    );
+}
+
 /// Jumps to `slow` when the branch target in RDX is not canonical (the
 /// handler then raises the fault). Uses RCX.
 fn slow_unless_canonical(a: &mut Asm, slow: Label) {

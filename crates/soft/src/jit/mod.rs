@@ -800,6 +800,18 @@ unsafe extern "sysv64" fn eager_flags(core: *mut Core) {
     core.cpu.flags.set_arith(f);
 }
 
+/// The RFLAGS image PUSHF stores (`exec::flow::pushf`: RF and VM read
+/// as clear).
+///
+/// # Safety
+/// Called only by translated code with the core it runs on (valid, and
+/// not otherwise borrowed while this runs).
+unsafe extern "sysv64" fn pushf_image(core: *const Core) -> u64 {
+    // SAFETY: per the contract, `core` is the live core of `run`.
+    let core = unsafe { &*core };
+    core.cpu.flags.get() & !(crate::flags::RF | crate::flags::VM)
+}
+
 /// The rotate of `ins` when it has a native form: ROL/ROR of a 32- or
 /// 64-bit register by an immediate. Returns (left, register, size,
 /// count).
@@ -904,6 +916,8 @@ enum GenericNative {
     /// CLI and STI at CPL 0.
     Cli,
     Sti,
+    /// PUSHFQ.
+    Pushfq,
     Cdqe,
     /// NOT, NEG or BSWAP of a 32/64-bit register (number, size).
     Unary(iced_x86::Mnemonic, u8, u8),
@@ -921,6 +935,7 @@ fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
         Mnemonic::Rdtsc => Some(GenericNative::Rdtsc(false)),
         Mnemonic::Rdtscp => Some(GenericNative::Rdtsc(true)),
         Mnemonic::Cli => Some(GenericNative::Cli),
+        Mnemonic::Pushfq if ins.code() == iced_x86::Code::Pushfq => Some(GenericNative::Pushfq),
         Mnemonic::Sti => Some(GenericNative::Sti),
         Mnemonic::Cdqe => Some(GenericNative::Cdqe),
         m @ (Mnemonic::Not | Mnemonic::Neg | Mnemonic::Bswap) => {
@@ -1018,6 +1033,26 @@ fn emit_generic_native<'a>(
                     ; or QWORD [rbx + bits], is_if
                 );
             }
+            dynasm!(a ; =>done);
+            top.slow.borrow_mut().push(SlowPath {
+                at: slow,
+                back: done,
+                f,
+                ins,
+                i,
+                redo: None,
+            });
+            fl.clobbered();
+        }
+        GenericNative::Pushfq => {
+            // The image from the flags' record (no side effects), then
+            // the push with the inline TLB lookup; the handler on a miss.
+            let slow = a.new_dynamic_label();
+            let done = a.new_dynamic_label();
+            dynasm!(a ; mov rdi, rbx);
+            call(a, pushf_image as *const () as u64);
+            dynasm!(a ; mov r8, rax);
+            mem::push_r8(a, l, slow);
             dynasm!(a ; =>done);
             top.slow.borrow_mut().push(SlowPath {
                 at: slow,
