@@ -202,16 +202,31 @@ fn bulk(
         return Ok(None);
     }
     let len = (count * bytes) as usize;
-    let mut buf = [0u8; PAGE as usize];
-    let buf = &mut buf[..len];
-    if m == StrOp::Movs {
+    // Both pages are translated before anything is written, so a fault
+    // leaves memory and registers as they were.
+    let src = if m == StrOp::Movs {
         let lin = core.seg_lin(src_seg, si, bytes, false)?;
-        let src = core.translate(lin, Access::Read, false)?;
-        if src.host == 0 {
+        let p = core.translate(lin, Access::Read, false)?;
+        if p.host == 0 {
             return Ok(None);
         }
-        Ram::read(src.host, (lin & (PAGE - 1)) as usize, buf);
+        Some((p.host, (lin & (PAGE - 1)) as usize))
     } else {
+        None
+    };
+    let lin = core.seg_lin(crate::cpu::ES, di, bytes, true)?;
+    let dst = core.translate(lin, Access::Write, false)?;
+    if dst.host == 0 {
+        return Ok(None);
+    }
+    let dst_off = (lin & (PAGE - 1)) as usize;
+    // Through a small buffer a piece at a time (a page-sized one costs
+    // more to clear than most of Linux's memsets): forward, which is
+    // what element-by-element order gives when the destination is not
+    // ahead of the source within the copy (ruled out above).
+    const PIECE: usize = 256;
+    let mut buf = [0u8; PIECE];
+    if src.is_none() {
         let v = core.cpu.gpr[RAX].to_le_bytes();
         // Fixed-size pieces, so the fill compiles to stores, not a
         // memcpy call per element.
@@ -222,21 +237,26 @@ fn bulk(
         }
         match bytes {
             1 => buf.fill(v[0]),
-            2 => fill::<2>(buf, &v),
-            4 => fill::<4>(buf, &v),
-            _ => fill::<8>(buf, &v),
+            2 => fill::<2>(&mut buf, &v),
+            4 => fill::<4>(&mut buf, &v),
+            _ => fill::<8>(&mut buf, &v),
         }
     }
-    let lin = core.seg_lin(crate::cpu::ES, di, bytes, true)?;
-    let dst = core.translate(lin, Access::Write, false)?;
-    if dst.host == 0 {
-        return Ok(None);
+    let mut code = false;
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(PIECE);
+        let piece = &mut buf[..n];
+        if let Some((host, off)) = src {
+            Ram::read(host, off + done, piece);
+        }
+        code |= core
+            .shared
+            .ram
+            .write(dst.pa, dst.host, dst_off + done, piece);
+        done += n;
     }
-    if core
-        .shared
-        .ram
-        .write(dst.pa, dst.host, (lin & (PAGE - 1)) as usize, buf)
-    {
+    if code {
         core.code_written = true;
     }
     core.cpu.gpr[RCX] -= count;
