@@ -6,7 +6,7 @@
 //! its condition (the host's flags redone from the lazy record), NEG,
 //! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
 //! CDQE and selector reads, in-code
-//! self loops, CLI/STI, and CALL/JMP through a register or memory and RET (indirect
+//! self loops, CLI/STI, CMPXCHG on memory, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -249,6 +249,27 @@ fn program() -> Vec<u8> {
     a.ret().unwrap();
     a.set_label(&mut back2).unwrap();
     a.add(r9, rdi).unwrap();
+    // CMPXCHG on memory, 32 and 64 bits, with and without LOCK, equal
+    // and not (the flags read by ADC and SETcc).
+    for (k, size64) in [(0u32, true), (1, false), (2, true), (3, false)] {
+        a.mov(qword_ptr(rsi + 80), r9).unwrap();
+        if k < 2 {
+            a.mov(rax, r9).unwrap();
+        } else {
+            a.lea(rax, ptr(r9 + 1)).unwrap();
+        }
+        a.mov(rcx, r11).unwrap();
+        match (k & 1 == 0, size64) {
+            (true, true) => a.lock().cmpxchg(qword_ptr(rsi + 80), rcx).unwrap(),
+            (true, false) => a.lock().cmpxchg(dword_ptr(rsi + 80), ecx).unwrap(),
+            (false, true) => a.cmpxchg(qword_ptr(rsi + 80), rcx).unwrap(),
+            (false, false) => a.cmpxchg(dword_ptr(rsi + 80), ecx).unwrap(),
+        }
+        a.adc(r9, rax).unwrap();
+        a.setne(r8b).unwrap();
+        a.add(r9, r8).unwrap();
+        a.add(r9, qword_ptr(rsi + 80)).unwrap();
+    }
     // CLI and STI (at CPL 0, no interrupt waiting: both native), seen
     // through PUSHFQ.
     for _ in 0..2 {

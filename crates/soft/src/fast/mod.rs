@@ -154,6 +154,12 @@ fn gpr64(r: Register) -> Option<u8> {
     (53..=68).contains(&v).then(|| (v - 53) as u8)
 }
 
+/// The recipe of `ins`'s memory operand, if it has a 64-bit address
+/// (for the translator's native forms of instructions left generic here).
+pub(crate) fn mem_recipe(ins: &Instruction) -> Option<Mem> {
+    mem_of(ins)
+}
+
 /// The recipe of `ins`'s memory operand, if it has a 64-bit address.
 fn mem_of(ins: &Instruction) -> Option<Mem> {
     let seg = crate::exec::ops::seg_index(ins.memory_segment()) as u8;

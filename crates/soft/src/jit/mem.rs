@@ -297,6 +297,55 @@ pub(super) fn emit_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8, record: bool)
     );
 }
 
+/// (LOCK) CMPXCHG [m], register `r` at `size` (32 or 64) bits: the
+/// host's LOCK CMPXCHG on the guest's memory, RAX written back only when
+/// the comparison fails (as the handler: EAX then zero-extends), and the
+/// flags of CMP accumulator, old value recorded and left in the host's
+/// flags. To `slow` with nothing changed when the operand is misaligned
+/// (a split lock is slow on the host, and the handler knows the rest) or
+/// the inline TLB lookup misses.
+pub(super) fn emit_cmpxchg(a: &mut Asm, l: &Layout, m: &Mem, size: u8, r: u8, slow: Label) {
+    let bytes = u32::from(size / 8);
+    let same = a.new_dynamic_label();
+    emit_lin(a, l, m);
+    dynasm!(a
+        ; test al, (bytes - 1) as i8
+        ; jnz =>slow
+    );
+    emit_tlb(a, l, bytes, true, slow);
+    get_reg(a, l, RDX, r, size);
+    get_reg(a, l, RAX, 0, size);
+    dynasm!(a ; mov rcx, rax);
+    if size == 64 {
+        dynasm!(a
+            ; lock cmpxchg QWORD [rsi], rdx
+            ; jz =>same
+            ; mov QWORD [rbx + l.reg(0)], rax
+            ; =>same
+            ; mov r8, rcx
+            ; sub r8, rax
+        );
+    } else {
+        dynasm!(a
+            ; lock cmpxchg DWORD [rsi], edx
+            ; jz =>same
+            ; mov eax, eax
+            ; mov QWORD [rbx + l.reg(0)], rax
+            ; =>same
+            ; mov r8d, ecx
+            ; sub r8d, eax
+        );
+    }
+    // The SUB gives the host the CMP's flags again; MOVs keep them.
+    dynasm!(a
+        ; mov QWORD [rbx + l.fl_dst as i32], rcx
+        ; mov QWORD [rbx + l.fl_src as i32], rax
+        ; mov QWORD [rbx + l.fl_res as i32], r8
+        ; mov BYTE [rbx + l.fl_op as i32], FlagOp::Sub as i8
+        ; mov DWORD [rbx + l.fl_size as i32], i32::from(size)
+    );
+}
+
 /// Pushes R8 on the guest's stack (64-bit), or goes to `slow` with
 /// nothing changed when the inline TLB lookup misses.
 pub(super) fn push_r8(a: &mut Asm, l: &Layout, slow: Label) {

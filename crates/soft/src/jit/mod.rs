@@ -909,7 +909,7 @@ fn emit_rotate(a: &mut Asm, l: &Layout, (left, r, size, n): (bool, u8, u8, u32),
 
 /// An instruction the fast forms leave to the interpreter that the
 /// translator still emits natively ([`emit_generic_native`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 enum GenericNative {
     /// RDTSC, or RDTSCP (`true`: ECX = TSC_AUX too).
     Rdtsc(bool),
@@ -918,6 +918,9 @@ enum GenericNative {
     Sti,
     /// PUSHFQ.
     Pushfq,
+    /// (LOCK) CMPXCHG of a 32/64-bit memory operand with a register
+    /// (size, register number).
+    Cmpxchg(crate::fast::Mem, u8, u8),
     Cdqe,
     /// NOT, NEG or BSWAP of a 32/64-bit register (number, size).
     Unary(iced_x86::Mnemonic, u8, u8),
@@ -927,8 +930,24 @@ enum GenericNative {
 
 /// The native form `ins` has among [`GenericNative`]'s, if any.
 fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
-    use iced_x86::Mnemonic;
-    if f.kind != Kind::Generic || ins.has_lock_prefix() {
+    use iced_x86::{Code, Mnemonic};
+    if f.kind != Kind::Generic {
+        return None;
+    }
+    if let (Code::Cmpxchg_rm32_r32 | Code::Cmpxchg_rm64_r64, iced_x86::OpKind::Memory) =
+        (ins.code(), ins.op0_kind())
+    {
+        let m = crate::fast::mem_recipe(ins)?;
+        let size = if ins.code() == Code::Cmpxchg_rm64_r64 {
+            64
+        } else {
+            32
+        };
+        let r = ins.op1_register().full_register();
+        let n = (r as u32).checked_sub(iced_x86::Register::RAX as u32)?;
+        return (n < 16).then_some(GenericNative::Cmpxchg(m, size, n as u8));
+    }
+    if ins.has_lock_prefix() {
         return None;
     }
     match ins.mnemonic() {
@@ -1019,7 +1038,7 @@ fn emit_generic_native<'a>(
                 ; test BYTE [rbx + l.seg_sel[crate::cpu::CS] as i32], 3
                 ; jnz =>slow
             );
-            if g == GenericNative::Cli {
+            if matches!(g, GenericNative::Cli) {
                 dynasm!(a ; and QWORD [rbx + bits], !is_if);
             } else {
                 dynasm!(a
@@ -1043,6 +1062,28 @@ fn emit_generic_native<'a>(
                 redo: None,
             });
             fl.clobbered();
+        }
+        GenericNative::Cmpxchg(m, size, r) => {
+            // Atomic on the host (devices share the memory); the handler
+            // takes what the inline path does not (misaligned, a TLB
+            // miss, a page holding code).
+            let slow = a.new_dynamic_label();
+            let done = a.new_dynamic_label();
+            mem::emit_cmpxchg(a, l, &m, size, r, slow);
+            dynasm!(a ; =>done);
+            top.slow.borrow_mut().push(SlowPath {
+                at: slow,
+                back: done,
+                f,
+                ins,
+                i,
+                redo: (!dead).then_some((Kind::Alu(Alu::Sub), size)),
+            });
+            *fl = if dead {
+                HostFlags::UNKNOWN
+            } else {
+                HostFlags::alu(Alu::Sub, size)
+            };
         }
         GenericNative::Pushfq => {
             // The image from the flags' record (no side effects), then
