@@ -6,7 +6,7 @@
 //! its condition (the host's flags redone from the lazy record), NEG,
 //! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
 //! CDQE and selector reads, in-code
-//! self loops, CLI/STI, CMPXCHG on memory, and CALL/JMP through a register or memory and RET (indirect
+//! self loops, CLI/STI, CMPXCHG on memory, BT/BTS/BTR/BTC, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -270,6 +270,42 @@ fn program() -> Vec<u8> {
         a.add(r9, r8).unwrap();
         a.add(r9, qword_ptr(rsi + 80)).unwrap();
     }
+    // BT/BTS/BTR/BTC on registers and memory, by an immediate and by a
+    // register (the memory forms address the bit string, here up to two
+    // elements below and above), 32 and 64 bits, with and without LOCK;
+    // CF read by ADC, the other flags (kept) by SETcc.
+    a.mov(qword_ptr(rsi + 96), r9).unwrap();
+    a.mov(qword_ptr(rsi + 104), r11).unwrap();
+    a.mov(qword_ptr(rsi + 112), rax).unwrap();
+    a.lea(rdi, ptr(rsi + 104)).unwrap();
+    for (k, op) in (0u32..24).zip((0..4).cycle()) {
+        a.cmp(r9, r11).unwrap();
+        a.mov(rcx, rax).unwrap();
+        a.shr(rcx, k).unwrap();
+        a.and(ecx, 127).unwrap();
+        a.sub(rcx, 64).unwrap();
+        let imm = (k * 11) % 70;
+        match (k % 6, op) {
+            (0, 0) | (0, 2) => a.bt(r9, imm).unwrap(),
+            (0, _) => a.bts(r9d, imm).unwrap(),
+            (1, 1) => a.btr(r9, rcx).unwrap(),
+            (1, _) => a.btc(r9d, ecx).unwrap(),
+            (2, 0) => a.bt(qword_ptr(rdi), imm).unwrap(),
+            (2, 1) => a.lock().bts(qword_ptr(rdi), imm).unwrap(),
+            (2, 2) => a.btr(dword_ptr(rdi), imm).unwrap(),
+            (2, _) => a.btc(qword_ptr(rdi), imm).unwrap(),
+            (3, 0) | (4, 0) => a.bt(qword_ptr(rdi), rcx).unwrap(),
+            (3, 1) => a.lock().bts(qword_ptr(rdi), rcx).unwrap(),
+            (3, _) => a.btr(dword_ptr(rdi), ecx).unwrap(),
+            (4, _) => a.btc(dword_ptr(rdi), ecx).unwrap(),
+            _ => a.bt(r9d, ecx).unwrap(),
+        }
+        a.setl(r8b).unwrap();
+        a.adc(r9, r8).unwrap();
+    }
+    a.add(r9, qword_ptr(rsi + 96)).unwrap();
+    a.add(r9, qword_ptr(rsi + 104)).unwrap();
+    a.add(r9, qword_ptr(rsi + 112)).unwrap();
     // CLI and STI (at CPL 0, no interrupt waiting: both native), seen
     // through PUSHFQ.
     for _ in 0..2 {

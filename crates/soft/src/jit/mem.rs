@@ -297,6 +297,152 @@ pub(super) fn emit_alu(a: &mut Asm, l: &Layout, op: Alu, size: u8, record: bool)
     );
 }
 
+/// A BT, BTS, BTR or BTC the translator emits natively: its operation,
+/// operand size (32 or 64), the operand tested (a register number or a
+/// memory recipe) and the bit offset (an immediate or a register).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BitTest {
+    op: iced_x86::Mnemonic,
+    size: u8,
+    dst: Result<u8, Mem>,
+    bit: Result<u8, u8>,
+}
+
+/// The native form of `ins` if it is a BT/BTS/BTR/BTC of a 32/64-bit
+/// register or memory operand by an immediate or a register.
+pub(super) fn bit_test(ins: &Instruction) -> Option<BitTest> {
+    use iced_x86::{Mnemonic, OpKind};
+    let op = ins.mnemonic();
+    if !matches!(
+        op,
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    ) {
+        return None;
+    }
+    let gpr = |r: iced_x86::Register| -> Option<u8> {
+        let n = (r.full_register() as u32).checked_sub(iced_x86::Register::RAX as u32)?;
+        (r.is_gpr() && n < 16).then_some(n as u8)
+    };
+    let size = match ins.op0_kind() {
+        OpKind::Register => ins.op0_register().size(),
+        OpKind::Memory => ins.memory_size().size(),
+        _ => return None,
+    };
+    let size = match size {
+        8 => 64,
+        4 => 32,
+        _ => return None,
+    };
+    let dst = match ins.op0_kind() {
+        OpKind::Register => Ok(gpr(ins.op0_register())?),
+        _ => Err(crate::fast::mem_recipe(ins)?),
+    };
+    let bit = match ins.op1_kind() {
+        OpKind::Immediate8 => Ok(ins.immediate8() & (size - 1)),
+        OpKind::Register => Err(gpr(ins.op1_register())?),
+        _ => return None,
+    };
+    Some(BitTest { op, size, dst, bit })
+}
+
+/// Emits `b` with CF left as the bit's old value in the host's flags
+/// (nothing else of them meaningful); to `slow` with nothing changed
+/// when a memory operand misses the inline TLB lookup. A memory operand
+/// with a register offset addresses the bit string: the offset's signed
+/// quotient by the size picks the element.
+pub(super) fn emit_bit_test(a: &mut Asm, l: &Layout, b: &BitTest, slow: Label) {
+    use iced_x86::Mnemonic;
+    let write = b.op != Mnemonic::Bt;
+    // RCX = the bit number within the element.
+    match b.bit {
+        Ok(n) => dynasm!(a ; mov ecx, i32::from(n)),
+        Err(r) => get_reg(a, l, RCX, r, b.size),
+    }
+    let m = match b.dst {
+        Ok(r) => {
+            get_reg(a, l, RAX, r, b.size);
+            macro_rules! op {
+                ($o:tt) => {
+                    if b.size == 64 {
+                        dynasm!(a ; $o rax, rcx)
+                    } else {
+                        dynasm!(a ; $o eax, ecx)
+                    }
+                };
+            }
+            match b.op {
+                Mnemonic::Bt => op!(bt),
+                Mnemonic::Bts => op!(bts),
+                Mnemonic::Btr => op!(btr),
+                _ => op!(btc),
+            }
+            if write {
+                // MOV keeps the flags (put_reg's zero-extension too).
+                put_reg(a, l, r, b.size);
+            }
+            return;
+        }
+        Err(m) => m,
+    };
+    let bytes = b.size / 8;
+    if b.bit.is_err() {
+        // R8 = the element's byte offset: sign-extended offset >> log2(size) * bytes.
+        if b.size == 64 {
+            dynasm!(a
+                ; mov r8, rcx
+                ; sar r8, 6
+                ; shl r8, 3
+                ; and ecx, 63
+            );
+        } else {
+            dynasm!(a
+                ; movsxd r8, ecx
+                ; sar r8, 5
+                ; shl r8, 2
+                ; and ecx, 31
+            );
+        }
+        // R9 keeps RCX across the EA and TLB code (which use it).
+        dynasm!(a ; mov r9, rcx);
+        emit_lin(a, l, &m);
+        dynasm!(a ; add rax, r8);
+    } else {
+        dynasm!(a ; mov r9, rcx);
+        emit_lin(a, l, &m);
+    }
+    if write {
+        // A misaligned locked access may split a cache line, which the
+        // host makes slow: the handler takes it.
+        dynasm!(a
+            ; test al, (bytes - 1) as i8
+            ; jnz =>slow
+        );
+    }
+    emit_tlb(a, l, u32::from(bytes), write, slow);
+    dynasm!(a ; mov rcx, r9);
+    macro_rules! op {
+        ($o:tt) => {
+            if b.size == 64 {
+                dynasm!(a ; lock $o QWORD [rsi], rcx)
+            } else {
+                dynasm!(a ; lock $o DWORD [rsi], ecx)
+            }
+        };
+    }
+    match b.op {
+        Mnemonic::Bt => {
+            if b.size == 64 {
+                dynasm!(a ; bt QWORD [rsi], rcx)
+            } else {
+                dynasm!(a ; bt DWORD [rsi], ecx)
+            }
+        }
+        Mnemonic::Bts => op!(bts),
+        Mnemonic::Btr => op!(btr),
+        _ => op!(btc),
+    }
+}
+
 /// (LOCK) CMPXCHG [m], register `r` at `size` (32 or 64) bits: the
 /// host's LOCK CMPXCHG on the guest's memory, RAX written back only when
 /// the comparison fails (as the handler: EAX then zero-extends), and the

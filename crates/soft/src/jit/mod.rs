@@ -921,6 +921,8 @@ enum GenericNative {
     /// (LOCK) CMPXCHG of a 32/64-bit memory operand with a register
     /// (size, register number).
     Cmpxchg(crate::fast::Mem, u8, u8),
+    /// (LOCK) BT/BTS/BTR/BTC of a 32/64-bit register or memory operand.
+    BitTest(mem::BitTest),
     Cdqe,
     /// NOT, NEG or BSWAP of a 32/64-bit register (number, size).
     Unary(iced_x86::Mnemonic, u8, u8),
@@ -946,6 +948,9 @@ fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
         let r = ins.op1_register().full_register();
         let n = (r as u32).checked_sub(iced_x86::Register::RAX as u32)?;
         return (n < 16).then_some(GenericNative::Cmpxchg(m, size, n as u8));
+    }
+    if let Some(b) = mem::bit_test(ins) {
+        return Some(GenericNative::BitTest(b));
     }
     if ins.has_lock_prefix() {
         return None;
@@ -1062,6 +1067,38 @@ fn emit_generic_native<'a>(
                 redo: None,
             });
             fl.clobbered();
+        }
+        GenericNative::BitTest(b) => {
+            // Only CF changes: the other flags are made eager first
+            // (unless nothing reads them), then CF is set in the word.
+            if !dead {
+                dynasm!(a ; mov rdi, rbx);
+                call(a, eager_flags as *const () as u64);
+            }
+            let slow = a.new_dynamic_label();
+            let done = a.new_dynamic_label();
+            mem::emit_bit_test(a, l, &b, slow);
+            if !dead {
+                let cf = crate::flags::CF as i32;
+                dynasm!(a
+                    ; setc dl
+                    ; movzx edx, dl
+                    ; and QWORD [rbx + l.fl_bits as i32], !cf
+                    ; or QWORD [rbx + l.fl_bits as i32], rdx
+                );
+            }
+            dynasm!(a ; =>done);
+            top.slow.borrow_mut().push(SlowPath {
+                at: slow,
+                back: done,
+                f,
+                ins,
+                i,
+                redo: None,
+            });
+            // The guest's CF changed: redoing an earlier operation no
+            // longer gives its flags.
+            *fl = HostFlags::UNKNOWN;
         }
         GenericNative::Cmpxchg(m, size, r) => {
             // Atomic on the host (devices share the memory); the handler
