@@ -6,7 +6,7 @@
 //! its condition (the host's flags redone from the lazy record), NEG,
 //! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
 //! CDQE and selector reads, in-code
-//! self loops, CLI/STI, CMPXCHG on memory, BT/BTS/BTR/BTC, and CALL/JMP through a register or memory and RET (indirect
+//! self loops, CLI/STI, CMPXCHG on memory, BT/BTS/BTR/BTC, SETcc to memory, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -301,7 +301,11 @@ fn program() -> Vec<u8> {
             _ => a.bt(r9d, ecx).unwrap(),
         }
         a.setl(r8b).unwrap();
+        // SETcc to memory, of CF (just set) and of SF/OF (kept).
+        a.setb(byte_ptr(rsi + 126)).unwrap();
+        a.setge(byte_ptr(rsi + 127)).unwrap();
         a.adc(r9, r8).unwrap();
+        a.add(r9w, word_ptr(rsi + 126)).unwrap();
     }
     a.add(r9, qword_ptr(rsi + 96)).unwrap();
     a.add(r9, qword_ptr(rsi + 104)).unwrap();

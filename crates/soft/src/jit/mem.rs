@@ -15,8 +15,8 @@ use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 use iced_x86::Instruction;
 
 use super::{
-    branch_to, byte_reg, call_cond, dynamic_exit, incdec, mov_imm, pin_guest_cf, Asm, HostFlags,
-    JitCtx, Label, Layout, SlowPath, Top,
+    branch_to, byte_reg, call_cond, cond_to_ecx, dynamic_exit, incdec, mov_imm, pin_guest_cf, Asm,
+    HostFlags, JitCtx, Label, Layout, SlowPath, Top,
 };
 use super::{RAX, RCX, RDX};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
@@ -58,6 +58,7 @@ pub(super) fn native_mem(f: &Fast) -> bool {
         Kind::Call => matches!(f.src, Loc::Reg(_) | Loc::Imm | Loc::Mem),
         Kind::Jmp => matches!(f.src, Loc::Reg(_) | Loc::Mem),
         Kind::Ret => true,
+        Kind::Setcc(_) => f.dst == Loc::Mem,
         _ => false,
     }
 }
@@ -633,6 +634,15 @@ pub(super) fn emit_mem_form<'a>(
             } else if f.kind == Kind::Call {
                 branch_to(a, l, f, i, exit, top);
             }
+        }
+        Kind::Setcc(cc) => {
+            // The condition before the TLB lookup changes the host's
+            // flags.
+            cond_to_ecx(a, l, cc, fl);
+            dynasm!(a ; mov r8d, ecx);
+            emit_lin(a, l, &f.mem);
+            emit_tlb(a, l, 1, true, slow);
+            dynasm!(a ; mov BYTE [rsi], r8b);
         }
         Kind::Pop => {
             dynasm!(a ; mov rax, QWORD [rbx + l.reg(RSP)]);
