@@ -311,16 +311,17 @@ pub fn iret(core: &mut Core, bytes: u64) -> ExecResult {
     if cs.l && long && !crate::core::canonical(target) {
         return Err(Fault::gp(0).into());
     }
-    let saved = core.cpu.clone();
     if outer {
-        // Loading SS is checked at the new privilege level.
-        let ss_saved = core.cpu.seg[CS];
+        // Loading SS is checked at the new privilege level. A failed load
+        // changes no segment (only CR2, when reading the descriptor
+        // faulted, which must stay for the #PF), so putting CS back
+        // undoes it.
+        let cs_saved = core.cpu.seg[CS];
         let mut tmp = cs;
         tmp.selector = (cs_sel & !3) | u16::from(rpl);
         core.cpu.seg[CS] = tmp;
         if let Err(e) = seg::load_data(core, SS, ss_sel) {
-            core.cpu.seg[CS] = ss_saved;
-            core.cpu = saved;
+            core.cpu.seg[CS] = cs_saved;
             return Err(e.into());
         }
         core.cpu.set_gpr(RSP, if long { 64 } else { 32 }, rsp);
