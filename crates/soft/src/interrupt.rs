@@ -267,6 +267,7 @@ pub fn iret(core: &mut Core, bytes: u64) -> ExecResult {
         return Err(Stop::EndBlock);
     }
     let cpl = core.cpu.cpl();
+    let old_cs = core.cpu.seg[CS].selector;
     let ip = peek(core, bytes, 0)?;
     let cs_sel = peek(core, bytes, bytes)? as u16;
     let f = peek(core, bytes, 2 * bytes)?;
@@ -347,5 +348,20 @@ pub fn iret(core: &mut Core, bytes: u64) -> ExecResult {
         }
     }
     let _ = GP;
+    // A 64-bit IRET that keeps CS and the privilege level changes nothing
+    // a block or a translation was made under (Linux's sync_core() runs
+    // one to the next instruction some 100,000 times at boot): the block
+    // goes on from the new RIP, unless it allowed interrupts and one is
+    // waiting.
+    let enables = old & flags::IF == 0 && newf & flags::IF != 0;
+    if long
+        && bytes == 8
+        && cs_sel == old_cs
+        && rpl == cpl
+        && newf & flags::TF == 0
+        && !(enables && core.interrupt_waiting())
+    {
+        return Ok(());
+    }
     Err(Stop::EndBlock)
 }

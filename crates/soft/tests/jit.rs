@@ -6,7 +6,7 @@
 //! its condition (the host's flags redone from the lazy record), NEG,
 //! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
 //! CDQE and selector reads, in-code
-//! self loops, CLI/STI, CMPXCHG on memory, BT/BTS/BTR/BTC, SETcc to memory, and CALL/JMP through a register or memory and RET (indirect
+//! self loops, CLI/STI, CMPXCHG on memory, BT/BTS/BTR/BTC, SETcc to memory, IRETQ, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -310,6 +310,27 @@ fn program() -> Vec<u8> {
     a.add(r9, qword_ptr(rsi + 96)).unwrap();
     a.add(r9, qword_ptr(rsi + 104)).unwrap();
     a.add(r9, qword_ptr(rsi + 112)).unwrap();
+    // IRETQ at the same privilege, to the next instruction (which goes
+    // on in the translated run) and elsewhere, with CF set in the image.
+    for to_next in [true, false] {
+        let mut target = a.create_label();
+        a.mov(r10, rsp).unwrap();
+        a.mov(eax, ss).unwrap();
+        a.push(rax).unwrap();
+        a.push(r10).unwrap();
+        a.pushfq().unwrap();
+        a.or(qword_ptr(rsp), 1).unwrap();
+        a.mov(eax, cs).unwrap();
+        a.push(rax).unwrap();
+        a.lea(rax, ptr(target)).unwrap();
+        a.push(rax).unwrap();
+        a.iretq().unwrap();
+        if !to_next {
+            a.add(r9, 0x999).unwrap();
+        }
+        a.set_label(&mut target).unwrap();
+        a.adc(r9, 3).unwrap();
+    }
     // CLI and STI (at CPL 0, no interrupt waiting: both native), seen
     // through PUSHFQ.
     for _ in 0..2 {
@@ -400,6 +421,13 @@ fn run(jit: bool) -> (Regs, u64) {
         .expect("vcpu");
     let mut sregs = SpecialRegs::default();
     sregs.set_flat_long_mode(0x1000);
+    // A GDT for IRETQ to load CS (0x08) and SS (0x10) from.
+    mem.write_obj(0x00af_9b00_0000_ffffu64, GuestAddress(0x6008))
+        .unwrap();
+    mem.write_obj(0x00cf_9300_0000_ffffu64, GuestAddress(0x6010))
+        .unwrap();
+    sregs.gdt.base = 0x6000;
+    sregs.gdt.limit = 0x17;
     vcpu.set_special_regs(&sregs).expect("sregs");
     vcpu.set_regs(&Regs {
         rip: CODE,
