@@ -275,21 +275,30 @@ fn code_rewritten_by_a_device_runs_anew() {
     assert_eq!(m.vcpu.regs().expect("regs").rax, 2, "the old code ran");
 }
 
-/// A write elsewhere on a code page leaves its blocks in place (their
-/// bytes are unchanged), but a later write to the block itself, on
-/// either of its pages, still makes the new code run.
-#[test]
-fn code_kept_after_a_write_beside_it_still_sees_later_rewrites() {
-    const START: u64 = CODE + 0xffc;
-    const SECOND: u64 = CODE + 0x1000;
-    // mov eax, imm32 straddling the page end, then hlt on the next page.
-    let mut m = machine(&[], false);
+/// Where the straddling block of [`straddling_block`] starts, and the
+/// page it runs into.
+const START: u64 = CODE + 0xffc;
+const SECOND: u64 = CODE + 0x1000;
+
+/// A machine with MOV EAX, 1 straddling the end of the code page at
+/// `START` and HLT after it on the next page (`SECOND`).
+fn straddling_block() -> Machine {
+    let m = machine(&[], false);
     m.mem
         .write_slice(&[0xb8, 1, 0, 0], GuestAddress(START))
         .expect("code");
     m.mem
         .write_slice(&[0, 0xf4], GuestAddress(SECOND))
         .expect("code");
+    m
+}
+
+/// A write elsewhere on a code page leaves its blocks in place (their
+/// bytes are unchanged), but a later write to the block itself, on
+/// either of its pages, still makes the new code run.
+#[test]
+fn code_kept_after_a_write_beside_it_still_sees_later_rewrites() {
+    let mut m = straddling_block();
     let dma = m.vm.dma_observer().expect("the soft engine observes DMA");
     let go = |m: &mut Machine| {
         let mut regs = m.vcpu.regs().expect("regs");
@@ -384,18 +393,9 @@ fn long_rep_moves_and_stores_keep_element_order() {
 /// remaps it and flushes it with INVLPG, the new bytes run.
 #[test]
 fn remapping_a_blocks_second_page_runs_the_new_bytes() {
-    const START: u64 = CODE + 0xffc;
-    const SECOND: u64 = CODE + 0x1000;
     const REMAP: u64 = CODE + 0x2000;
     const OTHER: u64 = 0x18_0000;
-    // mov eax, imm32 straddling the page end, then hlt on the next page.
-    let mut m = machine(&[], false);
-    m.mem
-        .write_slice(&[0xb8, 1, 0, 0], GuestAddress(START))
-        .expect("code");
-    m.mem
-        .write_slice(&[0, 0xf4], GuestAddress(SECOND))
-        .expect("code");
+    let mut m = straddling_block();
     // The other page has a different last immediate byte.
     m.mem
         .write_slice(&[5, 0xf4], GuestAddress(OTHER))

@@ -222,33 +222,29 @@ fn program() -> Vec<u8> {
     }
     // CALL and JMP through a register and RET: indirect exits, which go
     // on through the jump table.
-    let mut func = a.create_label();
-    let mut back = a.create_label();
-    a.lea(rdi, ptr(func)).unwrap();
-    a.call(rdi).unwrap();
-    a.lea(rdi, ptr(back)).unwrap();
-    a.jmp(rdi).unwrap();
-    a.set_label(&mut func).unwrap();
-    a.add(r9, 7).unwrap();
-    a.rol(r9, 2).unwrap();
-    a.ret().unwrap();
-    a.set_label(&mut back).unwrap();
-    a.add(r9, rdi).unwrap();
-    // The same through memory (a table at DATA + 64).
-    let mut func2 = a.create_label();
-    let mut back2 = a.create_label();
-    a.lea(rdi, ptr(func2)).unwrap();
-    a.mov(qword_ptr(rsi + 64), rdi).unwrap();
-    a.lea(rdi, ptr(back2)).unwrap();
-    a.mov(qword_ptr(rsi + 72), rdi).unwrap();
-    a.call(qword_ptr(rsi + 64)).unwrap();
-    a.jmp(qword_ptr(rsi + 72)).unwrap();
-    a.set_label(&mut func2).unwrap();
-    a.xor(r9, 0x55).unwrap();
-    a.ror(r9, 3).unwrap();
-    a.ret().unwrap();
-    a.set_label(&mut back2).unwrap();
-    a.add(r9, rdi).unwrap();
+    // Then the same through memory (a table at DATA + 64).
+    for through_memory in [false, true] {
+        let mut func = a.create_label();
+        let mut back = a.create_label();
+        a.lea(rdi, ptr(func)).unwrap();
+        if through_memory {
+            a.mov(qword_ptr(rsi + 64), rdi).unwrap();
+            a.lea(rdi, ptr(back)).unwrap();
+            a.mov(qword_ptr(rsi + 72), rdi).unwrap();
+            a.call(qword_ptr(rsi + 64)).unwrap();
+            a.jmp(qword_ptr(rsi + 72)).unwrap();
+        } else {
+            a.call(rdi).unwrap();
+            a.lea(rdi, ptr(back)).unwrap();
+            a.jmp(rdi).unwrap();
+        }
+        a.set_label(&mut func).unwrap();
+        a.add(r9, 7 + i32::from(through_memory)).unwrap();
+        a.rol(r9, 2).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut back).unwrap();
+        a.add(r9, rdi).unwrap();
+    }
     // CMPXCHG on memory, 32 and 64 bits, with and without LOCK, equal
     // and not (the flags read by ADC and SETcc).
     for (k, size64) in [(0u32, true), (1, false), (2, true), (3, false)] {

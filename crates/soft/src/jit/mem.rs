@@ -16,7 +16,7 @@ use iced_x86::Instruction;
 
 use super::{
     branch_to, byte_reg, call_cond, cond_to_ecx, dynamic_exit, incdec, mov_imm, pin_guest_cf, Asm,
-    HostFlags, JitCtx, Label, Layout, SlowPath, Top,
+    HostFlags, JitCtx, Label, Layout, Top,
 };
 use super::{RAX, RCX, RDX};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
@@ -683,12 +683,5 @@ pub(super) fn emit_mem_form<'a>(
         Kind::Alu(_) | Kind::Inc | Kind::Dec => Some((f.kind, size)),
         _ => None,
     };
-    top.slow.borrow_mut().push(SlowPath {
-        at: slow,
-        back: done,
-        f,
-        ins,
-        i,
-        redo,
-    });
+    top.slow_path(slow, done, f, ins, i, redo);
 }

@@ -1020,14 +1020,7 @@ fn emit_generic_native<'a>(
                 );
             }
             dynasm!(a ; =>done);
-            top.slow.borrow_mut().push(SlowPath {
-                at: slow,
-                back: done,
-                f,
-                ins,
-                i,
-                redo: None,
-            });
+            top.slow_path(slow, done, f, ins, i, None);
             fl.clobbered();
         }
         GenericNative::Cli | GenericNative::Sti => {
@@ -1058,14 +1051,7 @@ fn emit_generic_native<'a>(
                 );
             }
             dynasm!(a ; =>done);
-            top.slow.borrow_mut().push(SlowPath {
-                at: slow,
-                back: done,
-                f,
-                ins,
-                i,
-                redo: None,
-            });
+            top.slow_path(slow, done, f, ins, i, None);
             fl.clobbered();
         }
         GenericNative::BitTest(b) => {
@@ -1079,23 +1065,10 @@ fn emit_generic_native<'a>(
             let done = a.new_dynamic_label();
             mem::emit_bit_test(a, l, &b, slow);
             if !dead {
-                let cf = crate::flags::CF as i32;
-                dynasm!(a
-                    ; setc dl
-                    ; movzx edx, dl
-                    ; and QWORD [rbx + l.fl_bits as i32], !cf
-                    ; or QWORD [rbx + l.fl_bits as i32], rdx
-                );
+                host_cf_to_bits(a, l);
             }
             dynasm!(a ; =>done);
-            top.slow.borrow_mut().push(SlowPath {
-                at: slow,
-                back: done,
-                f,
-                ins,
-                i,
-                redo: None,
-            });
+            top.slow_path(slow, done, f, ins, i, None);
             // The guest's CF changed: redoing an earlier operation no
             // longer gives its flags.
             *fl = HostFlags::UNKNOWN;
@@ -1108,14 +1081,14 @@ fn emit_generic_native<'a>(
             let done = a.new_dynamic_label();
             mem::emit_cmpxchg(a, l, &m, size, r, slow);
             dynasm!(a ; =>done);
-            top.slow.borrow_mut().push(SlowPath {
-                at: slow,
-                back: done,
+            top.slow_path(
+                slow,
+                done,
                 f,
                 ins,
                 i,
-                redo: (!dead).then_some((Kind::Alu(Alu::Sub), size)),
-            });
+                (!dead).then_some((Kind::Alu(Alu::Sub), size)),
+            );
             *fl = if dead {
                 HostFlags::UNKNOWN
             } else {
@@ -1132,14 +1105,7 @@ fn emit_generic_native<'a>(
             dynasm!(a ; mov r8, rax);
             mem::push_r8(a, l, slow);
             dynasm!(a ; =>done);
-            top.slow.borrow_mut().push(SlowPath {
-                at: slow,
-                back: done,
-                f,
-                ins,
-                i,
-                redo: None,
-            });
+            top.slow_path(slow, done, f, ins, i, None);
             fl.clobbered();
         }
         GenericNative::Cdqe => {
@@ -1256,6 +1222,30 @@ struct SlowPath<'a> {
     ins: &'a Instruction,
     i: u32,
     redo: Option<(Kind, u8)>,
+}
+
+impl<'a> Top<'a> {
+    /// Queues the out-of-line slow path of instruction `i` (`f`, `ins`):
+    /// its handler through the trampoline at `at`, then back to `back`,
+    /// redoing `redo` for the host's flags.
+    fn slow_path(
+        &self,
+        at: Label,
+        back: Label,
+        f: &'a Fast,
+        ins: &'a Instruction,
+        i: u32,
+        redo: Option<(Kind, u8)>,
+    ) {
+        self.slow.borrow_mut().push(SlowPath {
+            at,
+            back,
+            f,
+            ins,
+            i,
+            redo,
+        });
+    }
 }
 
 impl SlowPath<'_> {
@@ -1401,17 +1391,23 @@ fn set_index(a: &mut Asm, i: u32) {
     dynasm!(a ; mov r13b, i as i8);
 }
 
+/// The host's CF as the guest's CF in the flags' bits (the other bits
+/// kept). Uses RDX.
+fn host_cf_to_bits(a: &mut Asm, l: &Layout) {
+    let cf = crate::flags::CF as i32;
+    dynasm!(a
+        ; setc dl
+        ; movzx edx, dl
+        ; and QWORD [rbx + l.fl_bits as i32], !cf
+        ; or QWORD [rbx + l.fl_bits as i32], rdx
+    );
+}
+
 /// Keeps the guest's CF in the flags' bits, as INC/DEC do first: from the
 /// host's CF when it is the guest's, else through [`pin_cf`].
 fn pin_guest_cf(a: &mut Asm, l: &Layout, fl: &HostFlags) {
     if fl.live && !fl.incdec {
-        let cf = crate::flags::CF as i32;
-        dynasm!(a
-            ; setb dl
-            ; movzx edx, dl
-            ; and QWORD [rbx + l.fl_bits as i32], !cf
-            ; or QWORD [rbx + l.fl_bits as i32], rdx
-        );
+        host_cf_to_bits(a, l);
     } else {
         dynasm!(a ; mov rdi, rbx);
         call(a, pin_cf as *const () as u64);
