@@ -215,7 +215,13 @@ impl BlockCache {
                     if b.jit.get().1 > crate::jit::FAILED {
                         self.link_epoch += 1;
                     }
+                    // The new code at a hot address is likely hot too
+                    // (Linux patching a spinlock or a static call): it
+                    // keeps the runs counted so far, so a block that was
+                    // translated is translated again on its next run.
+                    let hits = b.hits.get();
                     let b = self.decode(core, rip, lin, pa, bitness)?;
+                    b.hits.set(hits);
                     self.blocks[s as usize] = b;
                     self.redecoded += 1;
                 }
