@@ -6,7 +6,7 @@
 //! its condition (the host's flags redone from the lazy record), NEG,
 //! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
 //! CDQE and selector reads, in-code
-//! self loops, CLI/STI, CMPXCHG on memory, BT/BTS/BTR/BTC, SETcc to memory, IRETQ, and CALL/JMP through a register or memory and RET (indirect
+//! self loops, CLI/STI, CMPXCHG and XADD on memory, BT/BTS/BTR/BTC, SETcc to memory, IRETQ, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -245,7 +245,7 @@ fn program() -> Vec<u8> {
         a.set_label(&mut back).unwrap();
         a.add(r9, rdi).unwrap();
     }
-    // CMPXCHG on memory, 32 and 64 bits, with and without LOCK, equal
+    // CMPXCHG and XADD on memory, 32 and 64 bits, with and without LOCK, equal
     // and not (the flags read by ADC and SETcc).
     for (k, size64) in [(0u32, true), (1, false), (2, true), (3, false)] {
         a.mov(qword_ptr(rsi + 80), r9).unwrap();
@@ -265,6 +265,24 @@ fn program() -> Vec<u8> {
         a.setne(r8b).unwrap();
         a.add(r9, r8).unwrap();
         a.add(r9, qword_ptr(rsi + 80)).unwrap();
+        // XADD likewise (carry and sign of the sum read after it).
+        a.mov(rcx, r11).unwrap();
+        a.shl(rcx, k * 13).unwrap();
+        match (k & 1 == 0, size64) {
+            (true, true) => a.lock().xadd(qword_ptr(rsi + 80), rcx).unwrap(),
+            (true, false) => a.lock().xadd(dword_ptr(rsi + 80), ecx).unwrap(),
+            (false, true) => a.xadd(qword_ptr(rsi + 80), rcx).unwrap(),
+            (false, false) => a.xadd(dword_ptr(rsi + 80), ecx).unwrap(),
+        }
+        a.adc(r9, rcx).unwrap();
+        a.sets(r8b).unwrap();
+        a.add(r9, r8).unwrap();
+        a.add(r9, qword_ptr(rsi + 80)).unwrap();
+        // And once through the lazy record (PUSHFQ evaluates it).
+        a.lock().xadd(qword_ptr(rsi + 80), rcx).unwrap();
+        a.pushfq().unwrap();
+        a.pop(r8).unwrap();
+        a.add(r9, r8).unwrap();
     }
     // BT/BTS/BTR/BTC on registers and memory, by an immediate and by a
     // register (the memory forms address the bit string, here up to two

@@ -412,14 +412,10 @@ pub(super) fn emit_bit_test(a: &mut Asm, l: &Layout, b: &BitTest, slow: Label) {
         emit_lin(a, l, &m);
     }
     if write {
-        // A misaligned locked access may split a cache line, which the
-        // host makes slow: the handler takes it.
-        dynasm!(a
-            ; test al, (bytes - 1) as i8
-            ; jnz =>slow
-        );
+        locked_operand(a, l, u32::from(bytes), slow);
+    } else {
+        emit_tlb(a, l, u32::from(bytes), false, slow);
     }
-    emit_tlb(a, l, u32::from(bytes), write, slow);
     dynasm!(a ; mov rcx, r9);
     macro_rules! op {
         ($o:tt) => {
@@ -444,6 +440,50 @@ pub(super) fn emit_bit_test(a: &mut Asm, l: &Layout, b: &BitTest, slow: Label) {
     }
 }
 
+/// RSI = the host address of the `bytes`-byte operand at the linear
+/// address in RAX for a locked read-modify-write, through the inline TLB
+/// write path; to `slow` when it misses or the operand is misaligned (a
+/// locked access that splits a cache line is slow on the host: the
+/// handler takes it).
+fn locked_operand(a: &mut Asm, l: &Layout, bytes: u32, slow: Label) {
+    dynasm!(a
+        ; test al, (bytes - 1) as i8
+        ; jnz =>slow
+    );
+    emit_tlb(a, l, bytes, true, slow);
+}
+
+/// (LOCK) XADD [m], register `r` at `size` (32 or 64) bits: the host's
+/// LOCK XADD on the guest's memory, the old value into the register (a
+/// 32-bit one zero-extended), and the ADD's flags recorded and left in
+/// the host's. To `slow` with nothing changed as [`emit_cmpxchg`].
+pub(super) fn emit_xadd(a: &mut Asm, l: &Layout, m: &Mem, size: u8, r: u8, slow: Label) {
+    emit_lin(a, l, m);
+    locked_operand(a, l, u32::from(size / 8), slow);
+    get_reg(a, l, RAX, r, size);
+    dynasm!(a ; mov rcx, rax);
+    if size == 64 {
+        dynasm!(a
+            ; lock xadd QWORD [rsi], rax
+            ; lea r8, [rax + rcx]
+        );
+    } else {
+        dynasm!(a
+            ; lock xadd DWORD [rsi], eax
+            ; lea r8d, [rax + rcx]
+        );
+    }
+    // MOV and LEA keep the host's flags (the ADD's).
+    put_reg(a, l, r, size);
+    dynasm!(a
+        ; mov QWORD [rbx + l.fl_dst as i32], rax
+        ; mov QWORD [rbx + l.fl_src as i32], rcx
+        ; mov QWORD [rbx + l.fl_res as i32], r8
+        ; mov BYTE [rbx + l.fl_op as i32], FlagOp::Add as i8
+        ; mov DWORD [rbx + l.fl_size as i32], i32::from(size)
+    );
+}
+
 /// (LOCK) CMPXCHG [m], register `r` at `size` (32 or 64) bits: the
 /// host's LOCK CMPXCHG on the guest's memory, RAX written back only when
 /// the comparison fails (as the handler: EAX then zero-extends), and the
@@ -452,14 +492,9 @@ pub(super) fn emit_bit_test(a: &mut Asm, l: &Layout, b: &BitTest, slow: Label) {
 /// (a split lock is slow on the host, and the handler knows the rest) or
 /// the inline TLB lookup misses.
 pub(super) fn emit_cmpxchg(a: &mut Asm, l: &Layout, m: &Mem, size: u8, r: u8, slow: Label) {
-    let bytes = u32::from(size / 8);
     let same = a.new_dynamic_label();
     emit_lin(a, l, m);
-    dynasm!(a
-        ; test al, (bytes - 1) as i8
-        ; jnz =>slow
-    );
-    emit_tlb(a, l, bytes, true, slow);
+    locked_operand(a, l, u32::from(size / 8), slow);
     get_reg(a, l, RDX, r, size);
     get_reg(a, l, RAX, 0, size);
     dynasm!(a ; mov rcx, rax);

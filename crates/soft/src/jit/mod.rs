@@ -918,9 +918,9 @@ enum GenericNative {
     Sti,
     /// PUSHFQ.
     Pushfq,
-    /// (LOCK) CMPXCHG of a 32/64-bit memory operand with a register
-    /// (size, register number).
-    Cmpxchg(crate::fast::Mem, u8, u8),
+    /// (LOCK) CMPXCHG (`true`) or XADD of a 32/64-bit memory operand
+    /// with a register (size, register number).
+    AtomicRmw(bool, crate::fast::Mem, u8, u8),
     /// (LOCK) BT/BTS/BTR/BTC of a 32/64-bit register or memory operand.
     BitTest(mem::BitTest),
     Cdqe,
@@ -936,18 +936,18 @@ fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
     if f.kind != Kind::Generic {
         return None;
     }
-    if let (Code::Cmpxchg_rm32_r32 | Code::Cmpxchg_rm64_r64, iced_x86::OpKind::Memory) =
-        (ins.code(), ins.op0_kind())
-    {
+    let rmw = match ins.code() {
+        Code::Cmpxchg_rm32_r32 => Some((true, 32)),
+        Code::Cmpxchg_rm64_r64 => Some((true, 64)),
+        Code::Xadd_rm32_r32 => Some((false, 32)),
+        Code::Xadd_rm64_r64 => Some((false, 64)),
+        _ => None,
+    };
+    if let (Some((cmpxchg, size)), iced_x86::OpKind::Memory) = (rmw, ins.op0_kind()) {
         let m = crate::fast::mem_recipe(ins)?;
-        let size = if ins.code() == Code::Cmpxchg_rm64_r64 {
-            64
-        } else {
-            32
-        };
         let r = ins.op1_register().full_register();
         let n = (r as u32).checked_sub(iced_x86::Register::RAX as u32)?;
-        return (n < 16).then_some(GenericNative::Cmpxchg(m, size, n as u8));
+        return (n < 16).then_some(GenericNative::AtomicRmw(cmpxchg, m, size, n as u8));
     }
     if let Some(b) = mem::bit_test(ins) {
         return Some(GenericNative::BitTest(b));
@@ -1073,26 +1073,26 @@ fn emit_generic_native<'a>(
             // longer gives its flags.
             *fl = HostFlags::UNKNOWN;
         }
-        GenericNative::Cmpxchg(m, size, r) => {
+        GenericNative::AtomicRmw(cmpxchg, m, size, r) => {
             // Atomic on the host (devices share the memory); the handler
             // takes what the inline path does not (misaligned, a TLB
             // miss, a page holding code).
             let slow = a.new_dynamic_label();
             let done = a.new_dynamic_label();
-            mem::emit_cmpxchg(a, l, &m, size, r, slow);
+            let op = if cmpxchg {
+                mem::emit_cmpxchg(a, l, &m, size, r, slow);
+                Alu::Sub
+            } else {
+                mem::emit_xadd(a, l, &m, size, r, slow);
+                Alu::Add
+            };
             dynasm!(a ; =>done);
-            top.slow_path(
-                slow,
-                done,
-                f,
-                ins,
-                i,
-                (!dead).then_some((Kind::Alu(Alu::Sub), size)),
-            );
+            let redo = (!dead).then_some((Kind::Alu(op), size));
+            top.slow_path(slow, done, f, ins, i, redo);
             *fl = if dead {
                 HostFlags::UNKNOWN
             } else {
-                HostFlags::alu(Alu::Sub, size)
+                HostFlags::alu(op, size)
             };
         }
         GenericNative::Pushfq => {
