@@ -6,7 +6,7 @@
 //! its condition (the host's flags redone from the lazy record), NEG,
 //! ADC/SBB and INC/DEC on registers and memory, shifts by CL, BSWAP,
 //! CDQE and selector reads, in-code
-//! self loops, CLI/STI, CMPXCHG and XADD on memory, BT/BTS/BTR/BTC, SETcc to memory, IRETQ, and CALL/JMP through a register or memory and RET (indirect
+//! self loops, CLI/STI, CMPXCHG and XADD on memory, BT/BTS/BTR/BTC, SETcc to memory, IRETQ, REP MOVS/STOS, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
 //! match between `VESSEL_SOFT_JIT=0` and the translator with every block
 //! translated on its first run.
@@ -30,6 +30,7 @@ fn program() -> Vec<u8> {
     a.mov(r12, 6364136223846793005u64).unwrap();
     a.mov(r13, 1442695040888963407u64).unwrap();
     a.mov(rsi, DATA).unwrap();
+    a.mov(r14, DATA + 0x1000).unwrap();
     a.set_label(&mut top).unwrap();
     a.imul_2(rax, r12).unwrap();
     a.add(rax, r13).unwrap();
@@ -345,6 +346,48 @@ fn program() -> Vec<u8> {
         a.set_label(&mut target).unwrap();
         a.adc(r9, 3).unwrap();
     }
+    // REP STOS/MOVS: within a page (native), across one, overlapping
+    // (destination below and above the source), backwards (DF set) and
+    // with RCX zero; the memory summed back.
+    for (k, (movs, scale, count, from, to)) in [
+        (false, 0u32, 37u32, 0, 0x100),
+        (false, 3, 21, 0, 0xf80),
+        (true, 0, 45, 0x108, 0x100),
+        (true, 3, 9, 0x100, 0x110),
+        (true, 3, 30, 0x100, 0x200),
+        (true, 0, 40, 0x100, 0x108),
+        (true, 0, 0, 0x100, 0x200),
+        (false, 2, 700, 0, 0x10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        a.lea(rsi, ptr(r14 + from)).unwrap();
+        a.lea(rdi, ptr(r14 + to)).unwrap();
+        a.mov(ecx, count).unwrap();
+        a.mov(rax, r9).unwrap();
+        if k == 3 {
+            a.std().unwrap();
+            a.lea(rsi, ptr(rsi + 8 * (count - 1))).unwrap();
+            a.lea(rdi, ptr(rdi + 8 * (count - 1))).unwrap();
+        }
+        match (movs, scale) {
+            (false, 0) => a.rep().stosb().unwrap(),
+            (false, 2) => a.rep().stosd().unwrap(),
+            (false, _) => a.rep().stosq().unwrap(),
+            (true, 0) => a.rep().movsb().unwrap(),
+            (true, _) => a.rep().movsq().unwrap(),
+        }
+        a.cld().unwrap();
+        a.add(r9, rcx).unwrap();
+        a.add(r9, rsi).unwrap();
+        a.add(r9, rdi).unwrap();
+        a.add(r9, qword_ptr(r14 + 0x100)).unwrap();
+        a.add(r9, qword_ptr(r14 + 0x128)).unwrap();
+        a.add(r9, qword_ptr(r14 + 0xff8)).unwrap();
+        a.add(r9, qword_ptr(r14 + 0x1000)).unwrap();
+    }
+    a.mov(rsi, DATA).unwrap();
     // CLI and STI (at CPL 0, no interrupt waiting: both native), seen
     // through PUSHFQ.
     for _ in 0..2 {

@@ -440,6 +440,80 @@ pub(super) fn emit_bit_test(a: &mut Asm, l: &Layout, b: &BitTest, slow: Label) {
     }
 }
 
+/// Emits REP STOS (`movs` false) or REP MOVS of elements of 1 << `scale`
+/// bytes, forward, in 64-bit code with flat segments, when the whole
+/// string lies in one page on each side: the host's REP STOS/MOVS on the
+/// guest's memory, then RDI (and RSI) advanced and RCX zero. To `done`
+/// at once when RCX is zero; to `slow` with nothing changed when DF is
+/// set, the string is longer than a page or crosses one, or an inline
+/// TLB lookup misses (MMIO, a page holding code, ...). The host's REP
+/// MOVS gives element order's result for overlapping strings too.
+pub(super) fn emit_rep_string(
+    a: &mut Asm,
+    l: &Layout,
+    movs: bool,
+    scale: u8,
+    slow: Label,
+    done: Label,
+) {
+    const RSI_: u8 = 6;
+    const RDI_: u8 = 7;
+    let max = (4096 >> scale) as i32;
+    let df = crate::flags::DF as i32;
+    dynasm!(a
+        ; mov rcx, QWORD [rbx + l.reg(RCX)]
+        ; test rcx, rcx
+        ; jz =>done
+        ; test DWORD [rbx + l.fl_bits as i32], df
+        ; jnz =>slow
+        ; cmp rcx, max
+        ; ja =>slow
+        ; mov r8, rcx
+        ; shl r8, scale as i8
+        ; mov rax, QWORD [rbx + l.reg(RDI_)]
+        ; mov edx, eax
+        ; and edx, 0xfff
+        ; add rdx, r8
+        ; cmp rdx, 0x1000
+        ; ja =>slow
+    );
+    emit_tlb(a, l, 1, true, slow);
+    dynasm!(a ; mov r9, rsi);
+    if movs {
+        dynasm!(a
+            ; mov rax, QWORD [rbx + l.reg(RSI_)]
+            ; mov edx, eax
+            ; and edx, 0xfff
+            ; add rdx, r8
+            ; cmp rdx, 0x1000
+            ; ja =>slow
+        );
+        emit_tlb(a, l, 1, false, slow);
+    } else {
+        dynasm!(a ; mov rax, QWORD [rbx + l.reg(0)]);
+    }
+    dynasm!(a
+        ; mov rdi, r9
+        ; mov rcx, r8
+        ; shr rcx, scale as i8
+    );
+    match (movs, scale) {
+        (false, 0) => dynasm!(a ; rep stosb),
+        (false, 1) => dynasm!(a ; rep stosw),
+        (false, 2) => dynasm!(a ; rep stosd),
+        (false, _) => dynasm!(a ; rep stosq),
+        (true, 0) => dynasm!(a ; rep movsb),
+        (true, 1) => dynasm!(a ; rep movsw),
+        (true, 2) => dynasm!(a ; rep movsd),
+        (true, _) => dynasm!(a ; rep movsq),
+    }
+    dynasm!(a ; add QWORD [rbx + l.reg(RDI_)], r8);
+    if movs {
+        dynasm!(a ; add QWORD [rbx + l.reg(RSI_)], r8);
+    }
+    dynasm!(a ; mov QWORD [rbx + l.reg(RCX)], 0);
+}
+
 /// RSI = the host address of the `bytes`-byte operand at the linear
 /// address in RAX for a locked read-modify-write, through the inline TLB
 /// write path; to `slow` when it misses or the operand is misaligned (a

@@ -923,11 +923,38 @@ enum GenericNative {
     AtomicRmw(bool, crate::fast::Mem, u8, u8),
     /// (LOCK) BT/BTS/BTR/BTC of a 32/64-bit register or memory operand.
     BitTest(mem::BitTest),
+    /// REP MOVS (`true`) or REP STOS of 1 << `.1`-byte elements with
+    /// 64-bit addresses and flat segments.
+    RepString(bool, u8),
     Cdqe,
     /// NOT, NEG or BSWAP of a 32/64-bit register (number, size).
     Unary(iced_x86::Mnemonic, u8, u8),
     /// MOV from segment register `.1` (0-5) to 32/64-bit register `.0`.
     SelectorRead(u8, usize),
+}
+
+/// The REP MOVS/STOS form of `ins`, if it is one the translator emits:
+/// REP (not REPNE), 64-bit addresses, MOVS reading through DS.
+fn rep_string(ins: &Instruction) -> Option<GenericNative> {
+    use iced_x86::Code;
+    let (movs, scale) = match ins.code() {
+        Code::Stosb_m8_AL => (false, 0),
+        Code::Stosw_m16_AX => (false, 1),
+        Code::Stosd_m32_EAX => (false, 2),
+        Code::Stosq_m64_RAX => (false, 3),
+        Code::Movsb_m8_m8 => (true, 0),
+        Code::Movsw_m16_m16 => (true, 1),
+        Code::Movsd_m32_m32 => (true, 2),
+        Code::Movsq_m64_m64 => (true, 3),
+        _ => return None,
+    };
+    let flat = !movs || ins.memory_segment() == iced_x86::Register::DS;
+    (ins.has_rep_prefix()
+        && !ins.has_repne_prefix()
+        && !ins.has_lock_prefix()
+        && crate::exec::ops::string_addr_size(ins) == 64
+        && flat)
+        .then_some(GenericNative::RepString(movs, scale))
 }
 
 /// The native form `ins` has among [`GenericNative`]'s, if any.
@@ -951,6 +978,9 @@ fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
     }
     if let Some(b) = mem::bit_test(ins) {
         return Some(GenericNative::BitTest(b));
+    }
+    if let Some(r) = rep_string(ins) {
+        return Some(r);
     }
     if ins.has_lock_prefix() {
         return None;
@@ -1094,6 +1124,14 @@ fn emit_generic_native<'a>(
             } else {
                 HostFlags::alu(op, size)
             };
+        }
+        GenericNative::RepString(movs, scale) => {
+            let slow = a.new_dynamic_label();
+            let done = a.new_dynamic_label();
+            mem::emit_rep_string(a, l, movs, scale, slow, done);
+            dynasm!(a ; =>done);
+            top.slow_path(slow, done, f, ins, i, None);
+            fl.clobbered();
         }
         GenericNative::Pushfq => {
             // The image from the flags' record (no side effects), then
