@@ -458,7 +458,7 @@ pub(super) fn emit_rep_string(
 ) {
     const RSI_: u8 = 6;
     const RDI_: u8 = 7;
-    let max = (4096 >> scale) as i32;
+    let max: i32 = 4096 >> scale;
     let df = crate::flags::DF as i32;
     dynasm!(a
         ; mov rcx, QWORD [rbx + l.reg(RCX)]
