@@ -22,6 +22,9 @@ use super::{RAX, RCX, RDX};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
 use crate::flags::FlagOp;
 
+/// Host register R8's number.
+const R8: u8 = 8;
+
 /// The guest's stack pointer.
 const RSP: u8 = 4;
 
@@ -549,13 +552,7 @@ pub(super) fn emit_xadd(a: &mut Asm, l: &Layout, m: &Mem, size: u8, r: u8, slow:
     }
     // MOV and LEA keep the host's flags (the ADD's).
     put_reg(a, l, r, size);
-    dynasm!(a
-        ; mov QWORD [rbx + l.fl_dst as i32], rax
-        ; mov QWORD [rbx + l.fl_src as i32], rcx
-        ; mov QWORD [rbx + l.fl_res as i32], r8
-        ; mov BYTE [rbx + l.fl_op as i32], FlagOp::Add as i8
-        ; mov DWORD [rbx + l.fl_size as i32], i32::from(size)
-    );
+    store_record(a, l, [RAX, RCX, R8], FlagOp::Add, size);
 }
 
 /// (LOCK) CMPXCHG [m], register `r` at `size` (32 or 64) bits: the
@@ -593,11 +590,19 @@ pub(super) fn emit_cmpxchg(a: &mut Asm, l: &Layout, m: &Mem, size: u8, r: u8, sl
         );
     }
     // The SUB gives the host the CMP's flags again; MOVs keep them.
+    store_record(a, l, [RCX, RAX, R8], FlagOp::Sub, size);
+}
+
+/// Stores the lazy flags' record of operation `op` at `size` bits with
+/// the destination, source and result operands in host registers
+/// `regs`, as `Flags::set_lazy` does (MOVs: the host's flags stay).
+fn store_record(a: &mut Asm, l: &Layout, regs: [u8; 3], op: FlagOp, size: u8) {
+    let [dst, src, res] = regs;
     dynasm!(a
-        ; mov QWORD [rbx + l.fl_dst as i32], rcx
-        ; mov QWORD [rbx + l.fl_src as i32], rax
-        ; mov QWORD [rbx + l.fl_res as i32], r8
-        ; mov BYTE [rbx + l.fl_op as i32], FlagOp::Sub as i8
+        ; mov QWORD [rbx + l.fl_dst as i32], Rq(dst)
+        ; mov QWORD [rbx + l.fl_src as i32], Rq(src)
+        ; mov QWORD [rbx + l.fl_res as i32], Rq(res)
+        ; mov BYTE [rbx + l.fl_op as i32], op as i8
         ; mov DWORD [rbx + l.fl_size as i32], i32::from(size)
     );
 }
