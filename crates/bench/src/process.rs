@@ -68,17 +68,32 @@ pub struct Finished {
     pub wall: Duration,
 }
 
+/// Starts `cmd` with stdin closed and stdout and stderr piped. A program
+/// written a moment ago can fail to start with "text file busy" while a
+/// child another thread forked meanwhile still holds it open for writing
+/// (until that child execs): that is retried a few times.
+pub fn spawn_piped(cmd: &mut Command) -> Result<std::process::Child, RunError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r.map_err(|source| RunError::Spawn { program, source }),
+        }
+    }
+}
+
 /// Runs `cmd` with stdin closed and its output captured; kills it after
 /// `timeout`. A program that does not exist is `Spawn` with `NotFound`.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Finished, RunError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| RunError::Spawn { program, source })?;
+    let mut child = spawn_piped(cmd)?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let status = wait_until(&mut child, start + timeout);
@@ -148,6 +163,29 @@ pub fn tail(output: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A program still open for writing ("text file busy") starts once
+    /// the writer lets go.
+    #[test]
+    fn a_program_still_being_written_starts_once_it_is_closed() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vessel-bench-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("prog");
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(b"#!/bin/sh\necho started\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Held open for writing for a while, as a forked child would.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(60));
+            drop(f);
+        });
+        let done = run(&mut Command::new(&path), Duration::from_secs(10)).expect("it starts");
+        writer.join().expect("writer");
+        assert!(done.output.contains("started"), "{}", done.output);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn captures_output_and_status() {

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,14 +46,8 @@ pub struct Watched {
 
 /// Runs `cmd` (stdin closed, stdout and stderr captured) under `watch`.
 pub fn run_watched(cmd: &mut Command, watch: &Watch) -> Result<Watched, RunError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| RunError::Spawn { program, source })?;
+    let mut child = process::spawn_piped(cmd)?;
     let (tx, rx) = mpsc::channel();
     let stdout = child
         .stdout
