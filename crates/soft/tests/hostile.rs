@@ -227,6 +227,43 @@ fn jump_to_unmapped_memory_faults_with_cr2() {
     assert_eq!(m.vcpu.special_regs().expect("sregs").cr2, UNMAPPED);
 }
 
+/// A segment load whose descriptor read faults (the GDT runs into an
+/// unmapped page) delivers #PF with CR2 at the descriptor and leaves RSP
+/// as before the POP.
+#[test]
+fn a_fault_reading_a_descriptor_keeps_its_cr2() {
+    // The GDT's first five entries copied to just below 2 MiB, so entry 5
+    // (selector 0x28) lies in the first unmapped page.
+    const BASE: u64 = 0x20_0000 - 0x28;
+    let mut code = vec![0x0f, 0x01, 0x15, 5, 0, 0, 0]; // lgdt [rip + 5]
+    code.extend_from_slice(&[0x6a, 0x28]); // push 0x28
+    code.extend_from_slice(&[0x0f, 0xa1]); // pop fs
+    code.push(0xf4);
+    code.extend_from_slice(&0xffffu16.to_le_bytes());
+    code.extend_from_slice(&BASE.to_le_bytes());
+    let mut m = machine(&code, true);
+    let mut gdt = [0u8; 0x28];
+    m.mem.read_slice(&mut gdt, GuestAddress(GDT)).expect("gdt");
+    m.mem
+        .write_slice(&gdt, GuestAddress(BASE))
+        .expect("gdt copy");
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
+    let (v, _, rip) = handled(&mut m);
+    assert_eq!(v, 14);
+    assert_eq!(rip, CODE + 9, "the #PF names the POP");
+    assert_eq!(m.vcpu.special_regs().expect("sregs").cr2, 0x20_0000);
+    // The frame sits on the stack the POP left: the pushed selector is
+    // still there above it (error code, RIP, CS, RFLAGS, RSP, SS).
+    let regs = m.vcpu.regs().expect("regs");
+    let frame_rsp: u64 = m
+        .mem
+        .read_obj(GuestAddress(regs.rsp + 8 + 8 * 4))
+        .expect("frame");
+    let pushed: u64 = m.mem.read_obj(GuestAddress(frame_rsp)).expect("selector");
+    assert_eq!(pushed, 0x28, "RSP at the fault is as before the POP");
+}
+
 #[test]
 fn triple_fault_shuts_down() {
     // ud2 with no IDT: #UD -> #GP -> #DF -> shutdown.

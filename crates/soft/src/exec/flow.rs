@@ -104,10 +104,13 @@ pub fn pop_ins(core: &mut Core, ins: &Instruction) -> ExecResult {
     if ins.op_kind(0) == OpKind::Register {
         let r = ins.op_register(0);
         if r.is_segment_register() {
-            let old = core.cpu.clone();
+            // A failed load changes no segment (only CR2, when reading the
+            // descriptor faulted, which must stay for the #PF): putting
+            // RSP back undoes the pop.
+            let sp = core.cpu.gpr[RSP];
             adjust_sp(core, bytes);
             if let Err(e) = super::system::load_seg(core, ops::seg_index(r), v as u16) {
-                core.cpu = old;
+                core.cpu.gpr[RSP] = sp;
                 return Err(e);
             }
             if ops::seg_index(r) == SS {

@@ -484,10 +484,12 @@ pub fn retf(core: &mut Core, ins: &Instruction) -> ExecResult {
     if rpl > cpl {
         let sp = peek(core, bytes, 2 * bytes + extra)?;
         let ss = peek(core, bytes, 3 * bytes + extra)? as u16;
-        let saved = core.cpu.clone();
+        // As IRET: only CS changed before a failed SS load, which keeps
+        // CR2 for a #PF on the descriptor read.
+        let cs_saved = core.cpu.seg[CS];
         seg::set_cs(core, cs, rpl);
         if let Err(e) = seg::load_data(core, SS, ss) {
-            core.cpu = saved;
+            core.cpu.seg[CS] = cs_saved;
             return Err(e.into());
         }
         let w = core.cpu.stack_size();
