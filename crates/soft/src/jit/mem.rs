@@ -16,7 +16,7 @@ use iced_x86::Instruction;
 
 use super::{
     branch_to, byte_reg, call_cond, cond_to_ecx, dynamic_exit, incdec, mov_imm, pin_guest_cf, Asm,
-    HostFlags, JitCtx, Label, Layout, Top,
+    HostFlags, Insn, JitCtx, Label, Layout, Top,
 };
 use super::{RAX, RCX, RDX};
 use crate::fast::{Alu, Fast, Kind, Loc, Mem, NO_REG};
@@ -639,18 +639,14 @@ fn slow_unless_canonical(a: &mut Asm, slow: Label) {
 /// both paths (the slow path redoes the operation on the operands the
 /// handler recorded), after INC/DEC all but CF. `dead`: nothing reads
 /// the flags it leaves, so none are recorded or redone.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn emit_mem_form<'a>(
     a: &mut Asm,
     l: &Layout,
-    f: &'a Fast,
-    ins: &'a Instruction,
-    i: u32,
-    exit: Label,
+    x: Insn<'a>,
     fl: &mut HostFlags,
-    dead: bool,
     top: Top<'a>,
 ) {
+    let Insn { f, i, dead, .. } = x;
     let slow = a.new_dynamic_label();
     let done = a.new_dynamic_label();
     let size = f.size;
@@ -744,9 +740,9 @@ pub(super) fn emit_mem_form<'a>(
                     ; mov rdx, r8
                     ; mov QWORD [rbx + l.rip as i32], rdx
                 );
-                dynamic_exit(a, i, exit);
+                dynamic_exit(a, i, top.exit);
             } else if f.kind == Kind::Call {
-                branch_to(a, l, f, i, exit, top);
+                branch_to(a, l, f, i, top);
             }
         }
         Kind::Setcc(cc) => {
@@ -779,13 +775,13 @@ pub(super) fn emit_mem_form<'a>(
                 ; mov QWORD [rbx + l.reg(RSP)], rax
                 ; mov QWORD [rbx + l.rip as i32], rdx
             );
-            dynamic_exit(a, i, exit);
+            dynamic_exit(a, i, top.exit);
         }
         Kind::Jmp => {
             // Through a register or memory.
             indirect_target(a, l, f, slow);
             dynasm!(a ; mov QWORD [rbx + l.rip as i32], rdx);
-            dynamic_exit(a, i, exit);
+            dynamic_exit(a, i, top.exit);
         }
         _ => unreachable!("not a native memory form"),
     }
@@ -797,5 +793,5 @@ pub(super) fn emit_mem_form<'a>(
         Kind::Alu(_) | Kind::Inc | Kind::Dec => Some((f.kind, size)),
         _ => None,
     };
-    top.slow_path(slow, done, f, ins, i, redo);
+    top.slow_path(slow, done, x, redo);
 }

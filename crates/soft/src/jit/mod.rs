@@ -1014,19 +1014,16 @@ fn generic_native(f: &Fast, ins: &Instruction) -> Option<GenericNative> {
 /// the slow path while CR4.TSD is set), CDQE, NOT, NEG, BSWAP and
 /// selector reads. `fl` is updated to what the host's flags hold after
 /// it.
-#[allow(clippy::too_many_arguments)]
 fn emit_generic_native<'a>(
     a: &mut Asm,
     l: &Layout,
-    f: &'a Fast,
-    ins: &'a Instruction,
-    i: u32,
+    x: Insn<'a>,
     g: GenericNative,
     fl: &mut HostFlags,
-    dead: bool,
     top: Top<'a>,
 ) {
     use iced_x86::Mnemonic;
+    let dead = x.dead;
     match g {
         GenericNative::Rdtsc(aux) => {
             let slow = a.new_dynamic_label();
@@ -1050,7 +1047,7 @@ fn emit_generic_native<'a>(
                 );
             }
             dynasm!(a ; =>done);
-            top.slow_path(slow, done, f, ins, i, None);
+            top.slow_path(slow, done, x, None);
             fl.clobbered();
         }
         GenericNative::Cli | GenericNative::Sti => {
@@ -1081,7 +1078,7 @@ fn emit_generic_native<'a>(
                 );
             }
             dynasm!(a ; =>done);
-            top.slow_path(slow, done, f, ins, i, None);
+            top.slow_path(slow, done, x, None);
             fl.clobbered();
         }
         GenericNative::BitTest(b) => {
@@ -1098,7 +1095,7 @@ fn emit_generic_native<'a>(
                 host_cf_to_bits(a, l);
             }
             dynasm!(a ; =>done);
-            top.slow_path(slow, done, f, ins, i, None);
+            top.slow_path(slow, done, x, None);
             // The guest's CF changed: redoing an earlier operation no
             // longer gives its flags.
             *fl = HostFlags::UNKNOWN;
@@ -1118,7 +1115,7 @@ fn emit_generic_native<'a>(
             };
             dynasm!(a ; =>done);
             let redo = (!dead).then_some((Kind::Alu(op), size));
-            top.slow_path(slow, done, f, ins, i, redo);
+            top.slow_path(slow, done, x, redo);
             *fl = if dead {
                 HostFlags::UNKNOWN
             } else {
@@ -1130,7 +1127,7 @@ fn emit_generic_native<'a>(
             let done = a.new_dynamic_label();
             mem::emit_rep_string(a, l, movs, scale, slow, done);
             dynasm!(a ; =>done);
-            top.slow_path(slow, done, f, ins, i, None);
+            top.slow_path(slow, done, x, None);
             fl.clobbered();
         }
         GenericNative::Pushfq => {
@@ -1143,7 +1140,7 @@ fn emit_generic_native<'a>(
             dynasm!(a ; mov r8, rax);
             mem::push_r8(a, l, slow);
             dynasm!(a ; =>done);
-            top.slow_path(slow, done, f, ins, i, None);
+            top.slow_path(slow, done, x, None);
             fl.clobbered();
         }
         GenericNative::Cdqe => {
@@ -1247,6 +1244,20 @@ struct Top<'a> {
     links: &'a LinkPool,
     /// Slow paths to emit after the block's body.
     slow: &'a std::cell::RefCell<Vec<SlowPath<'a>>>,
+    /// The block's way out to the run loop (restores the host's registers
+    /// and returns the status in RAX).
+    exit: Label,
+}
+
+/// The instruction being emitted: its fast form and decoded instruction,
+/// its index in the block, and whether nothing reads the flags it leaves
+/// ([`flags_dead_after`]).
+#[derive(Clone, Copy)]
+struct Insn<'a> {
+    f: &'a Fast,
+    ins: &'a Instruction,
+    i: u32,
+    dead: bool,
 }
 
 /// A slow path, emitted after the block's body so the hot path stays
@@ -1263,18 +1274,11 @@ struct SlowPath<'a> {
 }
 
 impl<'a> Top<'a> {
-    /// Queues the out-of-line slow path of instruction `i` (`f`, `ins`):
-    /// its handler through the trampoline at `at`, then back to `back`,
-    /// redoing `redo` for the host's flags.
-    fn slow_path(
-        &self,
-        at: Label,
-        back: Label,
-        f: &'a Fast,
-        ins: &'a Instruction,
-        i: u32,
-        redo: Option<(Kind, u8)>,
-    ) {
+    /// Queues the out-of-line slow path of instruction `x`: its handler
+    /// through the trampoline at `at`, then back to `back`, redoing
+    /// `redo` for the host's flags.
+    fn slow_path(&self, at: Label, back: Label, x: Insn<'a>, redo: Option<(Kind, u8)>) {
+        let Insn { f, ins, i, .. } = x;
         self.slow.borrow_mut().push(SlowPath {
             at,
             back,
@@ -1309,7 +1313,7 @@ const LOOP_ROUNDS: u32 = 32;
 /// A taken branch of instruction `i` to `f.imm`: back to the block's top
 /// while the round budget (R14) lasts, counting the round's instructions
 /// as retired; else RIP = target and out with status 1.
-fn branch_to(a: &mut Asm, l: &Layout, f: &Fast, i: u32, exit: Label, top: Top) {
+fn branch_to(a: &mut Asm, l: &Layout, f: &Fast, i: u32, top: Top) {
     if let (true, Some(t)) = (f.imm == top.lin, top.label) {
         let out = a.new_dynamic_label();
         dynasm!(a
@@ -1322,7 +1326,7 @@ fn branch_to(a: &mut Asm, l: &Layout, f: &Fast, i: u32, exit: Label, top: Top) {
     }
     mov_imm(a, RAX, f.imm);
     dynasm!(a ; mov QWORD [rbx + l.rip as i32], rax);
-    chain_exit(a, i + 1, exit, top);
+    chain_exit(a, i + 1, top);
 }
 
 /// The status of an exit that left with RIP set and nothing else to do
@@ -1336,7 +1340,8 @@ const DONE: u32 = 3;
 /// interrupt or kick waits and the budget lasts (the instructions then
 /// count as retired here); else out with status [`DONE`], `count` and
 /// the link's number for the run loop to fill in.
-fn chain_exit(a: &mut Asm, count: u32, exit: Label, top: Top) {
+fn chain_exit(a: &mut Asm, count: u32, top: Top) {
+    let exit = top.exit;
     let Some((link, addr)) = top.links.alloc() else {
         set_index(a, count);
         dynasm!(a
@@ -1570,17 +1575,8 @@ fn incdec_op(a: &mut Asm, kind: Kind, size: u8) {
 /// Emits the native form of `f` (one of [`native`]'s).
 ///
 /// `fl`: what the host's flags hold before it; updated to after it.
-#[allow(clippy::too_many_arguments)]
-fn emit_native(
-    a: &mut Asm,
-    l: &Layout,
-    f: &Fast,
-    i: u32,
-    exit: Label,
-    fl: &mut HostFlags,
-    dead: bool,
-    top: Top,
-) {
+fn emit_native(a: &mut Asm, l: &Layout, x: Insn, fl: &mut HostFlags, top: Top) {
+    let Insn { f, i, dead, .. } = x;
     match f.kind {
         Kind::Nop => {}
         Kind::Mov => {
@@ -1625,7 +1621,7 @@ fn emit_native(
                     ; jz =>skip
                 );
             }
-            branch_to(a, l, f, i, exit, top);
+            branch_to(a, l, f, i, top);
             dynasm!(a ; =>skip);
         }
         Kind::Inc | Kind::Dec => {
@@ -1637,7 +1633,7 @@ fn emit_native(
             incdec(a, l, f.kind, f.size, !dead);
             dynasm!(a ; mov QWORD [rbx + l.reg(r)], rax);
         }
-        Kind::Jmp => branch_to(a, l, f, i, exit, top),
+        Kind::Jmp => branch_to(a, l, f, i, top),
         Kind::Setcc(cc) => {
             cond_to_ecx(a, l, cc, fl);
             dynasm!(a ; mov BYTE [rbx + byte_reg(l, reg_of(f.dst))], cl);
@@ -1710,20 +1706,10 @@ fn emit_native(
 /// native form, else as a trampoline call. `fl` is what the host's flags
 /// hold before it, updated to after it; `dead`: nothing reads the flags
 /// it leaves ([`flags_dead_after`]).
-#[allow(clippy::too_many_arguments)]
-fn emit_one<'a>(
-    a: &mut Asm,
-    l: &Layout,
-    f: &'a Fast,
-    ins: &'a Instruction,
-    i: u32,
-    exit: Label,
-    fl: &mut HostFlags,
-    dead: bool,
-    top: Top<'a>,
-) {
+fn emit_one<'a>(a: &mut Asm, l: &Layout, x: Insn<'a>, fl: &mut HostFlags, top: Top<'a>) {
+    let Insn { f, ins, i, dead } = x;
     if native(f) {
-        emit_native(a, l, f, i, exit, fl, dead, top);
+        emit_native(a, l, x, fl, top);
         match f.kind {
             Kind::Alu(op) => *fl = HostFlags::alu(op, f.size),
             Kind::Inc | Kind::Dec => *fl = HostFlags::INCDEC,
@@ -1739,7 +1725,7 @@ fn emit_one<'a>(
         return;
     }
     if mem::native_mem(f) {
-        mem::emit_mem_form(a, l, f, ins, i, exit, fl, dead, top);
+        mem::emit_mem_form(a, l, x, fl, top);
         match f.kind {
             Kind::Alu(op) => *fl = HostFlags::alu(op, f.size),
             Kind::Inc | Kind::Dec => *fl = HostFlags::INCDEC,
@@ -1755,10 +1741,10 @@ fn emit_one<'a>(
         return;
     }
     if let Some(g) = generic_native(f, ins) {
-        emit_generic_native(a, l, f, ins, i, g, fl, dead, top);
+        emit_generic_native(a, l, x, g, fl, top);
         return;
     }
-    emit_tramp(a, f, ins, i, exit);
+    emit_tramp(a, f, ins, i, top.exit);
     *fl = HostFlags::UNKNOWN;
 }
 
@@ -1874,13 +1860,20 @@ fn emit(
         label: loops.then_some(top_label),
         links,
         slow: &slow,
+        exit,
     };
     let n = b.fast.len() as u32;
     let mut fl = HostFlags::UNKNOWN;
     let dead = flags_dead_after(b);
     for (i, (f, ins)) in b.fast.iter().zip(&b.instrs).enumerate() {
         let d = dead[i];
-        emit_one(&mut a, &l, f, ins, i as u32, exit, &mut fl, d, top);
+        let x = Insn {
+            f,
+            ins,
+            i: i as u32,
+            dead: d,
+        };
+        emit_one(&mut a, &l, x, &mut fl, top);
         if d {
             // Nothing reads the flags before they are all written again.
             fl = HostFlags::UNKNOWN;
@@ -1897,7 +1890,7 @@ fn emit(
         let next = b.fast.last().map_or(b.lin, |f| f.next);
         mov_imm(&mut a, RAX, next);
         dynasm!(a ; mov QWORD [rbx + l.rip as i32], rax);
-        chain_exit(&mut a, n, exit, top);
+        chain_exit(&mut a, n, top);
     }
     dynasm!(a
         ; =>exit
