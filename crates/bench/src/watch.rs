@@ -60,12 +60,8 @@ pub fn run_watched(cmd: &mut Command, watch: &Watch) -> Result<Watched, RunError
     let mut output = String::from_utf8_lossy(&out).into_owned();
     output.push_str(&process::join(stderr));
     let (status, end, rusage, mut marks) = ended?;
-    // Markers the reader found after the exit was seen.
-    while let Ok((i, t)) = rx.try_recv() {
-        if let Some(m) = marks.get_mut(i) {
-            m.get_or_insert(t);
-        }
-    }
+    let late: Vec<_> = rx.try_iter().collect();
+    add_late_marks(&mut marks, &late, status.is_some().then_some(end));
     Ok(Watched {
         status,
         output,
@@ -73,6 +69,24 @@ pub fn run_watched(cmd: &mut Command, watch: &Watch) -> Result<Watched, RunError
         end,
         max_rss_kib: u64::try_from(rusage.ru_maxrss).unwrap_or(0),
     })
+}
+
+/// Adds the marks the reader sent after the wait loop ended. When the
+/// child exited on its own (`exit` is when that was seen), those lines
+/// were in the pipe before it exited, but the reader thread may have
+/// timed them after this thread saw the exit: the exit is then the
+/// earliest moment known to follow each line, and a mark never comes
+/// after the end it preceded.
+fn add_late_marks(
+    marks: &mut [Option<Duration>],
+    late: &[(usize, Duration)],
+    exit: Option<Duration>,
+) {
+    for &(i, t) in late {
+        if let Some(m) = marks.get_mut(i) {
+            m.get_or_insert(exit.map_or(t, |end| t.min(end)));
+        }
+    }
 }
 
 type Ended = (
@@ -280,6 +294,19 @@ mod tests {
         assert!(done.end >= status, "{done:?}");
         assert!(done.max_rss_kib > 0, "{done:?}");
         assert!(done.output.contains("DONE=0"), "{}", done.output);
+    }
+
+    #[test]
+    fn marks_read_after_the_exit_are_timed_at_the_exit_at_latest() {
+        let ms = Duration::from_millis;
+        let mut marks = vec![Some(ms(5)), None, None];
+        let late = [(1, ms(309)), (2, ms(312)), (0, ms(1)), (7, ms(1))];
+        add_late_marks(&mut marks, &late, Some(ms(310)));
+        assert_eq!(marks, vec![Some(ms(5)), Some(ms(309)), Some(ms(310))]);
+        // Killed at a stop marker: later lines keep the reader's times.
+        let mut marks = vec![None];
+        add_late_marks(&mut marks, &[(0, ms(9))], None);
+        assert_eq!(marks, vec![Some(ms(9))]);
     }
 
     #[test]
