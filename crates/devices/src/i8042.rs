@@ -149,6 +149,30 @@ impl I8042 {
         }
     }
 
+    /// The keyboard types Ctrl+Alt+Del (press and release), in the scan
+    /// codes the guest reads: set 1 when the controller translates (what
+    /// Linux leaves on), set 2 otherwise. Returns false when the guest has
+    /// the keyboard disabled or the output buffer has no room for all of
+    /// it, so nothing was typed.
+    pub fn type_ctrl_alt_del(&mut self) -> bool {
+        const SET1: [u8; 8] = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d];
+        const SET2: [u8; 11] = [
+            0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14,
+        ];
+        let codes: &[u8] = if self.ctr & CTR_XLATE != 0 {
+            &SET1
+        } else {
+            &SET2
+        };
+        if self.ctr & CTR_KBD_DISABLE != 0 || self.out.len() + codes.len() > OUTPUT_LIMIT {
+            return false;
+        }
+        for &c in codes {
+            self.push(c, Source::Keyboard);
+        }
+        true
+    }
+
     fn read_data(&mut self) -> u8 {
         if let Some((byte, _)) = self.out.pop_front() {
             self.last_read = byte;
@@ -268,6 +292,28 @@ impl BusDevice for I8042 {
 mod tests {
     use super::*;
     use crate::test_util::{RecordingIrq, RecordingSink};
+
+    #[test]
+    fn ctrl_alt_del_is_typed_in_the_scan_code_set_the_guest_reads() {
+        let (mut d, _) = dev();
+        assert!(d.type_ctrl_alt_del());
+        let mut got = Vec::new();
+        while status(&mut d) & STATUS_OBF != 0 {
+            got.push(read_data(&mut d));
+        }
+        assert_eq!(got, [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d]);
+        // Translation off: set 2 with F0 break prefixes.
+        d.write(COMMAND, &[0x60]);
+        d.write(DATA, &[CTR_KBD_INT]);
+        assert!(d.type_ctrl_alt_del());
+        let first = read_data(&mut d);
+        assert_eq!(first, 0x14);
+        // Keyboard disabled: nothing is typed.
+        let (mut d, _) = dev();
+        d.write(COMMAND, &[0xad]);
+        assert!(!d.type_ctrl_alt_del());
+        assert_eq!(status(&mut d) & STATUS_OBF, 0);
+    }
 
     fn dev() -> (I8042, Arc<RecordingSink>) {
         let sink = Arc::new(RecordingSink::default());

@@ -7,6 +7,7 @@ use crate::console::Console;
 use crate::control::{Outcome, VmControl};
 use crate::device_manager::{DeviceError, DeviceManager};
 use crate::engine::{self, EngineError};
+use crate::live::{LiveHandles, LiveVm};
 use crate::memory::{self, MemoryError};
 use crate::vcpu;
 use hypervisor::{EngineKind, Hypervisor, Vcpu, Vm};
@@ -77,6 +78,12 @@ fn open(path: &Path, err: fn(PathBuf, std::io::Error) -> Error) -> Result<File, 
 /// Boots the VM of `config` and runs it until it stops, restarting it on a
 /// guest reset when `config.reboot` is set. Returns why it finally stopped.
 pub fn run_vm(config: &VmConfig, console: &Console) -> Result<Outcome, Error> {
+    run_vm_with(config, console, &LiveVm::default())
+}
+
+/// [`run_vm`], with the running VM's handles published in `live` for other
+/// threads (the API) while each boot runs.
+pub fn run_vm_with(config: &VmConfig, console: &Console, live: &LiveVm) -> Result<Outcome, Error> {
     config.validate(memory::host_memory_mib())?;
     // Fail on unreadable files before the engine is started.
     open(&config.kernel, |path, source| Error::KernelOpen {
@@ -88,7 +95,7 @@ pub fn run_vm(config: &VmConfig, console: &Console) -> Result<Outcome, Error> {
     }
     let hypervisor = engine::create(config.engine)?;
     loop {
-        let outcome = run_once(config, hypervisor.as_ref(), console)?;
+        let outcome = run_once(config, hypervisor.as_ref(), console, live)?;
         // A kernel panic is followed by a reset (panic=-1) or by nothing:
         // either way the run failed, and the panic says why.
         if let Some(panic) = console.output().panic() {
@@ -110,6 +117,7 @@ fn run_once(
     config: &VmConfig,
     hypervisor: &dyn Hypervisor,
     console: &Console,
+    live: &LiveVm,
 ) -> Result<Outcome, Error> {
     let engine = hypervisor.kind();
     let max = hypervisor.max_vcpus();
@@ -157,7 +165,12 @@ fn run_once(
         config.memory_mib << 20,
         Box::new(console.output().writer()),
     )?;
-    let _virtio = crate::virtio_devices::attach(&config.devices, &mem, &vm, &devices)?;
+    let virtio = Arc::new(crate::virtio_devices::attach(
+        &config.devices,
+        &mem,
+        &vm,
+        &devices,
+    )?);
     let supported = hypervisor
         .supported_cpuid()
         .map_err(hv("cannot read the engine's CPUID"))?;
@@ -190,6 +203,11 @@ fn run_once(
     }
 
     console.attach(devices.console_input(), control.clone());
+    live.set(LiveHandles {
+        control: control.clone(),
+        i8042: devices.i8042.clone(),
+        virtio,
+    });
     let mut threads = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
         let vcpu_control = control.clone();
@@ -203,6 +221,7 @@ fn run_once(
                 control.stop(Outcome::UserStop);
                 join_all(threads);
                 console.detach();
+                live.clear();
                 return Err(Error::Thread(e));
             }
         }
@@ -210,6 +229,7 @@ fn run_once(
     let outcome = control.wait();
     join_all(threads);
     console.detach();
+    live.clear();
     Ok(outcome)
 }
 

@@ -32,6 +32,19 @@ struct State {
     kickers: Vec<Arc<dyn VcpuKicker>>,
     halted_vcpus: usize,
     vcpus: usize,
+    /// The VM is paused: vCPU threads park instead of entering the guest.
+    paused: bool,
+    /// vCPU threads parked now (or halted for good, which is as still).
+    parked_vcpus: usize,
+}
+
+/// Why a pause or resume was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PauseError {
+    #[error("the VM has stopped")]
+    Stopped,
+    #[error("the vCPUs did not stop within {0:?}: a vCPU is stuck in the engine")]
+    Timeout(std::time::Duration),
 }
 
 /// Shared by the VMM thread, the vCPU threads, the devices and the console.
@@ -78,6 +91,70 @@ impl VmControl {
 
     pub fn is_stopping(&self) -> bool {
         self.lock().outcome.is_some()
+    }
+
+    /// Parks every vCPU outside the guest and returns once all of them are
+    /// parked (or the VM stops). Pausing a paused VM does nothing.
+    pub fn pause(&self, timeout: std::time::Duration) -> Result<(), PauseError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut s = self.lock();
+        if s.outcome.is_some() {
+            return Err(PauseError::Stopped);
+        }
+        s.paused = true;
+        for k in &s.kickers {
+            k.kick();
+        }
+        loop {
+            if s.outcome.is_some() {
+                return Err(PauseError::Stopped);
+            }
+            if s.parked_vcpus + s.halted_vcpus >= s.vcpus {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                // Leave the VM running rather than half paused.
+                s.paused = false;
+                self.stopped.notify_all();
+                return Err(PauseError::Timeout(timeout));
+            }
+            s = self
+                .stopped
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Lets parked vCPUs enter the guest again.
+    pub fn resume(&self) -> Result<(), PauseError> {
+        let mut s = self.lock();
+        if s.outcome.is_some() {
+            return Err(PauseError::Stopped);
+        }
+        s.paused = false;
+        self.stopped.notify_all();
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Called by a vCPU thread between runs: blocks while the VM is paused
+    /// (counting itself parked) and returns when it resumes or stops.
+    pub fn park_while_paused(&self) {
+        let mut s = self.lock();
+        if !s.paused || s.outcome.is_some() {
+            return;
+        }
+        s.parked_vcpus += 1;
+        self.stopped.notify_all();
+        while s.paused && s.outcome.is_none() {
+            s = self.stopped.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.parked_vcpus -= 1;
     }
 
     /// Blocks until some thread has requested a stop and returns why.
@@ -164,6 +241,49 @@ mod tests {
         assert!(!c.is_stopping());
         c.vcpu_halted_forever();
         assert!(matches!(c.wait(), Outcome::Failed(_)));
+    }
+
+    #[test]
+    fn pause_waits_for_every_vcpu_to_park_and_resume_releases_them() {
+        let c = VmControl::new();
+        let k = Arc::new(CountingKicker::default());
+        c.add_vcpu(k.clone());
+        let parker = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                // A vCPU thread: runs until kicked, then parks.
+                while k.0.load(Ordering::SeqCst) == 0 {
+                    std::thread::yield_now();
+                }
+                c.park_while_paused();
+            })
+        };
+        c.pause(std::time::Duration::from_secs(5)).unwrap();
+        assert!(c.is_paused());
+        assert!(!parker.is_finished(), "parked while paused");
+        c.resume().unwrap();
+        parker.join().unwrap();
+        assert!(!c.is_paused());
+    }
+
+    #[test]
+    fn pause_gives_up_when_a_vcpu_never_parks() {
+        let c = VmControl::new();
+        c.add_vcpu(Arc::new(CountingKicker::default()));
+        let e = c.pause(std::time::Duration::from_millis(20));
+        assert!(matches!(e, Err(PauseError::Timeout(_))));
+        assert!(!c.is_paused(), "left running, not half paused");
+    }
+
+    #[test]
+    fn a_stopped_vm_cannot_pause() {
+        let c = VmControl::new();
+        c.stop(Outcome::PowerOff);
+        assert_eq!(
+            c.pause(std::time::Duration::from_secs(1)),
+            Err(PauseError::Stopped)
+        );
+        assert_eq!(c.resume(), Err(PauseError::Stopped));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct DeviceManager {
     /// The PCI host bridge and its config-space ports; PCI functions are
     /// added to it before the guest runs.
     pub pci: Arc<Mutex<PciRoot>>,
+    /// The keyboard controller, for Ctrl+Alt+Del from the host.
+    pub i8042: Arc<Mutex<I8042>>,
 }
 
 /// Console input into the UART.
@@ -74,14 +76,12 @@ impl DeviceManager {
 
         let serial = Arc::new(Mutex::new(Serial::new(irq(ports::COM1_IRQ), output)));
         let pci = Arc::new(Mutex::new(PciRoot::new()));
+        let i8042 = Arc::new(Mutex::new(
+            I8042::new(control.clone()).with_irqs(Some(irq(ports::I8042_KBD_IRQ)), None),
+        ));
         let pio: Vec<(&'static str, u16, u16, SharedDevice)> = vec![
             ("serial", ports::COM1, 8, serial.clone()),
-            (
-                "i8042",
-                ports::I8042_DATA,
-                5,
-                Arc::new(Mutex::new(I8042::new(control.clone()))),
-            ),
+            ("i8042", ports::I8042_DATA, 5, i8042.clone()),
             (
                 "rtc",
                 ports::RTC,
@@ -134,6 +134,7 @@ impl DeviceManager {
             io: Arc::new(io),
             serial,
             pci,
+            i8042,
         })
     }
 

@@ -16,11 +16,13 @@ pub mod device_manager;
 pub mod engine;
 pub mod event_loop;
 pub mod guest_output;
+pub mod instance;
+pub mod live;
 pub mod memory;
 pub mod vcpu;
 pub mod virtio_devices;
 
-pub use builder::{run_vm, Error};
+pub use builder::{run_vm, run_vm_with, Error};
 pub use config::{ConfigError, EngineChoice, VmConfig};
 pub use control::Outcome;
 pub use guest_output::OutputMode;

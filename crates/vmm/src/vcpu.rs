@@ -17,7 +17,14 @@ pub fn run_loop(mut vcpu: Box<dyn Vcpu>, engine: EngineKind, control: Arc<VmCont
             }
         };
         match exit {
-            VmExit::Interrupted => continue,
+            VmExit::Interrupted => {
+                if control.is_paused() {
+                    control.park_while_paused();
+                    // The pause's kick is spent; a stop that came since is
+                    // seen at the top of the loop.
+                    vcpu.kicker().clear();
+                }
+            }
             VmExit::Hlt => {
                 control.vcpu_halted_forever();
                 control.wait();
