@@ -1,7 +1,10 @@
 //! The I/O benchmark: fio on one host file, measured natively on the host,
 //! in the default guest on vessel's virtio-blk and in the same guest under
-//! QEMU's virtio-blk (q35, TCG), one run: 1 MiB sequential write and read
-//! (direct I/O) in MiB/s and 4 KiB random reads in IOPS. In the same
+//! QEMU's virtio-blk (q35, TCG): 1 MiB sequential write and read in MiB/s
+//! and 4 KiB random reads in IOPS. Every machine runs once per host cache
+//! mode ([`HostCache`]), so each row compares like with like: through the
+//! host page cache, or bypassing it (O_DIRECT). The guests always use
+//! direct I/O on their disk, so their own page cache is out. In the same
 //! guest boot, busybox `nc` sends zeros to a listener on the host side of
 //! a TAP in a network namespace this benchmark makes, and the host side
 //! times them from first byte to end of stream. Guests get fio from
@@ -33,6 +36,31 @@ const TAP: &str = "vbio0";
 /// Each guest result line starts with this.
 const LINE_PREFIX: &str = "VESSEL-IO ";
 
+/// How the host's page cache sits under a machine's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostCache {
+    /// Through the host page cache: fio buffered natively (no invalidation
+    /// between jobs), vessel's plain `--disk`, QEMU `cache=writeback`.
+    Cached,
+    /// Bypassing it with O_DIRECT: fio `--direct=1` natively, vessel's
+    /// `--disk PATH,direct=on`, QEMU `cache=none`.
+    Direct,
+}
+
+impl HostCache {
+    /// Both modes, in table order.
+    pub const ALL: [HostCache; 2] = [HostCache::Cached, HostCache::Direct];
+}
+
+impl fmt::Display for HostCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostCache::Cached => "cached",
+            HostCache::Direct => "direct",
+        })
+    }
+}
+
 /// Where fio runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoMachine {
@@ -40,8 +68,8 @@ pub enum IoMachine {
     Native,
     /// `vessel run --disk FILE --net tap=...`.
     Vessel,
-    /// `qemu-system-x86_64 -M q35 -accel tcg`, virtio-blk-pci with
-    /// `cache=none` and virtio-net-pci on a TAP.
+    /// `qemu-system-x86_64 -M q35 -accel tcg`, virtio-blk-pci (cache
+    /// mode per [`HostCache`]) and virtio-net-pci on a TAP.
     QemuQ35,
 }
 
@@ -92,11 +120,16 @@ pub struct IoBenchOptions {
     pub timeout: Duration,
     /// Which machines to run, in table order.
     pub machines: Vec<IoMachine>,
+    /// Which host cache modes to run each machine in, in table order.
+    pub caches: Vec<HostCache>,
+    /// Whether this vessel can open its disk with O_DIRECT, or why not
+    /// (its direct rows are then unavailable).
+    pub vessel_direct: Result<(), String>,
 }
 
 impl IoBenchOptions {
     /// 64 MiB sequential, 10 s random, 64 MiB over the network, 512 MiB
-    /// guests, 1200 s per machine, every machine.
+    /// guests, 1200 s per machine, every machine in both cache modes.
     pub fn new(
         vessel: PathBuf,
         image: &guest::GuestImage,
@@ -118,9 +151,15 @@ impl IoBenchOptions {
             net_mib: 64,
             timeout: Duration::from_secs(1200),
             machines: IoMachine::ALL.to_vec(),
+            caches: HostCache::ALL.to_vec(),
+            vessel_direct: Err(VESSEL_NO_DIRECT.to_string()),
         }
     }
 }
+
+/// Why vessel's direct rows are not run yet.
+pub const VESSEL_NO_DIRECT: &str =
+    "the direct pair needs vessel's --disk PATH,direct=on, which this vessel has not got yet";
 
 /// One machine's disk numbers.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,11 +195,13 @@ impl<T> Outcome<T> {
     }
 }
 
-/// One machine's row.
+/// One machine's row in one cache mode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IoRow {
     /// The machine.
     pub machine: IoMachine,
+    /// The host cache mode under its disk.
+    pub cache: HostCache,
     /// fio's numbers.
     pub disk: Outcome<DiskNumbers>,
     /// Guest-to-host TCP, MiB/s (native: unavailable).
@@ -201,25 +242,12 @@ pub fn io(opts: &IoBenchOptions) -> Result<IoReport, BenchError> {
     } else {
         Err("not asked for".to_string())
     };
-    let rows = opts
-        .machines
-        .iter()
-        .map(|&machine| match machine {
-            IoMachine::Native => IoRow {
-                machine,
-                disk: native(opts),
-                net: Outcome::Unavailable("host itself".to_string()),
-            },
-            _ => match &opts.initrd {
-                Ok(initrd) => guest_row(opts, initrd, machine, netns.as_ref()),
-                Err(why) => IoRow {
-                    machine,
-                    disk: Outcome::Unavailable(why.clone()),
-                    net: Outcome::Unavailable(why.clone()),
-                },
-            },
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for &cache in &opts.caches {
+        for &machine in &opts.machines {
+            rows.push(row(opts, machine, cache, netns.as_ref()));
+        }
+    }
     Ok(IoReport {
         seq_mib: opts.seq_mib,
         rand_secs: opts.rand_secs,
@@ -227,6 +255,32 @@ pub fn io(opts: &IoBenchOptions) -> Result<IoReport, BenchError> {
         engine: opts.engine.clone(),
         rows,
     })
+}
+
+/// Runs `machine` in `cache` mode, or says why it cannot run.
+fn row(
+    opts: &IoBenchOptions,
+    machine: IoMachine,
+    cache: HostCache,
+    netns: Result<&Netns, &String>,
+) -> IoRow {
+    let unavailable = |why: &String| IoRow {
+        machine,
+        cache,
+        disk: Outcome::Unavailable(why.clone()),
+        net: Outcome::Unavailable(why.clone()),
+    };
+    match (machine, &opts.initrd, &opts.vessel_direct) {
+        (IoMachine::Native, _, _) => IoRow {
+            machine,
+            cache,
+            disk: native(opts, cache),
+            net: Outcome::Unavailable("host itself".to_string()),
+        },
+        (_, Err(why), _) => unavailable(why),
+        (IoMachine::Vessel, _, Err(why)) if cache == HostCache::Direct => unavailable(why),
+        (_, Ok(initrd), _) => guest_row(opts, initrd, (machine, cache), netns),
+    }
 }
 
 /// The default guest's initramfs plus `fio` (looked up in `PATH` when it
@@ -285,9 +339,15 @@ fn jobs(seq_mib: u32, rand_secs: u32) -> [(&'static str, String); 3] {
     ]
 }
 
-/// fio's common arguments for `target`.
-fn fio_common(target: &str) -> String {
-    format!("--name=x --filename={target} --direct=1 --thread --output-format=terse")
+/// fio's common arguments for `target`: direct I/O, or buffered without
+/// dropping the file's cached pages before each job (as a guest's disk on
+/// a cached host file keeps them).
+fn fio_common(target: &str, cache: HostCache) -> String {
+    let mode = match cache {
+        HostCache::Cached => "--direct=0 --invalidate=0",
+        HostCache::Direct => "--direct=1",
+    };
+    format!("--name=x --filename={target} {mode} --thread --output-format=terse")
 }
 
 /// The guest's shell script: fio on /dev/vda, then (when `net_mib` > 0)
@@ -296,7 +356,7 @@ fn fio_common(target: &str) -> String {
 pub fn guest_script(seq_mib: u32, rand_secs: u32, net_mib: u32) -> String {
     let mut s = format!(
         "F='fio {}'; r() {{ n=$1; shift; echo \"{LINE_PREFIX}$n $($F \"$@\" 2>&1 | tail -1 | cut -d';' -f5,7,8,48,49)\"; }}; ",
-        fio_common("/dev/vda")
+        fio_common("/dev/vda", HostCache::Direct)
     );
     for (name, args) in jobs(seq_mib, rand_secs) {
         s.push_str(&format!("r {name} {args}; "));
@@ -420,12 +480,12 @@ fn not_found(e: &RunError) -> Option<String> {
     }
 }
 
-fn native(opts: &IoBenchOptions) -> Outcome<DiskNumbers> {
+fn native(opts: &IoBenchOptions, cache: HostCache) -> Outcome<DiskNumbers> {
     let target = opts.file.display().to_string();
     let mut lines = Vec::new();
     for (name, args) in jobs(opts.seq_mib, opts.rand_secs) {
         let mut cmd = Command::new(&opts.fio);
-        cmd.args(fio_common(&target).split(' '))
+        cmd.args(fio_common(&target, cache).split(' '))
             .args(args.split(' '));
         match process::run(&mut cmd, opts.timeout) {
             Ok(done) => {
@@ -456,12 +516,12 @@ fn native(opts: &IoBenchOptions) -> Outcome<DiskNumbers> {
     }
 }
 
-/// The command that boots the guest on `machine` with the disk and, when
-/// `tap` is given, the NIC.
+/// The command that boots the guest on `machine` with the disk in `cache`
+/// mode and, when `tap` is given, the NIC.
 pub fn guest_command(
     opts: &IoBenchOptions,
     initrd: &Path,
-    machine: IoMachine,
+    (machine, cache): (IoMachine, HostCache),
     tap: Option<&str>,
 ) -> Command {
     let script = guest_script(
@@ -489,7 +549,11 @@ pub fn guest_command(
         .arg(opts.memory_mib.to_string())
         .args(["--kernel".as_ref(), opts.kernel.as_os_str()])
         .args(["--initrd".as_ref(), initrd.as_os_str()])
-        .args(["--disk", &file]);
+        .arg("--disk")
+        .arg(match cache {
+            HostCache::Cached => file.clone(),
+            HostCache::Direct => format!("{file},direct=on"),
+        });
         if let Some(tap) = tap {
             cmd.args(["--net", &format!("tap={tap}")]);
         }
@@ -504,7 +568,13 @@ pub fn guest_command(
             .args(["-initrd".as_ref(), initrd.as_os_str()])
             .args(["-append", &cmdline])
             .arg("-drive")
-            .arg(format!("file={file},format=raw,if=none,id=d0,cache=none"))
+            .arg(format!(
+                "file={file},format=raw,if=none,id=d0,cache={}",
+                match cache {
+                    HostCache::Cached => "writeback",
+                    HostCache::Direct => "none",
+                }
+            ))
             .args(["-device", "virtio-blk-pci,drive=d0"]);
         if let Some(tap) = tap {
             cmd.arg("-netdev")
@@ -518,7 +588,7 @@ pub fn guest_command(
 fn guest_row(
     opts: &IoBenchOptions,
     initrd: &Path,
-    machine: IoMachine,
+    (machine, cache): (IoMachine, HostCache),
     netns: Result<&Netns, &String>,
 ) -> IoRow {
     let listener = netns.map_err(Clone::clone).and_then(|ns| {
@@ -529,7 +599,7 @@ fn guest_row(
     let mut cmd = guest_command(
         opts,
         initrd,
-        machine,
+        (machine, cache),
         listener.as_ref().ok().map(|(ns, _)| ns.tap.as_str()),
     );
     if let Ok((ns, _)) = &listener {
@@ -545,7 +615,12 @@ fn guest_row(
                 Some(w) => (Outcome::Unavailable(w.clone()), Outcome::Unavailable(w)),
                 None => (Outcome::Failed(describe(&e)), Outcome::Failed(describe(&e))),
             };
-            return IoRow { machine, disk, net };
+            return IoRow {
+                machine,
+                cache,
+                disk,
+                net,
+            };
         }
     };
     let tail = process::tail(&done.output, 4);
@@ -561,7 +636,12 @@ fn guest_row(
             result_line(&done.output, "net").unwrap_or_else(|| "missing".into())
         )),
     };
-    IoRow { machine, disk, net }
+    IoRow {
+        machine,
+        cache,
+        disk,
+        net,
+    }
 }
 
 /// A network namespace this benchmark made, with a TAP inside; deleted
@@ -725,149 +805,8 @@ pub fn receive(listener: TcpListener, timeout: Duration, stop: &AtomicBool) -> R
     Ok(bytes as f64 / (1024.0 * 1024.0) / secs)
 }
 
-impl IoReport {
-    /// The row of `machine`.
-    pub fn row(&self, machine: IoMachine) -> Option<&IoRow> {
-        self.rows.iter().find(|r| r.machine == machine)
-    }
-
-    /// Ok when something was measured and nothing available failed.
-    pub fn check(&self) -> Result<(), BenchError> {
-        let mut any = false;
-        for row in &self.rows {
-            any |= row.disk.measured().is_some() || row.net.measured().is_some();
-            let failed = match (&row.disk, &row.net) {
-                (Outcome::Failed(w), _) | (_, Outcome::Failed(w)) => Some(w),
-                _ => None,
-            };
-            if let Some(why) = failed {
-                return Err(BenchError::IoFailed {
-                    machine: row.machine.to_string(),
-                    why: why.clone(),
-                });
-            }
-        }
-        if any {
-            Ok(())
-        } else {
-            Err(BenchError::NothingMeasured)
-        }
-    }
-}
-
-fn cell<T>(o: &Outcome<T>, f: impl Fn(&T) -> String) -> String {
-    match o {
-        Outcome::Measured(t) => f(t),
-        Outcome::Unavailable(_) => "n/a".to_string(),
-        Outcome::Failed(_) => "failed".to_string(),
-    }
-}
-
-impl fmt::Display for IoReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "io: fio --direct=1 on one host file: 1 MiB sequential write then read \
-             ({} MiB), 4 KiB random read ({} s); guest nc -> host TCP ({} MiB) on a TAP; \
-             vessel engine {}",
-            self.seq_mib, self.rand_secs, self.net_mib, self.engine
-        )?;
-        writeln!(
-            f,
-            "{:<13} {:>15} {:>16} {:>15} {:>10}",
-            "machine", "seq read MiB/s", "seq write MiB/s", "rand read IOPS", "net MiB/s"
-        )?;
-        let mut notes = Vec::new();
-        for row in &self.rows {
-            writeln!(
-                f,
-                "{:<13} {:>15} {:>16} {:>15} {:>10}",
-                row.machine.to_string(),
-                cell(&row.disk, |d| format!("{:.1}", d.seq_read_mib_s)),
-                cell(&row.disk, |d| format!("{:.1}", d.seq_write_mib_s)),
-                cell(&row.disk, |d| match d.rand_read_iops {
-                    Some(iops) => format!("{iops:.0}"),
-                    None => "n/a".to_string(),
-                }),
-                cell(&row.net, |m| format!("{m:.1}")),
-            )?;
-            if let Outcome::Measured(DiskNumbers {
-                fio_error: Some(e), ..
-            }) = &row.disk
-            {
-                notes.push(format!(
-                    "{} disk: sequential by busybox dd (direct), no random reads: fio: {e}",
-                    row.machine
-                ));
-            }
-            for (what, o) in [
-                ("disk", outcome_note(&row.disk)),
-                ("net", outcome_note(&row.net)),
-            ] {
-                if let Some(n) = o {
-                    if !(row.machine == IoMachine::Native && what == "net") {
-                        notes.push(format!("{} {what}: {n}", row.machine));
-                    }
-                }
-            }
-        }
-        for n in notes {
-            writeln!(f, "  {n}")?;
-        }
-        let v = self.row(IoMachine::Vessel);
-        let q = self.row(IoMachine::QemuQ35);
-        let n = self.row(IoMachine::Native);
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        };
-        let vd = v.and_then(|r| r.disk.measured());
-        let qd = q.and_then(|r| r.disk.measured());
-        let nd = n.and_then(|r| r.disk.measured());
-        let verdict = |r: Option<f64>, goal: f64| match r {
-            Some(r) if r >= goal => format!("met ({r:.2}x)"),
-            Some(r) => format!("not met ({r:.2}x)"),
-            None => "not measured".to_string(),
-        };
-        writeln!(
-            f,
-            "goal rand read IOPS >= QEMU same engine class: {}",
-            verdict(
-                ratio(
-                    vd.and_then(|d| d.rand_read_iops),
-                    qd.and_then(|d| d.rand_read_iops)
-                ),
-                1.0
-            )
-        )?;
-        writeln!(
-            f,
-            "goal net MiB/s >= QEMU same engine class: {}",
-            verdict(
-                ratio(
-                    v.and_then(|r| r.net.measured().copied()),
-                    q.and_then(|r| r.net.measured().copied())
-                ),
-                1.0
-            )
-        )?;
-        write!(
-            f,
-            "vessel sequential read / native: {} (the 90% goal applies on hardware-assisted hosts)",
-            verdict(
-                ratio(vd.map(|d| d.seq_read_mib_s), nd.map(|d| d.seq_read_mib_s)),
-                0.9
-            )
-        )
-    }
-}
-
-fn outcome_note<T>(o: &Outcome<T>) -> Option<&str> {
-    match o {
-        Outcome::Measured(_) => None,
-        Outcome::Unavailable(w) | Outcome::Failed(w) => Some(w),
-    }
-}
+#[path = "io_report.rs"]
+mod report;
 
 #[cfg(test)]
 #[path = "io_tests.rs"]

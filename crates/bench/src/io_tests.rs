@@ -110,6 +110,8 @@ fn options(dir: &Path) -> IoBenchOptions {
         net_mib: 0,
         timeout: Duration::from_secs(20),
         machines: IoMachine::ALL.to_vec(),
+        caches: HostCache::ALL.to_vec(),
+        vessel_direct: Ok(()),
     }
 }
 
@@ -121,13 +123,18 @@ fn fake_machines_make_a_table_and_a_missing_qemu_is_unavailable() {
         std::fs::metadata(dir.join("disk.img")).expect("file").len(),
         1 << 20
     );
-    let native = report.row(IoMachine::Native).expect("native row");
+    assert_eq!(report.rows.len(), 6, "{report:?}");
+    let native = report
+        .row(IoMachine::Native, HostCache::Direct)
+        .expect("native row");
     let Outcome::Measured(d) = &native.disk else {
         panic!("{native:?}")
     };
     assert_eq!(d.seq_read_mib_s, 2.0);
     assert_eq!(d.seq_write_mib_s, 4.0);
-    let vessel = report.row(IoMachine::Vessel).expect("vessel row");
+    let vessel = report
+        .row(IoMachine::Vessel, HostCache::Cached)
+        .expect("vessel row");
     let Outcome::Measured(d) = &vessel.disk else {
         panic!("{vessel:?}")
     };
@@ -135,14 +142,35 @@ fn fake_machines_make_a_table_and_a_missing_qemu_is_unavailable() {
         (d.seq_read_mib_s, d.seq_write_mib_s, d.rand_read_iops),
         (5.0, 10.0, Some(100.0))
     );
-    let qemu = report.row(IoMachine::QemuQ35).expect("qemu row");
+    let qemu = report
+        .row(IoMachine::QemuQ35, HostCache::Direct)
+        .expect("qemu row");
     assert!(
         matches!(&qemu.disk, Outcome::Unavailable(w) if w.contains("not found")),
         "{qemu:?}"
     );
     let table = report.to_string();
     assert!(table.contains("seq read MiB/s"), "{table}");
-    assert!(table.contains("qemu q35 tcg disk: "), "{table}");
+    assert!(table.contains("qemu q35 tcg (direct): "), "{table}");
+    assert!(table.contains("goal (cached) rand read"), "{table}");
+    assert!(table.contains("goal (direct) rand read"), "{table}");
+    let labelled = |m: &str, c: &str| {
+        table.lines().any(|l| {
+            l.split_whitespace()
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .contains(&format!("{m} {c}"))
+        })
+    };
+    assert!(
+        labelled("vessel", "cached") && labelled("vessel", "direct"),
+        "{table}"
+    );
+    assert!(
+        labelled("native", "cached") && labelled("native", "direct"),
+        "{table}"
+    );
     report.check().expect("nothing failed");
 }
 
@@ -163,10 +191,12 @@ fn without_a_guest_initramfs_the_guest_rows_are_unavailable() {
     let mut opts = options(&dir);
     opts.initrd = Err("fio not found".into());
     let report = io(&opts).expect("ran");
-    let vessel = report.row(IoMachine::Vessel).expect("row");
+    let vessel = report
+        .row(IoMachine::Vessel, HostCache::Cached)
+        .expect("row");
     assert!(matches!(&vessel.disk, Outcome::Unavailable(w) if w == "fio not found"));
     assert!(report
-        .row(IoMachine::Native)
+        .row(IoMachine::Native, HostCache::Cached)
         .is_some_and(|r| r.disk.measured().is_some()));
     report.check().expect("native measured, nothing failed");
 }
@@ -201,4 +231,63 @@ fn without_fio_the_guest_falls_back_to_dd_for_sequential() {
     assert!(d.fio_error.as_deref().is_some_and(|e| e.contains("ISA")));
     assert!(guest_disk("VESSEL-IO ddread 64 5 5\nVESSEL-IO ddwrite 64 1 2").is_err());
     assert_eq!(dd_rate("8 1.5 x"), None);
+}
+
+#[test]
+fn without_vessel_direct_only_its_direct_row_is_unavailable() {
+    let dir = tempfile_dir("nodirect");
+    let mut opts = options(&dir);
+    opts.vessel_direct = Err(VESSEL_NO_DIRECT.into());
+    opts.machines = vec![IoMachine::Vessel];
+    let report = io(&opts).expect("ran");
+    let cached = report.row(IoMachine::Vessel, HostCache::Cached);
+    assert!(
+        cached.is_some_and(|r| r.disk.measured().is_some()),
+        "{report:?}"
+    );
+    let direct = report.row(IoMachine::Vessel, HostCache::Direct);
+    assert!(
+        direct
+            .is_some_and(|r| matches!(&r.disk, Outcome::Unavailable(w) if w.contains("direct=on"))),
+        "{report:?}"
+    );
+    let table = report.to_string();
+    assert!(table.contains("the direct pair needs"), "{table}");
+    report.check().expect("cached measured, nothing failed");
+}
+
+fn args_of(cmd: &Command) -> String {
+    cmd.get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn each_machine_gets_the_host_cache_mode_of_its_row() {
+    let dir = tempfile_dir("modes");
+    let opts = options(&dir);
+    let initrd = dir.join("initrd");
+    let file = opts.file.display().to_string();
+    let cmd = |m, c| args_of(&guest_command(&opts, &initrd, (m, c), None));
+    let vessel_cached = cmd(IoMachine::Vessel, HostCache::Cached);
+    assert!(
+        vessel_cached.contains(&format!("--disk {file} ")),
+        "{vessel_cached}"
+    );
+    assert!(!vessel_cached.contains("direct=on"), "{vessel_cached}");
+    let vessel_direct = cmd(IoMachine::Vessel, HostCache::Direct);
+    assert!(
+        vessel_direct.contains(&format!("--disk {file},direct=on")),
+        "{vessel_direct}"
+    );
+    let qemu_cached = cmd(IoMachine::QemuQ35, HostCache::Cached);
+    assert!(qemu_cached.contains("cache=writeback"), "{qemu_cached}");
+    let qemu_direct = cmd(IoMachine::QemuQ35, HostCache::Direct);
+    assert!(qemu_direct.contains("cache=none"), "{qemu_direct}");
+    // Natively: buffered without dropping the cache, or O_DIRECT; the
+    // guests always bypass their own page cache.
+    assert!(fio_common("f", HostCache::Cached).contains("--direct=0 --invalidate=0"));
+    assert!(fio_common("f", HostCache::Direct).contains("--direct=1"));
+    assert!(guest_script(1, 1, 0).contains("--direct=1"));
 }

@@ -5,7 +5,8 @@
 //!
 //! Modules: `cpu` (guest instructions per second on a compute loop),
 //! `boot` (time to the default guest's userspace and to exit, peak RSS),
-//! `io` (fio and TCP throughput: guest next to native and QEMU),
+//! `io` (fio and TCP throughput: guest next to native and QEMU, each with
+//! the host page cache and without it),
 //! `process` (subprocesses with a deadline), `watch` (subprocesses with
 //! timestamped marker lines and `wait4` rusage), `tsc` (the host TSC rate).
 
@@ -20,7 +21,7 @@ pub use boot::{
     boot, BootBenchOptions, BootMachine, BootOutcome, BootReport, BootRow, BootRun, BootSummary,
 };
 
-pub use io::{io, DiskNumbers, IoBenchOptions, IoMachine, IoReport, IoRow, Outcome};
+pub use io::{io, DiskNumbers, HostCache, IoBenchOptions, IoMachine, IoReport, IoRow, Outcome};
 
 pub use cpu::{cpu, CpuBenchOptions, CpuReport, CpuRow, Machine, Measurement, RowOutcome};
 pub use process::RunError;
