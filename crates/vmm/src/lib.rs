@@ -18,6 +18,7 @@ pub mod event_loop;
 pub mod guest_output;
 pub mod instance;
 pub mod live;
+pub mod logger;
 pub mod memory;
 pub mod vcpu;
 pub mod virtio_devices;
