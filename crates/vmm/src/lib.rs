@@ -20,6 +20,7 @@ pub mod instance;
 pub mod live;
 pub mod logger;
 pub mod memory;
+pub mod metrics;
 pub mod vcpu;
 pub mod virtio_devices;
 
