@@ -10,18 +10,20 @@
 //! the [`LoggerHandle`] that [`install`] returns. The destination is opened
 //! read-write and non-blocking, as Firecracker does, so a named pipe with
 //! no reader neither blocks the open nor any later write: a line that
-//! cannot be written is dropped and counted ([`LoggerHandle::missed`]).
+//! cannot be written is dropped and counted ([`LoggerHandle::missed`],
+//! and `missed_log_count` in the metrics' `logger` group).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
+
+use crate::metrics::{Counter, MetricsSource};
 
 /// The instance id in lines before `--id` names one (Firecracker's too).
 pub const DEFAULT_INSTANCE_ID: &str = "anonymous-instance";
@@ -129,7 +131,7 @@ impl Config {
 #[derive(Debug)]
 struct Shared {
     config: Mutex<Config>,
-    missed: AtomicU64,
+    missed: Counter,
 }
 
 impl Shared {
@@ -161,7 +163,7 @@ impl Logger {
     pub fn new() -> (Logger, LoggerHandle) {
         let shared = Arc::new(Shared {
             config: Mutex::new(Config::new()),
-            missed: AtomicU64::new(0),
+            missed: Counter::new(),
         });
         let handle = LoggerHandle {
             shared: Arc::clone(&shared),
@@ -215,7 +217,18 @@ impl LoggerHandle {
 
     /// Lines dropped since the start because they could not be written.
     pub fn missed(&self) -> u64 {
-        self.shared.missed.load(Ordering::Relaxed)
+        self.shared.missed.total()
+    }
+}
+
+/// The log's part of the metrics' `logger` group: lines dropped since
+/// the last flush.
+impl MetricsSource for LoggerHandle {
+    fn group(&self) -> (&'static str, serde_json::Value) {
+        (
+            "logger",
+            serde_json::json!({ "missed_log_count": self.shared.missed.take_delta() }),
+        )
     }
 }
 
@@ -297,7 +310,7 @@ impl Log for Logger {
             Target::File(f) => write_line(f, line.as_bytes()),
         };
         if written.is_err() {
-            self.shared.missed.fetch_add(1, Ordering::Relaxed);
+            self.shared.missed.inc();
         }
     }
 
@@ -580,6 +593,10 @@ mod tests {
             emit(&logger, Level::Error, "vmm", &long);
         }
         assert!(handle.missed() > 0);
+        let (group, value) = handle.group();
+        assert_eq!(group, "logger");
+        assert_eq!(value["missed_log_count"].as_u64(), Some(handle.missed()));
+        assert_eq!(handle.group().1["missed_log_count"], 0, "a delta");
         let mut reader = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
