@@ -2,8 +2,8 @@
 //! transport ([`pci`]) and the devices behind it, one folder each with the
 //! same files (`device.rs` features/config/activate/reset, `handler.rs`
 //! queue processing, `persist.rs` snapshot state, `metrics.rs` counters):
-//! [`block`] (raw image file), [`net`] (TAP), [`rng`] (host getrandom) and
-//! [`balloon`].
+//! [`block`] (raw image file), [`net`] (TAP), [`rng`] (host getrandom),
+//! [`balloon`] and [`vsock`] (host Unix sockets, as Firecracker has them).
 //!
 //! Descriptor chains are validated once, in [`queue`], before a device
 //! looks at them: a structurally broken chain marks the device
@@ -20,6 +20,7 @@ pub mod queue;
 pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_driver;
+pub mod vsock;
 
 pub use device::{ActivateError, Interrupt, VirtioDevice};
 pub use pci::VirtioPciDevice;
@@ -30,6 +31,7 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     pub const BALLOON: u32 = 5;
     pub const RNG: u32 = 4;
+    pub const VSOCK: u32 = 19;
 }
 
 /// Feature bits every transport/device shares (virtio 1.2 section 6).
