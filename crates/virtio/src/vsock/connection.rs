@@ -13,10 +13,14 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 /// The receive buffer we advertise per connection: the most guest data
 /// held for a slow host program.
 pub const BUF_ALLOC: u32 = 256 << 10;
+/// How long the guest has to answer our SHUTDOWN of both directions
+/// with a RST before we send ours.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Forwarded bytes the guest has not heard of that make us tell it.
 const CREDIT_UPDATE_THRESHOLD: u32 = BUF_ALLOC / 4;
 
@@ -84,13 +88,20 @@ pub struct Conn {
     /// SHUTDOWN flags the guest sent.
     guest_shut: u32,
     host_write_shut: bool,
+    /// When the connection is given up if the guest has not answered:
+    /// our REQUEST (no RESPONSE yet) or our SHUTDOWN of both directions
+    /// (no RST yet).
+    pub deadline: Option<Instant>,
 }
 
 impl Conn {
     /// A connection the host program asked for with `CONNECT peer_port`.
-    pub fn local(stream: UnixStream, guest_cid: u64, local_port: u32, peer_port: u32) -> Conn {
+    /// The guest has `timeout` to answer.
+    pub fn local(stream: UnixStream, guest_cid: u64, ports: (u32, u32), timeout: Duration) -> Conn {
+        let (local_port, peer_port) = ports;
         let mut c = Conn::new(stream, guest_cid, local_port, peer_port, State::LocalInit);
         c.owed = owed::REQUEST;
+        c.deadline = Some(Instant::now() + timeout);
         c
     }
 
@@ -130,6 +141,7 @@ impl Conn {
             host_eof: false,
             guest_shut: 0,
             host_write_shut: false,
+            deadline: None,
         }
     }
 
@@ -226,11 +238,16 @@ impl Conn {
     }
 
     /// The host stream ended: tell the guest we send no more (and receive
-    /// no more when the host program closed entirely).
+    /// no more when the host program closed entirely: the guest then has
+    /// `shutdown_timeout` to send its RST).
     fn host_ended(&mut self) -> Next {
         self.host_eof = true;
         self.readable = false;
-        let flags = SHUTDOWN_SEND | if self.host_hup { SHUTDOWN_RCV } else { 0 };
+        let mut flags = SHUTDOWN_SEND;
+        if self.host_hup {
+            flags |= SHUTDOWN_RCV;
+            self.deadline = Some(Instant::now() + SHUTDOWN_TIMEOUT);
+        }
         Next::Packet(self.header(op::SHUTDOWN, flags, 0))
     }
 
@@ -241,6 +258,7 @@ impl Conn {
         match (self.state, h.op) {
             (State::LocalInit, op::RESPONSE) => {
                 self.state = State::Established;
+                self.deadline = None;
                 let line = format!("OK {}\n", self.local_port);
                 self.tx_own = line.len();
                 self.tx_buf.extend(line.as_bytes());

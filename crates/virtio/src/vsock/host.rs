@@ -20,7 +20,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::timerfd::TimerFd;
 
 /// Most connections at once (each holds one host fd and up to
 /// `BUF_ALLOC` bytes of guest data).
@@ -34,8 +36,14 @@ const MAX_RST_QUEUE: usize = 1024;
 /// Ports given to host-initiated connections start here (as Linux's
 /// ephemeral vsock ports do), counting up.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
-/// The listener's epoll token; others count up from 1.
+/// How long a host program has to finish its `CONNECT` line, and the
+/// guest to answer the REQUEST that follows.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often deadlines are checked while any is pending.
+const TICK: Duration = Duration::from_millis(500);
+/// The listener's epoll token, the timer's; others count up from 1.
 const LISTENER: u64 = 0;
+const TIMER: u64 = u64::MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -49,12 +57,15 @@ pub enum HostError {
     },
     #[error("cannot create the vsock epoll instance")]
     Epoll(#[source] std::io::Error),
+    #[error("cannot create the vsock timer")]
+    Timer(#[source] std::io::Error),
 }
 
 /// A host stream that has not finished its `CONNECT` line.
 struct Waiting {
     stream: UnixStream,
     line: Vec<u8>,
+    deadline: Instant,
 }
 
 pub struct Host {
@@ -62,6 +73,11 @@ pub struct Host {
     uds_path: PathBuf,
     listener: UnixListener,
     epoll: Epoll,
+    /// Ticks while a deadline is pending (a waiting `CONNECT` line, an
+    /// unanswered REQUEST or SHUTDOWN).
+    timer: TimerFd,
+    timer_armed: bool,
+    connect_timeout: Duration,
     conns: BTreeMap<u64, Conn>,
     /// (local port, guest port) to token.
     keys: HashMap<(u32, u32), u64>,
@@ -94,6 +110,9 @@ impl Host {
             uds_path: uds_path.to_path_buf(),
             listener,
             epoll: Epoll::new().map_err(HostError::Epoll)?,
+            timer: TimerFd::new().map_err(|e| HostError::Timer(e.into()))?,
+            timer_armed: false,
+            connect_timeout: CONNECT_TIMEOUT,
             conns: BTreeMap::new(),
             keys: HashMap::new(),
             waiting: BTreeMap::new(),
@@ -106,6 +125,8 @@ impl Host {
         host.listener.set_nonblocking(true).map_err(listen_err)?;
         host.watch(host.listener.as_raw_fd(), LISTENER)
             .map_err(listen_err)?;
+        host.watch(host.timer.as_raw_fd(), TIMER)
+            .map_err(HostError::Timer)?;
         Ok(host)
     }
 
@@ -163,7 +184,9 @@ impl Host {
     }
 
     fn host_event(&mut self, token: u64, set: EventSet) {
-        if token == LISTENER {
+        if token == TIMER {
+            self.expire();
+        } else if token == LISTENER {
             self.accept_all();
         } else if self.waiting.contains_key(&token) {
             self.read_connect_line(token);
@@ -213,8 +236,10 @@ impl Host {
                 Waiting {
                     stream,
                     line: Vec::new(),
+                    deadline: Instant::now() + self.connect_timeout,
                 },
             );
+            self.arm_timer();
             self.read_connect_line(token);
         }
     }
@@ -243,13 +268,62 @@ impl Host {
             Some((peer, local)) => {
                 self.metrics.conns_added.fetch_add(1, Ordering::Relaxed);
                 self.keys.insert((local, peer), token);
-                self.conns
-                    .insert(token, Conn::local(w.stream, self.guest_cid, local, peer));
+                let c = Conn::local(
+                    w.stream,
+                    self.guest_cid,
+                    (local, peer),
+                    self.connect_timeout,
+                );
+                self.conns.insert(token, c);
+                self.arm_timer();
             }
             None => {
                 self.metrics.host_rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Starts the tick if it is not running.
+    fn arm_timer(&mut self) {
+        if !self.timer_armed {
+            match self.timer.reset(TICK, Some(TICK)) {
+                Ok(()) => self.timer_armed = true,
+                Err(e) => log::warn!("virtio-vsock: cannot arm the timer: {e}"),
+            }
+        }
+    }
+
+    /// A tick: drops host programs that did not finish their `CONNECT`
+    /// line and resets connections the guest did not answer in time;
+    /// stops ticking when no deadline is left.
+    fn expire(&mut self) {
+        // Readable: the timer fired, so this read does not block.
+        let _ = self.timer.wait();
+        let now = Instant::now();
+        let before = self.waiting.len();
+        self.waiting.retain(|_, w| w.deadline > now);
+        let dropped = (before - self.waiting.len()) as u64;
+        self.metrics
+            .host_rejected
+            .fetch_add(dropped, Ordering::Relaxed);
+        let late: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(&t, _)| t)
+            .collect();
+        for t in late {
+            self.kill(t);
+        }
+        if self.waiting.is_empty() && self.conns.values().all(|c| c.deadline.is_none()) {
+            let _ = self.timer.clear();
+            self.timer_armed = false;
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_connect_timeout(&mut self, t: Duration) {
+        self.connect_timeout = t;
     }
 
     /// A local port no connection to guest port `peer` uses.
@@ -374,7 +448,12 @@ impl Host {
             .or_else(|| first_packet(self.conns.range_mut(..=start), buf))?;
         self.last_served = token;
         match next {
-            Next::Packet(h) => Some(h),
+            Next::Packet(h) => {
+                if h.op == op::SHUTDOWN {
+                    self.arm_timer();
+                }
+                Some(h)
+            }
             _ => {
                 self.kill(token);
                 self.rst.pop_front()

@@ -4,7 +4,7 @@
 use super::*;
 use crate::device::{Activation, Interrupt, VirtioDevice};
 use crate::test_driver::{guest_memory, Desc, TestQueue};
-use crate::vsock::connection::BUF_ALLOC;
+use crate::vsock::connection::{BUF_ALLOC, SHUTDOWN_TIMEOUT};
 use crate::vsock::device::{VsockConfig, EVENT, TOKEN_HOST};
 use crate::vsock::packet::{op, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 use std::collections::HashMap;
@@ -295,6 +295,39 @@ fn the_host_closing_shuts_the_guest_side_down() {
     assert_eq!(got[0].0.op, op::SHUTDOWN);
     assert_eq!(got[0].0.flags, SHUTDOWN_SEND | SHUTDOWN_RCV);
     assert_eq!(got[0].0.src_port, local);
+    // The guest never sends its RST: ours follows after the timeout.
+    std::thread::sleep(SHUTDOWN_TIMEOUT + Duration::from_millis(600));
+    r.host_event();
+    let got = r.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0.op, got[0].0.src_port), (op::RST, local));
+    assert_eq!(r.dev.connections(), 0);
+}
+
+#[test]
+fn unanswered_requests_and_silent_programs_time_out() {
+    let mut r = rig("timeout");
+    r.dev.host.set_connect_timeout(Duration::from_millis(200));
+    let mut asked = UnixStream::connect(&r.uds).unwrap();
+    asked.write_all(b"CONNECT 77\n").unwrap();
+    let mut silent = UnixStream::connect(&r.uds).unwrap();
+    silent.write_all(b"CONN").unwrap();
+    r.host_event();
+    r.give_rx(4);
+    let got = r.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0.op, got[0].0.dst_port), (op::REQUEST, 77));
+    std::thread::sleep(Duration::from_millis(1200));
+    r.host_event();
+    let got = r.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0.op, got[0].0.dst_port), (op::RST, 77));
+    assert_eq!(r.dev.connections(), 0);
+    let mut b = [0u8; 1];
+    for s in [&mut asked, &mut silent] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(s.read(&mut b).unwrap(), 0, "closed");
+    }
 }
 
 #[test]
