@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
-use vmm::virtio_devices::{BalloonConfig, BlockConfig, DeviceConfig, NetConfig};
+use vmm::virtio_devices::{
+    BalloonConfig, BlockConfig, CacheType, DeviceConfig, NetConfig, RateLimiterConfig,
+    TokenBucketConfig,
+};
 
 #[derive(clap::Args, Debug, Default)]
 pub struct DeviceArgs {
@@ -13,11 +16,21 @@ pub struct DeviceArgs {
     /// --disk, with `root=/dev/vda rw` added to the kernel command line.
     #[arg(long, value_name = "PATH")]
     pub rootfs: Option<PathBuf>,
-    /// A virtio disk backed by a raw image: PATH[,readonly][,id=NAME]. Repeatable; the first is /dev/vda.
-    #[arg(long = "disk", value_name = "PATH[,readonly][,id=NAME]")]
+    /// A virtio disk backed by a raw image. Repeatable; the first is
+    /// /dev/vda. cache=writeback (default: guest flushes reach the disk)
+    /// or unsafe (no flush); direct=on bypasses the host page cache;
+    /// bw=BYTES and iops=N limit it per second (K/M/G suffixes, 1024-based).
+    #[arg(
+        long = "disk",
+        value_name = "PATH[,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,bw=BYTES][,iops=N]"
+    )]
     pub disks: Vec<String>,
-    /// A virtio network interface on a host TAP device: tap=NAME[,mac=MAC]. Repeatable.
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    /// A virtio network interface on a host TAP device. Repeatable.
+    /// rx-bw/tx-bw limit what the guest receives/sends, bytes per second.
+    #[arg(
+        long = "net",
+        value_name = "tap=NAME[,mac=MAC][,id=NAME][,rx-bw=BYTES][,tx-bw=BYTES]"
+    )]
     pub nets: Vec<String>,
     /// A virtio entropy device fed from the host's getrandom.
     #[arg(long)]
@@ -34,6 +47,7 @@ pub enum DeviceArgError {
     DiskPath(String),
     DiskOption { arg: String, opt: String },
     DiskId(String),
+    DiskValue { arg: String, opt: String },
     NetTap(String),
     NetOption { arg: String, opt: String },
     NetMac(String),
@@ -46,8 +60,16 @@ impl std::fmt::Display for DeviceArgError {
             Self::DiskPath(a) => write!(f, "--disk {a:?}: no image path"),
             Self::DiskOption { arg, opt } => write!(f, "--disk {arg:?}: unknown option {opt:?}"),
             Self::DiskId(a) => write!(f, "--disk {a:?}: id is longer than 20 bytes"),
+            Self::DiskValue { arg, opt } => write!(
+                f,
+                "--disk {arg:?}: bad value in {opt:?} (cache=unsafe|writeback, direct=on|off, \
+                 bw=BYTES, iops=N; sizes may end in K, M or G)"
+            ),
             Self::NetTap(a) => write!(f, "--net {a:?}: tap=NAME (at most 15 bytes) is required"),
-            Self::NetOption { arg, opt } => write!(f, "--net {arg:?}: unknown option {opt:?}"),
+            Self::NetOption { arg, opt } => write!(
+                f,
+                "--net {arg:?}: unknown option or bad value {opt:?} (rx-bw=BYTES, tx-bw=BYTES)"
+            ),
             Self::NetMac(a) => write!(
                 f,
                 "--net {a:?}: mac must be six hex bytes like 52:54:00:12:34:56"
@@ -74,9 +96,8 @@ impl DeviceArgs {
 
     pub fn into_config(self) -> Result<DeviceConfig, DeviceArgError> {
         let root = self.rootfs.map(|path| BlockConfig {
-            path,
-            readonly: false,
             id: Some("rootfs".to_string()),
+            ..BlockConfig::new(path)
         });
         Ok(DeviceConfig {
             disks: root
@@ -101,16 +122,23 @@ fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
         .next()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| DeviceArgError::DiskPath(arg.to_string()))?;
-    let mut cfg = BlockConfig {
-        path: PathBuf::from(path),
-        readonly: false,
-        id: None,
+    let mut cfg = BlockConfig::new(path);
+    let bad = |opt: &str| DeviceArgError::DiskValue {
+        arg: arg.to_string(),
+        opt: opt.to_string(),
     };
+    let mut limits = RateLimiterConfig::default();
     for opt in parts {
         match opt.split_once('=') {
             None if opt == "readonly" || opt == "ro" => cfg.readonly = true,
             Some(("id", id)) if id.len() <= 20 => cfg.id = Some(id.to_string()),
             Some(("id", _)) => return Err(DeviceArgError::DiskId(arg.to_string())),
+            Some(("cache", "unsafe")) => cfg.cache = CacheType::Unsafe,
+            Some(("cache", "writeback")) => cfg.cache = CacheType::Writeback,
+            Some(("direct", v)) => cfg.direct = parse_on_off(v).ok_or_else(|| bad(opt))?,
+            Some(("bw", v)) => limits.bandwidth = Some(per_second(v).ok_or_else(|| bad(opt))?),
+            Some(("iops", v)) => limits.ops = Some(per_second(v).ok_or_else(|| bad(opt))?),
+            Some(("cache", _)) => return Err(bad(opt)),
             _ => {
                 return Err(DeviceArgError::DiskOption {
                     arg: arg.to_string(),
@@ -119,7 +147,30 @@ fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
             }
         }
     }
+    cfg.rate_limiter = (!limits.is_unlimited()).then_some(limits);
     Ok(cfg)
+}
+
+fn parse_on_off(v: &str) -> Option<bool> {
+    match v {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// `N[K|M|G]` (1024-based) per second: a bucket holding one second's
+/// worth, refilled over one second.
+fn per_second(v: &str) -> Option<TokenBucketConfig> {
+    let (digits, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let n = n.checked_mul(1u64 << shift)?;
+    (n > 0).then(|| TokenBucketConfig::per_second(n))
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -137,15 +188,29 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 fn parse_net(arg: &str) -> Result<NetConfig, DeviceArgError> {
     let mut tap = None;
-    let mut mac = None;
+    let mut cfg = NetConfig::new("");
+    let bad = |opt: &str| DeviceArgError::NetOption {
+        arg: arg.to_string(),
+        opt: opt.to_string(),
+    };
+    let bw = |v: &str, opt: &str| {
+        let b = per_second(v).ok_or_else(|| bad(opt))?;
+        Ok::<_, DeviceArgError>(Some(RateLimiterConfig {
+            bandwidth: Some(b),
+            ops: None,
+        }))
+    };
     for opt in arg.split(',') {
         match opt.split_once('=') {
             Some(("tap", name)) if !name.is_empty() && name.len() <= 15 => {
                 tap = Some(name.to_string())
             }
             Some(("mac", m)) => {
-                mac = Some(parse_mac(m).ok_or_else(|| DeviceArgError::NetMac(arg.to_string()))?)
+                cfg.mac = Some(parse_mac(m).ok_or_else(|| DeviceArgError::NetMac(arg.to_string()))?)
             }
+            Some(("id", id)) if !id.is_empty() => cfg.id = Some(id.to_string()),
+            Some(("rx-bw", v)) => cfg.rx_rate_limiter = bw(v, opt)?,
+            Some(("tx-bw", v)) => cfg.tx_rate_limiter = bw(v, opt)?,
             _ => {
                 return Err(DeviceArgError::NetOption {
                     arg: arg.to_string(),
@@ -154,10 +219,8 @@ fn parse_net(arg: &str) -> Result<NetConfig, DeviceArgError> {
             }
         }
     }
-    Ok(NetConfig {
-        tap: tap.ok_or_else(|| DeviceArgError::NetTap(arg.to_string()))?,
-        mac,
-    })
+    cfg.tap = tap.ok_or_else(|| DeviceArgError::NetTap(arg.to_string()))?;
+    Ok(cfg)
 }
 
 fn parse_balloon(arg: &str) -> Result<BalloonConfig, DeviceArgError> {
@@ -196,6 +259,38 @@ mod tests {
     }
 
     #[test]
+    fn disk_cache_direct_and_limits() {
+        let d = parse_disk("/img").unwrap();
+        assert_eq!(d.cache, CacheType::Writeback);
+        assert!(!d.direct);
+        assert_eq!(d.rate_limiter, None);
+        let d = parse_disk("/img,cache=unsafe,direct=on,bw=4M,iops=100").unwrap();
+        assert_eq!(d.cache, CacheType::Unsafe);
+        assert!(d.direct);
+        let l = d.rate_limiter.unwrap();
+        assert_eq!(l.bandwidth, Some(TokenBucketConfig::per_second(4 << 20)));
+        assert_eq!(l.ops, Some(TokenBucketConfig::per_second(100)));
+        assert!(parse_disk("/img,direct=off").is_ok_and(|d| !d.direct));
+        for bad in [
+            "cache=none",
+            "direct=yes",
+            "bw=",
+            "bw=0",
+            "bw=1X",
+            "iops=-1",
+            "bw=99999999999G",
+        ] {
+            assert!(
+                matches!(
+                    parse_disk(&format!("/img,{bad}")),
+                    Err(DeviceArgError::DiskValue { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn rootfs_is_the_first_disk_and_sets_root() {
         let args = DeviceArgs {
             rootfs: Some(PathBuf::from("/root.img")),
@@ -220,6 +315,12 @@ mod tests {
         assert!(parse_net("mac=52:54:00:aa:bb:0c").is_err());
         assert!(parse_net("tap=x,mac=52:54:00:aa:bb").is_err());
         assert!(parse_net("tap=a-name-way-too-long-for-linux").is_err());
+        let n = parse_net("tap=t0,id=eth0,rx-bw=1M,tx-bw=512K").unwrap();
+        assert_eq!(n.id.as_deref(), Some("eth0"));
+        let bw = |l: Option<RateLimiterConfig>| l.and_then(|l| l.bandwidth).map(|b| b.size);
+        assert_eq!(bw(n.rx_rate_limiter), Some(1 << 20));
+        assert_eq!(bw(n.tx_rate_limiter), Some(512 << 10));
+        assert!(parse_net("tap=t0,rx-bw=lots").is_err());
     }
 
     #[test]

@@ -1,13 +1,20 @@
 //! virtio-blk (type 2) backed by a raw image file: read, write, flush
-//! (fdatasync on the host), GET_ID, discard and write-zeroes (hole
-//! punching / zero ranges where the host file system allows), and a
-//! read-only mode that fails every modifying request with an I/O error
-//! status and never opens the file for writing.
+//! (fdatasync on the host in writeback mode, not offered in unsafe mode),
+//! GET_ID, discard and write-zeroes (hole punching / zero ranges where
+//! the host file system allows), a read-only mode that fails every
+//! modifying request with an I/O error status and never opens the file
+//! for writing, optional O_DIRECT, a rate limiter, and a [`BlockHandle`]
+//! to change a running drive's limits or image.
 
 mod device;
+mod disk;
+mod handle;
 mod handler;
 pub mod metrics;
 pub mod persist;
 pub mod request;
 
-pub use device::{Block, BlockConfig, BlockError};
+pub use device::{Block, BlockConfig, BlockError, CacheType, TOKEN_RATE_LIMIT};
+pub use disk::{BOUNCE_BYTES, DIRECT_ALIGN};
+pub use handle::BlockHandle;
+pub use rate_limiter;

@@ -3,12 +3,17 @@
 //! kernel as is and the host's header comes back the same way: checksum
 //! and segmentation offloads pass straight through (the TAP's receive
 //! offloads follow what the guest negotiated). Mergeable receive buffers
-//! let a 64 KiB segment span several guest pages.
+//! let a 64 KiB segment span several guest pages. Receive and transmit
+//! each have a rate limiter, changed while running through a [`NetHandle`].
 
 mod device;
+mod handle;
 mod handler;
 pub mod metrics;
 pub mod persist;
 pub mod tap;
 
-pub use device::{Net, NetBackend, NetConfig, NetError};
+pub use device::{
+    Net, NetBackend, NetConfig, NetError, TOKEN_RX, TOKEN_RX_RATE_LIMIT, TOKEN_TX_RATE_LIMIT,
+};
+pub use handle::NetHandle;

@@ -474,9 +474,8 @@ mod tests {
 
     fn block(path: &str, readonly: bool) -> BlockConfig {
         BlockConfig {
-            path: PathBuf::from(path),
             readonly,
-            id: None,
+            ..BlockConfig::new(path)
         }
     }
 
@@ -536,8 +535,8 @@ mod tests {
         let net = |id: &str, tap: &str, mac| NetInterface {
             id: id.to_string(),
             net: NetConfig {
-                tap: tap.to_string(),
                 mac,
+                ..NetConfig::new(tap)
             },
         };
         i.put_net(net("eth0", "tap0", Some([2, 0, 0, 0, 0, 1])))

@@ -27,8 +27,9 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use virtio::balloon::BalloonConfig;
-pub use virtio::block::BlockConfig;
-pub use virtio::net::NetConfig;
+pub use virtio::block::rate_limiter::{RateLimiterConfig, RateLimiterUpdate, TokenBucketConfig};
+pub use virtio::block::{BlockConfig, BlockHandle, CacheType};
+pub use virtio::net::{NetConfig, NetHandle};
 
 /// The paravirtual devices of a VM, in the order they appear on PCI.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,6 +68,10 @@ pub enum VirtioError {
     EventFd(#[source] std::io::Error),
     #[error("cannot register a queue notification with the engine")]
     Ioevent(#[source] hypervisor::Error),
+    #[error("no drive or network interface with id {0:?}: use an id given at boot")]
+    NoSuchDevice(String),
+    #[error("cannot change the rate limiter")]
+    RateLimiter(#[from] virtio::block::rate_limiter::RateLimiterError),
 }
 
 /// Registers an eventfd for each queue notification register of `f` with
@@ -102,7 +107,48 @@ fn queue_ioevents(
 /// The running devices; dropping it stops the event loop.
 pub struct VirtioDevices {
     pub functions: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    /// Controls of each disk and network interface, in config order, by id.
+    pub drives: Vec<(Option<String>, BlockHandle)>,
+    pub nets: Vec<(Option<String>, NetHandle)>,
     _event_loop: Option<EventLoop>,
+}
+
+/// Changing running devices (Firecracker's PATCH of drives and network
+/// interfaces); callable from any thread while the VM runs.
+impl VirtioDevices {
+    pub fn drive(&self, id: &str) -> Result<&BlockHandle, VirtioError> {
+        find(&self.drives, id)
+    }
+
+    pub fn net(&self, id: &str) -> Result<&NetHandle, VirtioError> {
+        find(&self.nets, id)
+    }
+
+    pub fn update_drive_limiter(&self, id: &str, u: &RateLimiterUpdate) -> Result<(), VirtioError> {
+        Ok(self.drive(id)?.update_rate_limiter(u)?)
+    }
+
+    /// A new image for drive `id`; the guest sees a disk change. Returns
+    /// the new capacity in 512-byte sectors.
+    pub fn swap_drive_image(&self, id: &str, path: &std::path::Path) -> Result<u64, VirtioError> {
+        Ok(self.drive(id)?.swap_image(path)?)
+    }
+
+    pub fn update_net_limiters(
+        &self,
+        id: &str,
+        rx: &RateLimiterUpdate,
+        tx: &RateLimiterUpdate,
+    ) -> Result<(), VirtioError> {
+        Ok(self.net(id)?.update_rate_limiters(rx, tx)?)
+    }
+}
+
+fn find<'a, T>(list: &'a [(Option<String>, T)], id: &str) -> Result<&'a T, VirtioError> {
+    list.iter()
+        .find(|(i, _)| i.as_deref() == Some(id))
+        .map(|(_, h)| h)
+        .ok_or_else(|| VirtioError::NoSuchDevice(id.to_string()))
 }
 
 /// Builds the devices of `config` and puts them on the machine.
@@ -115,13 +161,19 @@ pub fn attach(
     if config.is_empty() {
         return Ok(VirtioDevices {
             functions: Vec::new(),
+            drives: Vec::new(),
+            nets: Vec::new(),
             _event_loop: None,
         });
     }
     let mut made: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut event_sources = Vec::new();
+    let (mut drives, mut nets) = (Vec::new(), Vec::new());
     for disk in &config.disks {
-        made.push(Box::new(virtio::block::Block::new(disk)?));
+        let dev = virtio::block::Block::new(disk)?;
+        drives.push((disk.id.clone(), dev.handle()));
+        event_sources.push((made.len(), dev.event_fds()));
+        made.push(Box::new(dev));
     }
     for net in &config.nets {
         let dev =
@@ -129,6 +181,7 @@ pub fn attach(
                 tap: net.tap.clone(),
                 source,
             })?;
+        nets.push((net.id.clone(), dev.handle()));
         event_sources.push((made.len(), dev.event_fds()));
         made.push(Box::new(dev));
     }
@@ -185,6 +238,8 @@ pub fn attach(
     };
     Ok(VirtioDevices {
         functions,
+        drives,
+        nets,
         _event_loop: event_loop,
     })
 }

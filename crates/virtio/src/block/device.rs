@@ -1,17 +1,23 @@
-//! The block device: the image file, its size in sectors, the offered
-//! features (read-only, flush, discard and write-zeroes) and the
-//! configuration space the driver reads them from.
+//! The block device: its options (read-only, cache mode, O_DIRECT, rate
+//! limiter), the offered features (read-only, flush, discard and
+//! write-zeroes), the configuration space the driver reads them from, and
+//! the state a [`BlockHandle`] shares with the VMM so a running drive can
+//! get a new image or new limits.
 
+use super::disk::Disk;
+use super::handle::BlockHandle;
 use super::metrics::BlockMetrics;
-use super::request::{ID_BYTES, SECTOR_SIZE};
+use super::request::ID_BYTES;
 use crate::device::{
     read_config_bytes, ActivateError, Activation, DmaNotify, Interrupt, VirtioDevice,
 };
 use crate::queue::QueueError;
 use crate::{device_type, features};
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError, SharedRateLimiter};
+use std::fs::File;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
@@ -30,6 +36,21 @@ pub const F_FLUSH: u64 = 1 << 9;
 pub const F_DISCARD: u64 = 1 << 13;
 pub const F_WRITE_ZEROES: u64 = 1 << 14;
 
+/// Event token of the rate limiter's timer.
+pub const TOKEN_RATE_LIMIT: u32 = 0;
+
+/// What a guest flush does (Firecracker's `cache_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheType {
+    /// No flush is offered: the guest's writes reach the host page cache
+    /// and stable storage whenever the host decides.
+    Unsafe,
+    /// Flush is offered and a guest flush is an fdatasync of the image.
+    /// vessel's default (Firecracker's API defaults to `Unsafe`).
+    #[default]
+    Writeback,
+}
+
 /// How the user asked for a disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockConfig {
@@ -37,6 +58,26 @@ pub struct BlockConfig {
     pub readonly: bool,
     /// GET_ID answer (at most 20 bytes are used).
     pub id: Option<String>,
+    pub cache: CacheType,
+    /// Bypass the host page cache (O_DIRECT) for aligned requests.
+    pub direct: bool,
+    /// Limits on bytes and requests per second; `None` is no limit (one
+    /// can still be set while running, see [`BlockHandle`]).
+    pub rate_limiter: Option<RateLimiterConfig>,
+}
+
+impl BlockConfig {
+    /// A writable, cached, unlimited disk on `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        BlockConfig {
+            path: path.into(),
+            readonly: false,
+            id: None,
+            cache: CacheType::default(),
+            direct: false,
+            rate_limiter: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +92,13 @@ pub enum BlockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open disk image {path} with O_DIRECT (its file system may not support it: try direct=off)")]
+    Direct {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad disk rate limiter")]
+    RateLimiter(#[from] RateLimiterError),
 }
 
 pub(super) struct Active {
@@ -60,47 +108,70 @@ pub(super) struct Active {
     pub interrupt: Arc<dyn Interrupt>,
 }
 
+/// What the device and its [`BlockHandle`] share: the image can be
+/// swapped while the device runs.
+pub(super) struct Backend {
+    pub disk: Disk,
+    pub config: Vec<u8>,
+    /// Where config-change notifications go while the driver runs.
+    pub interrupt: Option<Arc<dyn Interrupt>>,
+}
+
+impl Backend {
+    pub fn new(disk: Disk) -> Self {
+        let config = config_space(disk.sectors);
+        Backend {
+            disk,
+            config,
+            interrupt: None,
+        }
+    }
+
+    /// Takes `disk` as the image and returns where to announce it.
+    pub fn swap(&mut self, disk: Disk) -> Option<Arc<dyn Interrupt>> {
+        self.config = config_space(disk.sectors);
+        self.disk = disk;
+        self.interrupt.clone()
+    }
+}
+
+pub(super) type SharedBackend = Arc<Mutex<Backend>>;
+
+/// The backend; a poisoned lock is taken over (a panic cannot leave it
+/// half-updated: each field is replaced whole).
+pub(super) fn lock(b: &SharedBackend) -> MutexGuard<'_, Backend> {
+    b.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub struct Block {
-    pub(super) file: File,
-    pub(super) sectors: u64,
+    pub(super) backend: SharedBackend,
     pub(super) readonly: bool,
+    pub(super) direct: bool,
     pub(super) id: [u8; ID_BYTES],
-    config: Vec<u8>,
+    pub(super) cache: CacheType,
+    pub(super) limiter: SharedRateLimiter,
     pub(super) active: Option<Active>,
     pub metrics: Arc<BlockMetrics>,
 }
 
-fn open(path: &Path, readonly: bool) -> Result<File, BlockError> {
-    OpenOptions::new()
-        .read(true)
-        .write(!readonly)
-        .open(path)
-        .map_err(|source| BlockError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
 impl Block {
     pub fn new(cfg: &BlockConfig) -> Result<Self, BlockError> {
-        let file = open(&cfg.path, cfg.readonly)?;
-        let len = file
-            .metadata()
-            .map_err(|source| BlockError::Size {
-                path: cfg.path.clone(),
-                source,
-            })?
-            .len();
-        Ok(Self::from_file(
-            file,
-            len / SECTOR_SIZE,
-            cfg.readonly,
-            cfg.id.as_deref(),
-        ))
+        let disk = Disk::open(&cfg.path, cfg.readonly, cfg.direct)?;
+        let limiter = RateLimiter::new(&cfg.rate_limiter.unwrap_or_default())?;
+        let mut b = Self::with_disk(disk, cfg.readonly, cfg.id.as_deref());
+        b.direct = cfg.direct;
+        b.cache = cfg.cache;
+        b.limiter = SharedRateLimiter::new(limiter);
+        Ok(b)
     }
 
-    /// A device over an open file of `sectors` sectors.
+    /// A writeback, unlimited device over an open file of `sectors`
+    /// sectors (its limiter has no timer and cannot be changed).
     pub fn from_file(file: File, sectors: u64, readonly: bool, id: Option<&str>) -> Self {
+        Self::with_disk(Disk::from_file(file, sectors), readonly, id)
+    }
+
+    fn with_disk(disk: Disk, readonly: bool, id: Option<&str>) -> Self {
         let mut id_bytes = [0u8; ID_BYTES];
         if let Some(id) = id {
             for (d, s) in id_bytes.iter_mut().zip(id.bytes()) {
@@ -108,19 +179,51 @@ impl Block {
             }
         }
         Block {
-            file,
-            sectors,
+            backend: Arc::new(Mutex::new(Backend::new(disk))),
             readonly,
+            direct: false,
             id: id_bytes,
-            config: config_space(sectors),
+            cache: CacheType::default(),
+            limiter: SharedRateLimiter::default(),
             active: None,
             metrics: Arc::new(BlockMetrics::default()),
         }
     }
+
+    /// Uses `limiter` (replacing the unlimited one of `from_file`).
+    pub fn with_rate_limiter(mut self, limiter: SharedRateLimiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    pub fn with_cache(mut self, cache: CacheType) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// File descriptors the event loop watches, with their tokens.
+    pub fn event_fds(&self) -> Vec<(RawFd, u32)> {
+        self.limiter
+            .fd()
+            .map(|fd| (fd, TOKEN_RATE_LIMIT))
+            .into_iter()
+            .collect()
+    }
+
+    /// What the VMM keeps to change this drive while it runs.
+    pub fn handle(&self) -> BlockHandle {
+        BlockHandle::new(
+            self.backend.clone(),
+            self.limiter.clone(),
+            self.readonly,
+            self.direct,
+            self.metrics.clone(),
+        )
+    }
 }
 
 /// `struct virtio_blk_config` up to write_zeroes_may_unmap.
-fn config_space(sectors: u64) -> Vec<u8> {
+pub(super) fn config_space(sectors: u64) -> Vec<u8> {
     let mut c = vec![0u8; 60];
     c[0..8].copy_from_slice(&sectors.to_le_bytes());
     c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
@@ -145,20 +248,22 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        let base = features::VERSION_1
+        let mut f = features::VERSION_1
             | features::RING_EVENT_IDX
             | features::RING_INDIRECT_DESC
-            | F_SEG_MAX
-            | F_FLUSH;
+            | F_SEG_MAX;
+        if self.cache == CacheType::Writeback {
+            f |= F_FLUSH;
+        }
         if self.readonly {
-            base | F_RO
+            f | F_RO
         } else {
-            base | F_DISCARD | F_WRITE_ZEROES
+            f | F_DISCARD | F_WRITE_ZEROES
         }
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        read_config_bytes(&lock(&self.backend).config, offset, data);
     }
 
     fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
@@ -167,6 +272,10 @@ impl VirtioDevice for Block {
             .into_iter()
             .next()
             .ok_or(ActivateError::BadQueue(0))?;
+        // A wait left over from before a reset would never be woken: the
+        // transport drops timer events while the device is inactive.
+        self.limiter.lock().event_handled();
+        lock(&self.backend).interrupt = Some(a.interrupt.clone());
         self.active = Some(Active {
             mem: a.mem,
             dma: a.dma,
@@ -183,7 +292,18 @@ impl VirtioDevice for Block {
         }
     }
 
+    fn handle_event(&mut self, token: u32) -> Result<(), QueueError> {
+        match token {
+            TOKEN_RATE_LIMIT => {
+                self.limiter.lock().event_handled();
+                self.process_queue()
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn reset(&mut self) {
+        lock(&self.backend).interrupt = None;
         self.active = None;
     }
 }

@@ -1,17 +1,17 @@
-//! Serving the request queue: parse, check the sector range, move data
-//! between guest memory and the image with positioned I/O through
-//! vm-memory's volatile copies, write the status byte, return the chain.
+//! Serving the request queue: parse, take the request's tokens from the
+//! rate limiter (or leave it on the ring and wait for the limiter's
+//! timer), check the sector range, move data between guest memory and
+//! the image, write the status byte, return the chain.
 
-use super::device::{Block, MAX_RANGES, MAX_RANGE_SECTORS};
+use super::device::{lock, Block, CacheType, MAX_RANGES, MAX_RANGE_SECTORS};
+use super::disk::Disk;
 use super::request::{
     self, Range, Request, RequestKind, ID_BYTES, SECTOR_SIZE, S_IOERR, S_OK, S_UNSUPP,
 };
 use crate::device::DmaNotify;
 use crate::queue::{self, QueueError};
-use std::io::{Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 impl Block {
@@ -27,7 +27,8 @@ impl Block {
         r.map(|_| ())
     }
 
-    /// Serves every available chain; true when any was returned.
+    /// Serves available chains until the ring is empty or the rate
+    /// limiter says wait; true when any was returned.
     fn drain(
         &mut self,
         q: &mut virtio_queue::Queue,
@@ -41,6 +42,11 @@ impl Block {
         while let Some(chain) = queue::pop_chain(q, mem)? {
             let (status_addr, status, len) = match request::parse(&chain, mem) {
                 Ok(req) => {
+                    if !self.admit(&req) {
+                        // Back on the ring; the limiter's timer resumes us.
+                        q.go_to_previous_position();
+                        break;
+                    }
                     let (status, len) = self.execute(&req, mem);
                     (req.status, status, len)
                 }
@@ -61,12 +67,31 @@ impl Block {
         Ok(used)
     }
 
+    /// Takes the request's tokens: one operation, and its data bytes for
+    /// reads and writes.
+    fn admit(&mut self, req: &Request) -> bool {
+        let bytes = match req.kind {
+            RequestKind::In | RequestKind::Out => queue::segments_len(&req.data),
+            _ => 0,
+        };
+        let ok = self.limiter.lock().consume_request(bytes);
+        if !ok {
+            self.metrics
+                .rate_limiter_throttled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
     /// Runs a request; returns the status and the bytes written into the
     /// guest's data buffers.
     pub(super) fn execute(&mut self, req: &Request, mem: &GuestMemoryMmap) -> (u8, u32) {
         let m = self.metrics.clone();
+        let backend = self.backend.clone();
+        let mut b = lock(&backend);
+        let disk = &mut b.disk;
         match req.kind {
-            RequestKind::In => match self.rw(req, mem, false) {
+            RequestKind::In => match rw(disk, req, mem, false) {
                 Ok(n) => {
                     m.reads.fetch_add(1, Ordering::Relaxed);
                     m.read_bytes.fetch_add(u64::from(n), Ordering::Relaxed);
@@ -75,7 +100,7 @@ impl Block {
                 Err(s) => (s, 0),
             },
             RequestKind::Out if self.readonly => (S_IOERR, 0),
-            RequestKind::Out => match self.rw(req, mem, true) {
+            RequestKind::Out => match rw(disk, req, mem, true) {
                 Ok(n) => {
                     m.writes.fetch_add(1, Ordering::Relaxed);
                     m.write_bytes.fetch_add(u64::from(n), Ordering::Relaxed);
@@ -85,7 +110,9 @@ impl Block {
             },
             RequestKind::Flush => {
                 m.flushes.fetch_add(1, Ordering::Relaxed);
-                match self.readonly || self.file.sync_data().is_ok() {
+                // Unsafe: nothing to pass on (the flag is not offered).
+                let skip = self.readonly || self.cache == CacheType::Unsafe;
+                match skip || disk.sync() {
                     true => (S_OK, 0),
                     false => (S_IOERR, 0),
                 }
@@ -107,7 +134,7 @@ impl Block {
                 };
                 let zero = req.kind == RequestKind::WriteZeroes;
                 for r in ranges {
-                    if let Err(s) = self.discard_or_zero(r, zero) {
+                    if let Err(s) = discard_or_zero(disk, r, zero) {
                         return (s, 0);
                     }
                 }
@@ -116,93 +143,47 @@ impl Block {
             RequestKind::Unsupported(_) => (S_UNSUPP, 0),
         }
     }
+}
 
-    /// Byte offset of `sector` if `[sector, sector + bytes)` lies on the disk.
-    fn checked_offset(&self, sector: u64, bytes: u64) -> Option<u64> {
-        let end_bytes = sector.checked_mul(SECTOR_SIZE)?.checked_add(bytes)?;
-        (end_bytes <= self.sectors.checked_mul(SECTOR_SIZE)?).then_some(sector * SECTOR_SIZE)
+/// A read or write; returns the bytes put into guest buffers.
+fn rw(disk: &mut Disk, req: &Request, mem: &GuestMemoryMmap, write: bool) -> Result<u32, u8> {
+    let total = queue::segments_len(&req.data);
+    if !total.is_multiple_of(SECTOR_SIZE) {
+        return Err(S_IOERR);
     }
+    let offset = disk.checked_offset(req.sector, total).ok_or(S_IOERR)?;
+    disk.transfer(mem, &req.data, offset, write)?;
+    // The chain total is at most MAX_CHAIN_BYTES.
+    Ok(if write { 0 } else { total as u32 })
+}
 
-    fn rw(&mut self, req: &Request, mem: &GuestMemoryMmap, write: bool) -> Result<u32, u8> {
-        let total = queue::segments_len(&req.data);
-        if !total.is_multiple_of(SECTOR_SIZE) {
-            return Err(S_IOERR);
-        }
-        let mut offset = self.checked_offset(req.sector, total).ok_or(S_IOERR)?;
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .map_err(|_| S_IOERR)?;
-        for seg in &req.data {
-            let len = seg.len as usize;
-            let r = if write {
-                mem.write_all_volatile_to(seg.addr, &mut self.file, len)
-            } else {
-                mem.read_exact_volatile_from(seg.addr, &mut self.file, len)
-            };
-            if let Err(e) = r {
-                log::warn!(
-                    "virtio-blk {} at {offset:#x} failed: {e}",
-                    if write { "write" } else { "read" }
-                );
-                return Err(S_IOERR);
-            }
-            offset += u64::from(seg.len);
-        }
-        // The chain total is at most MAX_CHAIN_BYTES.
-        Ok(if write { 0 } else { total as u32 })
+fn discard_or_zero(disk: &Disk, r: Range, zero: bool) -> Result<(), u8> {
+    if r.sectors > MAX_RANGE_SECTORS {
+        return Err(S_IOERR);
     }
-
-    fn discard_or_zero(&mut self, r: Range, zero: bool) -> Result<(), u8> {
-        if r.sectors > MAX_RANGE_SECTORS {
-            return Err(S_IOERR);
-        }
-        let bytes = u64::from(r.sectors) * SECTOR_SIZE;
-        let offset = self.checked_offset(r.sector, bytes).ok_or(S_IOERR)?;
-        if bytes == 0 {
-            return Ok(());
-        }
-        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        let mode = if !zero || r.unmap {
-            punch
-        } else {
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
-        };
-        if self.fallocate(mode, offset, bytes) {
-            return Ok(());
-        }
-        if !zero {
-            // Discard is a hint: a file system without hole punching
-            // simply keeps the data.
-            return Ok(());
-        }
-        if mode != punch && self.fallocate(punch, offset, bytes) {
-            return Ok(());
-        }
-        self.write_zeroes_slowly(offset, bytes)
+    let bytes = u64::from(r.sectors) * SECTOR_SIZE;
+    let offset = disk.checked_offset(r.sector, bytes).ok_or(S_IOERR)?;
+    if bytes == 0 {
+        return Ok(());
     }
-
-    fn fallocate(&self, mode: i32, offset: u64, len: u64) -> bool {
-        let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return false;
-        };
-        // SAFETY: fallocate on a file descriptor this device owns; it
-        // touches no memory of ours.
-        unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, len) == 0 }
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    let mode = if !zero || r.unmap {
+        punch
+    } else {
+        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+    };
+    if disk.fallocate(mode, offset, bytes) {
+        return Ok(());
     }
-
-    fn write_zeroes_slowly(&mut self, offset: u64, bytes: u64) -> Result<(), u8> {
-        use std::os::unix::fs::FileExt;
-        let zeros = vec![0u8; 1 << 20];
-        let mut done = 0u64;
-        while done < bytes {
-            let n = (bytes - done).min(zeros.len() as u64) as usize;
-            self.file
-                .write_all_at(&zeros[..n], offset + done)
-                .map_err(|_| S_IOERR)?;
-            done += n as u64;
-        }
-        Ok(())
+    if !zero {
+        // Discard is a hint: a file system without hole punching
+        // simply keeps the data.
+        return Ok(());
     }
+    if mode != punch && disk.fallocate(punch, offset, bytes) {
+        return Ok(());
+    }
+    disk.write_zeroes_slowly(offset, bytes)
 }
 
 #[cfg(test)]

@@ -11,4 +11,6 @@ pub struct BlockMetrics {
     pub flushes: AtomicU64,
     /// Requests answered with a status other than OK.
     pub errors: AtomicU64,
+    /// Times a request had to wait for the rate limiter.
+    pub rate_limiter_throttled: AtomicU64,
 }

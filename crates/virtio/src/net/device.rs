@@ -1,7 +1,9 @@
 //! The network device: MAC and link status in the configuration space,
-//! the offered offload features, and the backend frames go to (a TAP, or
-//! anything implementing [`NetBackend`] in tests).
+//! the offered offload features, the backend frames go to (a TAP, or
+//! anything implementing [`NetBackend`] in tests), and the receive and
+//! transmit rate limiters a [`NetHandle`] changes while it runs.
 
+use super::handle::NetHandle;
 use super::metrics::NetMetrics;
 use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN};
 use crate::device::{
@@ -9,6 +11,7 @@ use crate::device::{
 };
 use crate::queue::{Chain, QueueError};
 use crate::{device_type, features};
+use rate_limiter::{RateLimiter, RateLimiterConfig, RateLimiterError, SharedRateLimiter};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use virtio_queue::Queue;
@@ -19,6 +22,9 @@ pub const RX: u16 = 0;
 pub const TX: u16 = 1;
 /// Event token for "the backend has frames".
 pub const TOKEN_RX: u32 = 0;
+/// Event tokens of the receive and transmit rate limiters' timers.
+pub const TOKEN_RX_RATE_LIMIT: u32 = 1;
+pub const TOKEN_TX_RATE_LIMIT: u32 = 2;
 
 /// Net feature bits.
 pub const F_CSUM: u64 = 1 << 0;
@@ -40,6 +46,25 @@ pub struct NetConfig {
     pub tap: String,
     /// Guest MAC address; a fixed locally administered one when absent.
     pub mac: Option<[u8; 6]>,
+    /// The name the VMM finds the interface by (Firecracker's `iface_id`).
+    pub id: Option<String>,
+    /// Limits on frames the guest receives (bytes and frames per second).
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    /// Limits on frames the guest sends.
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
+}
+
+impl NetConfig {
+    /// An unlimited interface on TAP `tap` with the default MAC.
+    pub fn new(tap: impl Into<String>) -> Self {
+        NetConfig {
+            tap: tap.into(),
+            mac: None,
+            id: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        }
+    }
 }
 
 /// The default MAC: locally administered, unicast.
@@ -49,6 +74,8 @@ pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 pub enum NetError {
     #[error(transparent)]
     Tap(#[from] TapError),
+    #[error("bad network rate limiter")]
+    RateLimiter(#[from] RateLimiterError),
 }
 
 /// Where frames (each with its 12-byte virtio-net header) go and come from.
@@ -89,18 +116,42 @@ pub struct Net {
     pub(super) backend: Box<dyn NetBackend>,
     config: Vec<u8>,
     pub(super) active: Option<Active>,
-    /// A frame read from the backend that did not fit the guest's buffers yet.
-    pub(super) rx_pending: Option<Vec<u8>>,
+    /// A frame read from the backend that did not fit the guest's buffers
+    /// yet, and whether its receive tokens are taken already.
+    pub(super) rx_pending: Option<(Vec<u8>, bool)>,
+    pub(super) rx_limiter: SharedRateLimiter,
+    pub(super) tx_limiter: SharedRateLimiter,
     pub metrics: Arc<NetMetrics>,
 }
 
 impl Net {
     pub fn new(cfg: &NetConfig, _mem: GuestMemoryMmap) -> Result<Self, NetError> {
+        let limiter = |c: Option<RateLimiterConfig>| {
+            RateLimiter::new(&c.unwrap_or_default()).map(SharedRateLimiter::new)
+        };
+        let rx = limiter(cfg.rx_rate_limiter)?;
+        let tx = limiter(cfg.tx_rate_limiter)?;
         let tap = Tap::open(&cfg.tap)?;
-        Ok(Self::with_backend(
-            Box::new(tap),
-            cfg.mac.unwrap_or(DEFAULT_MAC),
-        ))
+        Ok(
+            Self::with_backend(Box::new(tap), cfg.mac.unwrap_or(DEFAULT_MAC))
+                .with_rate_limiters(rx, tx),
+        )
+    }
+
+    /// Uses `rx` and `tx` (replacing the unlimited ones of `with_backend`).
+    pub fn with_rate_limiters(mut self, rx: SharedRateLimiter, tx: SharedRateLimiter) -> Self {
+        self.rx_limiter = rx;
+        self.tx_limiter = tx;
+        self
+    }
+
+    /// What the VMM keeps to change this interface while it runs.
+    pub fn handle(&self) -> NetHandle {
+        NetHandle::new(
+            self.rx_limiter.clone(),
+            self.tx_limiter.clone(),
+            self.metrics.clone(),
+        )
     }
 
     pub fn with_backend(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Self {
@@ -115,17 +166,18 @@ impl Net {
             config,
             active: None,
             rx_pending: None,
+            rx_limiter: SharedRateLimiter::default(),
+            tx_limiter: SharedRateLimiter::default(),
             metrics: Arc::new(NetMetrics::default()),
         }
     }
 
     /// File descriptors the event loop watches, with their tokens.
     pub fn event_fds(&self) -> Vec<(RawFd, u32)> {
-        self.backend
-            .fd()
-            .map(|fd| (fd, TOKEN_RX))
-            .into_iter()
-            .collect()
+        let rx = self.rx_limiter.fd().map(|fd| (fd, TOKEN_RX_RATE_LIMIT));
+        let tx = self.tx_limiter.fd().map(|fd| (fd, TOKEN_TX_RATE_LIMIT));
+        let tap = self.backend.fd().map(|fd| (fd, TOKEN_RX));
+        tap.into_iter().chain(rx).chain(tx).collect()
     }
 }
 
@@ -184,6 +236,10 @@ impl VirtioDevice for Net {
         let mut queues = a.queues.into_iter();
         let rx = queues.next().ok_or(ActivateError::BadQueue(0))?;
         let tx = queues.next().ok_or(ActivateError::BadQueue(1))?;
+        // Waits left over from before a reset would never be woken: the
+        // transport drops timer events while the device is inactive.
+        self.rx_limiter.lock().event_handled();
+        self.tx_limiter.lock().event_handled();
         self.active = Some(Active {
             mem: a.mem,
             dma: a.dma,
@@ -207,6 +263,14 @@ impl VirtioDevice for Net {
     fn handle_event(&mut self, token: u32) -> Result<(), QueueError> {
         match token {
             TOKEN_RX => self.process_rx(),
+            TOKEN_RX_RATE_LIMIT => {
+                self.rx_limiter.lock().event_handled();
+                self.process_rx()
+            }
+            TOKEN_TX_RATE_LIMIT => {
+                self.tx_limiter.lock().event_handled();
+                self.process_tx()
+            }
             _ => Ok(()),
         }
     }

@@ -1,13 +1,16 @@
 //! Moving frames: transmit chains are gathered into one frame (header
 //! included) and written to the backend; received frames are scattered
 //! into one receive chain, or with mergeable buffers into as many as it
-//! takes, with `num_buffers` set in the first one's header.
+//! takes, with `num_buffers` set in the first one's header. Each frame
+//! takes its bytes and one operation from its direction's rate limiter
+//! first; when refused, a transmit chain goes back on the ring and a
+//! received frame waits, until the limiter's timer fires.
 
 use super::device::{Active, Net, RX, TX};
 use super::tap::VNET_HDR_LEN;
 use crate::queue::{self, Chain, QueueError};
 use std::sync::atomic::Ordering;
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 
 /// The largest frame either way: a 64 KiB GSO segment plus Ethernet and
 /// VLAN headers plus the virtio-net header.
@@ -25,7 +28,15 @@ impl Net {
         let mut used = false;
         while let Some(chain) = queue::pop_chain(&mut a.tx, &a.mem)? {
             let len = queue::segments_len(&chain.readable);
-            if len <= VNET_HDR_LEN as u64 || len > MAX_FRAME as u64 {
+            let sendable = len > VNET_HDR_LEN as u64 && len <= MAX_FRAME as u64;
+            if sendable && !self.tx_limiter.lock().consume_request(len) {
+                self.metrics
+                    .tx_rate_limiter_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                a.tx.go_to_previous_position();
+                break;
+            }
+            if !sendable {
                 self.metrics.tx_dropped.fetch_add(1, Ordering::Relaxed);
             } else {
                 let n = queue::read_segments(&a.mem, &chain.readable, 0, &mut frame)?;
@@ -59,10 +70,10 @@ impl Net {
         let mut used = false;
         let mut buf = vec![0u8; MAX_FRAME];
         loop {
-            let frame = match self.rx_pending.take() {
+            let (frame, paid) = match self.rx_pending.take() {
                 Some(f) => f,
                 None => match self.backend.recv(&mut buf) {
-                    Ok(n) if n > VNET_HDR_LEN => buf[..n].to_vec(),
+                    Ok(n) if n > VNET_HDR_LEN => (buf[..n].to_vec(), false),
                     Ok(_) => continue,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -72,6 +83,13 @@ impl Net {
                     }
                 },
             };
+            if !paid && !self.rx_limiter.lock().consume_request(frame.len() as u64) {
+                self.metrics
+                    .rx_rate_limiter_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                self.rx_pending = Some((frame, false));
+                break;
+            }
             match deliver(a, &frame)? {
                 Delivery::Done => {
                     used = true;
@@ -81,7 +99,7 @@ impl Net {
                         .fetch_add(frame.len() as u64, Ordering::Relaxed);
                 }
                 Delivery::NoBuffers => {
-                    self.rx_pending = Some(frame);
+                    self.rx_pending = Some((frame, true));
                     break;
                 }
                 Delivery::Dropped => {

@@ -10,4 +10,8 @@ pub struct NetMetrics {
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub rx_dropped: AtomicU64,
+    /// Times a frame had to wait for the receive rate limiter.
+    pub rx_rate_limiter_throttled: AtomicU64,
+    /// Times a frame had to wait for the transmit rate limiter.
+    pub tx_rate_limiter_throttled: AtomicU64,
 }

@@ -1,10 +1,13 @@
 //! The block device driven by a test driver over a temporary image.
 
 use super::*;
+use crate::block::device::{F_FLUSH, TOKEN_RATE_LIMIT};
 use crate::block::request::{T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES};
 use crate::device::{Activation, Interrupt, VirtioDevice};
 use crate::test_driver::{guest_memory, Desc, TestQueue};
+use rate_limiter::{RateLimiterConfig, RateLimiterUpdate, TokenBucketConfig};
 use std::fs::File;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use vm_memory::GuestAddress;
@@ -35,8 +38,6 @@ struct Rig {
 }
 
 fn rig(img: &TempImage, readonly: bool) -> Rig {
-    let mem = guest_memory();
-    let tq = TestQueue::new(&mem, GuestAddress(0x1000), 16);
     let file = if readonly {
         File::open(&img.0).unwrap()
     } else {
@@ -47,12 +48,19 @@ fn rig(img: &TempImage, readonly: bool) -> Rig {
             .unwrap()
     };
     let sectors = file.metadata().unwrap().len() / 512;
-    let mut blk = Block::from_file(file, sectors, readonly, Some("vessel-disk-0"));
+    let blk = Block::from_file(file, sectors, readonly, Some("vessel-disk-0"));
+    rig_of(blk, Arc::new(NoIrq))
+}
+
+/// `blk` activated with one 16-entry queue.
+fn rig_of(mut blk: Block, irq: Arc<dyn Interrupt>) -> Rig {
+    let mem = guest_memory();
+    let tq = TestQueue::new(&mem, GuestAddress(0x1000), 16);
     blk.activate(Activation {
         mem: mem.clone(),
         queues: vec![tq.queue()],
         features: 0,
-        interrupt: Arc::new(NoIrq),
+        interrupt: irq,
         dma: Default::default(),
     })
     .unwrap();
@@ -238,4 +246,159 @@ fn reads_report_the_buffers_they_fill() {
     let seen = record.0.lock().unwrap().clone();
     assert!(seen.contains(&(DATA, 4096)), "{seen:?}");
     assert!(seen.contains(&(STATUS, 1)), "{seen:?}");
+}
+
+/// Counts config-change notifications.
+#[derive(Default)]
+struct ConfigIrq(std::sync::atomic::AtomicU32);
+impl Interrupt for ConfigIrq {
+    fn signal_used_queue(&self, _: u16) {}
+    fn signal_config_change(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn limited(img: &TempImage, cfg: RateLimiterConfig) -> Rig {
+    let mut bc = crate::block::BlockConfig::new(&img.0);
+    bc.rate_limiter = Some(cfg);
+    rig_of(Block::new(&bc).unwrap(), Arc::new(NoIrq))
+}
+
+/// Whether `fd` becomes readable within `ms`.
+fn readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
+}
+
+impl Rig {
+    /// Publishes a 4 KiB read of `sector` into `data` and kicks.
+    fn kick_read(&mut self, hdr: u64, sector: u64, data: u64, status: u64) {
+        let mut h = [0u8; 16];
+        h[..4].copy_from_slice(&T_IN.to_le_bytes());
+        h[8..].copy_from_slice(&sector.to_le_bytes());
+        self.fill(hdr, &h);
+        let descs = [Desc::r(hdr, 16), Desc::w(data, 4096), Desc::w(status, 1)];
+        self.tq.add_chain(&self.mem, &descs);
+        self.blk.queue_notify(0).unwrap();
+    }
+}
+
+/// Two reads against one operation per 100 ms: the second stays on the
+/// ring until the limiter's timer fires and the event is handled.
+#[test]
+fn throttled_queue_resumes_when_the_timer_fires() {
+    let img = image("limit", &pattern(16384, 5));
+    let one_op = RateLimiterConfig {
+        bandwidth: None,
+        ops: Some(TokenBucketConfig {
+            size: 1,
+            one_time_burst: 0,
+            refill_time_ms: 100,
+        }),
+    };
+    let mut r = limited(&img, one_op);
+    let fds = r.blk.event_fds();
+    assert_eq!(fds.len(), 1);
+    assert_eq!(fds[0].1, TOKEN_RATE_LIMIT);
+    r.kick_read(HDR, 0, DATA, STATUS);
+    r.kick_read(HDR + 0x100, 8, DATA + 0x1000, STATUS + 1);
+    assert_eq!(r.tq.used_idx(&r.mem), 1, "the second request waits");
+    assert_eq!(
+        r.blk.metrics.rate_limiter_throttled.load(Ordering::Relaxed),
+        1
+    );
+    // Another kick while waiting changes nothing.
+    r.blk.queue_notify(0).unwrap();
+    assert_eq!(r.tq.used_idx(&r.mem), 1);
+    assert!(readable(fds[0].0, 2000), "the timer fires");
+    r.blk.handle_event(TOKEN_RATE_LIMIT).unwrap();
+    assert_eq!(r.tq.used_idx(&r.mem), 2, "served after the timer");
+    assert_eq!(
+        r.mem.read_obj::<u8>(GuestAddress(STATUS + 1)).unwrap(),
+        S_OK
+    );
+    assert_eq!(r.fetch(DATA + 0x1000, 4096), pattern(16384, 5)[4096..8192]);
+}
+
+/// 8 KiB per 100 ms: four 4 KiB reads take at least 100 ms, and a
+/// handle's update lifts the limit for a waiting queue at once.
+#[test]
+fn bandwidth_limit_and_update_through_the_handle() {
+    let img = image("bw", &pattern(65536, 1));
+    let bw = RateLimiterConfig {
+        bandwidth: Some(TokenBucketConfig {
+            size: 8192,
+            one_time_burst: 0,
+            refill_time_ms: 100,
+        }),
+        ops: None,
+    };
+    let mut r = limited(&img, bw);
+    let handle = r.blk.handle();
+    assert_eq!(handle.rate_limiter_config(), bw);
+    let fd = r.blk.event_fds()[0].0;
+    for i in 0..4u64 {
+        r.kick_read(HDR + i * 0x100, i * 8, DATA + i * 0x1000, STATUS + i);
+    }
+    assert_eq!(r.tq.used_idx(&r.mem), 2, "8 KiB went through");
+    handle
+        .update_rate_limiter(&RateLimiterUpdate::replace(&RateLimiterConfig::default()))
+        .unwrap();
+    assert!(readable(fd, 50), "the update wakes the waiting queue");
+    r.blk.handle_event(TOKEN_RATE_LIMIT).unwrap();
+    assert_eq!(r.tq.used_idx(&r.mem), 4, "unlimited now");
+    assert_eq!(
+        r.fetch(DATA + 0x3000, 4096),
+        pattern(65536, 1)[3 * 4096..4 * 4096]
+    );
+}
+
+/// A new image through the handle: new capacity in the config space, a
+/// config-change notification, reads from the new file.
+#[test]
+fn swapped_image_is_a_disk_change() {
+    let old = image("old", &pattern(8192, 1));
+    let new = image("new", &pattern(32768, 2));
+    let irq = Arc::new(ConfigIrq::default());
+    let blk = Block::new(&crate::block::BlockConfig::new(&old.0)).unwrap();
+    let handle = blk.handle();
+    let mut r = rig_of(blk, irq.clone());
+    let capacity = |r: &Rig| {
+        let mut c = [0u8; 8];
+        r.blk.read_config(0, &mut c);
+        u64::from_le_bytes(c)
+    };
+    assert_eq!(capacity(&r), 16);
+    assert!(handle
+        .swap_image(Path::new("/nonexistent/disk.img"))
+        .is_err());
+    assert_eq!(handle.path().as_deref(), Some(old.0.as_path()), "kept");
+    assert_eq!(handle.swap_image(&new.0).unwrap(), 64);
+    assert_eq!(capacity(&r), 64);
+    assert_eq!(handle.sectors(), 64);
+    assert_eq!(irq.0.load(Ordering::SeqCst), 1, "config change raised");
+    assert_eq!(r.submit(T_IN, 40, Some(Desc::w(DATA, 4096))), (S_OK, 4097));
+    assert_eq!(r.fetch(DATA, 4096), pattern(32768, 2)[20480..24576]);
+}
+
+#[test]
+fn unsafe_cache_offers_no_flush() {
+    use crate::block::CacheType;
+    let img = image("unsafe", &vec![0u8; 4096]);
+    let file = File::open(&img.0).unwrap();
+    let blk = Block::from_file(file, 8, false, None);
+    assert_ne!(blk.features() & F_FLUSH, 0, "writeback by default");
+    let blk = blk.with_cache(CacheType::Unsafe);
+    assert_eq!(blk.features() & F_FLUSH, 0);
+    let mut r = rig_of(blk, Arc::new(NoIrq));
+    assert_eq!(
+        r.submit(T_FLUSH, 0, None),
+        (S_OK, 1),
+        "answered, not passed on"
+    );
 }

@@ -4,7 +4,11 @@ use super::*;
 use crate::device::{Activation, Interrupt, VirtioDevice};
 use crate::net::device::{DEFAULT_MAC, F_MRG_RXBUF};
 use crate::net::NetBackend;
+use crate::net::{TOKEN_RX, TOKEN_RX_RATE_LIMIT, TOKEN_TX_RATE_LIMIT};
 use crate::test_driver::{guest_memory, Desc, TestQueue};
+use rate_limiter::{
+    RateLimiter, RateLimiterConfig, RateLimiterUpdate, SharedRateLimiter, TokenBucketConfig,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -56,11 +60,15 @@ struct Rig {
 }
 
 fn rig(features: u64) -> Rig {
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let net = Net::with_backend(Box::new(Fake(wire.clone())), DEFAULT_MAC);
+    rig_of(net, wire, features)
+}
+
+fn rig_of(mut net: Net, wire: Arc<Mutex<Wire>>, features: u64) -> Rig {
     let mem = guest_memory();
     let rx = TestQueue::new(&mem, GuestAddress(0x1000), 16);
     let tx = TestQueue::new(&mem, GuestAddress(0x4000), 16);
-    let wire = Arc::new(Mutex::new(Wire::default()));
-    let mut net = Net::with_backend(Box::new(Fake(wire.clone())), DEFAULT_MAC);
     net.activate(Activation {
         mem: mem.clone(),
         queues: vec![rx.queue(), tx.queue()],
@@ -180,4 +188,100 @@ fn hostile_buffers_are_dropped_or_wait_never_crash() {
     r.net.queue_notify(RX).unwrap();
     assert_eq!(r.rx.used(&r.mem).len(), 5, "nothing more used yet");
     assert_eq!(r.net.metrics.rx_packets.load(Ordering::Relaxed), 1);
+}
+
+/// One frame per 100 ms each way.
+fn one_frame_per_100ms() -> SharedRateLimiter {
+    let cfg = RateLimiterConfig {
+        bandwidth: None,
+        ops: Some(TokenBucketConfig {
+            size: 1,
+            one_time_burst: 0,
+            refill_time_ms: 100,
+        }),
+    };
+    SharedRateLimiter::new(RateLimiter::new(&cfg).unwrap())
+}
+
+/// Whether `fd` becomes readable within `ms`.
+fn readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
+}
+
+fn limited_rig() -> Rig {
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let net = Net::with_backend(Box::new(Fake(wire.clone())), DEFAULT_MAC)
+        .with_rate_limiters(one_frame_per_100ms(), one_frame_per_100ms());
+    rig_of(net, wire, 0)
+}
+
+fn token_fd(r: &Rig, token: u32) -> std::os::fd::RawFd {
+    r.net
+        .event_fds()
+        .into_iter()
+        .find_map(|(fd, t)| (t == token).then_some(fd))
+        .expect("the limiter's timer is watched")
+}
+
+#[test]
+fn transmit_waits_for_its_limiter_timer() {
+    let mut r = limited_rig();
+    r.mem
+        .write_slice(&frame(100), GuestAddress(0x10000))
+        .unwrap();
+    r.tx.add_chain(&r.mem, &[Desc::r(0x10000, 100)]);
+    r.tx.add_chain(&r.mem, &[Desc::r(0x10000, 100)]);
+    r.net.queue_notify(TX).unwrap();
+    assert_eq!(r.wire.lock().unwrap().sent.len(), 1, "one frame per 100 ms");
+    assert_eq!(
+        r.tx.used(&r.mem).len(),
+        1,
+        "the second chain stays on the ring"
+    );
+    assert_eq!(
+        r.net
+            .metrics
+            .tx_rate_limiter_throttled
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert!(readable(token_fd(&r, TOKEN_TX_RATE_LIMIT), 2000));
+    r.net.handle_event(TOKEN_TX_RATE_LIMIT).unwrap();
+    assert_eq!(r.wire.lock().unwrap().sent.len(), 2);
+    assert_eq!(r.tx.used(&r.mem).len(), 2);
+}
+
+#[test]
+fn receive_waits_for_its_limiter_timer_and_handle_updates_lift_it() {
+    let mut r = limited_rig();
+    let handle = r.net.handle();
+    for _ in 0..3 {
+        r.wire.lock().unwrap().incoming.push_back(frame(200));
+    }
+    for i in 0..3 {
+        r.rx.add_chain(&r.mem, &[Desc::w(0x10000 + i * 0x1000, 2048)]);
+    }
+    r.net.handle_event(TOKEN_RX).unwrap();
+    assert_eq!(r.rx.used(&r.mem).len(), 1, "one frame per 100 ms");
+    assert!(readable(token_fd(&r, TOKEN_RX_RATE_LIMIT), 2000));
+    r.net.handle_event(TOKEN_RX_RATE_LIMIT).unwrap();
+    assert_eq!(r.rx.used(&r.mem).len(), 2, "the waiting frame, once");
+    // Lift the receive limit; transmit keeps its own.
+    let off = RateLimiterUpdate::replace(&RateLimiterConfig::default());
+    handle
+        .update_rate_limiters(&off, &RateLimiterUpdate::default())
+        .unwrap();
+    assert!(readable(token_fd(&r, TOKEN_RX_RATE_LIMIT), 50), "woken");
+    r.net.handle_event(TOKEN_RX_RATE_LIMIT).unwrap();
+    assert_eq!(r.rx.used(&r.mem).len(), 3);
+    let (rx, tx) = handle.rate_limiter_configs();
+    assert!(rx.is_unlimited());
+    assert!(!tx.is_unlimited());
+    assert_eq!(r.net.metrics.rx_packets.load(Ordering::Relaxed), 3);
 }
