@@ -137,6 +137,7 @@ impl IoBenchOptions {
         file: PathBuf,
     ) -> Self {
         IoBenchOptions {
+            vessel_direct: vessel_has_direct(&vessel),
             vessel,
             engine: "auto".to_string(),
             qemu: PathBuf::from("qemu-system-x86_64"),
@@ -152,14 +153,25 @@ impl IoBenchOptions {
             timeout: Duration::from_secs(1200),
             machines: IoMachine::ALL.to_vec(),
             caches: HostCache::ALL.to_vec(),
-            vessel_direct: Err(VESSEL_NO_DIRECT.to_string()),
         }
     }
 }
 
-/// Why vessel's direct rows are not run yet.
+/// Why vessel's direct rows are not run.
 pub const VESSEL_NO_DIRECT: &str =
-    "the direct pair needs vessel's --disk PATH,direct=on, which this vessel has not got yet";
+    "the direct pair needs vessel's --disk PATH,direct=on, which this vessel has not got";
+
+/// Whether `vessel run` takes `--disk PATH,direct=on` (its help names the
+/// option), or why its direct rows cannot run.
+pub fn vessel_has_direct(vessel: &Path) -> Result<(), String> {
+    let mut cmd = Command::new(vessel);
+    cmd.args(["run", "--help"]);
+    match process::run(&mut cmd, Duration::from_secs(20)) {
+        Ok(done) if done.output.contains("direct=on") => Ok(()),
+        Ok(_) => Err(VESSEL_NO_DIRECT.to_string()),
+        Err(e) => Err(describe(&e)),
+    }
+}
 
 /// One machine's disk numbers.
 #[derive(Debug, Clone, PartialEq)]

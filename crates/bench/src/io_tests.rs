@@ -291,3 +291,20 @@ fn each_machine_gets_the_host_cache_mode_of_its_row() {
     assert!(fio_common("f", HostCache::Direct).contains("--direct=1"));
     assert!(guest_script(1, 1, 0).contains("--direct=1"));
 }
+
+#[test]
+fn vessels_direct_option_is_found_in_its_help() {
+    let dir = tempfile_dir("probe");
+    let with = script(
+        &dir,
+        "vessel-direct",
+        "echo '      --disk <PATH[,readonly][,direct=on|off]>'",
+    );
+    assert_eq!(vessel_has_direct(&with), Ok(()));
+    let without = script(&dir, "vessel-old", "echo '      --disk <PATH[,readonly]>'");
+    assert_eq!(
+        vessel_has_direct(&without),
+        Err(VESSEL_NO_DIRECT.to_string())
+    );
+    assert!(vessel_has_direct(&dir.join("no-such-vessel")).is_err());
+}
