@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 5;
+pub const RECIPE_VERSION: u32 = 6;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -130,7 +130,14 @@ if [ -n "$cmd" ]; then
         # driver throws away whatever it has not sent yet. So the leader
         # is a shell that runs the script, waits for the console to drain
         # (stty sets termios with TCSADRAIN), and only then exits.
-        setsid cttyhack /bin/sh -c '/bin/sh -c "$1"; s=$?; stty -onlcr 2>/dev/null; exit $s' vessel-cmd "$script"
+        # Ctrl+Alt+Del (the VMM's SendCtrlAltDel) signals PID 1 instead of
+        # resetting at once: sync and power off cleanly. The command runs in
+        # the background (cttyhack gives it the console) so the trap runs
+        # while it is still going.
+        echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
+        trap 'say "vessel init: Ctrl+Alt+Del: powering off"; sync; poweroff -f' INT
+        setsid cttyhack /bin/sh -c '/bin/sh -c "$1"; s=$?; stty -onlcr 2>/dev/null; exit $s' vessel-cmd "$script" &
+        wait $!
         status=$?
     else
         echo "vessel init: vessel.cmd is not valid base64" > /dev/console
@@ -152,12 +159,13 @@ exec /bin/busybox init
 "#;
 
 /// busybox init's table for the interactive console: one shell on the
-/// console, then power-off. `setsid cttyhack` makes the console the shell's
+/// console, then power-off; Ctrl+Alt+Del powers off cleanly. `setsid cttyhack` makes the console the shell's
 /// controlling tty, for job control and Ctrl-C. `poweroff`, `reboot` and
 /// `halt` do what they say: busybox init asks the kernel to power off,
 /// reset (the VMM boots the guest again, or ends with --no-reboot) or halt
 /// (the VMM ends the run when every vCPU has stopped).
-const INITTAB: &str = "::once:/etc/vessel-shell\n::shutdown:/bin/busybox sync\n";
+const INITTAB: &str =
+    "::once:/etc/vessel-shell\n::ctrlaltdel:/bin/busybox poweroff\n::shutdown:/bin/busybox sync\n";
 
 const SHELL_SCRIPT: &str = "#!/bin/sh
 echo 'vessel guest: exit the shell or type poweroff to stop the VM'

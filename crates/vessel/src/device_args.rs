@@ -1,9 +1,10 @@
 //! Command-line options for the paravirtual devices (`--rootfs`, `--disk`,
-//! `--net`, `--rng`, `--balloon`) and their translation into the VMM's
+//! `--net`, `--rng`, `--balloon`, `--vsock`) and their translation into the VMM's
 //! `DeviceConfig` (plus the kernel parameters `--rootfs` needs).
 
 use std::path::PathBuf;
 use std::time::Duration;
+use vmm::virtio_devices::VsockConfig;
 use vmm::virtio_devices::{
     BalloonConfig, BlockConfig, CacheType, DeviceConfig, NetConfig, RateLimiterConfig,
     TokenBucketConfig,
@@ -39,6 +40,11 @@ pub struct DeviceArgs {
     /// back MiB of memory; optionally takes it back after SECONDS).
     #[arg(long, value_name = "target=MiB[,deflate-after=SECONDS]")]
     pub balloon: Option<String>,
+    /// A virtio vsock device with guest context ID N: host programs connect
+    /// to the Unix socket PATH and write `CONNECT <port>\n`; guest
+    /// connections to host port P reach PATH_P (Firecracker's scheme).
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    pub vsock: Option<String>,
 }
 
 /// Why a device option is refused.
@@ -52,6 +58,7 @@ pub enum DeviceArgError {
     NetOption { arg: String, opt: String },
     NetMac(String),
     Balloon(String),
+    Vsock(String),
 }
 
 impl std::fmt::Display for DeviceArgError {
@@ -77,6 +84,10 @@ impl std::fmt::Display for DeviceArgError {
             Self::Balloon(a) => write!(
                 f,
                 "--balloon {a:?}: expected target=MiB[,deflate-after=SECONDS]"
+            ),
+            Self::Vsock(a) => write!(
+                f,
+                "--vsock {a:?}: expected cid=N,uds=PATH with N of 3 or more"
             ),
         }
     }
@@ -112,6 +123,7 @@ impl DeviceArgs {
                 .collect::<Result<_, _>>()?,
             rng: self.rng,
             balloon: self.balloon.as_deref().map(parse_balloon).transpose()?,
+            vsock: self.vsock.as_deref().map(parse_vsock).transpose()?,
         })
     }
 }
@@ -242,6 +254,25 @@ fn parse_balloon(arg: &str) -> Result<BalloonConfig, DeviceArgError> {
     have_target.then_some(cfg).ok_or_else(bad)
 }
 
+fn parse_vsock(arg: &str) -> Result<VsockConfig, DeviceArgError> {
+    let bad = || DeviceArgError::Vsock(arg.to_string());
+    let (mut cid, mut uds) = (None, None);
+    for opt in arg.split(',') {
+        match opt.split_once('=') {
+            Some(("cid", v)) => cid = Some(v.parse::<u32>().map_err(|_| bad())?),
+            Some(("uds", v)) if !v.is_empty() => uds = Some(PathBuf::from(v)),
+            _ => return Err(bad()),
+        }
+    }
+    match (cid, uds) {
+        (Some(guest_cid), Some(uds_path)) if guest_cid >= 3 => Ok(VsockConfig {
+            guest_cid,
+            uds_path,
+        }),
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +361,16 @@ mod tests {
         assert_eq!(b.deflate_after, Some(Duration::from_secs(20)));
         assert!(parse_balloon("deflate-after=3").is_err());
         assert!(parse_balloon("target=x").is_err());
+    }
+
+    #[test]
+    fn vsock() {
+        let v = parse_vsock("cid=3,uds=/tmp/v.sock").unwrap();
+        assert_eq!(v.guest_cid, 3);
+        assert_eq!(v.uds_path, PathBuf::from("/tmp/v.sock"));
+        assert!(parse_vsock("cid=2,uds=/tmp/v.sock").is_err());
+        assert!(parse_vsock("uds=/tmp/v.sock").is_err());
+        assert!(parse_vsock("cid=3").is_err());
+        assert!(parse_vsock("cid=3,uds=/v,x=1").is_err());
     }
 }

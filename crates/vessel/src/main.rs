@@ -1,8 +1,12 @@
 //! The `vessel` command line: parses arguments, hands them to the VMM, and
 //! turns how the VM ended into this process's exit status.
 
+mod api_backend;
 mod bench_args;
 mod device_args;
+mod metrics_sources;
+mod process_args;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -12,12 +16,22 @@ use vmm::{EngineChoice, Outcome, OutputMode, VmConfig};
 #[derive(Parser)]
 #[command(
     name = "vessel",
-    version,
-    about = "A virtual machine monitor: KVM or its own x86-64 engine"
+    about = "A virtual machine monitor: KVM or its own x86-64 engine",
+    long_about = "A virtual machine monitor: KVM or its own x86-64 engine.\n\n\
+        With a subcommand, vessel runs it. With --api-sock or --config-file it \
+        is a VMM process that speaks Firecracker's API (also when started under \
+        the name `firecracker`).",
+    args_conflicts_with_subcommands = true,
+    disable_version_flag = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    process: process_args::ProcessArgs,
+    /// Print the version (first line: `vessel vX.Y.Z`).
+    #[arg(long, short = 'V')]
+    version: bool,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +46,8 @@ enum Command {
     /// Manage the default guest (Debian cloud kernel + busybox initramfs).
     #[command(subcommand)]
     Guest(GuestCommand),
+    /// Talk to a running vessel (or Firecracker) through its API socket.
+    Ctl(serve::CtlArgs),
 }
 
 #[derive(Subcommand)]
@@ -51,8 +67,8 @@ enum GuestCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Engine {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Engine {
     /// KVM where it is hardware-assisted, the software engine elsewhere.
     Auto,
     /// Linux KVM (hardware-assisted full virtualization).
@@ -95,13 +111,47 @@ struct RunArgs {
     command: Vec<String>,
 }
 
+impl From<Engine> for EngineChoice {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Auto => EngineChoice::Auto,
+            Engine::Kvm => EngineChoice::Kvm,
+            Engine::Soft => EngineChoice::Soft,
+        }
+    }
+}
+
+/// True when this process was started under the name `firecracker`.
+fn called_as_firecracker() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n == "firecracker"))
+        .unwrap_or(false)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.version {
+        println!("vessel v{}", env!("CARGO_PKG_VERSION"));
+        println!();
+        println!("A virtual machine monitor that speaks Firecracker's API.");
+        return ExitCode::SUCCESS;
+    }
+    if cli.command.is_none() && !cli.process.wants_vmm() && called_as_firecracker() {
+        cli.process.api_sock = Some(PathBuf::from(process_args::DEFAULT_API_SOCK));
+    }
     let result = match cli.command {
-        Command::Run(args) => run(args),
-        Command::Info => info(),
-        Command::Bench(cmd) => bench_args::bench(cmd),
-        Command::Guest(cmd) => guest(cmd),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Info) => info(),
+        Some(Command::Bench(cmd)) => bench_args::bench(cmd),
+        Some(Command::Guest(cmd)) => guest(cmd),
+        Some(Command::Ctl(args)) => serve::ctl(args),
+        None if cli.process.wants_vmm() => serve::serve(cli.process),
+        None => {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            return ExitCode::from(2);
+        }
     };
     match result {
         Ok(code) => code,
@@ -149,11 +199,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cmdline,
         cpus: args.cpus,
         memory_mib: args.memory,
-        engine: match args.engine {
-            Engine::Auto => EngineChoice::Auto,
-            Engine::Kvm => EngineChoice::Kvm,
-            Engine::Soft => EngineChoice::Soft,
-        },
+        engine: args.engine.into(),
         // A command runs once: a guest reboot ends it.
         reboot: !args.no_reboot && mode == OutputMode::Interactive,
         devices: args.devices.into_config()?,

@@ -8,6 +8,7 @@
 //! Needs root (network namespaces); skipped loudly without it.
 
 mod common;
+use common::netns::{is_root, Netns};
 use common::run;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,44 +21,6 @@ const GUEST_ADDR: &str = "10.0.2.15";
 const TAP: &str = "vt0";
 const FROM_GUEST_PORT: u16 = 5001;
 const TO_GUEST_PORT: u16 = 5002;
-
-/// The network namespace this test made; deleted (with its TAP) on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Netns {
-        let ns = Netns(format!("vessel-test-{}", std::process::id()));
-        ip(&["netns", "add", &ns.0]);
-        ns.exec_ok(&["ip", "tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"]);
-        ns.exec_ok(&["ip", "addr", "add", &format!("{HOST_ADDR}/24"), "dev", TAP]);
-        ns.exec_ok(&["ip", "link", "set", TAP, "up"]);
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip netns exec NS args...` as a command to spawn.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-
-    fn exec_ok(&self, args: &[&str]) {
-        let st = self.command(args).status().expect("run ip netns exec");
-        assert!(st.success(), "{args:?} in {} failed: {st}", self.0);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().expect("run ip");
-    assert!(st.success(), "ip {args:?} failed: {st}");
-}
 
 /// A helper process that is killed if the test ends before it does.
 struct Helper(Child);
@@ -114,17 +77,6 @@ fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
         .trim()
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn ping_and_64_mib_each_way() {
     let have = |tool: &str| Command::new(tool).arg("--help").output().is_ok();
@@ -142,7 +94,7 @@ fn ping_and_64_mib_each_way() {
     }
     let to_guest_sha = sha256(&to_guest.0);
 
-    let ns = Netns::create();
+    let ns = Netns::create("net", TAP, &format!("{HOST_ADDR}/24"));
     let mut receiver = Helper(
         ns.command(&["busybox", "nc", "-l", "-p", &FROM_GUEST_PORT.to_string()])
             // busybox nc half-closes the connection when its stdin ends,

@@ -3,8 +3,9 @@
 //! ioeventfds of queue notification registers (where the engine supports
 //! them, see `virtio_devices`), handing each readiness to its device. On
 //! engines without ioeventfds queue kicks do not come through here: they
-//! are served on the vCPU thread. Dropping the [`EventLoop`] stops and
-//! joins the thread.
+//! are served on the vCPU thread. While the VM is paused the loop serves
+//! nothing: what becomes ready is kept and served on resume. Dropping the
+//! [`EventLoop`] stops and joins the thread.
 
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -53,11 +54,28 @@ pub struct Source {
 /// A running event loop.
 pub struct EventLoop {
     stop: EventFd,
+    gate: Arc<Gate>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Pausing the loop: `paused` is held while an event is served, so a
+/// pause returns only after the event in flight is done; `resumed` wakes
+/// the loop to serve what arrived meanwhile.
+struct Gate {
+    paused: Mutex<bool>,
+    resumed: EventFd,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The epoll data of the stop eventfd; sources use their index.
 const STOP: u64 = u64::MAX;
+/// The epoll data of the resume eventfd.
+const RESUMED: u64 = u64::MAX - 1;
 
 impl EventLoop {
     /// Watches each source's fd for input (edge-triggered: each is drained
@@ -66,16 +84,22 @@ impl EventLoop {
         let epoll = Epoll::new().map_err(EventLoopError::Epoll)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(EventLoopError::EventFd)?;
         let stop_copy = stop.try_clone().map_err(EventLoopError::EventFd)?;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                stop.as_raw_fd_compat(),
-                EpollEvent::new(EventSet::IN, STOP),
-            )
-            .map_err(|source| EventLoopError::Watch {
-                fd: stop.as_raw_fd_compat(),
-                source,
-            })?;
+        let gate = Arc::new(Gate {
+            paused: Mutex::new(false),
+            resumed: EventFd::new(EFD_NONBLOCK).map_err(EventLoopError::EventFd)?,
+        });
+        for (fd, data) in [
+            (stop.as_raw_fd_compat(), STOP),
+            (gate.resumed.as_raw_fd_compat(), RESUMED),
+        ] {
+            epoll
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, data),
+                )
+                .map_err(|source| EventLoopError::Watch { fd, source })?;
+        }
         for (i, src) in sources.iter().enumerate() {
             let fd = src.action.fd();
             epoll
@@ -86,14 +110,29 @@ impl EventLoop {
                 )
                 .map_err(|source| EventLoopError::Watch { fd, source })?;
         }
+        let loop_gate = gate.clone();
         let thread = std::thread::Builder::new()
             .name("vmm-events".into())
-            .spawn(move || run(epoll, stop_copy, sources))
+            .spawn(move || run(epoll, stop_copy, &loop_gate, sources))
             .map_err(EventLoopError::Thread)?;
         Ok(EventLoop {
             stop,
+            gate,
             thread: Some(thread),
         })
+    }
+
+    /// Stops serving events; returns once no event is being served.
+    pub fn pause(&self) {
+        *self.gate.lock() = true;
+    }
+
+    /// Serves again, first what became ready while paused.
+    pub fn resume(&self) {
+        *self.gate.lock() = false;
+        if let Err(e) = self.gate.resumed.write(1) {
+            log::error!("cannot wake the device event loop: {e}");
+        }
     }
 }
 
@@ -108,8 +147,10 @@ impl RawFdCompat for EventFd {
     }
 }
 
-fn run(epoll: Epoll, stop: EventFd, sources: Vec<Source>) {
+fn run(epoll: Epoll, stop: EventFd, gate: &Gate, sources: Vec<Source>) {
     let mut events = vec![EpollEvent::default(); 32];
+    // Sources that became ready while paused, served on resume.
+    let mut deferred: Vec<usize> = Vec::new();
     loop {
         let n = match epoll.wait(-1, &mut events) {
             Ok(n) => n,
@@ -120,23 +161,43 @@ fn run(epoll: Epoll, stop: EventFd, sources: Vec<Source>) {
             }
         };
         for ev in &events[..n] {
-            if ev.data() == STOP {
-                let _ = stop.read();
-                return;
-            }
-            let Some(src) = usize::try_from(ev.data()).ok().and_then(|i| sources.get(i)) else {
-                continue;
+            let index = match ev.data() {
+                STOP => {
+                    let _ = stop.read();
+                    return;
+                }
+                RESUMED => {
+                    let _ = gate.resumed.read();
+                    None
+                }
+                i => usize::try_from(i).ok().filter(|&i| i < sources.len()),
             };
-            let mut dev = src.device.lock().unwrap_or_else(|p| p.into_inner());
-            match &src.action {
-                Action::Device { token, .. } => dev.handle_event(*token),
-                Action::Queue { eventfd, queue } => {
-                    // Resets the counter; kicks that arrive after this
-                    // read make a new edge.
-                    let _ = eventfd.read();
-                    dev.kick_queue(*queue);
+            let paused = gate.lock();
+            if let Some(i) = index {
+                if !deferred.contains(&i) {
+                    deferred.push(i);
                 }
             }
+            if *paused {
+                continue;
+            }
+            for i in deferred.drain(..) {
+                serve(&sources[i]);
+            }
+        }
+    }
+}
+
+/// Hands one readiness to its device.
+fn serve(src: &Source) {
+    let mut dev = src.device.lock().unwrap_or_else(|p| p.into_inner());
+    match &src.action {
+        Action::Device { token, .. } => dev.handle_event(*token),
+        Action::Queue { eventfd, queue } => {
+            // Resets the counter; kicks that arrive after this read make a
+            // new edge.
+            let _ = eventfd.read();
+            dev.kick_queue(*queue);
         }
     }
 }
@@ -272,6 +333,12 @@ mod tests {
         assert!(wait_for(&kicks, 2), "the eventfd was drained: a new edge");
         host.write(1).unwrap();
         assert!(wait_for(&events, 1), "the host fd reached handle_event");
+        event_loop.pause();
+        host.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(events.load(Ordering::SeqCst), 1, "not served while paused");
+        event_loop.resume();
+        assert!(wait_for(&events, 2), "served on resume");
         drop(event_loop);
         kick.write(1).unwrap();
         std::thread::sleep(Duration::from_millis(50));

@@ -10,7 +10,7 @@ use crate::console::Console;
 use crate::control::Outcome;
 use crate::guest_output::OutputMode;
 use crate::live::{LiveError, LiveVm};
-use crate::virtio_devices::{BalloonConfig, BlockConfig, DeviceConfig, NetConfig};
+use crate::virtio_devices::{BalloonConfig, BlockConfig, DeviceConfig, NetConfig, VsockConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -95,6 +95,7 @@ pub struct PendingConfig {
     pub nets: Vec<NetInterface>,
     pub balloon: Option<BalloonConfig>,
     pub rng: bool,
+    pub vsock: Option<VsockConfig>,
 }
 
 /// The command line used when the boot source gives none: the serial
@@ -106,7 +107,9 @@ pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1";
 pub enum InstanceError {
     #[error("the microVM has started: {what} can only be changed before InstanceStart")]
     AlreadyStarted { what: &'static str },
-    #[error("the microVM has not started: {what} needs a running microVM (send InstanceStart first)")]
+    #[error(
+        "the microVM has not started: {what} needs a running microVM (send InstanceStart first)"
+    )]
     NotStarted { what: &'static str },
     #[error("the microVM has stopped")]
     Stopped,
@@ -118,7 +121,9 @@ pub enum InstanceError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("drive {existing} is already the root device: only one drive can have is_root_device true")]
+    #[error(
+        "drive {existing} is already the root device: only one drive can have is_root_device true"
+    )]
     SecondRootDevice { existing: String },
     #[error("network interface {other} already uses host device {tap}: each interface needs its own TAP")]
     TapInUse { other: String, tap: String },
@@ -267,6 +272,13 @@ impl Instance {
         })
     }
 
+    pub fn set_vsock(&self, vsock: VsockConfig) -> Result<(), InstanceError> {
+        self.configure("the vsock device", |c| {
+            c.vsock = Some(vsock);
+            Ok(())
+        })
+    }
+
     pub fn set_entropy(&self) -> Result<(), InstanceError> {
         self.configure("the entropy device", |c| {
             c.rng = true;
@@ -276,7 +288,12 @@ impl Instance {
 
     /// The drive with this id, as configured.
     pub fn drive(&self, id: &str) -> Option<Drive> {
-        self.lock().config.drives.iter().find(|d| d.id == id).cloned()
+        self.lock()
+            .config
+            .drives
+            .iter()
+            .find(|d| d.id == id)
+            .cloned()
     }
 
     /// The handles of the running VM, for device updates after start.
@@ -316,7 +333,11 @@ impl Instance {
             match inner.state {
                 InstanceState::NotStarted => {}
                 InstanceState::Stopped => return Err(InstanceError::Stopped),
-                _ => return Err(InstanceError::AlreadyStarted { what: "the microVM" }),
+                _ => {
+                    return Err(InstanceError::AlreadyStarted {
+                        what: "the microVM",
+                    })
+                }
             }
             let config = vm_config(&inner.config, self.engine)?;
             config.validate(crate::memory::host_memory_mib())?;
@@ -381,7 +402,8 @@ impl Instance {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources on one line, for messages that leave the VMM.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -464,6 +486,7 @@ fn vm_config(c: &PendingConfig, engine: EngineChoice) -> Result<VmConfig, Instan
             nets: c.nets.iter().map(|n| n.net.clone()).collect(),
             rng: c.rng,
             balloon: c.balloon,
+            vsock: c.vsock.clone(),
         },
     })
 }

@@ -68,12 +68,15 @@ impl LiveVm {
     /// Stops every vCPU outside the guest; returns when they all are.
     pub fn pause(&self) -> Result<(), LiveError> {
         let h = self.get()?;
-        Ok(h.control.pause(PAUSE_TIMEOUT)?)
+        h.control.pause(PAUSE_TIMEOUT)?;
+        h.virtio.pause();
+        Ok(())
     }
 
     /// Lets the vCPUs run again.
     pub fn resume(&self) -> Result<(), LiveError> {
         let h = self.get()?;
+        h.virtio.resume();
         Ok(h.control.resume()?)
     }
 

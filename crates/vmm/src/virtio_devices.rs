@@ -30,6 +30,7 @@ pub use virtio::balloon::BalloonConfig;
 pub use virtio::block::rate_limiter::{RateLimiterConfig, RateLimiterUpdate, TokenBucketConfig};
 pub use virtio::block::{BlockConfig, BlockHandle, CacheType};
 pub use virtio::net::{NetConfig, NetHandle};
+pub use virtio::vsock::VsockConfig;
 
 /// The paravirtual devices of a VM, in the order they appear on PCI.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,11 +40,17 @@ pub struct DeviceConfig {
     pub nets: Vec<NetConfig>,
     pub rng: bool,
     pub balloon: Option<BalloonConfig>,
+    /// A vsock device whose host side is Unix sockets (Firecracker's).
+    pub vsock: Option<VsockConfig>,
 }
 
 impl DeviceConfig {
     pub fn is_empty(&self) -> bool {
-        self.disks.is_empty() && self.nets.is_empty() && !self.rng && self.balloon.is_none()
+        self.disks.is_empty()
+            && self.nets.is_empty()
+            && !self.rng
+            && self.balloon.is_none()
+            && self.vsock.is_none()
     }
 }
 
@@ -56,6 +63,8 @@ pub enum VirtioError {
         tap: String,
         source: virtio::net::NetError,
     },
+    #[error("cannot set up the vsock device")]
+    Vsock(#[from] virtio::vsock::VsockError),
     #[error("cannot build the virtio-pci function")]
     Transport(#[from] TransportError),
     #[error("no room for another device on pci bus 0")]
@@ -110,7 +119,7 @@ pub struct VirtioDevices {
     /// Controls of each disk and network interface, in config order, by id.
     pub drives: Vec<(Option<String>, BlockHandle)>,
     pub nets: Vec<(Option<String>, NetHandle)>,
-    _event_loop: Option<EventLoop>,
+    event_loop: Option<EventLoop>,
 }
 
 /// Changing running devices (Firecracker's PATCH of drives and network
@@ -151,6 +160,21 @@ fn find<'a, T>(list: &'a [(Option<String>, T)], id: &str) -> Result<&'a T, Virti
         .ok_or_else(|| VirtioError::NoSuchDevice(id.to_string()))
 }
 
+impl VirtioDevices {
+    /// Stops serving host events (TAP frames, timers) until `resume`.
+    pub fn pause(&self) {
+        if let Some(l) = &self.event_loop {
+            l.pause();
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(l) = &self.event_loop {
+            l.resume();
+        }
+    }
+}
+
 /// Builds the devices of `config` and puts them on the machine.
 pub fn attach(
     config: &DeviceConfig,
@@ -163,7 +187,7 @@ pub fn attach(
             functions: Vec::new(),
             drives: Vec::new(),
             nets: Vec::new(),
-            _event_loop: None,
+            event_loop: None,
         });
     }
     let mut made: Vec<Box<dyn VirtioDevice>> = Vec::new();
@@ -190,6 +214,12 @@ pub fn attach(
     }
     if let Some(b) = config.balloon {
         let dev = virtio::balloon::Balloon::new(b);
+        event_sources.push((made.len(), dev.event_fds()));
+        made.push(Box::new(dev));
+    }
+    if let Some(v) = &config.vsock {
+        // One fd for the loop: the device's own epoll over its sockets.
+        let dev = virtio::vsock::Vsock::new(v)?;
         event_sources.push((made.len(), dev.event_fds()));
         made.push(Box::new(dev));
     }
@@ -240,7 +270,7 @@ pub fn attach(
         functions,
         drives,
         nets,
-        _event_loop: event_loop,
+        event_loop,
     })
 }
 

@@ -1,0 +1,135 @@
+//! What the VMM process reports in its metrics (Firecracker's groups): API
+//! requests and failures by path (`api_server`), and the running VM's
+//! block and net devices by id (`block`, `net`), each counter as its change
+//! since the last flush.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use vmm::live::LiveVm;
+use vmm::metrics::MetricsSource;
+
+/// The API server's request counters.
+pub struct ApiServerMetrics(pub Arc<api::ApiMetrics>);
+
+impl MetricsSource for ApiServerMetrics {
+    fn group(&self) -> (&'static str, serde_json::Value) {
+        ("api_server", self.0.to_json())
+    }
+}
+
+/// Turns running totals into changes since the previous report, keyed by
+/// device id and counter name.
+#[derive(Default)]
+struct Deltas(Mutex<HashMap<(String, &'static str), u64>>);
+
+impl Deltas {
+    fn take(&self, id: &str, name: &'static str, total: &AtomicU64) -> u64 {
+        let now = total.load(Ordering::Relaxed);
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let before = last.insert((id.to_string(), name), now).unwrap_or(0);
+        now.saturating_sub(before)
+    }
+}
+
+/// Block devices of the running VM, by drive id.
+pub struct BlockDeviceMetrics {
+    live: Arc<LiveVm>,
+    deltas: Deltas,
+}
+
+impl BlockDeviceMetrics {
+    pub fn new(live: Arc<LiveVm>) -> Self {
+        BlockDeviceMetrics {
+            live,
+            deltas: Deltas::default(),
+        }
+    }
+}
+
+impl MetricsSource for BlockDeviceMetrics {
+    fn group(&self) -> (&'static str, serde_json::Value) {
+        let mut group = serde_json::Map::new();
+        if let Ok(h) = self.live.get() {
+            for (id, drive) in &h.virtio.drives {
+                let id = id.clone().unwrap_or_default();
+                let m = drive.metrics();
+                let d = |name, c: &AtomicU64| self.deltas.take(&id, name, c);
+                group.insert(
+                    id.clone(),
+                    serde_json::json!({
+                        "read_count": d("read_count", &m.reads),
+                        "write_count": d("write_count", &m.writes),
+                        "read_bytes": d("read_bytes", &m.read_bytes),
+                        "write_bytes": d("write_bytes", &m.write_bytes),
+                        "flush_count": d("flush_count", &m.flushes),
+                        "io_errors": d("io_errors", &m.errors),
+                        "rate_limiter_throttled_events":
+                            d("rate_limiter_throttled_events", &m.rate_limiter_throttled),
+                    }),
+                );
+            }
+        }
+        ("block", serde_json::Value::Object(group))
+    }
+}
+
+/// Network devices of the running VM, by interface id.
+pub struct NetDeviceMetrics {
+    live: Arc<LiveVm>,
+    deltas: Deltas,
+}
+
+impl NetDeviceMetrics {
+    pub fn new(live: Arc<LiveVm>) -> Self {
+        NetDeviceMetrics {
+            live,
+            deltas: Deltas::default(),
+        }
+    }
+}
+
+impl MetricsSource for NetDeviceMetrics {
+    fn group(&self) -> (&'static str, serde_json::Value) {
+        let mut group = serde_json::Map::new();
+        if let Ok(h) = self.live.get() {
+            for (id, net) in &h.virtio.nets {
+                let id = id.clone().unwrap_or_default();
+                let m = net.metrics();
+                let d = |name, c: &AtomicU64| self.deltas.take(&id, name, c);
+                group.insert(
+                    id.clone(),
+                    serde_json::json!({
+                        "tx_packets_count": d("tx_packets_count", &m.tx_packets),
+                        "tx_bytes_count": d("tx_bytes_count", &m.tx_bytes),
+                        "tx_dropped": d("tx_dropped", &m.tx_dropped),
+                        "rx_packets_count": d("rx_packets_count", &m.rx_packets),
+                        "rx_bytes_count": d("rx_bytes_count", &m.rx_bytes),
+                        "rx_dropped": d("rx_dropped", &m.rx_dropped),
+                        "rx_rate_limiter_throttled":
+                            d("rx_rate_limiter_throttled", &m.rx_rate_limiter_throttled),
+                        "tx_rate_limiter_throttled":
+                            d("tx_rate_limiter_throttled", &m.tx_rate_limiter_throttled),
+                    }),
+                );
+            }
+        }
+        ("net", serde_json::Value::Object(group))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_report_the_change_since_the_last_take() {
+        let d = Deltas::default();
+        let c = AtomicU64::new(5);
+        assert_eq!(d.take("a", "n", &c), 5);
+        assert_eq!(d.take("a", "n", &c), 0);
+        c.store(9, Ordering::Relaxed);
+        assert_eq!(d.take("a", "n", &c), 4);
+        assert_eq!(d.take("b", "n", &c), 9, "per device");
+    }
+}

@@ -1,0 +1,163 @@
+//! `vessel --no-api --config-file cfg.json` with a config file in exactly
+//! the shape Firecracker's getting-started guide shows (every key, the
+//! nulls and empty lists included, `pci=off`-free boot_args as the guide now
+//! has them): the default guest boots from an ext4 root drive and runs a
+//! command; and config files that are broken in the ways users break them
+//! are refused with a message naming the problem, before anything boots.
+
+mod common;
+use common::api::default_guest;
+use common::run;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
+    let d = std::env::temp_dir().join(format!("vessel-cfg-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
+
+/// Firecracker's documented config file, with this machine's paths.
+fn firecracker_config(kernel: &Path, initrd: &Path, boot_args: &str, rootfs: &Path) -> String {
+    let text = r#"{
+  "boot-source": {
+    "kernel_image_path": "KERNEL",
+    "boot_args": "BOOT_ARGS",
+    "initrd_path": "INITRD"
+  },
+  "drives": [
+    {
+      "drive_id": "rootfs",
+      "partuuid": null,
+      "is_root_device": true,
+      "cache_type": "Unsafe",
+      "is_read_only": false,
+      "path_on_host": "ROOTFS",
+      "io_engine": "Sync",
+      "rate_limiter": null,
+      "socket": null
+    }
+  ],
+  "machine-config": {
+    "vcpu_count": 2,
+    "mem_size_mib": 1024,
+    "smt": false,
+    "track_dirty_pages": false,
+    "huge_pages": "None"
+  },
+  "cpu-config": null,
+  "balloon": null,
+  "network-interfaces": [],
+  "vsock": null,
+  "logger": null,
+  "metrics": null,
+  "mmds-config": null,
+  "entropy": null,
+  "pmem": [],
+  "memory-hotplug": null
+}"#;
+    text.replace("KERNEL", kernel.to_str().unwrap())
+        .replace("INITRD", initrd.to_str().unwrap())
+        .replace("BOOT_ARGS", boot_args)
+        .replace("ROOTFS", rootfs.to_str().unwrap())
+}
+
+fn vessel_with_config(path: &Path) -> Command {
+    let mut cmd = common::vessel();
+    cmd.args(["--no-api", "--config-file", path.to_str().unwrap()]);
+    cmd
+}
+
+#[test]
+fn firecrackers_documented_config_file_boots_unchanged() {
+    let guest = default_guest();
+    let dir = temp_dir("boot");
+    let rootfs = dir.0.join("root.ext4");
+    let st = common::vessel()
+        .args(["guest", "prepare", "--rootfs", rootfs.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "cannot make the root file system");
+    let script = "echo CONFIG-FILE-OK; grep ' / ' /proc/mounts; nproc";
+    let boot_args = format!(
+        "console=ttyS0 reboot=k panic=1 {}",
+        guest::script_cmdline(script)
+    );
+    let cfg = dir.0.join("cfg.json");
+    std::fs::write(
+        &cfg,
+        firecracker_config(&guest.vmlinux, &guest.initramfs, &boot_args, &rootfs),
+    )
+    .unwrap();
+
+    let r = run(vessel_with_config(&cfg), Duration::from_secs(600));
+    let all = format!("{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.status, Some(0), "{all}");
+    assert!(r.stdout.contains("CONFIG-FILE-OK"), "{all}");
+    assert!(
+        r.stdout.contains("/dev/vda / ext4 rw"),
+        "root on the drive: {all}"
+    );
+    assert!(
+        r.stdout_lines.iter().any(|(l, _)| l.trim() == "2"),
+        "two vCPUs: {all}"
+    );
+}
+
+/// Runs vessel on a config file and returns its stderr; it must fail fast.
+fn refused(cfg_text: &str) -> String {
+    let dir = temp_dir("bad");
+    let cfg = dir.0.join("cfg.json");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let r = run(vessel_with_config(&cfg), Duration::from_secs(30));
+    assert!(!r.timed_out, "hung on {cfg_text}");
+    assert_eq!(r.status, Some(1), "accepted {cfg_text}: {}", r.stderr);
+    assert!(
+        !r.stderr.contains("panicked"),
+        "panicked on {cfg_text}: {}",
+        r.stderr
+    );
+    r.stderr
+}
+
+#[test]
+fn broken_config_files_are_refused_with_the_reason() {
+    let e = refused("{ not json");
+    assert!(e.contains("line 1"), "{e}");
+    let e = refused(r#"{"boot-source": {"kernel_image_path": "/k", "bogus": 1}}"#);
+    assert!(e.contains("bogus"), "{e}");
+    let boot = r#""boot-source": {"kernel_image_path": "/dev/null"}"#;
+    let e = refused(&format!(
+        r#"{{{boot}, "machine-config": {{"vcpu_count": -1, "mem_size_mib": 128}}}}"#
+    ));
+    assert!(e.contains("vcpu_count"), "{e}");
+    let e = refused(&format!(
+        r#"{{{boot}, "machine-config": {{"vcpu_count": 1, "mem_size_mib": 99999999999}}}}"#
+    ));
+    assert!(e.contains("mem_size_mib"), "{e}");
+    let e = refused(&format!(
+        r#"{{{boot}, "mmds-config": {{"network_interfaces": []}}}}"#
+    ));
+    assert!(e.contains("mmds"), "{e}");
+    let e = refused(r#"{"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"}}"#);
+    assert!(e.contains("/nonexistent/vmlinux"), "{e}");
+    let e = refused(r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 128}}"#);
+    assert!(e.contains("boot-source"), "{e}");
+    let missing = common::vessel()
+        .args(["--no-api", "--config-file", "/nonexistent/cfg.json"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/cfg.json"));
+    let no_config = common::vessel().arg("--no-api").output().unwrap();
+    assert!(!no_config.status.success());
+    assert!(String::from_utf8_lossy(&no_config.stderr).contains("--config-file"));
+}
