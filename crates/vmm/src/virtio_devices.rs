@@ -119,6 +119,8 @@ pub struct VirtioDevices {
     /// Controls of each disk and network interface, in config order, by id.
     pub drives: Vec<(Option<String>, BlockHandle)>,
     pub nets: Vec<(Option<String>, NetHandle)>,
+    /// The vsock device's counters, when there is one.
+    pub vsock: Option<Arc<virtio::vsock::metrics::VsockMetrics>>,
     event_loop: Option<EventLoop>,
 }
 
@@ -187,6 +189,7 @@ pub fn attach(
             functions: Vec::new(),
             drives: Vec::new(),
             nets: Vec::new(),
+            vsock: None,
             event_loop: None,
         });
     }
@@ -217,12 +220,17 @@ pub fn attach(
         event_sources.push((made.len(), dev.event_fds()));
         made.push(Box::new(dev));
     }
-    if let Some(v) = &config.vsock {
-        // One fd for the loop: the device's own epoll over its sockets.
-        let dev = virtio::vsock::Vsock::new(v)?;
-        event_sources.push((made.len(), dev.event_fds()));
-        made.push(Box::new(dev));
-    }
+    let vsock = match &config.vsock {
+        Some(v) => {
+            // One fd for the loop: the device's own epoll over its sockets.
+            let dev = virtio::vsock::Vsock::new(v)?;
+            event_sources.push((made.len(), dev.event_fds()));
+            let metrics = dev.metrics.clone();
+            made.push(Box::new(dev));
+            Some(metrics)
+        }
+        None => None,
+    };
 
     let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(vm.clone()));
     let bus: Arc<dyn BusOwner> = dm.io.clone();
@@ -270,6 +278,7 @@ pub fn attach(
         functions,
         drives,
         nets,
+        vsock,
         event_loop,
     })
 }
