@@ -412,4 +412,52 @@ mod tests {
             "the kick never reached the bus"
         );
     }
+
+    /// Drives are found by id after attach and their handles change the
+    /// running device (what PATCH /drives/{id} does).
+    #[test]
+    fn drive_handles_by_id() {
+        let hv = soft::SoftHypervisor::new();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let vm: Arc<dyn Vm> = Arc::from(hv.create_vm().unwrap());
+        vm.set_memory(&mem).unwrap();
+        let dm = DeviceManager::new(
+            vm.clone(),
+            VmControl::new(),
+            1 << 20,
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir();
+        let pid = std::process::id();
+        let small = dir.join(format!("vessel-vd-{pid}-small.img"));
+        let big = dir.join(format!("vessel-vd-{pid}-big.img"));
+        std::fs::write(&small, vec![0u8; 8192]).unwrap();
+        std::fs::write(&big, vec![0u8; 16384]).unwrap();
+        let config = DeviceConfig {
+            disks: vec![BlockConfig {
+                id: Some("data".into()),
+                ..BlockConfig::new(&small)
+            }],
+            ..Default::default()
+        };
+        let devs = attach(&config, &mem, &vm, &dm).unwrap();
+        let bw = RateLimiterConfig {
+            bandwidth: Some(TokenBucketConfig::per_second(1 << 20)),
+            ops: None,
+        };
+        devs.update_drive_limiter("data", &RateLimiterUpdate::patch(&bw))
+            .unwrap();
+        assert_eq!(devs.drive("data").unwrap().rate_limiter_config(), bw);
+        assert_eq!(devs.swap_drive_image("data", &big).unwrap(), 32);
+        assert!(matches!(
+            devs.update_drive_limiter("nope", &RateLimiterUpdate::default()),
+            Err(VirtioError::NoSuchDevice(_))
+        ));
+        let missing = dir.join(format!("vessel-vd-{pid}-missing.img"));
+        assert!(devs.swap_drive_image("data", &missing).is_err());
+        assert_eq!(devs.drive("data").unwrap().sectors(), 32, "kept");
+        let _ = std::fs::remove_file(small);
+        let _ = std::fs::remove_file(big);
+    }
 }
