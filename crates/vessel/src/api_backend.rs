@@ -278,7 +278,8 @@ impl VmmBackend {
                 "the logger could not be installed in this process, so it cannot be configured",
             ));
         };
-        let level = l.level.map(|level| level.to_filter());
+        // Firecracker's PUT /logger without a level means Info.
+        let level = Some(l.level.map_or(log::LevelFilter::Info, |level| level.to_filter()));
         handle
             .update(LoggerUpdate {
                 log_path: l.log_path.as_ref().map(PathBuf::from),

@@ -1,7 +1,7 @@
 //! The whole life of a VM driven over Firecracker's API with plain HTTP,
 //! the way Firecracker's getting-started guide does it with `curl
 //! --unix-socket`: machine-config, boot-source, a drive, a TAP network
-//! interface (in a network namespace the test makes), InstanceStart; the
+//! interface (in a network namespace the test makes), vsock, InstanceStart; the
 //! default Debian guest boots and prints a counter with its clock; `PATCH
 //! /vm Paused` stops the counter for 2 s and `Resumed` lets it go on, with
 //! the guest's clock still within a second of the host's; SendCtrlAltDel
@@ -114,6 +114,17 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
             r#"{{"iface_id": "eth0", "host_dev_name": "{TAP}", "guest_mac": "06:00:ac:10:00:02"}}"#
         )),
     );
+    let vsock_uds = dir.0.join("v.sock");
+    http_ok(
+        &sock,
+        "PUT",
+        "/vsock",
+        Some(&serde_json::json!({"guest_cid": 3, "uds_path": vsock_uds}).to_string()),
+    );
+    let config = http_ok(&sock, "GET", "/vm/config", None);
+    for key in ["\"vsock\"", "\"eth0\"", "\"data\"", "\"boot-source\""] {
+        assert!(config.contains(key), "{key} missing from {config}");
+    }
     // Before start, post-boot actions are refused with a reason.
     let (status, text) = http(&sock, "PATCH", "/vm", Some(r#"{"state": "Paused"}"#));
     assert_eq!(status, 400, "{text}");
@@ -130,6 +141,7 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
         "guest not ready:\n{}",
         vmm.transcript()
     );
+    assert!(vsock_uds.exists(), "the vsock device listens on its uds_path");
     // After start, configuration is refused.
     let (status, text) = http(&sock, "PUT", "/boot-source", Some(&boot.to_string()));
     assert_eq!(status, 400, "{text}");
