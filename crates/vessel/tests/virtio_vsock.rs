@@ -6,7 +6,8 @@
 //! sha256. Guest to host: the guest's socat sends the same bytes back to
 //! host port 5001, which the test serves on `<uds>_5001`; the host hashes
 //! what arrived. socat comes from the host (Debian's, with its libraries)
-//! in a second initramfs, as `vessel bench io` carries fio.
+//! in a second initramfs, as `vessel bench io` carries fio. Last, a
+//! guest connection to a host port nobody listens on is refused.
 
 mod common;
 use common::run;
@@ -20,6 +21,8 @@ const TIMEOUT: Duration = Duration::from_secs(1200);
 const BYTES: usize = 64 << 20;
 const GUEST_PORT: u32 = 5000;
 const HOST_PORT: u32 = 5001;
+/// A host port nothing listens on: the guest's connection is refused.
+const UNSERVED_PORT: u32 = 5002;
 
 struct TempDir(PathBuf);
 impl Drop for TempDir {
@@ -137,7 +140,8 @@ fn sixty_four_mib_each_way_over_vsock() {
     let script = format!(
         "socat -u VSOCK-LISTEN:{GUEST_PORT} CREATE:/tmp/in; echo RECV=$?; \
          sha256sum /tmp/in | sed 's/ .*//;s/^/IN=/'; \
-         socat -u OPEN:/tmp/in VSOCK-CONNECT:2:{HOST_PORT}; echo SENT=$?"
+         socat -u OPEN:/tmp/in VSOCK-CONNECT:2:{HOST_PORT}; echo SENT=$?; \
+         socat -u OPEN:/dev/null VSOCK-CONNECT:2:{UNSERVED_PORT} 2>/dev/null; echo REFUSED=$?"
     );
     let mut cmd = common::vessel();
     cmd.args(["run", "--memory", "512", "--initrd"])
@@ -162,6 +166,11 @@ fn sixty_four_mib_each_way_over_vsock() {
     assert_eq!(value(&r.stdout, "RECV="), "0", "guest socat received");
     assert_eq!(value(&r.stdout, "IN="), sent_sha, "64 MiB host to guest");
     assert_eq!(value(&r.stdout, "SENT="), "0", "guest socat sent");
+    assert_ne!(
+        value(&r.stdout, "REFUSED="),
+        "0",
+        "a guest connection to a host port nobody serves fails"
+    );
 
     let got = receiver.join().expect("receiver thread").expect("receive");
     assert_eq!(got.len(), BYTES, "bytes from the guest");

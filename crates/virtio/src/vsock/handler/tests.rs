@@ -456,3 +456,22 @@ fn the_socket_path_must_be_free_and_goes_with_the_device() {
     drop(r);
     assert!(!uds.exists());
 }
+
+#[test]
+fn busy_connections_take_turns() {
+    let mut r = rig("turns");
+    let (mut a, pa) = r.host_connect(21);
+    let (mut b, pb) = r.host_connect(22);
+    a.write_all(&[1u8; 64 << 10]).unwrap();
+    b.write_all(&[2u8; 64 << 10]).unwrap();
+    r.host_event();
+    r.give_rx(8);
+    let got = r.received();
+    let ports: Vec<u32> = got.iter().map(|p| p.0.src_port).collect();
+    assert_eq!(ports.len(), 8);
+    // Neither stream starves the other: they alternate.
+    for pair in ports.chunks(2) {
+        assert!(pair.contains(&pa) && pair.contains(&pb), "{ports:?}");
+    }
+    assert!(got.iter().all(|p| p.1.len() == RX_BUF as usize));
+}
