@@ -83,7 +83,7 @@ pub struct Conn {
     pub readable: bool,
     pub writable: bool,
     /// The host program closed its end entirely.
-    pub host_hup: bool,
+    host_hup: bool,
     host_eof: bool,
     /// SHUTDOWN flags the guest sent.
     guest_shut: u32,
@@ -329,6 +329,18 @@ impl Conn {
         self.maybe_owe_credit_update();
         if self.tx_buf.is_empty() {
             self.after_guest_shutdown()
+        } else {
+            Verdict::Keep
+        }
+    }
+
+    /// The host program closed its end entirely. Where the guest has
+    /// said it receives no more, nobody is left to hear the end of the
+    /// stream: the connection is over.
+    pub fn host_hung_up(&mut self) -> Verdict {
+        self.host_hup = true;
+        if self.guest_shut & SHUTDOWN_RCV != 0 {
+            Verdict::Reset
         } else {
             Verdict::Keep
         }

@@ -198,10 +198,8 @@ impl Host {
             if err || set.contains(EventSet::OUT) {
                 c.writable = true;
             }
-            if set.contains(EventSet::HANG_UP) {
-                c.host_hup = true;
-            }
-            if c.has_held_data() && c.flush() == Verdict::Reset {
+            let hung_up = set.contains(EventSet::HANG_UP) && c.host_hung_up() == Verdict::Reset;
+            if hung_up || (c.has_held_data() && c.flush() == Verdict::Reset) {
                 self.kill(token);
             }
         }

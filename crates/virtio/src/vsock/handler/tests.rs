@@ -331,6 +331,22 @@ fn unanswered_requests_and_silent_programs_time_out() {
 }
 
 #[test]
+fn the_host_closing_after_the_guest_stopped_receiving_ends_it() {
+    let mut r = rig("rcv-closed");
+    let (s, local) = r.host_connect(10);
+    let mut shut = guest_hdr(op::SHUTDOWN, 10, local);
+    shut.flags = SHUTDOWN_RCV;
+    r.send(shut, &[]).unwrap();
+    drop(s);
+    r.host_event();
+    r.give_rx(2);
+    let got = r.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0.op, op::RST);
+    assert_eq!(r.dev.connections(), 0);
+}
+
+#[test]
 fn a_guest_that_ignores_credit_is_reset() {
     let mut r = rig("overrun");
     let (s, local) = r.host_connect(11);
