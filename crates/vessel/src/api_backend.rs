@@ -279,7 +279,10 @@ impl VmmBackend {
             ));
         };
         // Firecracker's PUT /logger without a level means Info.
-        let level = Some(l.level.map_or(log::LevelFilter::Info, |level| level.to_filter()));
+        let level = Some(
+            l.level
+                .map_or(log::LevelFilter::Info, |level| level.to_filter()),
+        );
         handle
             .update(LoggerUpdate {
                 log_path: l.log_path.as_ref().map(PathBuf::from),

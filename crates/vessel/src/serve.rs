@@ -19,6 +19,7 @@ use vmm::Outcome;
 /// Runs the VMM process until its VM stops (or forever, when nothing
 /// starts one).
 pub fn serve(args: ProcessArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let id = args
         .id
         .clone()
@@ -67,8 +68,54 @@ pub fn serve(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.config_file {
         apply_config_file(file, backend.as_ref())?;
     }
+    if args.boot_timer {
+        start_boot_timer(instance.clone(), started);
+    }
     let outcome = instance.wait();
     Ok(exit_code(outcome))
+}
+
+/// `--boot-timer`: logs (at Info) the time from process start to the
+/// guest's ready marker, and the process's CPU time until then.
+fn start_boot_timer(instance: Arc<Instance>, started: std::time::Instant) {
+    let spawned = std::thread::Builder::new()
+        .name("boot-timer".into())
+        .spawn(move || loop {
+            if let Some(ready) = instance.guest_ready_at() {
+                let wall = ready.saturating_duration_since(started);
+                let cpu = process_cpu_time();
+                log::info!(
+                    "Guest-boot-time = {:>6} us {} ms, {:>6} CPU us {} CPU ms",
+                    wall.as_micros(),
+                    wall.as_millis(),
+                    cpu.as_micros(),
+                    cpu.as_millis()
+                );
+                return;
+            }
+            if instance.state() == vmm::instance::InstanceState::Stopped {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        });
+    if let Err(e) = spawned {
+        log::warn!("--boot-timer: cannot start its thread: {e}");
+    }
+}
+
+/// CPU time (user + system) this process has used so far.
+fn process_cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + std::time::Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Removes the API socket when the process ends normally.
@@ -91,12 +138,16 @@ fn start_logger(args: &ProcessArgs, id: &str) -> anyhow::Result<Option<LoggerHan
         }
     };
     handle.set_instance_id(id);
-    let level = args
+    let mut level = args
         .level
         .as_deref()
         .map(vmm::logger::parse_level)
         .transpose()
         .context("--level")?;
+    // The boot timer's line is at Info: show it unless a level was given.
+    if args.boot_timer && level.is_none() {
+        level = Some(log::LevelFilter::Info);
+    }
     handle
         .update(LoggerUpdate {
             log_path: args.log_path.clone(),

@@ -141,7 +141,10 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
         "guest not ready:\n{}",
         vmm.transcript()
     );
-    assert!(vsock_uds.exists(), "the vsock device listens on its uds_path");
+    assert!(
+        vsock_uds.exists(),
+        "the vsock device listens on its uds_path"
+    );
     // After start, configuration is refused.
     let (status, text) = http(&sock, "PUT", "/boot-source", Some(&boot.to_string()));
     assert_eq!(status, 400, "{text}");

@@ -52,6 +52,8 @@ struct State {
     panic: Option<String>,
     boot_log: VecDeque<u8>,
     control: Option<Arc<VmControl>>,
+    /// When the guest first printed the ready marker.
+    ready_at: Option<std::time::Instant>,
 }
 
 /// Shared between the UART's writer and the VMM.
@@ -75,6 +77,7 @@ impl OutputWatch {
                 panic: None,
                 boot_log: VecDeque::new(),
                 control: None,
+                ready_at: None,
             }),
         })
     }
@@ -109,6 +112,11 @@ impl OutputWatch {
         let s = self.lock();
         let bytes: Vec<u8> = s.boot_log.iter().copied().collect();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// When the guest first printed `VESSEL-GUEST-READY` on a line.
+    pub fn ready_at(&self) -> Option<std::time::Instant> {
+        self.lock().ready_at
     }
 
     /// A writer for the UART.
@@ -152,6 +160,9 @@ impl State {
     /// Keeps the current line for the ready marker and the panic check.
     fn watch_line(&mut self, b: u8) {
         if b == b'\n' {
+            if self.ready_at.is_none() && self.line.trim_ascii_end() == READY_MARKER.as_bytes() {
+                self.ready_at = Some(std::time::Instant::now());
+            }
             if self.panic.is_none() {
                 let line = String::from_utf8_lossy(&self.line);
                 if let Some(at) = line.find(PANIC_TEXT) {
@@ -258,6 +269,20 @@ mod tests {
         let text = "boot\r\nVESSEL-GUEST-READY\r\n# VESSEL-EXIT-STATUS=3\n";
         assert_eq!(feed_all(&w, &[text]), text);
         assert_eq!(w.exit_status(), None);
+    }
+
+    #[test]
+    fn the_ready_line_is_timed_once_split_or_not() {
+        let w = OutputWatch::new(OutputMode::Interactive);
+        feed_all(
+            &w,
+            &["echo VESSEL-GUEST-READY is not it\n", "VESSEL-GUEST-"],
+        );
+        assert_eq!(w.ready_at(), None);
+        feed_all(&w, &["READY\r\n"]);
+        let first = w.ready_at().expect("timed");
+        feed_all(&w, &["VESSEL-GUEST-READY\n"]);
+        assert_eq!(w.ready_at(), Some(first));
     }
 
     #[test]

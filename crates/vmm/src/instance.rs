@@ -8,7 +8,7 @@
 use crate::config::{EngineChoice, VmConfig};
 use crate::console::Console;
 use crate::control::Outcome;
-use crate::guest_output::OutputMode;
+use crate::guest_output::{OutputMode, OutputWatch};
 use crate::live::{LiveError, LiveVm};
 use crate::virtio_devices::{BalloonConfig, BlockConfig, DeviceConfig, NetConfig, VsockConfig};
 use std::path::{Path, PathBuf};
@@ -154,6 +154,8 @@ pub struct Instance {
     changed: Condvar,
     live: Arc<LiveVm>,
     engine: EngineChoice,
+    /// The console of the VM once started, for the boot timer.
+    output: Mutex<Option<Arc<OutputWatch>>>,
 }
 
 /// How long `start` waits for the VM's vCPUs to start.
@@ -170,6 +172,7 @@ impl Instance {
             changed: Condvar::new(),
             live: LiveVm::new(),
             engine,
+            output: Mutex::new(None),
         })
     }
 
@@ -357,6 +360,7 @@ impl Instance {
 
     fn run(&self, config: VmConfig) {
         let console = Console::start(OutputMode::Interactive);
+        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(console.output().clone());
         let result = crate::run_vm_with(&config, &console, &self.live);
         let mut inner = self.lock();
         inner.outcome = Some(result.map_err(|e| error_chain(&e)));
@@ -388,6 +392,12 @@ impl Instance {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// When the guest printed its ready marker, if it has.
+    pub fn guest_ready_at(&self) -> Option<std::time::Instant> {
+        let output = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        output.as_ref().and_then(|o| o.ready_at())
     }
 
     /// Blocks until the VM has stopped; returns how.
