@@ -4,8 +4,8 @@
 //! order (logger and metrics first), each checked as the API would.
 
 use crate::model::{
-    Balloon, BootSource, Drive, Entropy, Logger, MachineConfiguration, Metrics, ModelError,
-    NetworkInterface, Serial, Vsock,
+    first_array, Balloon, BootSource, Drive, Entropy, Logger, MachineConfiguration, Metrics,
+    ModelError, NetworkInterface, Serial, Vsock,
 };
 use crate::request::Request;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use serde_json::Value;
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
-    #[error("config file: {at}{message} (line {line}, column {column})")]
+    #[error("config file: {at}{message}{}", position(*line, *column))]
     Json {
         at: String,
         message: String,
@@ -87,6 +87,9 @@ pub fn parse_config_file(text: &str) -> Result<Vec<Request>, ConfigFileError> {
         json_error(&path, e.into_inner())
     })?;
     de.end().map_err(|e| json_error(".", e))?;
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        refuse_misplaced_arrays(&v)?;
+    }
     file.refuse_unsupported()?;
     let mut out = Vec::new();
     if let Some(l) = file.logger {
@@ -123,6 +126,55 @@ pub fn parse_config_file(text: &str) -> Result<Vec<Request>, ConfigFileError> {
         out.push(Request::PutSerial(s));
     }
     Ok(out)
+}
+
+/// Arrays belong only at "drives" and "network-interfaces" (the keys vessel
+/// does not serve are refused by name later), and hold objects without arrays (serde would read an array as a struct's
+/// fields in order).
+fn refuse_misplaced_arrays(v: &Value) -> Result<(), ConfigFileError> {
+    let misplaced = |at: String| ConfigFileError::Json {
+        at: format!("{at}: "),
+        message: "expected a JSON object, found an array".into(),
+        line: 0,
+        column: 0,
+    };
+    let Value::Object(map) = v else {
+        return match v {
+            Value::Array(_) => Err(misplaced(".".into())),
+            _ => Ok(()),
+        };
+    };
+    let unsupported = ["mmds-config", "cpu-config", "pmem", "memory-hotplug"];
+    for (key, value) in map
+        .iter()
+        .filter(|(k, _)| !unsupported.contains(&k.as_str()))
+    {
+        match value {
+            Value::Array(items) if ["drives", "network-interfaces"].contains(&key.as_str()) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(at) = first_array(item) {
+                        let at = if at == "." {
+                            String::new()
+                        } else {
+                            format!(".{at}")
+                        };
+                        return Err(misplaced(format!("{key}[{i}]{at}")));
+                    }
+                }
+            }
+            _ => {
+                if let Some(at) = first_array(value) {
+                    let at = if at == "." {
+                        String::new()
+                    } else {
+                        format!(".{at}")
+                    };
+                    return Err(misplaced(format!("{key}{at}")));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn push_drives(drives: Vec<Drive>, out: &mut Vec<Request>) -> Result<(), ConfigFileError> {
@@ -184,6 +236,14 @@ fn json_error(path: &str, inner: serde_json::Error) -> ConfigFileError {
         line: inner.line(),
         column: inner.column(),
         message: strip_position(&inner.to_string()),
+    }
+}
+
+fn position(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" (line {line}, column {column})")
     }
 }
 

@@ -4,10 +4,10 @@
 //! not serve yet are refused by name.
 
 use crate::model::{
-    check_id, ActionKind, Balloon, BalloonStatsUpdate, BalloonUpdate, BootSource, Drive, Entropy,
-    InstanceActionInfo, Logger, MachineConfiguration, MachineConfigurationPatch, Metrics,
-    ModelError, NetworkInterface, PartialDrive, PartialNetworkInterface, Serial, Vm, VmState,
-    Vsock,
+    check_id, first_array, ActionKind, Balloon, BalloonStatsUpdate, BalloonUpdate, BootSource,
+    Drive, Entropy, InstanceActionInfo, Logger, MachineConfiguration, MachineConfigurationPatch,
+    Metrics, ModelError, NetworkInterface, PartialDrive, PartialNetworkInterface, Serial, Vm,
+    VmState, Vsock,
 };
 use serde::de::DeserializeOwned;
 
@@ -368,6 +368,16 @@ impl Call<'_> {
             }
         })?;
         de.end().map_err(|e| bad(e.to_string()))?;
+        // serde reads an array as a struct's fields in order; no body of
+        // the API holds an array, so one that parsed is refused here.
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(self.body) {
+            if let Some(at) = first_array(&v) {
+                return Err(bad(match at.as_str() {
+                    "." => "expected a JSON object, found an array".into(),
+                    _ => format!("{at}: expected a JSON object, found an array"),
+                }));
+            }
+        }
         Ok(value)
     }
 

@@ -192,6 +192,15 @@ fn bad_json_names_the_field() {
     assert!(e.contains("trailing"), "{e}");
     let e = err("PUT", "/actions", "[1, 2]");
     assert!(e.contains("is not valid"), "{e}");
+    let e = err("PUT", "/entropy", "[]");
+    assert!(
+        e.ends_with("is not valid: expected a JSON object, found an array"),
+        "{e}"
+    );
+    let e = err("PUT", "/logger", r#"{"level": ["Info"]}"#);
+    assert!(e.contains("level: invalid type: sequence"), "{e}");
+    let e = err("PUT", "/entropy", r#"{"rate_limiter": {"ops": [1, null, 1000]}}"#);
+    assert!(e.contains("rate_limiter.ops: expected"), "{e}");
 }
 
 #[test]

@@ -114,9 +114,37 @@ pub fn check_optional_path(field: &'static str, value: Option<&str>) -> Result<(
     value.map_or(Ok(()), |v| check_path(field, v))
 }
 
+/// Where the first JSON array in `v` is (`.` for `v` itself,
+/// `a.b` for a nested one). No body of the API holds an array, and serde
+/// would read an array as a struct's fields in order, so bodies are
+/// checked for arrays before they are parsed.
+pub fn first_array(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Array(_) => Some(".".into()),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            first_array(v).map(|inner| {
+                if inner == "." {
+                    k.clone()
+                } else {
+                    format!("{k}.{inner}")
+                }
+            })
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrays_are_found_with_their_path() {
+        let v: serde_json::Value = serde_json::from_str(r#"{"a": 1, "b": {"c": [1]}}"#).unwrap();
+        assert_eq!(first_array(&v).as_deref(), Some("b.c"));
+        assert_eq!(first_array(&serde_json::json!([])).as_deref(), Some("."));
+        assert_eq!(first_array(&serde_json::json!({"x": {}})), None);
+    }
 
     #[test]
     fn ids_allow_alphanumerics_and_underscore_only() {
