@@ -144,3 +144,30 @@ fn unknown_unsupported_missing_and_broken() {
         Err(ConfigFileError::DuplicateId { .. })
     ));
 }
+
+#[test]
+fn arrays_where_objects_belong_are_refused() {
+    let e = parse_config_file(r#"{"boot-source": ["k"]}"#)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "config file: boot-source: expected a JSON object, found an array"
+    );
+    let e = parse_config_file(
+        r#"{"boot-source": {"kernel_image_path": "k"}, "drives": [["a", null, false, "Unsafe", null, "p"]]}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "config file: drives[0]: expected a JSON object, found an array"
+    );
+    let e = parse_config_file(r#"{"boot-source": {"kernel_image_path": ["k"]}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("config file: boot-source.kernel_image_path: invalid type: sequence"),
+        "{e}"
+    );
+}
