@@ -292,6 +292,7 @@ pub fn dispatch(
     backend: &dyn Backend,
     metrics: &ApiMetrics,
 ) -> Response {
+    log::info!("API request: {method} {target}");
     let result = match request::parse(method, target, body) {
         Err(e) => Err(Fault::from(e)),
         Ok(req) => match catch_unwind(AssertUnwindSafe(|| backend.handle(req))) {

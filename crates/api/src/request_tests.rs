@@ -199,7 +199,11 @@ fn bad_json_names_the_field() {
     );
     let e = err("PUT", "/logger", r#"{"level": ["Info"]}"#);
     assert!(e.contains("level: invalid type: sequence"), "{e}");
-    let e = err("PUT", "/entropy", r#"{"rate_limiter": {"ops": [1, null, 1000]}}"#);
+    let e = err(
+        "PUT",
+        "/entropy",
+        r#"{"rate_limiter": {"ops": [1, null, 1000]}}"#,
+    );
     assert!(e.contains("rate_limiter.ops: expected"), "{e}");
 }
 

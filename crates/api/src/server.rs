@@ -5,7 +5,7 @@
 //! the others. [`Server::run`] blocks until [`ServerHandle::stop`].
 
 use crate::backend::Backend;
-use crate::http::Session;
+use crate::http::{Response, Session};
 use crate::metrics::ApiMetrics;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// Most connections served at once; more are closed on arrival.
+/// Most connections served at once by default; more are answered 400 and
+/// closed on arrival.
 pub const MAX_CONNECTIONS: usize = 1000;
 /// How long a connection may sit in the middle of a request (or with an
 /// answer the client does not read) before it is closed.
@@ -80,6 +81,7 @@ pub struct Server {
     inode: Option<(u64, u64)>,
     max_payload: usize,
     idle_timeout: Duration,
+    max_connections: usize,
     stop: Arc<EventFd>,
     metrics: Arc<ApiMetrics>,
 }
@@ -109,6 +111,7 @@ impl Server {
             inode,
             max_payload,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
             stop: Arc::new(stop),
             metrics: Arc::new(ApiMetrics::default()),
         })
@@ -135,6 +138,12 @@ impl Server {
     /// Sets how long a request may stall before its connection is closed.
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Server {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets how many connections are served at once.
+    pub fn with_max_connections(mut self, max: usize) -> Server {
+        self.max_connections = max;
         self
     }
 
@@ -259,11 +268,16 @@ impl Loop<'_> {
     }
 
     fn add(&mut self, stream: UnixStream) {
-        if self.conns.len() >= MAX_CONNECTIONS {
-            log::warn!("API socket: {MAX_CONNECTIONS} connections open, closing a new one");
+        if stream.set_nonblocking(true).is_err() {
             return;
         }
-        if stream.set_nonblocking(true).is_err() {
+        let max = self.server.max_connections;
+        if self.conns.len() >= max {
+            log::warn!("API socket: {max} connections open, closing a new one");
+            let msg =
+                format!("the API already has {max} connections open: close idle ones and retry");
+            // Best effort: a fresh socket's buffer takes this short answer.
+            let _ = (&stream).write_all(&Response::fault(msg, true).to_bytes());
             return;
         }
         let token = self.next_token;

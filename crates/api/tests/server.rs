@@ -356,6 +356,38 @@ fn random_bytes_from_many_clients_do_not_stop_the_server() {
 }
 
 #[test]
+fn connections_over_the_limit_are_told_why() {
+    let path = socket_path();
+    let server = Server::bind(&path, 1024).unwrap().with_max_connections(5);
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run(Arc::new(FakeVmm::default())).unwrap());
+    let r = Running {
+        path,
+        handle,
+        thread: Some(thread),
+        metrics: Arc::new(api::ApiMetrics::default()),
+    };
+    let held: Vec<UnixStream> = (0..5)
+        .map(|_| UnixStream::connect(&r.path).unwrap())
+        .collect();
+    // The server has accepted the five once one of them is answered.
+    let mut first = &held[0];
+    first.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut probe = held[0].try_clone().unwrap();
+    assert!(read_answer(&mut probe).starts_with("HTTP/1.1 200"));
+    let mut extra = UnixStream::connect(&r.path).unwrap();
+    let a = read_answer(&mut extra);
+    assert!(a.contains("already has 5 connections open"), "{a}");
+    drop(held);
+    // Once the server has seen the five close, a new client is served.
+    let t = Instant::now();
+    while client(&r).request("GET", "/", None).unwrap().0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(5), "slots never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn stop_returns_and_removes_the_socket() {
     let mut r = start(1024, Duration::from_secs(10));
     let idle = UnixStream::connect(&r.path).unwrap();
