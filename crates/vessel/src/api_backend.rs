@@ -5,9 +5,9 @@
 //! sent them, for `GET /vm/config`.
 
 use api::model::{
-    ActionKind, Balloon, BootSource, CacheType as WireCache, Drive, FirecrackerVersion,
-    FullVmConfiguration, InstanceInfo, InstanceState as WireState, IoEngine, Logger,
-    MachineConfiguration, Metrics, NetworkInterface, PartialDrive, PartialNetworkInterface,
+    ActionKind, Balloon, BalloonStats, BootSource, CacheType as WireCache, Drive,
+    FirecrackerVersion, FullVmConfiguration, InstanceInfo, InstanceState as WireState, IoEngine,
+    Logger, MachineConfiguration, Metrics, NetworkInterface, PartialDrive, PartialNetworkInterface,
     RateLimiter, TokenBucket, VmState, Vsock,
 };
 use api::{Backend, Fault, Reply, Request};
@@ -17,8 +17,8 @@ use vmm::instance::{self, error_chain, Instance, InstanceError, InstanceState};
 use vmm::logger::{LoggerHandle, LoggerUpdate};
 use vmm::metrics::MetricsSink;
 use vmm::virtio_devices::{
-    BalloonConfig, BlockConfig, CacheType, NetConfig, RateLimiterConfig, RateLimiterUpdate,
-    TokenBucketConfig, VsockConfig,
+    BalloonConfig, BalloonHandle, BlockConfig, CacheType, NetConfig, RateLimiterConfig,
+    RateLimiterUpdate, TokenBucketConfig, VsockConfig,
 };
 
 /// Firecracker's rate limiter body as the devices' configuration.
@@ -169,6 +169,9 @@ impl VmmBackend {
     }
 
     fn put_balloon(&self, b: Balloon) -> Result<Reply, Fault> {
+        if b.deflate_on_oom {
+            log::warn!("balloon: deflate_on_oom is not offered to the guest yet");
+        }
         self.instance
             .set_balloon(BalloonConfig {
                 target_mib: u64::from(b.amount_mib),
@@ -309,6 +312,96 @@ impl VmmBackend {
         Ok(Reply::NoContent)
     }
 
+    /// The running balloon's controls.
+    fn balloon(&self, what: &'static str) -> Result<BalloonHandle, Fault> {
+        if self.wire().balloon.is_none() {
+            return Err(Fault::new(
+                "no balloon device: PUT /balloon before InstanceStart",
+            ));
+        }
+        self.instance.require_running(what).map_err(fault)?;
+        let live = self
+            .instance
+            .live()
+            .get()
+            .map_err(|e| Fault(e.to_string()))?;
+        live.virtio
+            .balloon
+            .clone()
+            .ok_or_else(|| Fault::new("the balloon device is not running"))
+    }
+
+    /// The balloon as configured, with its current target once running.
+    fn get_balloon(&self) -> Result<Reply, Fault> {
+        let Some(mut b) = self.wire().balloon.clone() else {
+            return Err(Fault::new(
+                "no balloon device: PUT /balloon before InstanceStart",
+            ));
+        };
+        if let Ok(live) = self.instance.live().get() {
+            if let Some(h) = &live.virtio.balloon {
+                b.amount_mib = u32::try_from(h.target_mib()).unwrap_or(u32::MAX);
+            }
+        }
+        Reply::json(&b)
+    }
+
+    fn patch_balloon(&self, amount_mib: u32) -> Result<Reply, Fault> {
+        let handle = self.balloon("PATCH /balloon")?;
+        let memory = self
+            .wire()
+            .machine_config
+            .clone()
+            .unwrap_or_default()
+            .mem_size_mib;
+        if u64::from(amount_mib) > memory {
+            return Err(Fault(format!(
+                "amount_mib {amount_mib} is more than the guest's {memory} MiB: use at most {memory}"
+            )));
+        }
+        handle.set_target_mib(u64::from(amount_mib));
+        if let Some(b) = self.wire().balloon.as_mut() {
+            b.amount_mib = amount_mib;
+        }
+        Ok(Reply::NoContent)
+    }
+
+    fn balloon_stats(&self) -> Result<Reply, Fault> {
+        let handle = self.balloon("GET /balloon/statistics")?;
+        let (target, actual) = handle.pages();
+        let mib = |pages: u32| u32::try_from(u64::from(pages) * 4096 >> 20).unwrap_or(u32::MAX);
+        let mut stats = BalloonStats {
+            target_pages: target,
+            actual_pages: actual,
+            target_mib: mib(target),
+            actual_mib: mib(actual),
+            ..Default::default()
+        };
+        for (tag, value) in handle.stats().entries {
+            let slot = match tag {
+                0 => &mut stats.swap_in,
+                1 => &mut stats.swap_out,
+                2 => &mut stats.major_faults,
+                3 => &mut stats.minor_faults,
+                4 => &mut stats.free_memory,
+                5 => &mut stats.total_memory,
+                6 => &mut stats.available_memory,
+                7 => &mut stats.disk_caches,
+                8 => &mut stats.hugetlb_allocations,
+                9 => &mut stats.hugetlb_failures,
+                10 => &mut stats.oom_kill,
+                11 => &mut stats.alloc_stall,
+                12 => &mut stats.async_scan,
+                13 => &mut stats.direct_scan,
+                14 => &mut stats.async_reclaim,
+                15 => &mut stats.direct_reclaim,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        Reply::json(&stats)
+    }
+
     fn not_yet(what: &str) -> Result<Reply, Fault> {
         Err(Fault(format!("{what} is not supported by vessel yet")))
     }
@@ -343,12 +436,7 @@ impl Backend for VmmBackend {
             Request::Action(kind) => self.action(kind),
             Request::PatchVm(state) => self.patch_vm(state),
             Request::PutBalloon(b) => self.put_balloon(b),
-            Request::GetBalloon => match self.wire().balloon.clone() {
-                Some(b) => Reply::json(&b),
-                None => Err(Fault::new(
-                    "no balloon device: PUT /balloon before InstanceStart",
-                )),
-            },
+            Request::GetBalloon => self.get_balloon(),
             Request::PutEntropy(e) => {
                 if e.rate_limiter.is_some() {
                     return Self::not_yet("a rate limiter on the entropy device");
@@ -359,9 +447,12 @@ impl Backend for VmmBackend {
             }
             Request::PatchDrive(p) => self.patch_drive(p),
             Request::PatchNetworkInterface(p) => self.patch_net(p),
-            Request::PatchBalloon(_) => Self::not_yet("PATCH /balloon"),
-            Request::GetBalloonStats => Self::not_yet("GET /balloon/statistics"),
-            Request::PatchBalloonStats(_) => Self::not_yet("PATCH /balloon/statistics"),
+            Request::PatchBalloon(u) => self.patch_balloon(u.amount_mib),
+            Request::GetBalloonStats => self.balloon_stats(),
+            Request::PatchBalloonStats(_) => Err(Fault::new(
+                "vessel polls the balloon's statistics every second; \
+                 the interval cannot be changed yet",
+            )),
             Request::PutVsock(v) => self.put_vsock(v),
             Request::PutLogger(l) => self.put_logger(l),
             Request::PutMetrics(m) => self.put_metrics(m),

@@ -55,6 +55,41 @@ fn wait_for_ticks(vmm: &VmmProcess, more_than: usize, timeout: Duration) -> bool
     false
 }
 
+/// `vessel ctl` talks to the same socket: info, then the balloon takes
+/// 64 MiB from the guest, as GET /balloon/statistics shows.
+fn balloon_through_ctl(sock: &std::path::Path) {
+    let ctl = |args: &[&str]| {
+        let out = common::vessel()
+            .args(["ctl", "--api-sock", sock.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "vessel ctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ctl(&["info"]).contains("\"Running\""));
+    ctl(&["balloon", "64"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stats = String::new();
+    while Instant::now() < deadline {
+        stats = http_ok(sock, "GET", "/balloon/statistics", None);
+        if stats.contains("\"actual_mib\":64") && stats.contains("total_memory") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(stats.contains("\"target_mib\":64"), "{stats}");
+    assert!(
+        stats.contains("\"actual_mib\":64"),
+        "the guest gave back 64 MiB: {stats}"
+    );
+    assert!(
+        stats.contains("total_memory"),
+        "the guest reports statistics: {stats}"
+    );
+    ctl(&["balloon", "0"]);
+}
+
 #[test]
 fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
     if !is_root() {
@@ -121,6 +156,12 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
         "/vsock",
         Some(&serde_json::json!({"guest_cid": 3, "uds_path": vsock_uds}).to_string()),
     );
+    http_ok(
+        &sock,
+        "PUT",
+        "/balloon",
+        Some(r#"{"amount_mib": 0, "deflate_on_oom": false, "stats_polling_interval_s": 1}"#),
+    );
     let config = http_ok(&sock, "GET", "/vm/config", None);
     for key in ["\"vsock\"", "\"eth0\"", "\"data\"", "\"boot-source\""] {
         assert!(config.contains(key), "{key} missing from {config}");
@@ -177,6 +218,8 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
         "guest clock {guest_time} vs host {host_time} after resume"
     );
     assert!(unix_now() >= host_time);
+
+    balloon_through_ctl(&sock);
 
     http_ok(
         &sock,

@@ -4,8 +4,10 @@
 //! statistics queue reports the guest's memory figures.
 
 mod device;
+mod handle;
 mod handler;
 pub mod metrics;
 pub mod persist;
 
 pub use device::{Balloon, BalloonConfig, BalloonStats};
+pub use handle::BalloonHandle;

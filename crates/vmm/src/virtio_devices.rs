@@ -26,7 +26,7 @@ use virtio::{VirtioDevice, VirtioPciDevice};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use virtio::balloon::BalloonConfig;
+pub use virtio::balloon::{BalloonConfig, BalloonHandle};
 pub use virtio::block::rate_limiter::{RateLimiterConfig, RateLimiterUpdate, TokenBucketConfig};
 pub use virtio::block::{BlockConfig, BlockHandle, CacheType};
 pub use virtio::net::{NetConfig, NetHandle};
@@ -121,6 +121,8 @@ pub struct VirtioDevices {
     pub nets: Vec<(Option<String>, NetHandle)>,
     /// The vsock device's counters, when there is one.
     pub vsock: Option<Arc<virtio::vsock::metrics::VsockMetrics>>,
+    /// The balloon's controls, when there is one.
+    pub balloon: Option<BalloonHandle>,
     event_loop: Option<EventLoop>,
 }
 
@@ -190,6 +192,7 @@ pub fn attach(
             drives: Vec::new(),
             nets: Vec::new(),
             vsock: None,
+            balloon: None,
             event_loop: None,
         });
     }
@@ -215,11 +218,13 @@ pub fn attach(
     if config.rng {
         made.push(Box::new(virtio::rng::Rng::new()));
     }
-    if let Some(b) = config.balloon {
+    let balloon = config.balloon.map(|b| {
         let dev = virtio::balloon::Balloon::new(b);
+        let handle = dev.handle();
         event_sources.push((made.len(), dev.event_fds()));
         made.push(Box::new(dev));
-    }
+        handle
+    });
     let vsock = match &config.vsock {
         Some(v) => {
             // One fd for the loop: the device's own epoll over its sockets.
@@ -279,6 +284,7 @@ pub fn attach(
         drives,
         nets,
         vsock,
+        balloon,
         event_loop,
     })
 }

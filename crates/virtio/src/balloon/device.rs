@@ -3,6 +3,7 @@
 //! driver reports (`actual`), and a once-a-second timer that asks the
 //! driver for fresh statistics and applies the delayed deflate.
 
+use super::handle::{BalloonHandle, Shared};
 use super::metrics::BalloonMetrics;
 use crate::device::{
     read_config_bytes, ActivateError, Activation, DmaNotify, Interrupt, VirtioDevice,
@@ -10,6 +11,7 @@ use crate::device::{
 use crate::queue::{Chain, QueueError};
 use crate::{device_type, features};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use virtio_queue::Queue;
@@ -51,8 +53,8 @@ pub(super) struct Active {
 
 pub struct Balloon {
     pub(super) config: BalloonConfig,
-    pub(super) num_pages: u32,
-    pub(super) actual: u32,
+    /// Target and actual size, shared with [`BalloonHandle`]s.
+    pub(super) shared: Arc<Shared>,
     pub(super) active: Option<Active>,
     timer: Option<TimerFd>,
     pub stats: Arc<Mutex<BalloonStats>>,
@@ -69,10 +71,13 @@ impl Balloon {
                 None
             }
         };
+        let shared = Shared::default();
+        shared
+            .target
+            .store(u32::try_from(pages).unwrap_or(u32::MAX), Ordering::SeqCst);
         Balloon {
             config,
-            num_pages: u32::try_from(pages).unwrap_or(u32::MAX),
-            actual: 0,
+            shared: Arc::new(shared),
             active: None,
             timer,
             stats: Arc::default(),
@@ -89,17 +94,35 @@ impl Balloon {
 
     /// Sets the target in 4 KiB pages and tells the driver.
     pub fn set_target_pages(&mut self, pages: u32) {
-        self.num_pages = pages;
-        if let Some(a) = &self.active {
-            a.interrupt.signal_config_change();
+        self.shared.set_target_pages(pages);
+    }
+
+    /// The target in 4 KiB pages.
+    pub fn target_pages(&self) -> u32 {
+        self.shared.target.load(Ordering::SeqCst)
+    }
+
+    /// Controls for other threads.
+    pub fn handle(&self) -> BalloonHandle {
+        BalloonHandle {
+            shared: self.shared.clone(),
+            stats: self.stats.clone(),
         }
     }
 
     fn config_bytes(&self) -> [u8; 8] {
         let mut c = [0u8; 8];
-        c[..4].copy_from_slice(&self.num_pages.to_le_bytes());
-        c[4..].copy_from_slice(&self.actual.to_le_bytes());
+        c[..4].copy_from_slice(&self.target_pages().to_le_bytes());
+        c[4..].copy_from_slice(&self.shared.actual.load(Ordering::SeqCst).to_le_bytes());
         c
+    }
+
+    fn set_interrupt(&self, interrupt: Option<Arc<dyn Interrupt>>) {
+        *self
+            .shared
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = interrupt;
     }
 }
 
@@ -129,7 +152,8 @@ impl VirtioDevice for Balloon {
                 c[at as usize] = b;
             }
         }
-        self.actual = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        let actual = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        self.shared.actual.store(actual, Ordering::SeqCst);
     }
 
     fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
@@ -142,6 +166,7 @@ impl VirtioDevice for Balloon {
                 ActivateError::Backend(std::io::Error::from_raw_os_error(e.errno()))
             })?;
         }
+        self.set_interrupt(Some(a.interrupt.clone()));
         self.active = Some(Active {
             mem: a.mem,
             dma: a.dma,
@@ -150,6 +175,12 @@ impl VirtioDevice for Balloon {
             stats_chain: None,
             started: Instant::now(),
         });
+        // Linux primes the statistics queue with its first report before
+        // it sets DRIVER_OK, and then waits for that buffer to come back:
+        // pick it up now, or no statistics ever arrive.
+        if let Err(e) = self.process_stats() {
+            log::warn!("balloon: the statistics queue is broken: {e}");
+        }
         Ok(())
     }
 
@@ -172,8 +203,9 @@ impl VirtioDevice for Balloon {
     }
 
     fn reset(&mut self) {
+        self.set_interrupt(None);
         self.active = None;
-        self.actual = 0;
+        self.shared.actual.store(0, Ordering::SeqCst);
         if let Some(t) = &mut self.timer {
             let _ = t.clear();
         }

@@ -88,7 +88,7 @@ impl Balloon {
     /// Once a second: ask for fresh statistics, apply a delayed deflate.
     pub(super) fn tick(&mut self) -> Result<(), QueueError> {
         let deflate_due = match (&self.active, self.config.deflate_after) {
-            (Some(a), Some(after)) => self.num_pages != 0 && a.started.elapsed() >= after,
+            (Some(a), Some(after)) => self.target_pages() != 0 && a.started.elapsed() >= after,
             _ => false,
         };
         if deflate_due {
