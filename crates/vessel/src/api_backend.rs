@@ -369,7 +369,7 @@ impl VmmBackend {
     fn balloon_stats(&self) -> Result<Reply, Fault> {
         let handle = self.balloon("GET /balloon/statistics")?;
         let (target, actual) = handle.pages();
-        let mib = |pages: u32| u32::try_from(u64::from(pages) * 4096 >> 20).unwrap_or(u32::MAX);
+        let mib = |pages: u32| u32::try_from((u64::from(pages) * 4096) >> 20).unwrap_or(u32::MAX);
         let mut stats = BalloonStats {
             target_pages: target,
             actual_pages: actual,
