@@ -1,7 +1,7 @@
 //! `/drives/{drive_id}` bodies: a virtio-block drive and its post-boot patch.
 
 use super::rate_limiter::{check_limiter, RateLimiter};
-use super::{check_id, check_optional_path, ModelError};
+use super::{check_id, check_optional_path, check_path, ModelError};
 use serde::{Deserialize, Serialize};
 
 /// Whether guest flushes reach the host's stable storage.
@@ -57,12 +57,12 @@ impl Drive {
                 fix: "give path_on_host instead of socket",
             });
         }
-        match &self.path_on_host {
-            None => Err(ModelError::PathEmpty {
+        let Some(path) = &self.path_on_host else {
+            return Err(ModelError::PathMissing {
                 field: "path_on_host",
-            }),
-            Some(p) => check_optional_path("path_on_host", Some(p)),
-        }?;
+            });
+        };
+        check_path("path_on_host", path)?;
         if let Some(p) = &self.partuuid {
             check_partuuid(p)?;
         }
@@ -140,7 +140,7 @@ mod tests {
         assert!(matches!(d.validate(), Err(ModelError::IdInvalid { .. })));
         let d: Drive =
             serde_json::from_str(r#"{"drive_id": "a", "is_root_device": false}"#).unwrap();
-        assert!(matches!(d.validate(), Err(ModelError::PathEmpty { .. })));
+        assert!(matches!(d.validate(), Err(ModelError::PathMissing { .. })));
         let d: Drive =
             serde_json::from_str(&format!(r#"{{"drive_id": "a", "socket": "/s", {base}}}"#))
                 .unwrap();

@@ -40,6 +40,8 @@ pub enum ModelError {
     IdInvalid { field: &'static str, value: String },
     #[error("{field} is empty: give a path on the host")]
     PathEmpty { field: &'static str },
+    #[error("{field} is missing: give the path of the file on the host")]
+    PathMissing { field: &'static str },
     #[error("{field} contains a NUL byte: give a plain path")]
     PathHasNul { field: &'static str },
     #[error("{field} is {len} bytes long: Unix socket paths hold at most {max} bytes, use a shorter path")]
