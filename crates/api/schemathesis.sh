@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Checks openapi.yaml against the live server: builds the fake_server
-# example (the real HTTP server and router over a fake VMM that accepts
-# every well-formed request), serves it on a Unix socket, forwards a local
+# Checks openapi.yaml against the live server. SERVER=vessel (the default)
+# runs the real VMM process, `vessel --api-sock` (release build), whose VM
+# is never started by random input (no kernel path exists), so its state
+# rules answer too; SERVER=fake builds the fake_server example (the real
+# HTTP server and router over a fake VMM that accepts every well-formed
+# request), which reaches every body. Serves it on a Unix socket, forwards a local
 # TCP port to it with socat (schemathesis speaks TCP only), and runs
 # schemathesis 3.x with valid and invalid data and every check: no 5xx, each
 # status and body as documented, invalid data refused.
@@ -18,13 +21,21 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 command -v socat >/dev/null || { echo "schemathesis.sh: socat is needed (apt-get install socat)" >&2; exit 1; }
 
-cargo build -q -p api --example fake_server
-server="${CARGO_TARGET_DIR:-target}/debug/examples/fake_server"
 dir=$(mktemp -d)
 sock="$dir/api.sock"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-"$server" "$sock" &
+case "${SERVER:-vessel}" in
+    fake)
+        cargo build -q --release -p api --example fake_server
+        "${CARGO_TARGET_DIR:-target}/release/examples/fake_server" "$sock" &
+        ;;
+    vessel)
+        cargo build -q --release -p vessel
+        "${CARGO_TARGET_DIR:-target}/release/vessel" --api-sock "$sock" 2>"$dir/vessel.log" &
+        ;;
+    *) echo "schemathesis.sh: SERVER is fake or vessel" >&2; exit 2 ;;
+esac
 fake=$!
 trap 'kill $fake ${fwd:-} 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
@@ -37,4 +48,7 @@ for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     --checks all --data-generation-method all \
     --hypothesis-max-examples "${EXAMPLES:-100}" \
     --hypothesis-derandomize --no-color
-kill -0 "$fake" || { echo "schemathesis.sh: the server died" >&2; exit 1; }
+kill -0 "$fake" || { echo "schemathesis.sh: the server died" >&2; cat "$dir/vessel.log" 2>/dev/null; exit 1; }
+if grep -q panicked "$dir/vessel.log" 2>/dev/null; then
+    echo "schemathesis.sh: the server panicked" >&2; cat "$dir/vessel.log" >&2; exit 1
+fi

@@ -8,6 +8,7 @@
 //! bus from inside its own handler without deadlocking.
 
 use hypervisor::DeviceIo;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// A device reachable through a bus range. `offset` is relative to the base
@@ -147,6 +148,22 @@ impl Bus {
 pub struct IoBus {
     pub pio: Bus,
     pub mmio: Bus,
+    /// Accesses served, by kind: each is a vCPU exit on KVM and a trap to
+    /// the device model on the software engine.
+    pub counts: IoCounts,
+}
+
+/// How many port and MMIO accesses the bus served.
+#[derive(Debug, Default)]
+pub struct IoCounts {
+    pub pio_in: AtomicU64,
+    pub pio_out: AtomicU64,
+    pub mmio_read: AtomicU64,
+    pub mmio_write: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl IoBus {
@@ -157,6 +174,7 @@ impl IoBus {
 
 impl DeviceIo for IoBus {
     fn pio_read(&self, port: u16, data: &mut [u8]) {
+        bump(&self.counts.pio_in);
         if !self.pio.read(u64::from(port), data) {
             log::debug!("unclaimed pio read {port:#x} size {}", data.len());
             data.fill(0xff);
@@ -164,12 +182,14 @@ impl DeviceIo for IoBus {
     }
 
     fn pio_write(&self, port: u16, data: &[u8]) {
+        bump(&self.counts.pio_out);
         if !self.pio.write(u64::from(port), data) {
             log::debug!("unclaimed pio write {port:#x} {data:02x?}");
         }
     }
 
     fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        bump(&self.counts.mmio_read);
         if !self.mmio.read(addr, data) {
             log::debug!("unclaimed mmio read {addr:#x} size {}", data.len());
             data.fill(0xff);
@@ -177,6 +197,7 @@ impl DeviceIo for IoBus {
     }
 
     fn mmio_write(&self, addr: u64, data: &[u8]) {
+        bump(&self.counts.mmio_write);
         if !self.mmio.write(addr, data) {
             log::debug!("unclaimed mmio write {addr:#x} {data:02x?}");
         }

@@ -118,6 +118,71 @@ impl MetricsSource for NetDeviceMetrics {
     }
 }
 
+/// vCPU exits by reason (port and MMIO accesses the device bus served)
+/// and the vsock device's traffic.
+pub struct VcpuAndVsockMetrics {
+    live: Arc<LiveVm>,
+    deltas: Deltas,
+}
+
+impl VcpuAndVsockMetrics {
+    pub fn new(live: Arc<LiveVm>) -> Self {
+        VcpuAndVsockMetrics {
+            live,
+            deltas: Deltas::default(),
+        }
+    }
+
+    fn vcpu(&self) -> serde_json::Value {
+        let Ok(h) = self.live.get() else {
+            return serde_json::json!({});
+        };
+        let c = &h.io.counts;
+        let d = |name, v: &AtomicU64| self.deltas.take("vcpu", name, v);
+        serde_json::json!({
+            "exit_io_in": d("exit_io_in", &c.pio_in),
+            "exit_io_out": d("exit_io_out", &c.pio_out),
+            "exit_mmio_read": d("exit_mmio_read", &c.mmio_read),
+            "exit_mmio_write": d("exit_mmio_write", &c.mmio_write),
+        })
+    }
+
+    fn vsock(&self) -> serde_json::Value {
+        let Some(m) = self.live.get().ok().and_then(|h| h.virtio.vsock.clone()) else {
+            return serde_json::json!({});
+        };
+        let d = |name, v: &AtomicU64| self.deltas.take("vsock", name, v);
+        serde_json::json!({
+            "rx_packets_count": d("rx_packets_count", &m.rx_packets),
+            "rx_bytes_count": d("rx_bytes_count", &m.rx_bytes),
+            "tx_packets_count": d("tx_packets_count", &m.tx_packets),
+            "tx_bytes_count": d("tx_bytes_count", &m.tx_bytes),
+            "tx_bad_packets": d("tx_bad_packets", &m.tx_bad_packets),
+            "conns_added": d("conns_added", &m.conns_added),
+            "conns_reset": d("conns_reset", &m.conns_reset),
+            "conns_refused": d("conns_refused", &m.conns_refused),
+            "host_rejected": d("host_rejected", &m.host_rejected),
+        })
+    }
+}
+
+/// The `vcpu` group.
+pub struct VcpuMetrics(pub Arc<VcpuAndVsockMetrics>);
+/// The `vsock` group.
+pub struct VsockMetrics(pub Arc<VcpuAndVsockMetrics>);
+
+impl MetricsSource for VcpuMetrics {
+    fn group(&self) -> (&'static str, serde_json::Value) {
+        ("vcpu", self.0.vcpu())
+    }
+}
+
+impl MetricsSource for VsockMetrics {
+    fn group(&self) -> (&'static str, serde_json::Value) {
+        ("vsock", self.0.vsock())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

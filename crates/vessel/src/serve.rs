@@ -4,7 +4,10 @@
 //! stops. Also `vessel ctl`, the API's small client for people.
 
 use crate::api_backend::VmmBackend;
-use crate::metrics_sources::{ApiServerMetrics, BlockDeviceMetrics, NetDeviceMetrics};
+use crate::metrics_sources::{
+    ApiServerMetrics, BlockDeviceMetrics, NetDeviceMetrics, VcpuAndVsockMetrics, VcpuMetrics,
+    VsockMetrics,
+};
 use crate::process_args::ProcessArgs;
 use anyhow::{bail, Context};
 use api::{Backend, Request};
@@ -38,6 +41,9 @@ pub fn serve(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     metrics.register(Arc::new(ApiServerMetrics(api_metrics.clone())));
     metrics.register(Arc::new(BlockDeviceMetrics::new(instance.live().clone())));
     metrics.register(Arc::new(NetDeviceMetrics::new(instance.live().clone())));
+    let vm_metrics = Arc::new(VcpuAndVsockMetrics::new(instance.live().clone()));
+    metrics.register(Arc::new(VcpuMetrics(vm_metrics.clone())));
+    metrics.register(Arc::new(VsockMetrics(vm_metrics)));
     let backend = Arc::new(VmmBackend::new(
         instance.clone(),
         id,

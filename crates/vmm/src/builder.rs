@@ -205,6 +205,7 @@ fn run_once(
     console.attach(devices.console_input(), control.clone());
     live.set(LiveHandles {
         control: control.clone(),
+        io: devices.io.clone(),
         i8042: devices.i8042.clone(),
         virtio,
     });

@@ -17,6 +17,8 @@ pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct LiveHandles {
     pub control: Arc<VmControl>,
+    /// The machine's bus, for its access counts.
+    pub io: Arc<devices::IoBus>,
     pub i8042: Arc<Mutex<I8042>>,
     pub virtio: Arc<VirtioDevices>,
 }
