@@ -55,6 +55,27 @@ fn wait_for_ticks(vmm: &VmmProcess, more_than: usize, timeout: Duration) -> bool
     false
 }
 
+/// FlushMetrics writes one JSON object with Firecracker's groups, and the
+/// running devices' counters in them.
+fn check_metrics(sock: &std::path::Path, path: &std::path::Path) {
+    http_ok(
+        sock,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "FlushMetrics"}"#),
+    );
+    let text = std::fs::read_to_string(path).expect("the metrics file");
+    let last = text.lines().last().expect("a metrics line");
+    let m: serde_json::Value = serde_json::from_str(last).expect("one JSON object per line");
+    assert!(m["utc_timestamp_ms"].as_u64().is_some(), "{m}");
+    assert!(m["api_server"]["put_api_requests"].is_object(), "{m}");
+    assert!(m["block"]["data"]["read_count"].is_u64(), "{m}");
+    assert!(m["net"]["eth0"]["tx_packets_count"].is_u64(), "{m}");
+    let exits = m["vcpu"]["exit_io_out"].as_u64().unwrap_or(0)
+        + m["vcpu"]["exit_mmio_write"].as_u64().unwrap_or(0);
+    assert!(exits > 0, "the guest's device accesses are counted: {m}");
+}
+
 /// `vessel ctl` talks to the same socket: info, then the balloon takes
 /// 64 MiB from the guest, as GET /balloon/statistics shows.
 fn balloon_through_ctl(sock: &std::path::Path) {
@@ -114,6 +135,22 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
 
     let info = http_ok(&sock, "GET", "/", None);
     assert!(info.contains("\"Not started\""), "{info}");
+    let log = dir.0.join("vessel.log");
+    let metrics = dir.0.join("metrics.json");
+    http_ok(
+        &sock,
+        "PUT",
+        "/logger",
+        Some(
+            &serde_json::json!({"log_path": log, "level": "Info", "show_level": true}).to_string(),
+        ),
+    );
+    http_ok(
+        &sock,
+        "PUT",
+        "/metrics",
+        Some(&serde_json::json!({"metrics_path": metrics}).to_string()),
+    );
     assert!(info.contains("\"lifecycle\""), "{info}");
 
     http_ok(
@@ -220,6 +257,12 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
     assert!(unix_now() >= host_time);
 
     balloon_through_ctl(&sock);
+    check_metrics(&sock, &metrics);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("[lifecycle:") && log_text.contains(":INFO]"),
+        "log lines name the instance and level: {log_text}"
+    );
 
     http_ok(
         &sock,
