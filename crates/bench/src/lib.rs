@@ -3,19 +3,32 @@
 //! reference. Owns the benchmark entry points ([`cpu`], [`boot()`]) and the
 //! error type that says why a benchmark could not give an answer.
 //!
-//! Modules: `cpu` (guest instructions per second on a compute loop),
+//! Modules: `api` (vessel as a Firecracker VMM process: start-up, boot
+//! over the API, pause/resume, memory overhead, next to Firecracker's
+//! published figures; `api_vmm` drives one process, `api_report` prints,
+//! `smaps` reads its memory),
+//! `cpu` (guest instructions per second on a compute loop),
 //! `boot` (time to the default guest's userspace and to exit, peak RSS),
 //! `io` (fio and TCP throughput: guest next to native and QEMU, each with
 //! the host page cache and without it),
 //! `process` (subprocesses with a deadline), `watch` (subprocesses with
 //! timestamped marker lines and `wait4` rusage), `tsc` (the host TSC rate).
 
+pub mod api;
+mod api_report;
+mod api_vmm;
 pub mod boot;
 pub mod cpu;
 pub mod io;
 mod process;
+pub mod smaps;
 mod tsc;
 mod watch;
+
+pub use crate::api::{
+    api, ApiBenchError, ApiBenchOptions, ApiReport, BootRun as ApiBootRun, StartRun,
+};
+pub use api_report::{note, Published, Row as ApiRow, Spread};
 
 pub use boot::{
     boot, BootBenchOptions, BootMachine, BootOutcome, BootReport, BootRow, BootRun, BootSummary,

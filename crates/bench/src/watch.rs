@@ -131,7 +131,7 @@ fn wait_watching(
     }
 }
 
-fn child_pid(child: &mut Child) -> Result<libc::pid_t, RunError> {
+pub(crate) fn child_pid(child: &mut Child) -> Result<libc::pid_t, RunError> {
     libc::pid_t::try_from(child.id()).map_err(|_| {
         // Not reachable on Linux (pids fit in pid_t); reap and report.
         let _ = child.kill();
@@ -141,7 +141,7 @@ fn child_pid(child: &mut Child) -> Result<libc::pid_t, RunError> {
 }
 
 /// Kills the (not yet reaped) child and waits for it.
-fn kill_and_reap(
+pub(crate) fn kill_and_reap(
     child: &mut Child,
     pid: libc::pid_t,
 ) -> Result<(ExitStatus, libc::rusage), RunError> {
@@ -216,14 +216,14 @@ fn spawn_line_reader<R: Read + Send + 'static>(
 /// Splits bytes into lines and reports each marker the first time a
 /// complete line contains it.
 #[derive(Debug)]
-struct LineScanner {
+pub(crate) struct LineScanner {
     markers: Vec<&'static str>,
     seen: Vec<bool>,
     line: Vec<u8>,
 }
 
 impl LineScanner {
-    fn new(markers: Vec<&'static str>) -> Self {
+    pub(crate) fn new(markers: Vec<&'static str>) -> Self {
         let seen = vec![false; markers.len()];
         LineScanner {
             markers,
@@ -233,7 +233,7 @@ impl LineScanner {
     }
 
     /// Feeds bytes; returns the indices of markers first seen in them.
-    fn feed(&mut self, bytes: &[u8]) -> Vec<usize> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<usize> {
         let mut found = Vec::new();
         for &b in bytes {
             if b != b'\n' {

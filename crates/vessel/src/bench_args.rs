@@ -19,11 +19,39 @@ pub enum BenchCommand {
     /// and command line.
     Boot(BootArgs),
     /// fio on one host file (1 MiB sequential read and write, 4 KiB random
-    /// read, direct I/O) natively, in the default guest on vessel's
-    /// virtio-blk and under QEMU q35 TCG's virtio-blk; guest-to-host TCP
-    /// over virtio-net on a TAP next to QEMU's. Needs fio on the host;
-    /// the network part needs root and /dev/net/tun.
+    /// read) natively, in the default guest on vessel's virtio-blk and
+    /// under QEMU q35 TCG's virtio-blk, each twice: through the host page
+    /// cache and with O_DIRECT on the host (the guests always use direct
+    /// I/O); guest-to-host TCP over virtio-net on a TAP next to QEMU's.
+    /// Needs fio on the host; the network part needs root and
+    /// /dev/net/tun.
     Io(IoArgs),
+    /// vessel as a Firecracker VMM process (--api-sock) next to
+    /// Firecracker's published figures: start to a socket that answers
+    /// GET / (wall and CPU ms), InstanceStart to the default guest's
+    /// VESSEL-GUEST-READY, pause and resume latency, and the VMM's memory
+    /// overhead (Rss minus guest memory touched) with 128 MiB.
+    Api(ApiArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    /// Start-ups, and pause/resume cycles (1-1000); the table shows
+    /// medians and min-max.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    runs: u32,
+    /// Boots of the default guest over the API (1-100).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    boots: u32,
+    /// vessel's engine (auto, soft or kvm).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "soft", "kvm"])]
+    engine: String,
+    /// Guest memory in MiB (Firecracker's overhead figure is for 128).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(16..=65536))]
+    memory: u32,
+    /// Deadline for each vessel process, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
 }
 
 /// A machine to measure.
@@ -142,7 +170,36 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Cpu(args) => cpu(args),
         BenchCommand::Boot(args) => boot(args),
         BenchCommand::Io(args) => io(args),
+        BenchCommand::Api(args) => api(args),
     }
+}
+
+fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let vessel = std::env::current_exe()?;
+    let image = vmm::default_guest::image(&mut |line| eprintln!("{line}"))?;
+    let mut opts = bench::ApiBenchOptions::new(vessel, &image);
+    let host = vmm::engine::report();
+    let hardware = if host.kvm.hardware_assisted() {
+        "this host has hardware virtualization"
+    } else {
+        "this host has no hardware virtualization (no VT-x/AMD-V), so its figures are not \
+         comparable with Firecracker's on KVM"
+    };
+    opts.engine_note = match args.engine.as_str() {
+        "auto" => format!(
+            "auto picks {} here ({}); {hardware}",
+            host.auto_choice, host.auto_reason
+        ),
+        other => format!("{other} (as asked); {hardware}"),
+    };
+    opts.engine = args.engine;
+    opts.runs = args.runs;
+    opts.boots = args.boots;
+    opts.memory_mib = args.memory;
+    opts.timeout = Duration::from_secs(args.timeout);
+    let report = bench::api(&opts)?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn io(args: IoArgs) -> anyhow::Result<ExitCode> {
