@@ -1,7 +1,9 @@
 use super::*;
 use crate::api_report::{note, Published, Row, Spread};
 use crate::smaps::Mapping;
+use std::error::Error;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
@@ -216,4 +218,79 @@ fn notes_wrap_at_the_width() {
     assert!(text.lines().all(|l| l.len() <= 11), "{text}");
     // A word longer than the width gets a line of its own.
     assert_eq!(note("a verylongword b", 6), "- a\n  verylongword\n  b");
+}
+
+/// A stand-in for `vessel --api-sock`: Firecracker's API over the Unix
+/// socket, guest RAM as one private anonymous mapping of mem_size_mib
+/// (NORESERVE, so it never merges with the interpreter's own mappings),
+/// 8 MiB of it touched and the READY line printed at InstanceStart.
+const FAKE_VMM: &str = r#"
+import http.server, json, mmap, socketserver, sys
+sock = sys.argv[sys.argv.index("--api-sock") + 1]
+vm = {"ram": None, "state": "Not started"}
+class Api(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def answer(self, code, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def body(self):
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def do_GET(self):
+        self.answer(200, {"state": vm["state"]})
+    def do_PUT(self):
+        body = self.body()
+        if self.path == "/machine-config":
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000
+            vm["ram"] = mmap.mmap(-1, body["mem_size_mib"] << 20, flags=flags)
+        if self.path == "/actions" and body["action_type"] == "InstanceStart":
+            vm["ram"][0:8 << 20] = b"x" * (8 << 20)
+            vm["state"] = "Running"
+            print("VESSEL-GUEST-READY", flush=True)
+        self.answer(204)
+    def do_PATCH(self):
+        vm["state"] = "Paused" if self.body()["state"] == "Paused" else "Running"
+        self.answer(204)
+socketserver.UnixStreamServer(sock, Api).serve_forever()
+"#;
+
+#[test]
+fn a_fake_vmm_is_measured_end_to_end() {
+    let mut opts = options("fake", "exec python3 \"$(dirname \"$0\")/fake.py\" \"$@\"");
+    let Some(dir) = opts.vessel.parent().map(Path::to_path_buf) else {
+        panic!("no test directory");
+    };
+    std::fs::write(dir.join("fake.py"), FAKE_VMM).expect("fake vmm");
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: no python3 for the fake VMM");
+        remove(&opts);
+        return;
+    }
+    opts.runs = 3;
+    opts.boots = 2;
+    let report = api(&opts).unwrap_or_else(|e| panic!("{e}: {:?}", e.source()));
+    remove(&opts);
+    assert_eq!(report.starts.len(), 3);
+    assert!(report
+        .starts
+        .iter()
+        .all(|s| s.cpu > Duration::ZERO && s.wall > Duration::ZERO));
+    assert_eq!(report.boots.len(), 2);
+    for boot in &report.boots {
+        assert!(boot.spawn_to_ready > boot.start_to_ready, "{boot:?}");
+        assert_eq!(boot.memory.guest_rss_kib, 8 << 10, "{boot:?}");
+        assert!(boot.memory.overhead_rss_kib() > 1024, "{boot:?}");
+    }
+    assert_eq!((report.pauses.len(), report.resumes.len()), (3, 3));
+    assert_eq!(
+        (report.busy_pauses.len(), report.busy_resumes.len()),
+        (3, 3)
+    );
 }
