@@ -8,7 +8,7 @@ use api::model::{
     ActionKind, Balloon, BalloonStats, BootSource, CacheType as WireCache, Drive,
     FirecrackerVersion, FullVmConfiguration, InstanceInfo, InstanceState as WireState, IoEngine,
     Logger, MachineConfiguration, Metrics, NetworkInterface, PartialDrive, PartialNetworkInterface,
-    RateLimiter, TokenBucket, VmState, Vsock,
+    RateLimiter, Serial, TokenBucket, VmState, Vsock,
 };
 use api::{Backend, Fault, Reply, Request};
 use std::path::{Path, PathBuf};
@@ -402,6 +402,19 @@ impl VmmBackend {
         Reply::json(&stats)
     }
 
+    fn put_serial(&self, serial: Serial) -> Result<Reply, Fault> {
+        if serial.rate_limiter.is_some() {
+            return Self::not_yet("a rate limiter on the serial console");
+        }
+        if let Some(path) = &serial.serial_out_path {
+            self.instance
+                .set_serial_out(Path::new(path))
+                .map_err(fault)?;
+        }
+        self.wire().serial = Some(serial);
+        Ok(Reply::NoContent)
+    }
+
     fn not_yet(what: &str) -> Result<Reply, Fault> {
         Err(Fault(format!("{what} is not supported by vessel yet")))
     }
@@ -456,7 +469,7 @@ impl Backend for VmmBackend {
             Request::PutVsock(v) => self.put_vsock(v),
             Request::PutLogger(l) => self.put_logger(l),
             Request::PutMetrics(m) => self.put_metrics(m),
-            Request::PutSerial(_) => Self::not_yet("PUT /serial"),
+            Request::PutSerial(serial) => self.put_serial(serial),
         }
     }
 }

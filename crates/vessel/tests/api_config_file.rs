@@ -112,6 +112,30 @@ fn firecrackers_documented_config_file_boots_unchanged() {
     );
 }
 
+#[test]
+fn serial_out_path_takes_the_console_off_stdout() {
+    let guest = default_guest();
+    let dir = temp_dir("serial");
+    let serial = dir.0.join("serial.log");
+    let cfg = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": guest.vmlinux,
+            "initrd_path": guest.initramfs,
+            "boot_args": format!("{} {}", guest.default_cmdline,
+                guest::script_cmdline("echo SERIAL-FILE-OK")),
+        },
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+        "serial": {"serial_out_path": serial},
+    });
+    let path = dir.0.join("cfg.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let r = run(vessel_with_config(&path), Duration::from_secs(600));
+    assert_eq!(r.status, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert!(text.contains("SERIAL-FILE-OK"), "serial file: {text}");
+    assert!(!r.stdout.contains("SERIAL-FILE-OK"), "stdout: {}", r.stdout);
+}
+
 /// Runs vessel on a config file and returns its stderr; it must fail fast.
 fn refused(cfg_text: &str) -> String {
     let dir = temp_dir("bad");

@@ -59,6 +59,8 @@ struct State {
 /// Shared between the UART's writer and the VMM.
 pub struct OutputWatch {
     state: Mutex<State>,
+    /// Where forwarded output goes instead of stdout (`PUT /serial`).
+    redirect: Mutex<Option<Arc<std::fs::File>>>,
 }
 
 impl OutputWatch {
@@ -79,6 +81,7 @@ impl OutputWatch {
                 control: None,
                 ready_at: None,
             }),
+            redirect: Mutex::new(None),
         })
     }
 
@@ -112,6 +115,18 @@ impl OutputWatch {
         let s = self.lock();
         let bytes: Vec<u8> = s.boot_log.iter().copied().collect();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Sends the guest's output to `file` instead of stdout from now on.
+    pub fn redirect_to(&self, file: Arc<std::fs::File>) {
+        *self.redirect.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+    }
+
+    fn redirect(&self) -> Option<Arc<std::fs::File>> {
+        self.redirect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// When the guest first printed `VESSEL-GUEST-READY` on a line.
@@ -238,7 +253,14 @@ pub struct GuestOutput(Arc<OutputWatch>);
 impl Write for GuestOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let out = self.0.feed(buf);
-        if !out.is_empty() {
+        if out.is_empty() {
+            return Ok(buf.len());
+        }
+        if let Some(file) = self.0.redirect() {
+            // A named pipe nobody reads: the output is dropped, the guest
+            // is not held up.
+            let _ = (&*file).write_all(&out);
+        } else {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&out)?;
             stdout.flush()?;

@@ -96,6 +96,9 @@ pub struct PendingConfig {
     pub balloon: Option<BalloonConfig>,
     pub rng: bool,
     pub vsock: Option<VsockConfig>,
+    /// Where the serial console's output goes instead of stdout, opened
+    /// when it was set.
+    pub serial_out: Option<Arc<std::fs::File>>,
 }
 
 /// The command line used when the boot source gives none: the serial
@@ -282,6 +285,27 @@ impl Instance {
         })
     }
 
+    /// Sends the guest's serial output to `path` (a file, appended to, or
+    /// a named pipe, never waited on) instead of stdout.
+    pub fn set_serial_out(&self, path: &Path) -> Result<(), InstanceError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|source| InstanceError::FileUnusable {
+                what: "serial_out_path",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        self.configure("the serial console", |c| {
+            c.serial_out = Some(Arc::new(file));
+            Ok(())
+        })
+    }
+
     pub fn set_entropy(&self) -> Result<(), InstanceError> {
         self.configure("the entropy device", |c| {
             c.rng = true;
@@ -345,12 +369,12 @@ impl Instance {
             let config = vm_config(&inner.config, self.engine)?;
             config.validate(crate::memory::host_memory_mib())?;
             inner.state = InstanceState::Running;
-            config
+            (config, inner.config.serial_out.clone())
         };
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("vmm".into())
-            .spawn(move || me.run(config));
+            .spawn(move || me.run(config.0, config.1));
         if let Err(e) = spawned {
             self.lock().state = InstanceState::NotStarted;
             return Err(InstanceError::Thread(e));
@@ -358,8 +382,11 @@ impl Instance {
         self.wait_started()
     }
 
-    fn run(&self, config: VmConfig) {
+    fn run(&self, config: VmConfig, serial_out: Option<Arc<std::fs::File>>) {
         let console = Console::start(OutputMode::Interactive);
+        if let Some(file) = serial_out {
+            console.output().redirect_to(file);
+        }
         *self.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(console.output().clone());
         let result = crate::run_vm_with(&config, &console, &self.live);
         let mut inner = self.lock();
