@@ -183,6 +183,38 @@ impl MetricsSource for VsockMetrics {
     }
 }
 
+/// The serial console: bytes the guest wrote, and those that could not be
+/// passed on (a `serial_out_path` pipe nobody read).
+pub struct UartMetrics {
+    instance: Arc<vmm::instance::Instance>,
+    deltas: Deltas,
+}
+
+impl UartMetrics {
+    pub fn new(instance: Arc<vmm::instance::Instance>) -> Self {
+        UartMetrics {
+            instance,
+            deltas: Deltas::default(),
+        }
+    }
+}
+
+impl MetricsSource for UartMetrics {
+    fn group(&self) -> (&'static str, serde_json::Value) {
+        let Some(out) = self.instance.console_output() else {
+            return ("uart", serde_json::json!({}));
+        };
+        let d = |name, v: &AtomicU64| self.deltas.take("uart", name, v);
+        (
+            "uart",
+            serde_json::json!({
+                "write_count": d("write_count", &out.written),
+                "missed_write_count": d("missed_write_count", &out.dropped),
+            }),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

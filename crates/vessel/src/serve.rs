@@ -5,8 +5,8 @@
 
 use crate::api_backend::VmmBackend;
 use crate::metrics_sources::{
-    ApiServerMetrics, BlockDeviceMetrics, NetDeviceMetrics, VcpuAndVsockMetrics, VcpuMetrics,
-    VsockMetrics,
+    ApiServerMetrics, BlockDeviceMetrics, NetDeviceMetrics, UartMetrics, VcpuAndVsockMetrics,
+    VcpuMetrics, VsockMetrics,
 };
 use crate::process_args::ProcessArgs;
 use anyhow::{bail, Context};
@@ -44,6 +44,7 @@ pub fn serve(args: ProcessArgs) -> anyhow::Result<ExitCode> {
     let vm_metrics = Arc::new(VcpuAndVsockMetrics::new(instance.live().clone()));
     metrics.register(Arc::new(VcpuMetrics(vm_metrics.clone())));
     metrics.register(Arc::new(VsockMetrics(vm_metrics)));
+    metrics.register(Arc::new(UartMetrics::new(instance.clone())));
     let backend = Arc::new(VmmBackend::new(
         instance.clone(),
         id,

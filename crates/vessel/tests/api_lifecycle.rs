@@ -74,6 +74,8 @@ fn check_metrics(sock: &std::path::Path, path: &std::path::Path) {
     let exits = m["vcpu"]["exit_io_out"].as_u64().unwrap_or(0)
         + m["vcpu"]["exit_mmio_write"].as_u64().unwrap_or(0);
     assert!(exits > 0, "the guest's device accesses are counted: {m}");
+    assert!(m["uart"]["write_count"].is_u64(), "{m}");
+    assert!(m["vsock"].is_object(), "{m}");
 }
 
 /// `vessel ctl` talks to the same socket: info, then the balloon takes

@@ -61,6 +61,10 @@ pub struct OutputWatch {
     state: Mutex<State>,
     /// Where forwarded output goes instead of stdout (`PUT /serial`).
     redirect: Mutex<Option<Arc<std::fs::File>>>,
+    /// Bytes the guest wrote to the UART, and bytes that could not be
+    /// written on (for the metrics' `uart` group).
+    pub written: std::sync::atomic::AtomicU64,
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 impl OutputWatch {
@@ -82,6 +86,8 @@ impl OutputWatch {
                 ready_at: None,
             }),
             redirect: Mutex::new(None),
+            written: Default::default(),
+            dropped: Default::default(),
         })
     }
 
@@ -252,6 +258,8 @@ pub struct GuestOutput(Arc<OutputWatch>);
 
 impl Write for GuestOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0.written.fetch_add(buf.len() as u64, Relaxed);
         let out = self.0.feed(buf);
         if out.is_empty() {
             return Ok(buf.len());
@@ -259,7 +267,9 @@ impl Write for GuestOutput {
         if let Some(file) = self.0.redirect() {
             // A named pipe nobody reads: the output is dropped, the guest
             // is not held up.
-            let _ = (&*file).write_all(&out);
+            if (&*file).write_all(&out).is_err() {
+                self.0.dropped.fetch_add(out.len() as u64, Relaxed);
+            }
         } else {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&out)?;

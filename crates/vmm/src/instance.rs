@@ -421,6 +421,14 @@ impl Instance {
         }
     }
 
+    /// The console of the running (or stopped) VM.
+    pub fn console_output(&self) -> Option<Arc<OutputWatch>> {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// When the guest printed its ready marker, if it has.
     pub fn guest_ready_at(&self) -> Option<std::time::Instant> {
         let output = self.output.lock().unwrap_or_else(|p| p.into_inner());
