@@ -40,7 +40,7 @@ enum Command {
     Run(RunArgs),
     /// Show what this host offers: KVM, hardware virtualization, the engine `auto` picks.
     Info,
-    /// Measure vessel next to KVM and QEMU.
+    /// Measure vessel next to KVM, QEMU and Firecracker's published figures.
     #[command(subcommand)]
     Bench(bench_args::BenchCommand),
     /// Manage the default guest (Debian cloud kernel + busybox initramfs).
