@@ -3,8 +3,10 @@
 //! GET_ID, discard and write-zeroes (hole punching / zero ranges where
 //! the host file system allows), a read-only mode that fails every
 //! modifying request with an I/O error status and never opens the file
-//! for writing, optional O_DIRECT, a rate limiter, and a [`BlockHandle`]
-//! to change a running drive's limits or image.
+//! for writing, optional O_DIRECT, a rate limiter, two I/O engines
+//! (blocking system calls, or io_uring so a slow image does not stall the
+//! queue), and a [`BlockHandle`] to change a running drive's limits or
+//! image.
 
 mod device;
 mod disk;
@@ -13,8 +15,12 @@ mod handler;
 pub mod metrics;
 pub mod persist;
 pub mod request;
+mod uring;
 
-pub use device::{Block, BlockConfig, BlockError, CacheType, TOKEN_RATE_LIMIT};
+pub use device::{
+    Block, BlockConfig, BlockError, CacheType, IoEngine, TOKEN_IO_DONE, TOKEN_RATE_LIMIT,
+};
 pub use disk::{BOUNCE_BYTES, DIRECT_ALIGN};
 pub use handle::BlockHandle;
 pub use rate_limiter;
+pub use uring::UringError;

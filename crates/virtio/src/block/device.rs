@@ -1,5 +1,5 @@
 //! The block device: its options (read-only, cache mode, O_DIRECT, rate
-//! limiter), the offered features (read-only, flush, discard and
+//! limiter, I/O engine), the offered features (read-only, flush, discard and
 //! write-zeroes), the configuration space the driver reads them from, and
 //! the state a [`BlockHandle`] shares with the VMM so a running drive can
 //! get a new image or new limits.
@@ -8,6 +8,7 @@ use super::disk::Disk;
 use super::handle::BlockHandle;
 use super::metrics::BlockMetrics;
 use super::request::ID_BYTES;
+use super::uring::{AsyncIo, UringError};
 use crate::device::{
     read_config_bytes, ActivateError, Activation, DmaNotify, Interrupt, VirtioDevice,
 };
@@ -38,6 +39,20 @@ pub const F_WRITE_ZEROES: u64 = 1 << 14;
 
 /// Event token of the rate limiter's timer.
 pub const TOKEN_RATE_LIMIT: u32 = 0;
+/// Event token of the Async engine's completion eventfd.
+pub const TOKEN_IO_DONE: u32 = 1;
+
+/// How reads, writes and flushes reach the image (Firecracker's
+/// `io_engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoEngine {
+    /// Blocking system calls on the thread that serves the queue.
+    #[default]
+    Sync,
+    /// io_uring: requests are submitted, the queue keeps being served, and
+    /// each is completed to the guest when the kernel reports it done.
+    Async,
+}
 
 /// What a guest flush does (Firecracker's `cache_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,6 +79,7 @@ pub struct BlockConfig {
     /// Limits on bytes and requests per second; `None` is no limit (one
     /// can still be set while running, see [`BlockHandle`]).
     pub rate_limiter: Option<RateLimiterConfig>,
+    pub io_engine: IoEngine,
 }
 
 impl BlockConfig {
@@ -76,6 +92,7 @@ impl BlockConfig {
             cache: CacheType::default(),
             direct: false,
             rate_limiter: None,
+            io_engine: IoEngine::Sync,
         }
     }
 }
@@ -99,6 +116,8 @@ pub enum BlockError {
     },
     #[error("bad disk rate limiter")]
     RateLimiter(#[from] RateLimiterError),
+    #[error("cannot start the async (io_uring) engine")]
+    Uring(#[from] UringError),
 }
 
 pub(super) struct Active {
@@ -150,6 +169,8 @@ pub struct Block {
     pub(super) id: [u8; ID_BYTES],
     pub(super) cache: CacheType,
     pub(super) limiter: SharedRateLimiter,
+    /// The Async engine's ring; `None` is the Sync engine.
+    pub(super) uring: Option<AsyncIo>,
     pub(super) active: Option<Active>,
     pub metrics: Arc<BlockMetrics>,
 }
@@ -162,7 +183,7 @@ impl Block {
         b.direct = cfg.direct;
         b.cache = cfg.cache;
         b.limiter = SharedRateLimiter::new(limiter);
-        Ok(b)
+        b.with_io_engine(cfg.io_engine)
     }
 
     /// A writeback, unlimited device over an open file of `sectors`
@@ -185,6 +206,7 @@ impl Block {
             id: id_bytes,
             cache: CacheType::default(),
             limiter: SharedRateLimiter::default(),
+            uring: None,
             active: None,
             metrics: Arc::new(BlockMetrics::default()),
         }
@@ -201,13 +223,37 @@ impl Block {
         self
     }
 
+    /// Serves reads, writes and flushes with `engine`; Async sets up an
+    /// io_uring with room for a full queue of requests.
+    pub fn with_io_engine(self, engine: IoEngine) -> Result<Self, BlockError> {
+        self.with_uring_depth(engine, QUEUE_SIZE)
+    }
+
+    /// As [`Self::with_io_engine`], with at most `depth` requests in flight.
+    pub(super) fn with_uring_depth(
+        mut self,
+        engine: IoEngine,
+        depth: u16,
+    ) -> Result<Self, BlockError> {
+        self.uring = match engine {
+            IoEngine::Sync => None,
+            IoEngine::Async => Some(AsyncIo::new(depth)?),
+        };
+        Ok(self)
+    }
+
+    pub fn io_engine(&self) -> IoEngine {
+        match self.uring {
+            Some(_) => IoEngine::Async,
+            None => IoEngine::Sync,
+        }
+    }
+
     /// File descriptors the event loop watches, with their tokens.
     pub fn event_fds(&self) -> Vec<(RawFd, u32)> {
-        self.limiter
-            .fd()
-            .map(|fd| (fd, TOKEN_RATE_LIMIT))
-            .into_iter()
-            .collect()
+        let limiter = self.limiter.fd().map(|fd| (fd, TOKEN_RATE_LIMIT));
+        let uring = self.uring.as_ref().map(|u| (u.fd(), TOKEN_IO_DONE));
+        limiter.into_iter().chain(uring).collect()
     }
 
     /// What the VMM keeps to change this drive while it runs.
@@ -298,12 +344,19 @@ impl VirtioDevice for Block {
                 self.limiter.lock().event_handled();
                 self.process_queue()
             }
+            // Completions, and room for more requests.
+            TOKEN_IO_DONE => self.process_queue(),
             _ => Ok(()),
         }
     }
 
     fn reset(&mut self) {
         lock(&self.backend).interrupt = None;
+        // Before the queue goes: nothing in flight may finish into guest
+        // memory the driver has taken back.
+        if let Some(u) = &mut self.uring {
+            u.cancel_all();
+        }
         self.active = None;
     }
 }

@@ -11,6 +11,10 @@
 //! the buffered descriptor; Linux keeps the two coherent (a direct read
 //! writes back dirty cached pages of its range first, a direct write
 //! drops them).
+//!
+//! The Async engine takes the descriptors themselves ([`Disk::file`],
+//! [`Disk::file_for`]): each is shared, so a request in flight keeps its
+//! image open even when the drive gets a new one.
 
 use super::device::BlockError;
 use super::request::{SECTOR_SIZE, S_IOERR};
@@ -19,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 /// Offset, length and buffer alignment of direct I/O (the host page).
@@ -48,13 +53,13 @@ impl Bounce {
 
 /// The O_DIRECT descriptor and its bounce buffer.
 struct Direct {
-    file: File,
+    file: Arc<File>,
     bounce: Bounce,
 }
 
 /// An open image.
 pub struct Disk {
-    pub(super) file: File,
+    file: Arc<File>,
     direct: Option<Direct>,
     pub(super) sectors: u64,
     pub(super) path: Option<PathBuf>,
@@ -90,14 +95,14 @@ impl Disk {
                     source,
                 })?;
             Some(Direct {
-                file,
+                file: Arc::new(file),
                 bounce: Bounce::new(),
             })
         } else {
             None
         };
         Ok(Disk {
-            file,
+            file: Arc::new(file),
             direct,
             sectors: len / SECTOR_SIZE,
             path: Some(path.to_path_buf()),
@@ -107,7 +112,7 @@ impl Disk {
     /// A disk over an already open (buffered) file.
     pub fn from_file(file: File, sectors: u64) -> Self {
         Disk {
-            file,
+            file: Arc::new(file),
             direct: None,
             sectors,
             path: None,
@@ -125,6 +130,28 @@ impl Disk {
         (end_bytes <= self.sectors.checked_mul(SECTOR_SIZE)?).then_some(sector * SECTOR_SIZE)
     }
 
+    /// The buffered descriptor.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// The descriptor for `total` bytes at `offset` between the image and
+    /// buffers all aligned to [`DIRECT_ALIGN`] (`aligned_buffers`): the
+    /// O_DIRECT one where the drive has it and the request allows it.
+    pub fn file_for(&self, offset: u64, total: u64, aligned_buffers: bool) -> Arc<File> {
+        let align = DIRECT_ALIGN as u64;
+        match &self.direct {
+            Some(d)
+                if aligned_buffers
+                    && offset.is_multiple_of(align)
+                    && total.is_multiple_of(align) =>
+            {
+                d.file.clone()
+            }
+            _ => self.file.clone(),
+        }
+    }
+
     /// Moves `total` bytes between the image at `offset` and `segs`
     /// (into the image when `write`); the range was checked.
     pub fn transfer(
@@ -140,7 +167,7 @@ impl Disk {
             Some(d) if offset.is_multiple_of(align) && total.is_multiple_of(align) => {
                 d.transfer(mem, segs, offset, total, write)
             }
-            _ => buffered(&mut self.file, mem, segs, offset, write),
+            _ => buffered(&self.file, mem, segs, offset, write),
         };
         r.map_err(|e| {
             let what = if write { "write" } else { "read" };
@@ -180,20 +207,23 @@ impl Disk {
 /// Through the page cache: vm-memory's volatile copies straight between
 /// guest memory and the file.
 fn buffered(
-    file: &mut File,
+    file: &File,
     mem: &GuestMemoryMmap,
     segs: &[Segment],
     offset: u64,
     write: bool,
 ) -> std::io::Result<()> {
     use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
+    use std::os::fd::AsFd;
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
     for seg in segs {
         let len = seg.len as usize;
+        let mut fd = file.as_fd();
         let r = if write {
-            mem.write_all_volatile_to(seg.addr, file, len)
+            mem.write_all_volatile_to(seg.addr, &mut fd, len)
         } else {
-            mem.read_exact_volatile_from(seg.addr, file, len)
+            mem.read_exact_volatile_from(seg.addr, &mut fd, len)
         };
         r.map_err(std::io::Error::other)?;
     }

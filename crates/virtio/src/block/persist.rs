@@ -1,6 +1,8 @@
 //! Snapshot state of a block device: which image and how it was opened.
-//! Queue state belongs to the transport; requests are served synchronously,
-//! so none are ever in flight when a snapshot is taken.
+//! Queue state belongs to the transport. The Sync engine serves requests
+//! synchronously, so none is in flight when a snapshot is taken; with the
+//! Async engine requests in flight must finish first (the ring is drained
+//! on reset and drop).
 
 use std::path::PathBuf;
 

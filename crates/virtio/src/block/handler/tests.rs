@@ -12,29 +12,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vm_memory::GuestAddress;
 
-struct NoIrq;
+pub(super) struct NoIrq;
 impl Interrupt for NoIrq {
     fn signal_used_queue(&self, _: u16) {}
     fn signal_config_change(&self) {}
 }
 
-struct TempImage(PathBuf);
+pub(super) struct TempImage(pub(super) PathBuf);
 impl Drop for TempImage {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
-fn image(name: &str, bytes: &[u8]) -> TempImage {
+pub(super) fn image(name: &str, bytes: &[u8]) -> TempImage {
     let p = std::env::temp_dir().join(format!("vessel-blk-{}-{name}", std::process::id()));
     std::fs::write(&p, bytes).unwrap();
     TempImage(p)
 }
 
-struct Rig {
-    mem: GuestMemoryMmap,
-    tq: TestQueue,
-    blk: Block,
+pub(super) struct Rig {
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) tq: TestQueue,
+    pub(super) blk: Block,
 }
 
 fn rig(img: &TempImage, readonly: bool) -> Rig {
@@ -53,7 +53,7 @@ fn rig(img: &TempImage, readonly: bool) -> Rig {
 }
 
 /// `blk` activated with one 16-entry queue.
-fn rig_of(mut blk: Block, irq: Arc<dyn Interrupt>) -> Rig {
+pub(super) fn rig_of(mut blk: Block, irq: Arc<dyn Interrupt>) -> Rig {
     let mem = guest_memory();
     let tq = TestQueue::new(&mem, GuestAddress(0x1000), 16);
     blk.activate(Activation {
@@ -67,9 +67,9 @@ fn rig_of(mut blk: Block, irq: Arc<dyn Interrupt>) -> Rig {
     Rig { mem, tq, blk }
 }
 
-const HDR: u64 = 0x10000;
-const DATA: u64 = 0x20000;
-const STATUS: u64 = 0x30000;
+pub(super) const HDR: u64 = 0x10000;
+pub(super) const DATA: u64 = 0x20000;
+pub(super) const STATUS: u64 = 0x30000;
 
 impl Rig {
     /// Submits one request; returns (status, used len).
@@ -90,17 +90,17 @@ impl Rig {
             used.1,
         )
     }
-    fn fill(&self, addr: u64, bytes: &[u8]) {
+    pub(super) fn fill(&self, addr: u64, bytes: &[u8]) {
         self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
     }
-    fn fetch(&self, addr: u64, len: usize) -> Vec<u8> {
+    pub(super) fn fetch(&self, addr: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
         self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
         v
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
@@ -265,7 +265,7 @@ fn limited(img: &TempImage, cfg: RateLimiterConfig) -> Rig {
 }
 
 /// Whether `fd` becomes readable within `ms`.
-fn readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+pub(super) fn readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
