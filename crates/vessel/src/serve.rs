@@ -205,11 +205,11 @@ fn apply_config_file(file: &Path, backend: &dyn Backend) -> anyhow::Result<()> {
 /// The process's status when the VM stops: 0 for a guest power-off or
 /// reset (Firecracker ends the VM on either), the debug-exit value, or 1
 /// with the reason on stderr.
-fn exit_code(outcome: Result<Outcome, String>) -> ExitCode {
+fn exit_code(outcome: Outcome) -> ExitCode {
     match outcome {
-        Ok(Outcome::PowerOff | Outcome::Reset | Outcome::UserStop) => ExitCode::SUCCESS,
-        Ok(Outcome::DebugExit(code)) => ExitCode::from(code),
-        Ok(Outcome::Failed(why)) | Err(why) => {
+        Outcome::PowerOff | Outcome::Reset | Outcome::UserStop => ExitCode::SUCCESS,
+        Outcome::DebugExit(code) => ExitCode::from(code),
+        Outcome::Failed(why) => {
             eprintln!("vessel: {why}");
             ExitCode::FAILURE
         }

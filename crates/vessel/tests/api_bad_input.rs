@@ -200,6 +200,21 @@ fn bad_requests_are_refused_and_the_guest_keeps_running() {
         "InstanceStart",
     );
     bodies_and_paths(&sock);
+    // A kernel that does not load: the start fails with the reason, and the
+    // instance can be fixed and started again.
+    let not_a_kernel = dir.0.join("not-a-kernel");
+    std::fs::write(&not_a_kernel, b"hello").unwrap();
+    let bad_boot = serde_json::json!({"kernel_image_path": not_a_kernel}).to_string();
+    http_ok(&sock, "PUT", "/boot-source", Some(&bad_boot));
+    refused(
+        &sock,
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type": "InstanceStart"}"#),
+        "not-a-kernel",
+    );
+    assert!(http_ok(&sock, "GET", "/", None).contains("Not started"));
+    assert!(vmm.is_running(), "a failed start does not end the process");
     boot_counter_guest(&sock);
     assert!(
         vmm.wait_for_line("TICK 3", Duration::from_secs(600)),

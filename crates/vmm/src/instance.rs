@@ -147,8 +147,11 @@ pub enum InstanceError {
 struct Inner {
     state: InstanceState,
     config: PendingConfig,
-    /// How the VM ended; `Err` when it could not be built.
-    outcome: Option<Result<Outcome, String>>,
+    /// How the VM ended.
+    outcome: Option<Outcome>,
+    /// Why the last start failed (the VM could not be built); the
+    /// instance is then back to NotStarted, to be fixed and started again.
+    start_error: Option<String>,
 }
 
 /// One VM and its configuration.
@@ -159,6 +162,9 @@ pub struct Instance {
     engine: EngineChoice,
     /// The console of the VM once started, for the boot timer.
     output: Mutex<Option<Arc<OutputWatch>>>,
+    /// The host terminal, made on the first start and kept: a failed start
+    /// followed by another must not leave two threads reading stdin.
+    console: std::sync::OnceLock<Console>,
 }
 
 /// How long `start` waits for the VM's vCPUs to start.
@@ -171,11 +177,13 @@ impl Instance {
                 state: InstanceState::NotStarted,
                 config: PendingConfig::default(),
                 outcome: None,
+                start_error: None,
             }),
             changed: Condvar::new(),
             live: LiveVm::new(),
             engine,
             output: Mutex::new(None),
+            console: std::sync::OnceLock::new(),
         })
     }
 
@@ -383,15 +391,27 @@ impl Instance {
     }
 
     fn run(&self, config: VmConfig, serial_out: Option<Arc<std::fs::File>>) {
-        let console = Console::start(OutputMode::Interactive);
+        let console = self
+            .console
+            .get_or_init(|| Console::start(OutputMode::Interactive));
         if let Some(file) = serial_out {
             console.output().redirect_to(file);
         }
         *self.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(console.output().clone());
-        let result = crate::run_vm_with(&config, &console, &self.live);
+        let result = crate::run_vm_with(&config, console, &self.live);
         let mut inner = self.lock();
-        inner.outcome = Some(result.map_err(|e| error_chain(&e)));
-        inner.state = InstanceState::Stopped;
+        match result {
+            // The builder fails only before the vCPUs run (a VM that
+            // stops on a guest reset is not rebooted here).
+            Err(e) => {
+                inner.start_error = Some(error_chain(&e));
+                inner.state = InstanceState::NotStarted;
+            }
+            Ok(outcome) => {
+                inner.outcome = Some(outcome);
+                inner.state = InstanceState::Stopped;
+            }
+        }
         self.changed.notify_all();
     }
 
@@ -399,8 +419,8 @@ impl Instance {
         let deadline = std::time::Instant::now() + START_TIMEOUT;
         let mut inner = self.lock();
         loop {
-            if let Some(Err(why)) = &inner.outcome {
-                return Err(InstanceError::Boot(why.clone()));
+            if let Some(why) = inner.start_error.take() {
+                return Err(InstanceError::Boot(why));
             }
             if inner.outcome.is_some() || self.live.get().is_ok() {
                 return Ok(());
@@ -436,7 +456,7 @@ impl Instance {
     }
 
     /// Blocks until the VM has stopped; returns how.
-    pub fn wait(&self) -> Result<Outcome, String> {
+    pub fn wait(&self) -> Outcome {
         let mut inner = self.lock();
         loop {
             if let Some(o) = &inner.outcome {
