@@ -17,8 +17,8 @@ use vmm::instance::{self, error_chain, Instance, InstanceError, InstanceState};
 use vmm::logger::{LoggerHandle, LoggerUpdate};
 use vmm::metrics::MetricsSink;
 use vmm::virtio_devices::{
-    BalloonConfig, BalloonHandle, BlockConfig, CacheType, NetConfig, RateLimiterConfig,
-    RateLimiterUpdate, TokenBucketConfig, VsockConfig,
+    BalloonConfig, BalloonHandle, BlockConfig, CacheType, IoEngine as BlockIoEngine, NetConfig,
+    RateLimiterConfig, RateLimiterUpdate, TokenBucketConfig, VsockConfig,
 };
 
 /// Firecracker's rate limiter body as the devices' configuration.
@@ -119,11 +119,6 @@ impl VmmBackend {
     }
 
     fn put_drive(&self, d: Drive) -> Result<Reply, Fault> {
-        if d.io_engine == Some(IoEngine::Async) {
-            return Err(Fault::new(
-                "io_engine Async is not supported by vessel yet: use Sync (or leave it out)",
-            ));
-        }
         let path = d.path_on_host.clone().unwrap_or_default();
         self.instance
             .put_drive(instance::Drive {
@@ -136,6 +131,10 @@ impl VmmBackend {
                         WireCache::Writeback => CacheType::Writeback,
                     },
                     rate_limiter: d.rate_limiter.as_ref().map(limiter),
+                    io_engine: match d.io_engine.unwrap_or_default() {
+                        IoEngine::Sync => BlockIoEngine::Sync,
+                        IoEngine::Async => BlockIoEngine::Async,
+                    },
                     ..BlockConfig::new(path)
                 },
                 is_root_device: d.is_root_device,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vmm::virtio_devices::VsockConfig;
 use vmm::virtio_devices::{
-    BalloonConfig, BlockConfig, CacheType, DeviceConfig, NetConfig, RateLimiterConfig,
+    BalloonConfig, BlockConfig, CacheType, DeviceConfig, IoEngine, NetConfig, RateLimiterConfig,
     TokenBucketConfig,
 };
 
@@ -20,10 +20,11 @@ pub struct DeviceArgs {
     /// A virtio disk backed by a raw image. Repeatable; the first is
     /// /dev/vda. cache=writeback (default: guest flushes reach the disk)
     /// or unsafe (no flush); direct=on bypasses the host page cache;
+    /// io=async serves reads, writes and flushes through io_uring;
     /// bw=BYTES and iops=N limit it per second (K/M/G suffixes, 1024-based).
     #[arg(
         long = "disk",
-        value_name = "PATH[,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,bw=BYTES][,iops=N]"
+        value_name = "PATH[,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
     )]
     pub disks: Vec<String>,
     /// A virtio network interface on a host TAP device. Repeatable.
@@ -70,7 +71,7 @@ impl std::fmt::Display for DeviceArgError {
             Self::DiskValue { arg, opt } => write!(
                 f,
                 "--disk {arg:?}: bad value in {opt:?} (cache=unsafe|writeback, direct=on|off, \
-                 bw=BYTES, iops=N; sizes may end in K, M or G)"
+                 io=sync|async, bw=BYTES, iops=N; sizes may end in K, M or G)"
             ),
             Self::NetTap(a) => write!(f, "--net {a:?}: tap=NAME (at most 15 bytes) is required"),
             Self::NetOption { arg, opt } => write!(
@@ -148,6 +149,9 @@ fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
             Some(("cache", "unsafe")) => cfg.cache = CacheType::Unsafe,
             Some(("cache", "writeback")) => cfg.cache = CacheType::Writeback,
             Some(("direct", v)) => cfg.direct = parse_on_off(v).ok_or_else(|| bad(opt))?,
+            Some(("io", "sync")) => cfg.io_engine = IoEngine::Sync,
+            Some(("io", "async")) => cfg.io_engine = IoEngine::Async,
+            Some(("io", _)) => return Err(bad(opt)),
             Some(("bw", v)) => limits.bandwidth = Some(per_second(v).ok_or_else(|| bad(opt))?),
             Some(("iops", v)) => limits.ops = Some(per_second(v).ok_or_else(|| bad(opt))?),
             Some(("cache", _)) => return Err(bad(opt)),
@@ -302,7 +306,15 @@ mod tests {
         assert_eq!(l.bandwidth, Some(TokenBucketConfig::per_second(4 << 20)));
         assert_eq!(l.ops, Some(TokenBucketConfig::per_second(100)));
         assert!(parse_disk("/img,direct=off").is_ok_and(|d| !d.direct));
+        assert_eq!(parse_disk("/img").unwrap().io_engine, IoEngine::Sync);
+        let d = parse_disk("/img,io=async").unwrap();
+        assert_eq!(d.io_engine, IoEngine::Async);
+        assert_eq!(
+            parse_disk("/img,io=sync").unwrap().io_engine,
+            IoEngine::Sync
+        );
         for bad in [
+            "io=uring",
             "cache=none",
             "direct=yes",
             "bw=",

@@ -28,7 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use virtio::balloon::{BalloonConfig, BalloonHandle};
 pub use virtio::block::rate_limiter::{RateLimiterConfig, RateLimiterUpdate, TokenBucketConfig};
-pub use virtio::block::{BlockConfig, BlockHandle, CacheType};
+pub use virtio::block::{BlockConfig, BlockHandle, CacheType, IoEngine};
 pub use virtio::net::{NetConfig, NetHandle};
 pub use virtio::vsock::VsockConfig;
 

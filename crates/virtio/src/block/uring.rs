@@ -63,11 +63,13 @@ struct Pending {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UringError {
-    #[error("io_uring_setup failed (the host kernel lacks io_uring or forbids it, e.g. kernel.io_uring_disabled=2 or a seccomp filter: use io_engine Sync)")]
+    #[error("io_uring_setup failed (the host kernel lacks io_uring or forbids it, e.g. kernel.io_uring_disabled or a seccomp filter: use the sync engine, io=sync or io_engine Sync)")]
     Setup(#[source] std::io::Error),
     #[error("cannot create the completion eventfd")]
     EventFd(#[source] std::io::Error),
-    #[error("cannot register the completion eventfd with io_uring (use io_engine Sync)")]
+    #[error(
+        "cannot register the completion eventfd with io_uring (use io=sync or io_engine Sync)"
+    )]
     RegisterEventFd(#[source] std::io::Error),
 }
 
@@ -96,7 +98,8 @@ impl AsyncIo {
     pub fn new(depth: u16) -> Result<Self, UringError> {
         let depth = depth.max(1);
         let ring = IoUring::new(u32::from(depth).next_power_of_two()).map_err(UringError::Setup)?;
-        let eventfd = EventFd::new(EFD_NONBLOCK).map_err(UringError::EventFd)?;
+        let eventfd =
+            EventFd::new(EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(UringError::EventFd)?;
         ring.submitter()
             .register_eventfd(eventfd.as_raw_fd())
             .map_err(UringError::RegisterEventFd)?;
