@@ -2,12 +2,16 @@
 //! one boot with `--disk PATH,io=async`: a 32 MiB random disk reads back
 //! with the host's sha256, bytes the guest writes and flushes are in the
 //! host image, and the same through O_DIRECT (`direct=on,io=async`),
-//! read back in the guest past its page cache.
+//! read back in the guest past its page cache. The vessel process holds
+//! one io_uring per async disk meanwhile.
 
 mod common;
 use common::{run, vessel};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -56,6 +60,45 @@ fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
         .trim()
 }
 
+/// io_uring descriptors the process whose command line contains
+/// `marker` holds now (0 when there is no such process).
+fn io_urings_of(marker: &str) -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for p in procs.flatten() {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let urings = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|l| l.to_string_lossy() == "anon_inode:[io_uring]")
+            .count();
+        if urings > 0 {
+            return urings;
+        }
+    }
+    0
+}
+
+/// Watches for the process naming `marker` until `stop`; returns the most
+/// io_urings it was seen holding.
+fn watch_io_urings(marker: String, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut most = 0;
+        while !stop.load(Ordering::Relaxed) {
+            most = most.max(io_urings_of(&marker));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        most
+    })
+}
+
 #[test]
 fn async_disks_read_and_write_through_io_uring() {
     let read = temp("read.img");
@@ -83,7 +126,11 @@ fn async_disks_read_and_write_through_io_uring() {
         .arg("--disk")
         .arg(format!("{},io=async,direct=on", direct.0.display()))
         .args(["--", "sh", "-c", script]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_io_urings(read.0.display().to_string(), stop.clone());
     let r = run(cmd, BOOT_TIMEOUT);
+    stop.store(true, Ordering::Relaxed);
+    let urings = watcher.join().unwrap();
     assert!(!r.timed_out, "timed out; stderr:\n{}", r.stderr);
     assert_eq!(
         r.status,
@@ -109,4 +156,5 @@ fn async_disks_read_and_write_through_io_uring() {
         "read back past the cache"
     );
     assert_eq!(value(&r.stdout, "SERIAL="), "async-disk", "GET_ID");
+    assert_eq!(urings, 3, "one io_uring per async disk");
 }
