@@ -201,16 +201,19 @@ impl AsyncIo {
     }
 
     /// Hands the queued entries to the kernel. Entries it did not take
-    /// stay queued and go with the next call.
+    /// (it is short of memory: EAGAIN) stay queued; the eventfd is
+    /// signalled so the event loop comes back and submits them, even when
+    /// nothing else is in flight to wake it.
     pub fn submit(&mut self) {
         loop {
             match self.ring.submit() {
                 Ok(_) => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!(
-                        "virtio-blk: io_uring submit failed ({e}); retrying on the next event"
-                    );
+                    log::warn!("virtio-blk: io_uring submit failed ({e}); retrying");
+                    if let Err(e) = self.eventfd.write(1) {
+                        log::error!("virtio-blk: cannot schedule the retry: {e}");
+                    }
                     return;
                 }
             }
