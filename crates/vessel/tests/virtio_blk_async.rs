@@ -3,7 +3,9 @@
 //! with the host's sha256, bytes the guest writes and flushes are in the
 //! host image, and the same through O_DIRECT (`direct=on,io=async`),
 //! read back in the guest past its page cache. The vessel process holds
-//! one io_uring per async disk meanwhile.
+//! one io_uring per async disk meanwhile. And Firecracker's
+//! `io_engine: "Async"` in a config file's drive: the guest's ext4 root
+//! on an async drive.
 
 mod common;
 use common::{run, vessel};
@@ -157,4 +159,62 @@ fn async_disks_read_and_write_through_io_uring() {
     );
     assert_eq!(value(&r.stdout, "SERIAL="), "async-disk", "GET_ID");
     assert_eq!(urings, 3, "one io_uring per async disk");
+}
+
+/// A drive with `io_engine: "Async"` in a Firecracker config file (the
+/// API's drive body) as the guest's ext4 root: a file written, synced,
+/// dropped from the guest's cache and read back hashes the same.
+#[test]
+fn config_file_async_root_drive() {
+    let guest = common::api::default_guest();
+    let rootfs = temp("root.ext4");
+    let cfg = temp("cfg.json");
+    let st = vessel()
+        .args(["guest", "prepare", "--rootfs"])
+        .arg(&rootfs.0)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cannot make the root file system");
+    let script = "grep ' / ' /proc/mounts; head -c 4194304 /dev/urandom > /f; sync; \
+        sha256sum /f | sed 's/ .*//;s/^/F=/'; echo 3 > /proc/sys/vm/drop_caches; \
+        sha256sum /f | sed 's/ .*//;s/^/AGAIN=/'";
+    let body = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": guest.vmlinux,
+            "initrd_path": guest.initramfs,
+            "boot_args": format!("console=ttyS0 reboot=k panic=1 {}",
+                guest::script_cmdline(script)),
+        },
+        "drives": [{
+            "drive_id": "rootfs",
+            "is_root_device": true,
+            "cache_type": "Writeback",
+            "is_read_only": false,
+            "path_on_host": rootfs.0,
+            "io_engine": "Async",
+        }],
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+    });
+    std::fs::write(&cfg.0, body.to_string()).unwrap();
+    let mut cmd = vessel();
+    cmd.args(["--no-api", "--config-file"]).arg(&cfg.0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_io_urings(cfg.0.display().to_string(), stop.clone());
+    let r = run(cmd, BOOT_TIMEOUT);
+    stop.store(true, Ordering::Relaxed);
+    let urings = watcher.join().unwrap();
+    let all = format!("{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.status, Some(0), "{all}");
+    assert!(
+        r.stdout.contains("/dev/vda / ext4 rw"),
+        "root on the drive: {all}"
+    );
+    let written = value(&r.stdout, "F=");
+    assert_eq!(written.len(), 64, "{all}");
+    assert_eq!(
+        value(&r.stdout, "AGAIN="),
+        written,
+        "read back from the disk"
+    );
+    assert_eq!(urings, 1, "the drive runs on io_uring");
 }
