@@ -3,7 +3,8 @@
 //! same files (`device.rs` features/config/activate/reset, `handler.rs`
 //! queue processing, `persist.rs` snapshot state, `metrics.rs` counters):
 //! [`block`] (raw image file), [`net`] (TAP), [`rng`] (host getrandom),
-//! [`balloon`] and [`vsock`] (host Unix sockets, as Firecracker has them).
+//! [`balloon`], [`vsock`] (host Unix sockets, as Firecracker has them) and
+//! [`fs`] (a host directory over virtio-fs).
 //!
 //! Descriptor chains are validated once, in [`queue`], before a device
 //! looks at them: a structurally broken chain marks the device
@@ -14,6 +15,7 @@
 pub mod balloon;
 pub mod block;
 pub mod device;
+pub mod fs;
 pub mod net;
 pub mod pci;
 pub mod queue;
@@ -32,6 +34,7 @@ pub mod device_type {
     pub const BALLOON: u32 = 5;
     pub const RNG: u32 = 4;
     pub const VSOCK: u32 = 19;
+    pub const FS: u32 = 26;
 }
 
 /// Feature bits every transport/device shares (virtio 1.2 section 6).
