@@ -14,6 +14,7 @@ use api::{Backend, Fault, Reply, Request};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use vmm::instance::{self, error_chain, Instance, InstanceError, InstanceState};
+use vmm::live::LiveHandles;
 use vmm::logger::{LoggerHandle, LoggerUpdate};
 use vmm::metrics::MetricsSink;
 use vmm::virtio_devices::{
@@ -222,15 +223,8 @@ impl VmmBackend {
     /// After boot: a new image (the guest sees a disk change) and/or new
     /// limits; buckets the body leaves out are kept.
     fn patch_drive(&self, p: PartialDrive) -> Result<Reply, Fault> {
-        self.instance
-            .require_running("PATCH /drives (use PUT before InstanceStart)")
-            .map_err(fault)?;
-        let devices = self
-            .instance
-            .live()
-            .get()
-            .map_err(|e| Fault(e.to_string()))?;
-        let devices = &devices.virtio;
+        let live = self.running("PATCH /drives (use PUT before InstanceStart)")?;
+        let devices = &live.virtio;
         let err = |e: vmm::virtio_devices::VirtioError| Fault(error_chain(&e));
         if let Some(path) = &p.path_on_host {
             devices
@@ -255,15 +249,7 @@ impl VmmBackend {
     }
 
     fn patch_net(&self, p: PartialNetworkInterface) -> Result<Reply, Fault> {
-        self.instance
-            .require_running("PATCH /network-interfaces (use PUT before InstanceStart)")
-            .map_err(fault)?;
-        let devices = self
-            .instance
-            .live()
-            .get()
-            .map_err(|e| Fault(e.to_string()))?;
-        devices
+        self.running("PATCH /network-interfaces (use PUT before InstanceStart)")?
             .virtio
             .update_net_limiters(
                 &p.iface_id,
@@ -311,6 +297,12 @@ impl VmmBackend {
         Ok(Reply::NoContent)
     }
 
+    /// The running VM's handles, for `what`, which needs one.
+    fn running(&self, what: &'static str) -> Result<LiveHandles, Fault> {
+        self.instance.require_running(what).map_err(fault)?;
+        self.instance.live().get().map_err(|e| Fault(e.to_string()))
+    }
+
     /// The running balloon's controls.
     fn balloon(&self, what: &'static str) -> Result<BalloonHandle, Fault> {
         if self.wire().balloon.is_none() {
@@ -318,13 +310,8 @@ impl VmmBackend {
                 "no balloon device: PUT /balloon before InstanceStart",
             ));
         }
-        self.instance.require_running(what).map_err(fault)?;
-        let live = self
-            .instance
-            .live()
-            .get()
-            .map_err(|e| Fault(e.to_string()))?;
-        live.virtio
+        self.running(what)?
+            .virtio
             .balloon
             .clone()
             .ok_or_else(|| Fault::new("the balloon device is not running"))

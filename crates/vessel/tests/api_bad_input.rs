@@ -7,24 +7,11 @@
 //! afterwards `GET /` still answers and the guest is still running.
 
 mod common;
-use common::api::{default_guest, http, http_ok, VmmProcess};
+use common::api::{action, default_guest, http, http_ok, VmmProcess};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("vessel-bad-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
 
 /// A request that must be refused with 400 and a fault message that
 /// contains `hint`.
@@ -59,12 +46,7 @@ fn boot_counter_guest(sock: &Path) {
         "boot_args": format!("{} {}", guest.default_cmdline, guest::script_cmdline(script)),
     });
     http_ok(sock, "PUT", "/boot-source", Some(&boot.to_string()));
-    http_ok(
-        sock,
-        "PUT",
-        "/actions",
-        Some(r#"{"action_type": "InstanceStart"}"#),
-    );
+    action(sock, "InstanceStart");
 }
 
 fn bodies_and_paths(sock: &Path) {
@@ -178,7 +160,7 @@ fn slow_and_many_clients(sock: &Path) {
 
 #[test]
 fn bad_requests_are_refused_and_the_guest_keeps_running() {
-    let dir = temp_dir("api");
+    let dir = common::temp_dir("bad-api");
     let sock = dir.0.join("api.sock");
     let mut cmd = common::vessel();
     cmd.args(["--api-sock", sock.to_str().unwrap()]);
@@ -243,7 +225,7 @@ fn bad_requests_are_refused_and_the_guest_keeps_running() {
 
 #[test]
 fn socket_paths_that_exist_or_cannot_be_made_are_refused_clearly() {
-    let dir = temp_dir("sock");
+    let dir = common::temp_dir("bad-sock");
     let taken = dir.0.join("taken.sock");
     std::fs::write(&taken, b"").unwrap();
     let out = common::vessel()

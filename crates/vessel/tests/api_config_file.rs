@@ -8,22 +8,9 @@
 mod common;
 use common::api::default_guest;
 use common::run;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("vessel-cfg-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
 
 /// Firecracker's documented config file, with this machine's paths.
 fn firecracker_config(kernel: &Path, initrd: &Path, boot_args: &str, rootfs: &Path) -> String {
@@ -79,7 +66,7 @@ fn vessel_with_config(path: &Path) -> Command {
 #[test]
 fn firecrackers_documented_config_file_boots_unchanged() {
     let guest = default_guest();
-    let dir = temp_dir("boot");
+    let dir = common::temp_dir("cfg-boot");
     let rootfs = dir.0.join("root.ext4");
     let st = common::vessel()
         .args(["guest", "prepare", "--rootfs", rootfs.to_str().unwrap()])
@@ -115,7 +102,7 @@ fn firecrackers_documented_config_file_boots_unchanged() {
 #[test]
 fn serial_out_path_takes_the_console_off_stdout() {
     let guest = default_guest();
-    let dir = temp_dir("serial");
+    let dir = common::temp_dir("cfg-serial");
     let serial = dir.0.join("serial.log");
     let cfg = serde_json::json!({
         "boot-source": {
@@ -138,7 +125,7 @@ fn serial_out_path_takes_the_console_off_stdout() {
 
 /// Runs vessel on a config file and returns its stderr; it must fail fast.
 fn refused(cfg_text: &str) -> String {
-    let dir = temp_dir("bad");
+    let dir = common::temp_dir("cfg-bad");
     let cfg = dir.0.join("cfg.json");
     std::fs::write(&cfg, cfg_text).unwrap();
     let r = run(vessel_with_config(&cfg), Duration::from_secs(30));

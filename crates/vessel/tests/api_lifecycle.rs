@@ -9,26 +9,12 @@
 //! Needs root (network namespaces); skipped loudly without it.
 
 mod common;
-use common::api::{default_guest, http, http_ok, unix_now, VmmProcess};
+use common::api::{action, default_guest, http, http_ok, unix_now, VmmProcess};
 use common::netns::{is_root, Netns};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const TAP: &str = "vtapi0";
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir() -> TempDir {
-    let d = std::env::temp_dir().join(format!("vessel-api-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
 
 /// `TICK <n> <guest unix time>` lines: (n, guest time, host arrival time).
 fn ticks(vmm: &VmmProcess) -> Vec<(u64, f64, f64)> {
@@ -58,12 +44,7 @@ fn wait_for_ticks(vmm: &VmmProcess, more_than: usize, timeout: Duration) -> bool
 /// FlushMetrics writes one JSON object with Firecracker's groups, and the
 /// running devices' counters in them.
 fn check_metrics(sock: &std::path::Path, path: &std::path::Path) {
-    http_ok(
-        sock,
-        "PUT",
-        "/actions",
-        Some(r#"{"action_type": "FlushMetrics"}"#),
-    );
+    action(sock, "FlushMetrics");
     let text = std::fs::read_to_string(path).expect("the metrics file");
     let last = text.lines().last().expect("a metrics line");
     let m: serde_json::Value = serde_json::from_str(last).expect("one JSON object per line");
@@ -120,7 +101,7 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
         return;
     }
     let guest = default_guest();
-    let dir = temp_dir();
+    let dir = common::temp_dir("api-lifecycle");
     let sock = dir.0.join("api.sock");
     let disk = dir.0.join("data.img");
     std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();
@@ -210,12 +191,7 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("fault_message"), "{text}");
 
-    http_ok(
-        &sock,
-        "PUT",
-        "/actions",
-        Some(r#"{"action_type": "InstanceStart"}"#),
-    );
+    action(&sock, "InstanceStart");
     assert!(
         vmm.wait_for_line("VESSEL-GUEST-READY", BOOT_TIMEOUT),
         "guest not ready:\n{}",
@@ -266,12 +242,7 @@ fn configure_boot_pause_resume_and_ctrl_alt_del_over_the_socket() {
         "log lines name the instance and level: {log_text}"
     );
 
-    http_ok(
-        &sock,
-        "PUT",
-        "/actions",
-        Some(r#"{"action_type": "SendCtrlAltDel"}"#),
-    );
+    action(&sock, "SendCtrlAltDel");
     let status = vmm.wait_exit(Duration::from_secs(60));
     assert_eq!(
         status,

@@ -5,18 +5,10 @@
 //! the guest's second timed read runs at the new rate; both within 10%.
 
 mod common;
-use common::api::{default_guest, http_ok, VmmProcess};
-use std::path::PathBuf;
+use common::api::{action, default_guest, http_ok, VmmProcess};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn limiter(mib_per_s: u64) -> serde_json::Value {
     serde_json::json!({"bandwidth": {"size": mib_per_s * MIB, "refill_time": 1000}})
@@ -47,8 +39,7 @@ fn timed_read(name: &str, skip: u64, warm: u64, timed: u64) -> String {
 #[test]
 fn drive_limit_holds_and_a_patch_after_boot_changes_it() {
     let guest = default_guest();
-    let dir = TempDir(std::env::temp_dir().join(format!("vessel-api-rl-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = common::temp_dir("api-rate-limit");
     let sock = dir.0.join("api.sock");
     let disk = dir.0.join("disk.img");
     std::fs::write(&disk, vec![0x5a_u8; (64 * MIB) as usize]).unwrap();
@@ -78,12 +69,7 @@ fn drive_limit_holds_and_a_patch_after_boot_changes_it() {
         "rate_limiter": limiter(4),
     });
     http_ok(&sock, "PUT", "/drives/data", Some(&drive.to_string()));
-    http_ok(
-        &sock,
-        "PUT",
-        "/actions",
-        Some(r#"{"action_type": "InstanceStart"}"#),
-    );
+    action(&sock, "InstanceStart");
     assert!(
         vmm.wait_for_line("PATCH-NOW", Duration::from_secs(600)),
         "{}",

@@ -13,17 +13,10 @@ use firepilot::builder::executor::FirecrackerExecutorBuilder;
 use firepilot::builder::kernel::KernelBuilder;
 use firepilot::builder::{Builder, Configuration};
 use firepilot::machine::Machine;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const MARKER: &[u8] = b"FIREPILOT-GUEST-RAN";
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn drive_has_marker(path: &Path) -> bool {
     std::fs::read(path)
@@ -34,9 +27,7 @@ fn drive_has_marker(path: &Path) -> bool {
 #[tokio::test(flavor = "current_thread")]
 async fn firepilot_boots_pauses_resumes_and_stops_vessel() {
     let guest = default_guest();
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("vessel-firepilot-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = common::temp_dir("firepilot");
     let firecracker = dir.0.join("firecracker");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vessel"), &firecracker).unwrap();
     let disk = dir.0.join("data.img");

@@ -55,6 +55,12 @@ pub fn http_ok(sock: &Path, method: &str, path: &str, body: Option<&str>) -> Str
     text
 }
 
+/// `PUT /actions` with this action type, which must succeed.
+pub fn action(sock: &Path, kind: &str) {
+    let body = format!(r#"{{"action_type": "{kind}"}}"#);
+    http_ok(sock, "PUT", "/actions", Some(&body));
+}
+
 /// The default guest (kernel, initramfs, command line), prepared through
 /// the binary when missing.
 pub fn default_guest() -> guest::GuestImage {

@@ -6,6 +6,22 @@
 pub mod api;
 pub mod netns;
 
+/// A directory for one test, named after it and this process; removed
+/// with everything in it on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir(name: &str) -> TempDir {
+    let d = std::env::temp_dir().join(format!("vessel-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("create the test's directory");
+    TempDir(d)
+}
+
 use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
