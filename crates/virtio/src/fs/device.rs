@@ -1,8 +1,8 @@
 //! The shared-directory device: configuration (tag, host directory,
 //! read-only), the config space (`tag[36]` and the number of request
-//! queues), activation and reset. The FUSE server lives as long as the
-//! device, so inodes the guest looked up survive a driver reset only as
-//! the server's bookkeeping (the guest starts over with INIT).
+//! queues), activation and reset. A reset forgets every inode and open
+//! file the driver was given (as FUSE_DESTROY does): a rebooted guest
+//! starts over with INIT and cannot use numbers from before.
 
 use super::handler::Session;
 use super::metrics::FsMetrics;
@@ -11,6 +11,7 @@ use crate::device::{
 };
 use crate::queue::QueueError;
 use crate::{device_type, features};
+use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{Config, PassthroughFs};
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ pub(super) struct Active {
 pub struct Fs {
     pub(super) config: FsConfig,
     pub(super) session: Session,
+    /// The file system the server serves, for reset.
+    passthrough: Arc<PassthroughFs>,
     pub(super) active: Option<Active>,
     pub metrics: Arc<FsMetrics>,
 }
@@ -100,12 +103,14 @@ impl Fs {
         .map_err(passthrough)?;
         fs.import().map_err(passthrough)?;
         let metrics = Arc::new(FsMetrics::default());
-        let server = Server::new(Arc::new(fs));
+        let passthrough = Arc::new(fs);
+        let server = Server::new(passthrough.clone());
         let session = Session::new(server, config.read_only, metrics.clone())
             .map_err(FsError::ReplyBuffer)?;
         Ok(Fs {
             config: config.clone(),
             session,
+            passthrough,
             active: None,
             metrics,
         })
@@ -160,5 +165,6 @@ impl VirtioDevice for Fs {
 
     fn reset(&mut self) {
         self.active = None;
+        self.passthrough.destroy();
     }
 }

@@ -291,3 +291,26 @@ fn malformed_requests_get_errors() {
     // The device still serves afterwards.
     assert_eq!(g.lookup(1, b"hello").0, 0);
 }
+
+#[test]
+fn reset_forgets_the_inodes_handed_out() {
+    let dir = tree();
+    let mut g = Guest::new(dir.path(), false);
+    let (_, node, ..) = g.lookup(1, b"hello");
+    assert_eq!(error(&g.call(opcode::GETATTR, node, &[0; 16])), 0);
+    g.dev.reset();
+    let queue = TestQueue::new(&g.mem, GuestAddress(0x8000), 16);
+    let hiprio = TestQueue::new(&g.mem, GuestAddress(0x1000), 16);
+    g.dev
+        .activate(Activation {
+            mem: g.mem.clone(),
+            queues: vec![hiprio.queue(), queue.queue()],
+            features: 0,
+            interrupt: Arc::new(NoIrq),
+            dma: Default::default(),
+        })
+        .unwrap();
+    g.queue = queue;
+    assert_ne!(error(&g.call(opcode::GETATTR, node, &[0; 16])), 0);
+    assert_eq!(g.lookup(1, b"hello").0, 0);
+}
