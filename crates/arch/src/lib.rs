@@ -19,6 +19,8 @@ mod testutil;
 pub use acpi::{create_acpi_tables, AcpiConfig, AcpiError};
 pub use boot::{configure_boot, BootError, BootState};
 pub use cpuid::{cpuid, CpuidOptions};
-pub use loader::{load_initrd, load_kernel, BootProtocol, LoadError, LoadedKernel};
+pub use loader::{
+    kernel_end, load_initrd, load_kernel, min_ram_bytes, BootProtocol, LoadError, LoadedKernel,
+};
 pub use memory::{e820_map, ram_regions, E820Entry, E820Kind, MemoryError};
 pub use msr::boot_msrs;

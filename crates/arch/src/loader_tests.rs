@@ -523,3 +523,56 @@ fn corrupted_headers_never_panic() {
         }
     }
 }
+
+fn end_of(bytes: &[u8]) -> Result<u64, LoadError> {
+    let t = TempFile::with_contents(bytes);
+    kernel_end(&mut t.open())
+}
+
+/// kernel_end reads from the headers what loading finds, without RAM.
+#[test]
+fn kernel_end_matches_what_loading_finds() {
+    let gm = guest(64 * MIB);
+    let elf = plain_elf();
+    assert_eq!(
+        end_of(&elf).unwrap(),
+        load_bytes(&gm, &elf).unwrap().kernel_end.0
+    );
+    let bz = bzimage(0x20f, XLF_KERNEL_64, &[0xaa; 4096]);
+    assert_eq!(
+        end_of(&bz).unwrap(),
+        load_bytes(&gm, &bz).unwrap().kernel_end.0
+    );
+    // An ELF far beyond any RAM given still has an end.
+    let high = elf_at(0x7000_0000);
+    assert_eq!(end_of(&high).unwrap(), 0x7000_2000);
+    assert!(matches!(end_of(&[]), Err(LoadError::NotAKernel)));
+    assert!(matches!(
+        end_of(&elf[..100]),
+        Err(LoadError::BadProgramHeaders)
+    ));
+}
+
+fn elf_at(paddr: u64) -> Vec<u8> {
+    elf(
+        paddr,
+        &[Seg {
+            p_type: PT_LOAD,
+            offset: 0x1000,
+            paddr,
+            filesz: 4,
+            memsz: 0x2000,
+        }],
+        CODE,
+    )
+}
+
+#[test]
+fn min_ram_counts_the_initrd_twice_and_linux_working_memory() {
+    assert_eq!(min_ram_bytes(40 * MIB, None), 40 * MIB);
+    assert_eq!(
+        min_ram_bytes(62 * MIB, Some(3 * MIB)),
+        68 * MIB + LINUX_WORKING_MEMORY
+    );
+    assert_eq!(min_ram_bytes(u64::MAX, Some(u64::MAX)), u64::MAX);
+}

@@ -21,10 +21,12 @@ pub struct DeviceArgs {
     /// /dev/vda. cache=writeback (default: guest flushes reach the disk)
     /// or unsafe (no flush); direct=on bypasses the host page cache;
     /// io=async serves reads, writes and flushes through io_uring;
+    /// lock=off opens the image without the lock that keeps other VMs
+    /// from writing it meanwhile (shared when readonly, else exclusive);
     /// bw=BYTES and iops=N limit it per second (K/M/G suffixes, 1024-based).
     #[arg(
         long = "disk",
-        value_name = "PATH[,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
+        value_name = "PATH[,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,lock=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
     )]
     pub disks: Vec<String>,
     /// A virtio network interface on a host TAP device. Repeatable.
@@ -70,7 +72,7 @@ impl std::fmt::Display for DeviceArgError {
             Self::DiskId(a) => write!(f, "--disk {a:?}: id is longer than 20 bytes"),
             Self::DiskValue { arg, opt } => write!(
                 f,
-                "--disk {arg:?}: bad value in {opt:?} (cache=unsafe|writeback, direct=on|off, \
+                "--disk {arg:?}: bad value in {opt:?} (cache=unsafe|writeback, direct=on|off, lock=on|off, \
                  io=sync|async, bw=BYTES, iops=N; sizes may end in K, M or G)"
             ),
             Self::NetTap(a) => write!(f, "--net {a:?}: tap=NAME (at most 15 bytes) is required"),
@@ -149,6 +151,7 @@ fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
             Some(("cache", "unsafe")) => cfg.cache = CacheType::Unsafe,
             Some(("cache", "writeback")) => cfg.cache = CacheType::Writeback,
             Some(("direct", v)) => cfg.direct = parse_on_off(v).ok_or_else(|| bad(opt))?,
+            Some(("lock", v)) => cfg.lock = parse_on_off(v).ok_or_else(|| bad(opt))?,
             Some(("io", "sync")) => cfg.io_engine = IoEngine::Sync,
             Some(("io", "async")) => cfg.io_engine = IoEngine::Async,
             Some(("io", _)) => return Err(bad(opt)),
@@ -306,6 +309,8 @@ mod tests {
         assert_eq!(l.bandwidth, Some(TokenBucketConfig::per_second(4 << 20)));
         assert_eq!(l.ops, Some(TokenBucketConfig::per_second(100)));
         assert!(parse_disk("/img,direct=off").is_ok_and(|d| !d.direct));
+        assert!(parse_disk("/img").is_ok_and(|d| d.lock));
+        assert!(parse_disk("/img,lock=off").is_ok_and(|d| !d.lock));
         assert_eq!(parse_disk("/img").unwrap().io_engine, IoEngine::Sync);
         let d = parse_disk("/img,io=async").unwrap();
         assert_eq!(d.io_engine, IoEngine::Async);
@@ -315,6 +320,7 @@ mod tests {
         );
         for bad in [
             "io=uring",
+            "lock=no",
             "cache=none",
             "direct=yes",
             "bw=",

@@ -48,6 +48,19 @@ enum Command {
     Guest(GuestCommand),
     /// Talk to a running vessel (or Firecracker) through its API socket.
     Ctl(serve::CtlArgs),
+    /// Print a shell completion script: `vessel completions bash >
+    /// ~/.local/share/bash-completion/completions/vessel`.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +160,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(cmd)) => bench_args::bench(cmd),
         Some(Command::Guest(cmd)) => guest(cmd),
         Some(Command::Ctl(args)) => serve::ctl(args),
+        Some(Command::Completions { shell }) => completions(shell),
         None if cli.process.wants_vmm() => serve::serve(cli.process),
         None => {
             let _ = <Cli as clap::CommandFactory>::command().print_help();
@@ -278,6 +292,26 @@ fn guest(cmd: GuestCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // Into a buffer first: clap_complete panics on a failed write (a
+    // closed pipe, as with `| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "vessel", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write the completion script"))
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 

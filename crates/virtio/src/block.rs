@@ -12,6 +12,7 @@ mod device;
 mod disk;
 mod handle;
 mod handler;
+mod lock;
 pub mod metrics;
 pub mod persist;
 pub mod request;
@@ -22,5 +23,6 @@ pub use device::{
 };
 pub use disk::{BOUNCE_BYTES, DIRECT_ALIGN};
 pub use handle::BlockHandle;
+pub use lock::LockError;
 pub use rate_limiter;
 pub use uring::UringError;

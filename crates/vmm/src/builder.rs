@@ -40,6 +40,11 @@ pub enum Error {
         path: PathBuf,
         source: arch::LoadError,
     },
+    #[error(
+        "guest memory of {have} MiB is too small for this kernel and initrd: they need at least \
+         {need} MiB; use --memory {need} or more (mem_size_mib over the API)"
+    )]
+    MemoryTooSmall { have: u64, need: u64 },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("--cpus {requested} is more than the {engine} engine allows here ({max})")]
@@ -85,14 +90,9 @@ pub fn run_vm(config: &VmConfig, console: &Console) -> Result<Outcome, Error> {
 /// threads (the API) while each boot runs.
 pub fn run_vm_with(config: &VmConfig, console: &Console, live: &LiveVm) -> Result<Outcome, Error> {
     config.validate(memory::host_memory_mib())?;
-    // Fail on unreadable files before the engine is started.
-    open(&config.kernel, |path, source| Error::KernelOpen {
-        path,
-        source,
-    })?;
-    if let Some(initrd) = &config.initrd {
-        open(initrd, |path, source| Error::InitrdOpen { path, source })?;
-    }
+    // Fail on unreadable files and too little memory before the engine
+    // is started.
+    check_memory(config)?;
     let hypervisor = engine::create(config.engine)?;
     loop {
         let outcome = run_once(config, hypervisor.as_ref(), console, live)?;
@@ -110,6 +110,38 @@ pub fn run_vm_with(config: &VmConfig, console: &Console, live: &LiveVm) -> Resul
         }
         return Ok(outcome);
     }
+}
+
+/// Fails unless the kernel and initrd of `config` (read from their
+/// headers and sizes) fit its memory with what Linux needs to boot.
+fn check_memory(config: &VmConfig) -> Result<(), Error> {
+    let mut kernel = open(&config.kernel, |path, source| Error::KernelOpen {
+        path,
+        source,
+    })?;
+    let end = arch::kernel_end(&mut kernel).map_err(|source| Error::KernelLoad {
+        path: config.kernel.clone(),
+        source,
+    })?;
+    let initrd = match &config.initrd {
+        Some(path) => {
+            let f = open(path, |path, source| Error::InitrdOpen { path, source })?;
+            let meta = f.metadata();
+            Some(meta.map_err(|source| Error::InitrdOpen {
+                path: path.clone(),
+                source,
+            })?)
+        }
+        None => None,
+    };
+    let need = arch::min_ram_bytes(end, initrd.map(|m| m.len())).div_ceil(1 << 20);
+    if config.memory_mib < need {
+        return Err(Error::MemoryTooSmall {
+            have: config.memory_mib,
+            need,
+        });
+    }
+    Ok(())
 }
 
 /// One boot of the VM, from power-on to stop.

@@ -6,6 +6,7 @@
 
 use super::disk::Disk;
 use super::handle::BlockHandle;
+use super::lock::LockError;
 use super::metrics::BlockMetrics;
 use super::request::ID_BYTES;
 use super::uring::{AsyncIo, UringError};
@@ -80,6 +81,9 @@ pub struct BlockConfig {
     /// can still be set while running, see [`BlockHandle`]).
     pub rate_limiter: Option<RateLimiterConfig>,
     pub io_engine: IoEngine,
+    /// Lock the image (shared when read-only, else exclusive) so no other
+    /// VM writes it meanwhile; `lock=off` turns it off.
+    pub lock: bool,
 }
 
 impl BlockConfig {
@@ -93,6 +97,7 @@ impl BlockConfig {
             direct: false,
             rate_limiter: None,
             io_engine: IoEngine::Sync,
+            lock: true,
         }
     }
 }
@@ -118,6 +123,8 @@ pub enum BlockError {
     RateLimiter(#[from] RateLimiterError),
     #[error("cannot start the async (io_uring) engine")]
     Uring(#[from] UringError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 pub(super) struct Active {
@@ -177,7 +184,10 @@ pub struct Block {
 
 impl Block {
     pub fn new(cfg: &BlockConfig) -> Result<Self, BlockError> {
-        let disk = Disk::open(&cfg.path, cfg.readonly, cfg.direct)?;
+        let mut disk = Disk::open(&cfg.path, cfg.readonly, cfg.direct)?;
+        if cfg.lock {
+            disk.take_lock(cfg.readonly)?;
+        }
         let limiter = RateLimiter::new(&cfg.rate_limiter.unwrap_or_default())?;
         let mut b = Self::with_disk(disk, cfg.readonly, cfg.id.as_deref());
         b.direct = cfg.direct;

@@ -63,6 +63,8 @@ pub struct Disk {
     direct: Option<Direct>,
     pub(super) sectors: u64,
     pub(super) path: Option<PathBuf>,
+    /// Holds a lock on the image (see `lock.rs`).
+    pub(super) locked: bool,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlockError + '_ {
@@ -106,6 +108,7 @@ impl Disk {
             direct,
             sectors: len / SECTOR_SIZE,
             path: Some(path.to_path_buf()),
+            locked: false,
         })
     }
 
@@ -116,6 +119,7 @@ impl Disk {
             direct: None,
             sectors,
             path: None,
+            locked: false,
         }
     }
 

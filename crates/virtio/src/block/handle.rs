@@ -65,15 +65,21 @@ impl BlockHandle {
         lock(&self.backend).disk.sectors
     }
 
-    /// Opens `path` the way the drive was opened (read-only, O_DIRECT)
-    /// and makes it the drive's image; requests after this call use it.
+    /// Opens `path` the way the drive was opened (read-only, O_DIRECT,
+    /// locked) and makes it the drive's image, releasing the old one's
+    /// lock; requests after this call use it.
     /// Returns the new capacity in sectors. On error the old image stays.
     pub fn swap_image(&self, path: &Path) -> Result<u64, BlockError> {
-        let disk = Disk::open(path, self.readonly, self.direct)?;
+        let mut disk = Disk::open(path, self.readonly, self.direct)?;
         let sectors = disk.sectors;
+        let mut backend = lock(&self.backend);
+        // Locked as the old image was; the old one's lock goes at once.
+        disk.take_lock_like(&backend.disk, self.readonly)?;
+        backend.disk.release_lock();
+        let interrupt = backend.swap(disk);
         // Notify after unlocking: the interrupt takes the transport's
         // MSI-X locks, which must never wait behind this one.
-        let interrupt = lock(&self.backend).swap(disk);
+        drop(backend);
         if let Some(i) = interrupt {
             i.signal_config_change();
         }
