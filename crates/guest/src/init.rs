@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 6;
+pub const RECIPE_VERSION: u32 = 7;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -42,6 +42,9 @@ mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 
 cmd=
+agent=
+tty=
+term=
 host=vessel
 modules=present
 root=
@@ -51,6 +54,9 @@ set -f
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vessel.cmd=*) cmd=${arg#vessel.cmd=} ;;
+        vessel.agent=*) agent=${arg#vessel.agent=} ;;
+        vessel.tty=*) tty=${arg#vessel.tty=} ;;
+        vessel.term=*) term=${arg#vessel.term=} ;;
         vessel.hostname=*) host=${arg#vessel.hostname=} ;;
         vessel.modules=*) modules=${arg#vessel.modules=} ;;
         root=*) root=${arg#root=} ;;
@@ -123,6 +129,12 @@ say() {
 if [ -n "$cmd" ]; then
     # Byte-exact output: no \n -> \r\n on the console while the command runs.
     stty -onlcr < /dev/console 2>/dev/null
+    # The VMM asked for the agent on a root without it: the command's
+    # output comes on the console after all.
+    if [ "$agent" = 1 ] && [ ! -x /bin/vessel-agent ]; then
+        say VESSEL-NO-AGENT
+        agent=
+    fi
     say VESSEL-GUEST-READY
     if script=$(echo "$cmd" | base64 -d); then
         # The session leader must outlive the command's output: when a
@@ -136,7 +148,20 @@ if [ -n "$cmd" ]; then
         # while it is still going.
         echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
         trap 'say "vessel init: Ctrl+Alt+Del: powering off"; sync; poweroff -f' INT
-        setsid cttyhack /bin/sh -c '/bin/sh -c "$1"; s=$?; stty -onlcr 2>/dev/null; exit $s' vessel-cmd "$script" &
+        if [ "$agent" = 1 ] && [ -x /bin/vessel-agent ]; then
+            # --- vessel-agent (vessel.agent=1) ---
+            # The command's stdin, stdout, stderr and status travel on
+            # vsock streams to the host (see crates/guest/agent); with
+            # vessel.tty=ROWSxCOLS it runs on a pty of that size. The
+            # console keeps only the markers and the agent's own errors.
+            if [ -n "$tty" ]; then
+                TERM=${term:-linux} setsid /bin/vessel-agent --tty "$tty" /bin/sh -c "$script" < /dev/null &
+            else
+                setsid /bin/vessel-agent /bin/sh -c "$script" < /dev/null &
+            fi
+        else
+            setsid cttyhack /bin/sh -c '/bin/sh -c "$1"; s=$?; stty -onlcr 2>/dev/null; exit $s' vessel-cmd "$script" &
+        fi
         wait $!
         status=$?
     else
@@ -226,6 +251,7 @@ fn base_tree(tree: &mut Tree) -> Result<(), TreeError> {
     tree.add("dev/console", 0o600, Node::CharDev { major: 5, minor: 1 })?;
     tree.add("dev/null", 0o666, Node::CharDev { major: 1, minor: 3 })?;
     tree.add_file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?;
+    tree.add_file(crate::agent::PATH, 0o755, crate::agent::BINARY.to_vec())?;
     tree.add_file(
         "etc/passwd",
         0o644,

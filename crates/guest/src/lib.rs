@@ -11,6 +11,7 @@
 //! command. See `cmdline.rs` for the contract with the init.
 //! [`bench_initramfs`] adds host tools (fio) to a second, opt-in archive.
 
+pub mod agent;
 pub mod apt;
 pub mod cmdline;
 pub mod cpio;

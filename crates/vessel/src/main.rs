@@ -182,6 +182,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         OutputMode::Command
     };
+    // A command on vessel's own guest runs through its agent: stdin, stdout
+    // and stderr on vsock streams (a --vsock of the user's takes the device).
+    let agent = mode == OutputMode::Command
+        && args.kernel.is_none()
+        && args.initrd.is_none()
+        && args.devices.vsock.is_none();
     let (kernel, initrd, cmdline) = match args.kernel {
         Some(kernel) => {
             let mut cmdline = args.cmdline.unwrap_or_else(|| "console=ttyS0".to_string());
@@ -218,10 +224,20 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reboot: !args.no_reboot && mode == OutputMode::Interactive,
         devices: args.devices.into_config()?,
     };
-    let console = vmm::console::Console::start(mode);
+    let (console, stdio) = console_and_stdio(agent, mode)?;
+    let mut config = config;
+    if let Some(stdio) = &stdio {
+        vmm::default_guest::append_cmdline(&mut config.cmdline, &stdio.cmdline())?;
+        config.devices.vsock = Some(stdio.vsock());
+    }
     let outcome = vmm::run_vm(&config, &console);
     let output = console.output().clone();
     drop(console); // restores the terminal before anything more is printed
+    let agent_report = stdio.map(|s| {
+        let report = (s.exit_status(), s.interrupted());
+        s.finish(); // the output drained, the terminal restored
+        report
+    });
     if std::env::var_os("VESSEL_STATS").is_some_and(|v| v == "1") {
         eprintln!(
             "vessel: stats: instructions={}",
@@ -229,6 +245,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let outcome = outcome?;
+    match agent_report {
+        Some((_, true)) => return Ok(ExitCode::from(130)), // Ctrl-C during boot
+        Some((Some(status), _)) => return Ok(ExitCode::from(u8::try_from(status).unwrap_or(255))),
+        _ => {}
+    }
     if mode == OutputMode::Command {
         return Ok(command_status(outcome, &output));
     }
@@ -244,6 +265,21 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+/// The serial console and, for a command run through the guest agent, its
+/// stdio streams (the console then shows nothing and reads no input).
+fn console_and_stdio(
+    agent: bool,
+    mode: OutputMode,
+) -> anyhow::Result<(vmm::console::Console, Option<vmm::stdio::Stdio>)> {
+    if !agent {
+        return Ok((vmm::console::Console::start(mode), None));
+    }
+    let console = vmm::console::Console::start_without_input(OutputMode::Logged);
+    let tty = vmm::stdio::terminals_attached();
+    let stdio = vmm::stdio::Stdio::start(console.stopper(), tty)?;
+    Ok((console, Some(stdio)))
 }
 
 /// vessel's exit status after `vessel run -- CMD`: the command's own, or a

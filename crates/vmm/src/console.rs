@@ -4,6 +4,9 @@
 //!
 //! One input thread serves every VM this process boots (a reboot builds a
 //! new VM), so the target of the input is swapped rather than the thread.
+//! When the command's stdin goes elsewhere (the guest agent's streams,
+//! `crate::stdio`), the console reads nothing and a [`Stopper`] lets that
+//! code stop the VM, even before the VM is attached.
 
 use crate::control::{Outcome, VmControl};
 use crate::guest_output::{OutputMode, OutputWatch};
@@ -22,9 +25,34 @@ struct Target {
     control: Arc<VmControl>,
 }
 
+/// The VM input goes to, and a stop asked for before there was one.
+#[derive(Default)]
+struct Targets {
+    now: Option<Target>,
+    stop_pending: Option<Outcome>,
+}
+
+/// Stops whichever VM the console serves, now or once it is attached.
+#[derive(Clone)]
+pub struct Stopper(Arc<Mutex<Targets>>);
+
+impl Stopper {
+    pub fn stop(&self, outcome: Outcome) {
+        let mut t = lock(&self.0);
+        match t.now.as_ref() {
+            Some(target) => target.control.stop(outcome),
+            None => t.stop_pending = Some(outcome),
+        }
+    }
+}
+
+fn lock(m: &Mutex<Targets>) -> std::sync::MutexGuard<'_, Targets> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The host side of the console.
 pub struct Console {
-    target: Arc<Mutex<Option<Target>>>,
+    target: Arc<Mutex<Targets>>,
     output: Arc<OutputWatch>,
     _raw: Option<RawMode>,
 }
@@ -36,7 +64,7 @@ impl Console {
     /// until the console is dropped. `mode` says how guest output is shown.
     pub fn start(mode: OutputMode) -> Self {
         let raw = RawMode::enable();
-        let target: Arc<Mutex<Option<Target>>> = Arc::new(Mutex::new(None));
+        let target: Arc<Mutex<Targets>> = Arc::default();
         let t = target.clone();
         // The thread ends at EOF on stdin or with the process.
         let spawned = std::thread::Builder::new()
@@ -47,9 +75,24 @@ impl Console {
         }
         Console {
             target,
-            output: OutputWatch::new(mode),
+            output: OutputWatch::on_stdout(mode),
             _raw: raw,
         }
+    }
+
+    /// A console that does not read stdin nor touch the terminal: the
+    /// command's input goes through the guest agent instead.
+    pub fn start_without_input(mode: OutputMode) -> Self {
+        Console {
+            target: Arc::default(),
+            output: OutputWatch::new(mode),
+            _raw: None,
+        }
+    }
+
+    /// A handle that stops the VM this console serves.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.target.clone())
     }
 
     /// What the guest printed, as far as the VMM cares.
@@ -59,15 +102,19 @@ impl Console {
 
     /// Sends input to this VM from now on.
     pub fn attach(&self, input: Arc<dyn ConsoleInput>, control: Arc<VmControl>) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(Target { input, control });
+        let mut t = lock(&self.target);
+        if let Some(outcome) = t.stop_pending.take() {
+            control.stop(outcome);
+        }
+        t.now = Some(Target { input, control });
     }
 
     pub fn detach(&self) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        lock(&self.target).now = None;
     }
 }
 
-fn input_loop(target: Arc<Mutex<Option<Target>>>) {
+fn input_loop(target: Arc<Mutex<Targets>>) {
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 256];
     let mut escape_pending = false;
@@ -84,9 +131,7 @@ fn input_loop(target: Arc<Mutex<Option<Target>>>) {
                 escape_pending = false;
                 match b {
                     b'x' | b'X' => {
-                        if let Some(t) = target.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                            t.control.stop(Outcome::UserStop);
-                        }
+                        Stopper(target.clone()).stop(Outcome::UserStop);
                         continue;
                     }
                     ESCAPE => out.push(ESCAPE),
@@ -106,9 +151,9 @@ fn input_loop(target: Arc<Mutex<Option<Target>>>) {
 }
 
 /// Feeds bytes to the guest at the pace its FIFO accepts them.
-fn deliver(target: &Mutex<Option<Target>>, mut bytes: &[u8]) {
+fn deliver(target: &Mutex<Targets>, mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        let accepted = match target.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let accepted = match lock(target).now.as_ref() {
             Some(t) if !t.control.is_stopping() => t.input.enqueue(bytes),
             _ => return,
         };
@@ -120,12 +165,14 @@ fn deliver(target: &Mutex<Option<Target>>, mut bytes: &[u8]) {
 }
 
 /// The terminal's settings before raw mode, restored on drop.
-struct RawMode {
+pub(crate) struct RawMode {
     saved: libc::termios,
 }
 
 impl RawMode {
-    fn enable() -> Option<Self> {
+    /// Puts the terminal on stdin in raw mode (output post-processing
+    /// kept); `None` when stdin is not a terminal.
+    pub(crate) fn enable() -> Option<Self> {
         // SAFETY: isatty only inspects the descriptor.
         if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
             return None;

@@ -48,17 +48,30 @@ pub fn boot(
         line.push(' ');
         line.push_str(&guest::command_cmdline(command));
     }
+    check_length(&line)?;
+    Ok(DefaultBoot {
+        kernel: image.vmlinux.clone(),
+        initrd: image.initramfs.clone(),
+        cmdline: line,
+    })
+}
+
+/// Appends `extra` (such as the agent's parameters, `crate::stdio`) to a
+/// command line made by [`boot`], which must stay within the kernel's limit.
+pub fn append_cmdline(line: &mut String, extra: &str) -> Result<(), DefaultGuestError> {
+    line.push(' ');
+    line.push_str(extra);
+    check_length(line)
+}
+
+fn check_length(line: &str) -> Result<(), DefaultGuestError> {
     if line.len() > guest::KERNEL_CMDLINE_MAX {
         return Err(DefaultGuestError::CommandTooLong {
             len: line.len(),
             max: guest::KERNEL_CMDLINE_MAX,
         });
     }
-    Ok(DefaultBoot {
-        kernel: image.vmlinux.clone(),
-        initrd: image.initramfs.clone(),
-        cmdline: line,
-    })
+    Ok(())
 }
 
 pub use guest::{command_cmdline, make_rootfs, prepare};

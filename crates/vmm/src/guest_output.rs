@@ -6,7 +6,11 @@
 //! value becomes vessel's exit status; the boot log before it is kept (the
 //! last 64 KiB) to show when the guest fails. In both modes a kernel panic
 //! line is noticed, so a guest that panics ends the VM with a message
-//! instead of rebooting or hanging.
+//! instead of rebooting or hanging. Command runs through the guest agent
+//! (`crate::stdio` carries the command's output) show nothing of the
+//! console: all of it is kept as the log, and the markers still read.
+//! An interactive console on a terminal hides the ready line, which is
+//! for programs, not people.
 
 use crate::control::{Outcome, VmControl};
 use std::collections::VecDeque;
@@ -16,6 +20,9 @@ use std::time::Duration;
 
 /// The line the default guest's init prints when userspace is up.
 pub const READY_MARKER: &str = "VESSEL-GUEST-READY";
+/// What the default guest's init prints when asked for the agent on a root
+/// that has none: a `Logged` watch then forwards the command's output.
+pub const NO_AGENT_MARKER: &str = "VESSEL-NO-AGENT";
 /// What the default guest's init prints after the command, then its status.
 pub const EXIT_STATUS_MARKER: &str = "VESSEL-EXIT-STATUS=";
 const PANIC_TEXT: &str = "Kernel panic - not syncing";
@@ -29,6 +36,8 @@ const PANIC_GRACE: Duration = Duration::from_secs(2);
 pub enum OutputMode {
     Interactive,
     Command,
+    /// A command whose output arrives elsewhere: the console is only logged.
+    Logged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +63,10 @@ struct State {
     control: Option<Arc<VmControl>>,
     /// When the guest first printed the ready marker.
     ready_at: Option<std::time::Instant>,
+    /// Interactive on a terminal: bytes held back while they may be the
+    /// ready line (at the start of a line), until it is hidden once.
+    ready_hold: Option<Vec<u8>>,
+    at_line_start: bool,
 }
 
 /// Shared between the UART's writer and the VMM.
@@ -69,9 +82,21 @@ pub struct OutputWatch {
 
 impl OutputWatch {
     pub fn new(mode: OutputMode) -> Arc<Self> {
+        Self::build(mode, false)
+    }
+
+    /// As [`OutputWatch::new`], for output on this process's stdout: an
+    /// interactive console there hides the ready line when it is a terminal.
+    pub fn on_stdout(mode: OutputMode) -> Arc<Self> {
+        // SAFETY: isatty only inspects the descriptor.
+        let stdout_is_tty = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+        Self::build(mode, mode == OutputMode::Interactive && stdout_is_tty)
+    }
+
+    fn build(mode: OutputMode, hide_ready: bool) -> Arc<Self> {
         let phase = match mode {
             OutputMode::Interactive => Phase::Forwarding { matched: 0 },
-            OutputMode::Command => Phase::Booting,
+            OutputMode::Command | OutputMode::Logged => Phase::Booting,
         };
         Arc::new(OutputWatch {
             state: Mutex::new(State {
@@ -84,6 +109,8 @@ impl OutputWatch {
                 boot_log: VecDeque::new(),
                 control: None,
                 ready_at: None,
+                ready_hold: hide_ready.then(Vec::new),
+                at_line_start: true,
             }),
             redirect: Mutex::new(None),
             written: Default::default(),
@@ -157,10 +184,17 @@ impl OutputWatch {
                         s.boot_log.pop_front();
                     }
                     s.boot_log.push_back(b);
+                    if s.mode == OutputMode::Logged {
+                        if b == b'\n' && s.last_line_is(NO_AGENT_MARKER) {
+                            s.mode = OutputMode::Command;
+                        }
+                        continue;
+                    }
                     if b == b'\n' && s.last_line_is(READY_MARKER) {
                         s.phase = Phase::Forwarding { matched: 0 };
                     }
                 }
+                Phase::Forwarding { .. } if s.ready_hold.is_some() => s.hold_ready(b, &mut out),
                 Phase::Forwarding { matched } => s.forward(b, matched, &mut out),
                 Phase::Status => {
                     if b.is_ascii_digit() && s.status_digits.len() < 10 {
@@ -181,6 +215,9 @@ impl State {
     /// Keeps the current line for the ready marker and the panic check.
     fn watch_line(&mut self, b: u8) {
         if b == b'\n' {
+            if self.mode == OutputMode::Logged && self.exit_status.is_none() {
+                self.exit_status = logged_status(&self.line);
+            }
             if self.ready_at.is_none() && self.line.trim_ascii_end() == READY_MARKER.as_bytes() {
                 self.ready_at = Some(std::time::Instant::now());
             }
@@ -231,11 +268,46 @@ impl State {
         }
     }
 
+    /// Interactive on a terminal: passes `b` through, except the first
+    /// line that is exactly the ready marker (with its `\r\n`).
+    fn hold_ready(&mut self, b: u8, out: &mut Vec<u8>) {
+        let Some(held) = self.ready_hold.as_mut() else {
+            out.push(b);
+            return;
+        };
+        let marker = READY_MARKER.as_bytes();
+        let holding = !held.is_empty() || self.at_line_start;
+        self.at_line_start = b == b'\n';
+        if holding {
+            held.push(b);
+            let n = held.len();
+            let is_prefix = n <= marker.len() && marker.starts_with(held);
+            let in_ending = n > marker.len() && held.starts_with(marker) && {
+                let tail = &held[marker.len()..];
+                tail == b"\r" || tail == b"\n" || tail == b"\r\n"
+            };
+            if in_ending && b == b'\n' {
+                self.ready_hold = None; // hidden; nothing more is held
+            } else if !(is_prefix || in_ending) {
+                out.append(held);
+            }
+            return;
+        }
+        out.push(b);
+    }
+
     /// Only command runs look for the exit marker; an interactive console
     /// shows everything.
     fn exit_marker_applies(&self) -> bool {
         self.mode == OutputMode::Command
     }
+}
+
+/// The status in a console line that starts with the exit marker.
+fn logged_status(line: &[u8]) -> Option<i32> {
+    let line = String::from_utf8_lossy(line);
+    let digits = line.trim_end().strip_prefix(EXIT_STATUS_MARKER)?;
+    Some(digits.parse().unwrap_or(255))
 }
 
 fn stop_after_grace(control: Arc<VmControl>, text: String) {
@@ -359,6 +431,52 @@ mod tests {
         );
         assert_eq!(out, "no newline");
         assert_eq!(w.exit_status(), Some(125));
+    }
+
+    #[test]
+    fn a_terminal_does_not_see_the_ready_line() {
+        let w = OutputWatch::build(OutputMode::Interactive, true);
+        let out = feed_all(
+            &w,
+            &[
+                "boot\r\nVESSEL-GUEST-RE",
+                "X\r\nVESSEL-GUEST-",
+                "READY\r",
+                "\nshell\r\nVESSEL-GUEST-READY\r\n",
+            ],
+        );
+        assert_eq!(
+            out,
+            "boot\r\nVESSEL-GUEST-REX\r\nshell\r\nVESSEL-GUEST-READY\r\n"
+        );
+        assert!(w.ready_at().is_some());
+    }
+
+    #[test]
+    fn logged_mode_shows_nothing_but_reads_the_status() {
+        let w = OutputWatch::new(OutputMode::Logged);
+        let out = feed_all(
+            &w,
+            &[
+                "[ 0.1] boot\r\nVESSEL-GUEST-READY\r\nagent says\r\nVESSEL-EXIT-STA",
+                "TUS=42\r\n",
+            ],
+        );
+        assert_eq!(out, "");
+        assert_eq!(w.exit_status(), Some(42));
+        assert!(w.boot_log().contains("agent says"));
+        assert!(w.ready_at().is_some());
+    }
+
+    #[test]
+    fn logged_mode_forwards_when_the_guest_has_no_agent() {
+        let w = OutputWatch::new(OutputMode::Logged);
+        let out = feed_all(
+            &w,
+            &["boot\nVESSEL-NO-AGENT\r\nVESSEL-GUEST-READY\nout\nVESSEL-EXIT-STATUS=3\n"],
+        );
+        assert_eq!(out, "out\n");
+        assert_eq!(w.exit_status(), Some(3));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod live;
 pub mod logger;
 pub mod memory;
 pub mod metrics;
+pub mod stdio;
 pub mod vcpu;
 pub mod virtio_devices;
 
