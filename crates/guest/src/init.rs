@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 7;
+pub const RECIPE_VERSION: u32 = 8;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -183,6 +183,110 @@ say VESSEL-GUEST-READY
 exec /bin/busybox init
 "#;
 
+// --- container images (`vessel run --image`, crates/guest/src/oci) ---
+
+/// Where [`OCI_EXEC_SCRIPT`] lives in the initramfs (`oci::launch::HELPER`).
+pub const OCI_EXEC_PATH: &str = "sbin/vessel-oci-exec";
+
+/// `vessel-oci-exec WORKDIR USER ENV... -- ARGV...`: runs ARGV in the
+/// container image on /dev/vda, as the command of `vessel.cmd` (the words
+/// come from `oci::launch::command`). The image is mounted read-only under
+/// a tmpfs overlay (a run never changes the cached disk); the initramfs's
+/// busybox, bind-mounted at /.vessel/busybox, does the chroot, the working
+/// directory, the clean environment and the user switch (start-stop-daemon
+/// -c), so images without a shell of their own (FROM scratch) run too.
+pub const OCI_EXEC_SCRIPT: &str = r#"#!/bin/sh
+fail() { echo "vessel: $*" >&2; exit 125; }
+[ $# -ge 3 ] || fail "usage: vessel-oci-exec WORKDIR USER ENV... -- ARGV..."
+wd=$1 user=$2
+shift 2
+base=/run/vessel-image
+r=/newroot
+mkdir -p $base/lower $base/rw $r
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+mount -t ext4 -o ro /dev/vda $base/lower || fail "cannot mount the image's disk /dev/vda"
+modprobe -q overlay 2>/dev/null
+mount -t tmpfs -o mode=0755 tmpfs $base/rw && mkdir -p $base/rw/upper $base/rw/work
+if ! mount -t overlay -o lowerdir=$base/lower,upperdir=$base/rw/upper,workdir=$base/rw/work overlay $r 2>/dev/null; then
+    echo "vessel: no overlayfs here: the image's root file system is read-only" >&2
+    mount --bind $base/lower $r || fail "cannot mount the image's root"
+fi
+mount -t proc -o nosuid,nodev,noexec proc $r/proc || fail "cannot mount /proc in the image"
+mount -t sysfs -o nosuid,nodev,noexec sysfs $r/sys
+mount --rbind /dev $r/dev || fail "cannot mount /dev in the image"
+mount --bind /bin/busybox $r/.vessel/busybox || fail "cannot mount busybox in the image"
+
+# USER[:GROUP] -> uid, gid and home, names from the image's /etc/passwd
+# and /etc/group; a numeric uid needs no entry (Docker's rule).
+entry() { [ -f "$r/etc/$1" ] && awk -F: -v k="$2" -v v="$3" '$k == v { print; exit }' "$r/etc/$1"; }
+u=${user%%:*} g=
+case "$user" in *:*) g=${user#*:} ;; esac
+[ -n "$u" ] || u=0
+case "$u" in
+    *[!0-9]*) pw=$(entry passwd 1 "$u"); [ -n "$pw" ] || fail "user $u is not in the image's /etc/passwd" ;;
+    *) pw=$(entry passwd 3 "$u") ;;
+esac
+uid=$u
+[ -n "$pw" ] && uid=$(echo "$pw" | cut -d: -f3)
+home=$(echo "$pw" | cut -d: -f6)
+[ -n "$home" ] || home=/
+if [ -z "$g" ]; then
+    gid=$(echo "$pw" | cut -d: -f4)
+    [ -n "$gid" ] || gid=0
+else
+    case "$g" in
+        *[!0-9]*) gr=$(entry group 1 "$g"); [ -n "$gr" ] || fail "group $g is not in the image's /etc/group"
+            gid=$(echo "$gr" | cut -d: -f3) ;;
+        *) gid=$g ;;
+    esac
+fi
+case "$uid:$gid" in *[!0-9:]*|:*|*:) fail "bad user $user" ;; esac
+# start-stop-daemon -c looks the uid up: give an unnamed one an entry in
+# the overlay (never on the disk).
+if [ "$uid" != 0 ] && [ -z "$(entry passwd 3 "$uid")" ]; then
+    mkdir -p $r/etc && echo "vessel-$uid:x:$uid:$gid::$home:/nonexistent" >> $r/etc/passwd ||
+        fail "uid $uid has no /etc/passwd entry and the image is read-only"
+fi
+
+# Runs in the image: enter the working directory (made when missing, as
+# Docker does), find ARGV[0] on the image's PATH (busybox would otherwise
+# prefer its own applets), switch user and exec, keeping argv[0].
+inner='wd=$1 uid=$2 gid=$3; shift 3
+cd "$wd" 2>/dev/null || { /.vessel/busybox mkdir -p "$wd" && cd "$wd"; } ||
+    { echo "vessel: cannot enter the working directory $wd" >&2; exit 126; }
+p=$1
+case "$p" in
+    */*) ;;
+    *) p=; set -f; IFS=:
+       for d in $PATH; do
+           [ -f "${d:-.}/$1" ] && [ -x "${d:-.}/$1" ] && { p=${d:-.}/$1; break; }
+       done
+       unset IFS; set +f
+       [ -n "$p" ] || { echo "vessel: $1: not found in the image (PATH=$PATH)" >&2; exit 127; } ;;
+esac
+a0=$1; shift
+as=; [ "$uid:$gid" = 0:0 ] || as="-c $uid:$gid"
+exec /.vessel/busybox start-stop-daemon -S -q -p /nonexistent/vessel.pid -x "$p" -a "$a0" $as -- "$@"'
+
+# "$@" is ENV... -- ARGV...: put the inner script's words at the "--".
+n=$#
+seen=
+while [ $n -gt 0 ]; do
+    a=$1
+    shift
+    n=$((n - 1))
+    if [ -z "$seen" ] && [ "$a" = "--" ]; then
+        seen=1
+        set -- "$@" /.vessel/busybox sh -c "$inner" vessel-exec "$wd" "$uid" "$gid"
+    else
+        set -- "$@" "$a"
+    fi
+done
+[ -n "$seen" ] || fail "no -- before the command"
+exec chroot $r /.vessel/busybox env -i "HOME=$home" "HOSTNAME=$(hostname)" "$@"
+"#;
+
 /// busybox init's table for the interactive console: one shell on the
 /// console, then power-off; Ctrl+Alt+Del powers off cleanly. `setsid cttyhack` makes the console the shell's
 /// controlling tty, for job control and Ctrl-C. `poweroff`, `reboot` and
@@ -251,6 +355,7 @@ fn base_tree(tree: &mut Tree) -> Result<(), TreeError> {
     tree.add("dev/console", 0o600, Node::CharDev { major: 5, minor: 1 })?;
     tree.add("dev/null", 0o666, Node::CharDev { major: 1, minor: 3 })?;
     tree.add_file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?;
+    tree.add_file(OCI_EXEC_PATH, 0o755, OCI_EXEC_SCRIPT.as_bytes().to_vec())?;
     tree.add_file(crate::agent::PATH, 0o755, crate::agent::BINARY.to_vec())?;
     tree.add_file(
         "etc/passwd",
@@ -354,6 +459,20 @@ mod tests {
             t.get("dev/console").unwrap().node,
             Node::CharDev { major: 5, minor: 1 }
         );
+    }
+
+    #[test]
+    fn oci_exec_script_is_valid_shell() {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-n", "-c", OCI_EXEC_SCRIPT])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(format!("/{OCI_EXEC_PATH}"), crate::oci::launch::HELPER);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod cpio;
 mod image;
 pub mod init;
 pub mod modules;
+pub mod oci;
 mod rootfs;
 pub mod tools;
 pub mod tree;

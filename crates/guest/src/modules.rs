@@ -24,6 +24,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_rng",
     "virtio_console",
     "virtio_balloon",
+    // `vessel run --image`: a tmpfs overlay over the read-only image disk.
+    "overlay",
     "vmw_vsock_virtio_transport",
 ];
 

@@ -4,6 +4,7 @@
 mod api_backend;
 mod bench_args;
 mod device_args;
+mod image_args;
 mod metrics_sources;
 mod process_args;
 mod serve;
@@ -37,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot a VM with its serial console on this terminal (Ctrl-A then x stops it).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what this host offers: KVM, hardware virtualization, the engine `auto` picks.
     Info,
     /// Measure vessel next to KVM, QEMU and Firecracker's published figures.
@@ -118,6 +119,8 @@ struct RunArgs {
     no_reboot: bool,
     #[command(flatten)]
     devices: device_args::DeviceArgs,
+    #[command(flatten)]
+    image: image_args::ImageArgs,
     /// A command to run in the guest instead of an interactive shell: its
     /// output is printed and its exit status becomes vessel's.
     #[arg(last = true, value_name = "CMD")]
@@ -155,7 +158,7 @@ fn main() -> ExitCode {
         cli.process.api_sock = Some(PathBuf::from(process_args::DEFAULT_API_SOCK));
     }
     let result = match cli.command {
-        Some(Command::Run(args)) => run(args),
+        Some(Command::Run(args)) => run(*args),
         Some(Command::Info) => info(),
         Some(Command::Bench(cmd)) => bench_args::bench(cmd),
         Some(Command::Guest(cmd)) => guest(cmd),
@@ -176,7 +179,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    // --image: the image's disk comes first and its command replaces CMD.
+    let image = args.image.prepare(&args.command)?;
+    if let Some(run) = &image {
+        args.command = run.command.clone();
+    }
     let mode = if args.command.is_empty() {
         OutputMode::Interactive
     } else {
@@ -222,7 +230,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         engine: args.engine.into(),
         // A command runs once: a guest reboot ends it.
         reboot: !args.no_reboot && mode == OutputMode::Interactive,
-        devices: args.devices.into_config()?,
+        devices: image_args::attach(image, args.devices.into_config()?),
     };
     let (console, stdio) = console_and_stdio(agent, mode)?;
     let mut config = config;
