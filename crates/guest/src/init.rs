@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 8;
+pub const RECIPE_VERSION: u32 = 9;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -216,6 +216,13 @@ mount -t proc -o nosuid,nodev,noexec proc $r/proc || fail "cannot mount /proc in
 mount -t sysfs -o nosuid,nodev,noexec sysfs $r/sys
 mount --rbind /dev $r/dev || fail "cannot mount /dev in the image"
 mount --bind /bin/busybox $r/.vessel/busybox || fail "cannot mount busybox in the image"
+# The guest's network files, as Docker bind-mounts them, where the image
+# has a plain file or nothing there (never through a link out of it).
+for f in resolv.conf hosts hostname; do
+    [ -f /etc/$f ] && [ ! -L $r/etc ] && [ ! -L $r/etc/$f ] || continue
+    { [ -e $r/etc/$f ] || { mkdir -p $r/etc && : > $r/etc/$f; }; } 2>/dev/null &&
+        mount --bind /etc/$f $r/etc/$f 2>/dev/null
+done
 
 # USER[:GROUP] -> uid, gid and home, names from the image's /etc/passwd
 # and /etc/group; a numeric uid needs no entry (Docker's rule).

@@ -200,7 +200,7 @@ fn runs_an_oci_layout_and_a_docker_archive() {
         .args(["run", "--image"])
         .arg(work.0.join("oci"))
         .args(["--entrypoint", "/bin/busybox", "--", "sh", "-c"])
-        .arg("cat /etc/kept; test -e /etc/deleteme || exit 3");
+        .arg("cat /etc/kept /etc/hostname; test -e /etc/deleteme || exit 3");
     let r = run(cmd, TIMEOUT);
     assert_eq!(
         r.status,
@@ -210,6 +210,8 @@ fn runs_an_oci_layout_and_a_docker_archive() {
         r.stderr
     );
     assert!(r.stdout.contains("kept"), "{}", r.stdout);
+    // The guest's /etc/hostname is bound into the image, which has none.
+    assert!(r.stdout.contains("vessel"), "{}", r.stdout);
 
     // Both forms carry the same config (buildah writes the same bytes), so
     // the layout runs on the disk the archive made, without unpacking.
