@@ -194,3 +194,86 @@ fn not_an_image_says_what_it_expected() {
     let err = prepare(dir.path(), dir.path(), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("OCI layout"), "{err}");
 }
+
+#[test]
+fn docker_archive_names_cannot_leave_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = br#"{"config":{"Cmd":["/a"]}}"#.to_vec();
+    // A layer named with `..`, then one that is a link climbing out.
+    let files = vec![
+        ("cfg.json".to_string(), cfg.clone()),
+        (
+            "manifest.json".to_string(),
+            br#"[{"Config":"cfg.json","Layers":["../../etc/passwd"]}]"#.to_vec(),
+        ),
+    ];
+    let archive = dir.path().join("a.tar");
+    write_tar(&files, &archive);
+    let err = Source::open(&archive).unwrap().image().unwrap_err();
+    assert!(
+        matches!(err, crate::oci::source::SourceError::BadPath(_)),
+        "{err}"
+    );
+
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    for (name, data) in [
+        ("cfg.json", cfg),
+        (
+            "manifest.json",
+            br#"[{"Config":"cfg.json","Layers":["l.tar"]}]"#.to_vec(),
+        ),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "l.tar", "../../../etc/passwd")
+        .unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let source = Source::open(&archive).unwrap();
+    let image = source.image().unwrap();
+    assert!(source.open_blob(&image.layers[0].blob).is_err());
+    let err = prepare(&archive, &dir.path().join("cache"), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("no l.tar"), "{err}");
+}
+
+#[test]
+fn docker_archive_layers_can_be_links_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tar");
+    let data = layer(&[("f", b"1")]);
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    for (name, bytes) in [
+        ("real.tar", data.clone()),
+        ("cfg.json", br#"{"config":{}}"#.to_vec()),
+        (
+            "manifest.json",
+            br#"[{"Config":"cfg.json","Layers":["abc/layer.tar"]}]"#.to_vec(),
+        ),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        b.append_data(&mut h, name, &bytes[..]).unwrap();
+    }
+    // As docker save and buildah write them: abc/layer.tar -> ../real.tar.
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "abc/layer.tar", "../real.tar")
+        .unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let source = Source::open(&archive).unwrap();
+    let image = source.image().unwrap();
+    let mut got = Vec::new();
+    source
+        .open_blob(&image.layers[0].blob)
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert_eq!(got, data);
+}

@@ -391,15 +391,18 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A relative path with `.` and leading `/` dropped; `None` when it is
-/// empty or has `..`.
+/// A relative path with `.` and leading `/` dropped and `..` resolved;
+/// `None` when it is empty or `..` would climb above the layout.
 fn normalize(name: &str) -> Option<String> {
     let mut parts = Vec::new();
     for c in Path::new(name).components() {
         match c {
             Component::Normal(p) => parts.push(p.to_str()?),
             Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => return None,
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::Prefix(_) => return None,
         }
     }
     (!parts.is_empty()).then(|| parts.join("/"))
@@ -426,16 +429,20 @@ fn index_archive(file: File) -> Result<HashMap<String, Member>> {
             continue;
         };
         let kind = entry.header().entry_type();
+        // A link whose target would leave the archive is no member at all.
         let link = if kind.is_symlink() {
             let target = entry.link_name().ok().flatten();
             let dir = Path::new(&name).parent().unwrap_or(Path::new(""));
-            target.and_then(|t| normalize(&dir.join(t).to_string_lossy()))
+            let Some(t) = target.and_then(|t| normalize(&dir.join(t).to_string_lossy())) else {
+                continue;
+            };
+            Some(t)
         } else if kind.is_hard_link() {
-            entry
-                .link_name()
-                .ok()
-                .flatten()
-                .and_then(|t| normalize(&t.to_string_lossy()))
+            let target = entry.link_name().ok().flatten();
+            let Some(t) = target.and_then(|t| normalize(&t.to_string_lossy())) else {
+                continue;
+            };
+            Some(t)
         } else if kind.is_file() {
             None
         } else {
@@ -495,6 +502,8 @@ mod tests {
         assert_eq!(normalize("./a/b.tar").as_deref(), Some("a/b.tar"));
         assert_eq!(normalize("/a").as_deref(), Some("a"));
         assert_eq!(normalize("a/../../x"), None);
+        assert_eq!(normalize("../x"), None);
+        assert_eq!(normalize("abc/../x.tar").as_deref(), Some("x.tar"));
         assert_eq!(normalize("."), None);
     }
 }
