@@ -121,11 +121,14 @@ impl Unpacker {
             let Some((name, dirs)) = parts.split_last() else {
                 continue; // the root itself
             };
-            let parent = self.resolve(dirs, true, &path)?.unwrap_or_default();
             if let Some(hidden) = name.to_str().and_then(|n| n.strip_prefix(".wh.")) {
-                self.whiteout(&parent, hidden, &written)?;
+                // Nothing to hide when the directory is not there.
+                if let Some(parent) = self.resolve(dirs, false, &path)? {
+                    self.whiteout(&parent, hidden, &written)?;
+                }
                 continue;
             }
+            let parent = self.resolve(dirs, true, &path)?.unwrap_or_default();
             let rel = parent.join(name);
             if self.write(&mut entry, &rel, &path)? {
                 let h = entry.header();

@@ -120,6 +120,11 @@ fn whiteout_deletes_a_file_or_a_tree_of_the_layer_below() {
     assert!(!exists(&dir, "usr/bin/.wh.gone"), "whiteout file written");
     assert!(!exists(&dir, "var/lib/tree"));
     assert!(exists(&dir, "usr/bin/kept"));
+    // A whiteout in a directory no layer made makes nothing.
+    let l3 = Layer::new().file("nowhere/.wh.x", b"").bytes();
+    let (dir, r) = unpack(vec![l3]);
+    r.unwrap();
+    assert!(!exists(&dir, "nowhere"));
 }
 
 #[test]
