@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 9;
+pub const RECIPE_VERSION: u32 = 10;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -116,6 +116,39 @@ if [ -e /etc/vessel-initramfs ] && [ -n "$root" ]; then
 fi
 # A read-only disk root still gets a writable /tmp.
 { touch /tmp/.vessel-w && rm -f /tmp/.vessel-w; } 2>/dev/null || mount -t tmpfs -o mode=1777 tmpfs /tmp
+
+# --- network (vessel.net=ADDR/PREFIX[,gw=GW][,dns=DNS][,dev=IF], repeatable) ---
+# The VMM passes the address of each interface it configures (user
+# networking: 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3; a TAP with ip=);
+# dev= defaults to eth0. A dns= becomes /etc/resolv.conf.
+net_list=
+set -f
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vessel.net=*) net_list="$net_list ${arg#vessel.net=}" ;;
+    esac
+done
+for net in $net_list; do
+    net_addr= net_gw= net_dns= net_dev=eth0
+    IFS=,
+    for opt in $net; do
+        case "$opt" in
+            gw=*) net_gw=${opt#gw=} ;;
+            dns=*) net_dns=${opt#dns=} ;;
+            dev=*) net_dev=${opt#dev=} ;;
+            *) net_addr=$opt ;;
+        esac
+    done
+    unset IFS
+    if ip link set "$net_dev" up 2>/dev/null && ip addr add "$net_addr" dev "$net_dev"; then
+        [ -n "$net_gw" ] && ip route add default via "$net_gw" dev "$net_dev"
+        [ -n "$net_dns" ] && { echo "nameserver $net_dns" > /etc/resolv.conf; } 2>/dev/null
+    else
+        echo "vessel init: cannot configure $net_dev with $net_addr" > /dev/console
+    fi
+done
+set +f
+# --- end network ---
 
 # Say something on the console, and on ttyS0 too when it is not the console.
 say() {

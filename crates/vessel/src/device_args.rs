@@ -29,13 +29,27 @@ pub struct DeviceArgs {
         value_name = "PATH[,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,lock=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
     )]
     pub disks: Vec<String>,
-    /// A virtio network interface on a host TAP device. Repeatable.
-    /// rx-bw/tx-bw limit what the guest receives/sends, bytes per second.
+    /// A virtio network interface. Repeatable. `user` (the default when
+    /// passt is installed): user-mode networking through passt, no root;
+    /// the guest is 10.0.2.15, 10.0.2.2 reaches the host's loopback.
+    /// `tap=NAME`: a host TAP device; ip=ADDR/PREFIX[,gw=,dns=] configure
+    /// the guest's side; rx-bw/tx-bw limit what the guest receives/sends,
+    /// bytes per second. `none`: no network.
     #[arg(
         long = "net",
-        value_name = "tap=NAME[,mac=MAC][,id=NAME][,rx-bw=BYTES][,tx-bw=BYTES]"
+        value_name = "user[,mac=MAC][,id=NAME] | tap=NAME[,mac=MAC][,id=NAME][,ip=ADDR/PREFIX][,gw=ADDR][,dns=ADDR][,rx-bw=BYTES][,tx-bw=BYTES] | none"
     )]
     pub nets: Vec<String>,
+    /// Publish a guest port on the host (user networking). Repeatable.
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "HOST_PORT:GUEST_PORT[/tcp|/udp]"
+    )]
+    pub publish: Vec<String>,
+    /// No --net means user networking (set for vessel's own guest).
+    #[arg(skip)]
+    pub default_user_net: bool,
     /// A virtio entropy device fed from the host's getrandom.
     #[arg(long)]
     pub rng: bool,
@@ -62,6 +76,13 @@ pub enum DeviceArgError {
     NetMac(String),
     Balloon(String),
     Vsock(String),
+    Net(crate::net_args::NetArgError),
+}
+
+impl From<crate::net_args::NetArgError> for DeviceArgError {
+    fn from(e: crate::net_args::NetArgError) -> Self {
+        Self::Net(e)
+    }
 }
 
 impl std::fmt::Display for DeviceArgError {
@@ -92,6 +113,7 @@ impl std::fmt::Display for DeviceArgError {
                 f,
                 "--vsock {a:?}: expected cid=N,uds=PATH with N of 3 or more"
             ),
+            Self::Net(e) => e.fmt(f),
         }
     }
 }
@@ -102,13 +124,31 @@ impl std::error::Error for DeviceArgError {}
 pub const ROOTFS_CMDLINE: &str = "root=/dev/vda rw";
 
 impl DeviceArgs {
+    fn net_env(&self) -> crate::net_args::NetEnv {
+        crate::net_args::NetEnv {
+            passt: vmm::user_net::find_passt().is_some(),
+            default_user: self.default_user_net,
+        }
+    }
+
     /// Kernel parameters the devices need on the guest's command line
-    /// (`root=` for `--rootfs`), or `None`.
-    pub fn cmdline_extra(&self) -> Option<&'static str> {
-        self.rootfs.is_some().then_some(ROOTFS_CMDLINE)
+    /// (`root=` for `--rootfs`, `vessel.net=` for configured networks),
+    /// or `None`.
+    pub fn cmdline_extra(&self) -> Option<String> {
+        let nets = crate::net_args::parse(&self.nets, &self.publish, self.net_env(), parse_net)
+            .map(|n| n.cmdline)
+            .unwrap_or_default();
+        let root = self.rootfs.is_some().then_some(ROOTFS_CMDLINE.to_string());
+        let all: Vec<String> = root.into_iter().chain(nets).collect();
+        (!all.is_empty()).then(|| all.join(" "))
     }
 
     pub fn into_config(self) -> Result<DeviceConfig, DeviceArgError> {
+        let env = self.net_env();
+        if env.default_missing(&self.nets) {
+            eprintln!("{}", crate::net_args::NO_PASST_NOTE);
+        }
+        let nets = crate::net_args::parse(&self.nets, &self.publish, env, parse_net)?;
         let root = self.rootfs.map(|path| BlockConfig {
             id: Some("rootfs".to_string()),
             ..BlockConfig::new(path)
@@ -119,11 +159,8 @@ impl DeviceArgs {
                 .map(Ok)
                 .chain(self.disks.iter().map(|d| parse_disk(d)))
                 .collect::<Result<_, _>>()?,
-            nets: self
-                .nets
-                .iter()
-                .map(|n| parse_net(n))
-                .collect::<Result<_, _>>()?,
+            nets: nets.taps,
+            user_net: nets.user,
             rng: self.rng,
             balloon: self.balloon.as_deref().map(parse_balloon).transpose()?,
             vsock: self.vsock.as_deref().map(parse_vsock).transpose()?,
@@ -192,7 +229,7 @@ fn per_second(v: &str) -> Option<TokenBucketConfig> {
     (n > 0).then(|| TokenBucketConfig::per_second(n))
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+pub(crate) fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for b in &mut mac {
@@ -346,14 +383,19 @@ mod tests {
             disks: vec!["/data.img,readonly".into()],
             ..Default::default()
         };
-        assert_eq!(args.cmdline_extra(), Some("root=/dev/vda rw"));
+        let extra = args.cmdline_extra().unwrap();
+        assert!(extra.starts_with("root=/dev/vda rw"), "{extra}");
         let cfg = args.into_config().unwrap();
         assert_eq!(cfg.disks.len(), 2);
         assert_eq!(cfg.disks[0].path, PathBuf::from("/root.img"));
         assert!(!cfg.disks[0].readonly);
         assert_eq!(cfg.disks[1].path, PathBuf::from("/data.img"));
         assert!(cfg.disks[1].readonly);
-        assert_eq!(DeviceArgs::default().cmdline_extra(), None);
+        let none = DeviceArgs {
+            nets: vec!["none".into()],
+            ..Default::default()
+        };
+        assert_eq!(none.cmdline_extra(), None);
     }
 
     #[test]

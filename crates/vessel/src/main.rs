@@ -6,6 +6,7 @@ mod bench_args;
 mod device_args;
 mod image_args;
 mod metrics_sources;
+mod net_args;
 mod process_args;
 mod serve;
 
@@ -180,6 +181,8 @@ fn main() -> ExitCode {
 }
 
 fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    // User networking is the default on vessel's own guest only.
+    args.devices.default_user_net = args.kernel.is_none();
     // --image: the image's disk comes first and its command replaces CMD.
     let image = args.image.prepare(&args.command)?;
     if let Some(run) = &image {

@@ -549,6 +549,7 @@ fn vm_config(c: &PendingConfig, engine: EngineChoice) -> Result<VmConfig, Instan
         devices: DeviceConfig {
             disks: drives.into_iter().map(|d| d.block).collect(),
             nets: c.nets.iter().map(|n| n.net.clone()).collect(),
+            user_net: None,
             rng: c.rng,
             balloon: c.balloon,
             vsock: c.vsock.clone(),

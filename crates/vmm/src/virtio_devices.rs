@@ -38,6 +38,8 @@ pub struct DeviceConfig {
     /// Disks; the first is /dev/vda.
     pub disks: Vec<BlockConfig>,
     pub nets: Vec<NetConfig>,
+    /// A network interface on user-mode networking (passt), after `nets`.
+    pub user_net: Option<crate::user_net::UserNetConfig>,
     pub rng: bool,
     pub balloon: Option<BalloonConfig>,
     /// A vsock device whose host side is Unix sockets (Firecracker's).
@@ -48,6 +50,7 @@ impl DeviceConfig {
     pub fn is_empty(&self) -> bool {
         self.disks.is_empty()
             && self.nets.is_empty()
+            && self.user_net.is_none()
             && !self.rng
             && self.balloon.is_none()
             && self.vsock.is_none()
@@ -63,6 +66,10 @@ pub enum VirtioError {
         tap: String,
         source: virtio::net::NetError,
     },
+    #[error("cannot start user networking")]
+    UserNet(#[from] crate::user_net::UserNetError),
+    #[error("cannot use the socket to passt")]
+    UserNetSocket(#[source] std::io::Error),
     #[error("cannot set up the vsock device")]
     Vsock(#[from] virtio::vsock::VsockError),
     #[error("cannot build the virtio-pci function")]
@@ -124,6 +131,8 @@ pub struct VirtioDevices {
     /// The balloon's controls, when there is one.
     pub balloon: Option<BalloonHandle>,
     event_loop: Option<EventLoop>,
+    /// passt, stopped after the event loop (fields drop in order).
+    _user_net: Option<crate::user_net::UserNet>,
 }
 
 /// Changing running devices (Firecracker's PATCH of drives and network
@@ -194,6 +203,7 @@ pub fn attach(
             vsock: None,
             balloon: None,
             event_loop: None,
+            _user_net: None,
         });
     }
     let mut made: Vec<Box<dyn VirtioDevice>> = Vec::new();
@@ -215,6 +225,20 @@ pub fn attach(
         event_sources.push((made.len(), dev.event_fds()));
         made.push(Box::new(dev));
     }
+    let user_net = match &config.user_net {
+        Some(cfg) => {
+            let (passt, sock) = crate::user_net::UserNet::start(cfg)?;
+            let backend = virtio::net::stream::StreamBackend::new(sock)
+                .map_err(VirtioError::UserNetSocket)?;
+            let mac = cfg.mac.unwrap_or(virtio::net::DEFAULT_MAC);
+            let dev = virtio::net::Net::with_backend(Box::new(backend), mac);
+            nets.push((cfg.id.clone(), dev.handle()));
+            event_sources.push((made.len(), dev.event_fds()));
+            made.push(Box::new(dev));
+            Some(passt)
+        }
+        None => None,
+    };
     if config.rng {
         made.push(Box::new(virtio::rng::Rng::new()));
     }
@@ -286,6 +310,7 @@ pub fn attach(
         vsock,
         balloon,
         event_loop,
+        _user_net: user_net,
     })
 }
 

@@ -83,6 +83,11 @@ pub trait NetBackend: Send {
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
     fn send(&mut self, frame: &[u8]) -> std::io::Result<usize>;
     fn set_offload(&mut self, tun_flags: u32) -> std::io::Result<()>;
+    /// Whether frames may carry partial checksums and GSO segments (a
+    /// TAP's do; a plain Ethernet stream's cannot).
+    fn offloads(&self) -> bool {
+        true
+    }
     fn fd(&self) -> Option<RawFd>;
 }
 
@@ -209,20 +214,23 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        features::VERSION_1
+        let base = features::VERSION_1
             | features::RING_EVENT_IDX
             | features::RING_INDIRECT_DESC
-            | F_CSUM
-            | F_GUEST_CSUM
             | F_MAC
+            | F_MRG_RXBUF
+            | F_STATUS;
+        if !self.backend.offloads() {
+            return base;
+        }
+        base | F_CSUM
+            | F_GUEST_CSUM
             | F_GUEST_TSO4
             | F_GUEST_TSO6
             | F_GUEST_ECN
             | F_HOST_TSO4
             | F_HOST_TSO6
             | F_HOST_ECN
-            | F_MRG_RXBUF
-            | F_STATUS
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
