@@ -150,6 +150,30 @@ done
 set +f
 # --- end network ---
 
+# --- shared directories (vessel.fs=TAG:DIR[:ro],...: vessel run -v) ---
+# Each TAG is a virtio-fs device (its driver was loaded above with the
+# others); DIR is made when missing. A :ro share is mounted read-only, and
+# the device refuses writes to it in any case.
+fs_list=
+set -f
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vessel.fs=*) fs_list=${arg#vessel.fs=} ;;
+    esac
+done
+for share in $(echo "$fs_list" | sed 's/,/ /g'); do
+    fs_tag=${share%%:*}
+    fs_dir=${share#*:}
+    fs_opt=rw
+    case "$fs_dir" in
+        *:ro) fs_dir=${fs_dir%:ro}; fs_opt=ro ;;
+    esac
+    { mkdir -p "$fs_dir" && mount -t virtiofs -o "$fs_opt" "$fs_tag" "$fs_dir"; } ||
+        echo "vessel init: cannot mount shared directory $fs_tag on $fs_dir" > /dev/console
+done
+set +f
+# --- end shared directories ---
+
 # Say something on the console, and on ttyS0 too when it is not the console.
 say() {
     echo "$1" > /dev/console

@@ -27,6 +27,8 @@ pub const GUEST_MODULES: &[&str] = &[
     // `vessel run --image`: a tmpfs overlay over the read-only image disk.
     "overlay",
     "vmw_vsock_virtio_transport",
+    // virtio-fs shared directories (vessel run -v); needs fuse.
+    "virtiofs",
 ];
 
 /// Upper bound on one module file, compressed or not.

@@ -62,6 +62,11 @@ pub struct DeviceArgs {
     /// connections to host port P reach PATH_P (Firecracker's scheme).
     #[arg(long, value_name = "cid=N,uds=PATH")]
     pub vsock: Option<String>,
+    /// Share a host directory with the guest over virtio-fs, mounted at
+    /// GUEST_DIR by the default guest; `:ro` refuses every write. Repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "HOST_DIR:GUEST_DIR[:ro]",
+          value_parser = crate::share_args::parse_volume)]
+    pub volumes: Vec<crate::share_args::Volume>,
 }
 
 /// Why a device option is refused.
@@ -164,6 +169,7 @@ impl DeviceArgs {
             rng: self.rng,
             balloon: self.balloon.as_deref().map(parse_balloon).transpose()?,
             vsock: self.vsock.as_deref().map(parse_vsock).transpose()?,
+            shares: crate::share_args::fs_configs(&self.volumes),
         })
     }
 }

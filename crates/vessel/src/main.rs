@@ -9,6 +9,7 @@ mod metrics_sources;
 mod net_args;
 mod process_args;
 mod serve;
+mod share_args;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -222,6 +223,10 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let cmdline = match args.devices.cmdline_extra() {
         Some(extra) => format!("{cmdline} {extra}"),
+        None => cmdline,
+    };
+    let cmdline = match share_args::cmdline(&args.devices.volumes) {
+        Some(shares) => format!("{cmdline} {shares}"),
         None => cmdline,
     };
     let config = VmConfig {

@@ -553,6 +553,7 @@ fn vm_config(c: &PendingConfig, engine: EngineChoice) -> Result<VmConfig, Instan
             rng: c.rng,
             balloon: c.balloon,
             vsock: c.vsock.clone(),
+            shares: Vec::new(),
         },
     })
 }

@@ -29,6 +29,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub use virtio::balloon::{BalloonConfig, BalloonHandle};
 pub use virtio::block::rate_limiter::{RateLimiterConfig, RateLimiterUpdate, TokenBucketConfig};
 pub use virtio::block::{BlockConfig, BlockHandle, CacheType, IoEngine};
+pub use virtio::fs::FsConfig;
 pub use virtio::net::{NetConfig, NetHandle};
 pub use virtio::vsock::VsockConfig;
 
@@ -44,6 +45,8 @@ pub struct DeviceConfig {
     pub balloon: Option<BalloonConfig>,
     /// A vsock device whose host side is Unix sockets (Firecracker's).
     pub vsock: Option<VsockConfig>,
+    /// Shared host directories (virtio-fs), last on the bus.
+    pub shares: Vec<FsConfig>,
 }
 
 impl DeviceConfig {
@@ -54,6 +57,7 @@ impl DeviceConfig {
             && !self.rng
             && self.balloon.is_none()
             && self.vsock.is_none()
+            && self.shares.is_empty()
     }
 }
 
@@ -70,6 +74,8 @@ pub enum VirtioError {
     UserNet(#[from] crate::user_net::UserNetError),
     #[error("cannot use the socket to passt")]
     UserNetSocket(#[source] std::io::Error),
+    #[error("cannot share a host directory")]
+    Fs(#[from] virtio::fs::FsError),
     #[error("cannot set up the vsock device")]
     Vsock(#[from] virtio::vsock::VsockError),
     #[error("cannot build the virtio-pci function")]
@@ -261,6 +267,9 @@ pub fn attach(
         None => None,
     };
 
+    for share in &config.shares {
+        made.push(Box::new(virtio::fs::Fs::new(share)?));
+    }
     let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(vm.clone()));
     let bus: Arc<dyn BusOwner> = dm.io.clone();
     let dma = virtio::device::DmaNotify::new(vm.dma_observer());
