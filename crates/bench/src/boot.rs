@@ -1,17 +1,19 @@
 //! The boot benchmark: the default Linux guest (Debian cloud kernel's
-//! vmlinux entered through PVH, busybox initramfs) running `true`, booted
-//! N times on vessel and on QEMU TCG (`-M microvm` and `-M q35`) with the
-//! same kernel, initramfs and command line. Each run is timed from spawn
-//! to the guest's `VESSEL-GUEST-READY` line and to the process's exit,
-//! and its peak RSS is read from `wait4`. vessel also reports the guest
-//! instructions it retired (`VESSEL_STATS=1`). Owns the options, the
-//! report and its table.
+//! vmlinux entered through PVH, busybox initramfs) running `echo` of a
+//! marker, booted N times on vessel (plain, with `-v` and with `--net
+//! user`: see `boot_variants`) and on QEMU TCG (`-M microvm` and `-M
+//! q35`) with the same kernel, initramfs and command line. Each run is
+//! timed from spawn to the guest's `VESSEL-GUEST-READY` line, to the
+//! command's first output line and to the process's exit, and its peak
+//! RSS is read from `wait4`. vessel also reports the guest instructions it
+//! retired (`VESSEL_STATS=1`). Owns the options, the report and its table.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::boot_variants::{ShareDir, SHARE_GUEST_DIR};
 use crate::process::{self, RunError};
 use crate::watch::{self, Watch};
 use crate::BenchError;
@@ -20,14 +22,24 @@ use crate::BenchError;
 pub const READY: &str = guest::READY_MARKER;
 /// Printed by the guest's init with the command's exit status.
 pub const EXIT_STATUS: &str = guest::EXIT_STATUS_MARKER;
+/// The line the guest's command prints: its first output.
+pub const FIRST_OUTPUT: &str = "VESSEL-BENCH-FIRST-OUTPUT";
+/// How the guest's init starts a line about a device it could not set up
+/// (`vessel init: cannot mount shared directory ...`).
+const INIT_FAILED: &str = "vessel init: cannot";
 /// What vessel prints on stderr at exit under `VESSEL_STATS=1`.
 const STATS_PREFIX: &str = "vessel: stats: instructions=";
 
 /// A machine that boots the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootMachine {
-    /// `vessel run` (its default engine unless told otherwise).
+    /// `vessel run --net none` (its default engine unless told otherwise):
+    /// the plain boot, no NIC.
     Vessel,
+    /// `vessel run --net none -v DIR:/mnt/bench`: one shared directory.
+    VesselShare,
+    /// `vessel run --net user`: user networking through passt.
+    VesselUserNet,
     /// `qemu-system-x86_64 -accel tcg -M microvm` (no ACPI: see
     /// [`BootMachine::ends_at_status_line`]).
     QemuMicrovm,
@@ -37,8 +49,10 @@ pub enum BootMachine {
 
 impl BootMachine {
     /// Every machine, in table order.
-    pub const ALL: [BootMachine; 3] = [
+    pub const ALL: [BootMachine; 5] = [
         BootMachine::Vessel,
+        BootMachine::VesselShare,
+        BootMachine::VesselUserNet,
         BootMachine::QemuMicrovm,
         BootMachine::QemuQ35,
     ];
@@ -51,12 +65,24 @@ impl BootMachine {
     pub fn ends_at_status_line(self) -> bool {
         self == BootMachine::QemuMicrovm
     }
+
+    /// Whether this is `vessel run`, plain or a variant.
+    pub fn is_vessel(self) -> bool {
+        self == BootMachine::Vessel || self.is_vessel_variant()
+    }
+
+    /// Whether this is `vessel run` with `-v` or `--net user`.
+    pub fn is_vessel_variant(self) -> bool {
+        matches!(self, BootMachine::VesselShare | BootMachine::VesselUserNet)
+    }
 }
 
 impl fmt::Display for BootMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BootMachine::Vessel => "vessel",
+            BootMachine::VesselShare => "vessel -v",
+            BootMachine::VesselUserNet => "vessel --net user",
             BootMachine::QemuMicrovm => "qemu microvm",
             BootMachine::QemuQ35 => "qemu q35",
         })
@@ -86,16 +112,24 @@ pub struct BootBenchOptions {
     pub timeout: Duration,
     /// Which machines to run, in table order.
     pub machines: Vec<BootMachine>,
+    /// The host directory `vessel -v` shares; made (it must not exist)
+    /// with a small file before the runs, removed after.
+    pub share_dir: PathBuf,
+    /// Whether passt is installed: without it the `vessel --net user` row
+    /// is unavailable. `new` assumes it is; the CLI asks vessel's lookup.
+    pub passt_installed: bool,
 }
 
 impl BootBenchOptions {
-    /// Boots `image` running `true` with its default command line: 256 MiB,
-    /// 3 runs, 300 s per boot, all machines, vessel's `auto` engine.
+    /// Boots `image` running `echo` [`FIRST_OUTPUT`] with its default
+    /// command line: 256 MiB, 3 runs, 300 s per boot, all machines,
+    /// vessel's `auto` engine.
     pub fn new(vessel: PathBuf, image: &guest::GuestImage) -> Self {
+        let command = ["echo".to_string(), FIRST_OUTPUT.to_string()];
         let cmdline = format!(
             "{} {}",
             image.default_cmdline,
-            guest::command_cmdline(&["true".to_string()])
+            guest::command_cmdline(&command)
         );
         BootBenchOptions {
             vessel,
@@ -108,6 +142,9 @@ impl BootBenchOptions {
             runs: 3,
             timeout: Duration::from_secs(300),
             machines: BootMachine::ALL.to_vec(),
+            share_dir: std::env::temp_dir()
+                .join(format!("vessel-bench-boot-share-{}", std::process::id())),
+            passt_installed: true,
         }
     }
 }
@@ -117,6 +154,8 @@ impl BootBenchOptions {
 pub struct BootRun {
     /// Spawn to the `VESSEL-GUEST-READY` line.
     pub ready: Duration,
+    /// Spawn to the command's first output line ([`FIRST_OUTPUT`]).
+    pub first: Duration,
     /// Spawn to the process's exit (to the exit-status line for machines
     /// that end there).
     pub exit: Duration,
@@ -131,6 +170,8 @@ pub struct BootRun {
 pub struct BootSummary {
     /// Median time to READY.
     pub ready: Duration,
+    /// Median time to the command's first output.
+    pub first: Duration,
     /// Median time to exit.
     pub exit: Duration,
     /// Largest peak RSS of any boot, MiB.
@@ -175,18 +216,35 @@ pub struct BootReport {
 /// Boots the guest `opts.runs` times on every machine in `opts.machines`,
 /// one boot at a time, round by round (each round boots every machine
 /// once), so a load that comes and goes on a shared host weighs on all
-/// machines alike. A missing QEMU gives "unavailable" rows; a boot that
-/// fails, times out or misses a marker ends its machine with a "failed"
-/// row. [`BootReport::check`] turns failures into an error.
+/// machines alike. A missing QEMU or passt gives "unavailable" rows; a
+/// boot that fails, times out or misses a marker ends its machine with a
+/// "failed" row. [`BootReport::check`] turns failures into an error.
 pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
     for file in [&opts.kernel, &opts.initrd] {
         if !file.is_file() {
             return Err(BenchError::GuestMissing(file.display().to_string()));
         }
     }
+    // Lives until every boot is done.
+    let _share = opts
+        .machines
+        .contains(&BootMachine::VesselShare)
+        .then(|| ShareDir::create(&opts.share_dir))
+        .transpose()?;
     let runs = opts.runs.max(1);
-    let mut state: Vec<(BootMachine, Result<Vec<BootRun>, BootOutcome>)> =
-        opts.machines.iter().map(|&m| (m, Ok(Vec::new()))).collect();
+    let mut state: Vec<(BootMachine, Result<Vec<BootRun>, BootOutcome>)> = opts
+        .machines
+        .iter()
+        .map(|&m| match m {
+            BootMachine::VesselUserNet if !opts.passt_installed => (
+                m,
+                Err(BootOutcome::Unavailable(
+                    "passt not installed: apt-get install passt".to_string(),
+                )),
+            ),
+            _ => (m, Ok(Vec::new())),
+        })
+        .collect();
     for _ in 0..runs {
         for (machine, done) in state.iter_mut() {
             let Ok(list) = done else { continue };
@@ -221,7 +279,7 @@ pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
 /// The command line that boots the guest on `machine`.
 pub fn command(opts: &BootBenchOptions, machine: BootMachine) -> Command {
     match machine {
-        BootMachine::Vessel => {
+        BootMachine::Vessel | BootMachine::VesselShare | BootMachine::VesselUserNet => {
             // No `-- CMD`: the command is already in the command line, and
             // without one vessel passes the whole console through, so the
             // READY line reaches stdout as it does on QEMU.
@@ -243,6 +301,7 @@ pub fn command(opts: &BootBenchOptions, machine: BootMachine) -> Command {
             .arg("--cmdline")
             .arg(&opts.cmdline)
             .env("VESSEL_STATS", "1");
+            variant_args(&mut cmd, opts, machine);
             cmd
         }
         BootMachine::QemuMicrovm | BootMachine::QemuQ35 => {
@@ -268,9 +327,27 @@ pub fn command(opts: &BootBenchOptions, machine: BootMachine) -> Command {
     }
 }
 
+/// The flags that make `machine` plain vessel (no NIC, said outright in
+/// case user networking becomes the default) or one of its variants.
+fn variant_args(cmd: &mut Command, opts: &BootBenchOptions, machine: BootMachine) {
+    match machine {
+        BootMachine::VesselShare => {
+            let mut volume = opts.share_dir.clone().into_os_string();
+            volume.push(format!(":{SHARE_GUEST_DIR}"));
+            cmd.args(["--net", "none", "-v"]).arg(volume);
+        }
+        BootMachine::VesselUserNet => {
+            cmd.args(["--net", "user"]);
+        }
+        _ => {
+            cmd.args(["--net", "none"]);
+        }
+    }
+}
+
 fn run_once(opts: &BootBenchOptions, machine: BootMachine) -> Result<BootRun, RunError> {
     let watch = Watch {
-        markers: vec![READY, EXIT_STATUS],
+        markers: vec![READY, EXIT_STATUS, FIRST_OUTPUT],
         stop_at: machine.ends_at_status_line().then_some(1),
         timeout: opts.timeout,
     };
@@ -294,17 +371,28 @@ fn run_once(opts: &BootBenchOptions, machine: BootMachine) -> Result<BootRun, Ru
         .copied()
         .flatten()
         .ok_or_else(|| missing(READY))?;
+    if let Some(line) = done.output.lines().find(|l| l.contains(INIT_FAILED)) {
+        return Err(RunError::GuestSetup(line.trim().to_string()));
+    }
+    let first = done
+        .marks
+        .get(2)
+        .copied()
+        .flatten()
+        .ok_or_else(|| missing(FIRST_OUTPUT))?;
     match guest::parse_exit_status(&done.output) {
         Some(0) => {}
         Some(code) => return Err(RunError::GuestStatus(code)),
         None => return Err(missing(EXIT_STATUS)),
     }
-    let instructions = match machine {
-        BootMachine::Vessel => Some(parse_stats(&done.output)?),
-        _ => None,
+    let instructions = if machine.is_vessel() {
+        Some(parse_stats(&done.output)?)
+    } else {
+        None
     };
     Ok(BootRun {
         ready,
+        first,
         exit: done.end,
         max_rss_kib: done.max_rss_kib,
         instructions,
@@ -367,6 +455,7 @@ impl BootRow {
             .collect();
         Some(BootSummary {
             ready: secs(|r| r.ready)?,
+            first: secs(|r| r.first)?,
             exit: secs(|r| r.exit)?,
             peak_rss_mib: runs.iter().map(|r| r.max_rss_kib).max()? as f64 / 1024.0,
             instructions: median(&instr).map(|n| n.round() as u64),
@@ -424,15 +513,16 @@ impl fmt::Display for BootReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "boot: default guest running `true`, median of {} boot(s) per machine; \
-             times from process spawn",
+            "boot: default guest running `echo {FIRST_OUTPUT}`, median of {} boot(s) per \
+             machine; times from process spawn to READY, to the command's first output \
+             line and to exit",
             self.runs
         )?;
         writeln!(f, "cmdline: {}", self.cmdline)?;
         writeln!(
             f,
-            "{:<13} {:>10} {:>10} {:>9} {:>14} {:>13}",
-            "machine", "READY s", "exit s", "RSS MiB", "vessel/READY", "vessel/exit"
+            "{:<17} {:>8} {:>8} {:>9} {:>9} {:>13} {:>12}",
+            "machine", "READY s", "first s", "exit s", "RSS MiB", "vessel/READY", "vessel/exit"
         )?;
         let mut status_line_note = false;
         for row in &self.rows {
@@ -446,22 +536,23 @@ impl fmt::Display for BootReport {
                     } else {
                         " "
                     };
-                    let (rr, re) = match (row.machine, self.ratios(row.machine)) {
-                        (BootMachine::Vessel, _) => ("-".to_string(), "-".to_string()),
+                    let (rr, re) = match (row.machine.is_vessel(), self.ratios(row.machine)) {
+                        (true, _) => ("-".to_string(), "-".to_string()),
                         (_, Some((a, b))) => (format!("{a:.2}x"), format!("{b:.2}x")),
                         (_, None) => ("n/a".to_string(), "n/a".to_string()),
                     };
                     writeln!(
                         f,
-                        "{name:<13} {:>10.3} {:>9.3}{mark} {:>9.1} {rr:>14} {re:>13}",
+                        "{name:<17} {:>8.3} {:>8.3} {:>8.3}{mark} {:>9.1} {rr:>13} {re:>12}",
                         s.ready.as_secs_f64(),
+                        s.first.as_secs_f64(),
                         s.exit.as_secs_f64(),
                         s.peak_rss_mib,
                     )?;
                 }
-                BootOutcome::Unavailable(why) => writeln!(f, "{name:<13} unavailable ({why})")?,
+                BootOutcome::Unavailable(why) => writeln!(f, "{name:<17} unavailable ({why})")?,
                 BootOutcome::Failed(e) => {
-                    write!(f, "{name:<13} failed: {e}")?;
+                    write!(f, "{name:<17} failed: {e}")?;
                     let mut source = std::error::Error::source(e);
                     while let Some(s) = source {
                         write!(f, ": {s}")?;
@@ -493,6 +584,7 @@ impl fmt::Display for BootReport {
                 goal.join(", ")
             )?;
         }
+        self.write_variants(f)?;
         match self.summary(BootMachine::Vessel) {
             Some(BootSummary {
                 instructions: Some(n),

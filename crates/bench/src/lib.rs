@@ -8,7 +8,9 @@
 //! published figures; `api_vmm` drives one process, `api_report` prints,
 //! `smaps` reads its memory),
 //! `cpu` (guest instructions per second on a compute loop),
-//! `boot` (time to the default guest's userspace and to exit, peak RSS),
+//! `boot` (time to the default guest's userspace, to its command's first
+//! output and to exit, peak RSS; `boot_variants` compares vessel with `-v`
+//! and `--net user` to its plain boot),
 //! `io` (fio and TCP throughput: guest next to native and QEMU, each with
 //! the host page cache and without it),
 //! `process` (subprocesses with a deadline), `watch` (subprocesses with
@@ -18,6 +20,7 @@ pub mod api;
 mod api_report;
 mod api_vmm;
 pub mod boot;
+pub mod boot_variants;
 pub mod cpu;
 pub mod io;
 mod process;
@@ -33,6 +36,7 @@ pub use api_report::{note, Published, Row as ApiRow, Spread};
 pub use boot::{
     boot, BootBenchOptions, BootMachine, BootOutcome, BootReport, BootRow, BootRun, BootSummary,
 };
+pub use boot_variants::VariantCost;
 
 pub use io::{io, DiskNumbers, HostCache, IoBenchOptions, IoMachine, IoReport, IoRow, Outcome};
 

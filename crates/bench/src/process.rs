@@ -55,6 +55,10 @@ pub enum RunError {
         /// The line.
         line: String,
     },
+    /// The guest's init could not set up a device it was given (a shared
+    /// directory, a network interface): its line.
+    #[error("the guest's init failed: {0:?}")]
+    GuestSetup(String),
 }
 
 /// What a finished child left behind.

@@ -14,9 +14,10 @@ pub enum BenchCommand {
     /// soft engine next to KVM (at CPL3) and QEMU TCG, same run.
     Cpu(CpuArgs),
     /// Time from process start to the default guest's userspace
-    /// (VESSEL-GUEST-READY) and to exit running `true`, and peak RSS:
-    /// vessel next to QEMU TCG (microvm and q35), same kernel, initramfs
-    /// and command line.
+    /// (VESSEL-GUEST-READY), to its command's first output line and to
+    /// exit, and peak RSS: vessel (plain, with -v and with --net user, each
+    /// variant next to the plain boot) and QEMU TCG (microvm and q35), same
+    /// kernel, initramfs and command line.
     Boot(BootArgs),
     /// fio on one host file (1 MiB sequential read and write, 4 KiB random
     /// read) natively, in the default guest on vessel's virtio-blk and
@@ -87,8 +88,12 @@ pub struct CpuArgs {
 /// A machine to boot the default guest on.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BootMachineArg {
-    /// `vessel run` with the engine of `--engine`.
+    /// `vessel run --net none` with the engine of `--engine`.
     Vessel,
+    /// The same with `-v` of a small temporary host directory.
+    VesselV,
+    /// The same with `--net user` (passt) instead of `--net none`.
+    VesselNet,
     /// `qemu-system-x86_64 -accel tcg -M microvm`.
     Microvm,
     /// `qemu-system-x86_64 -accel tcg -M q35`.
@@ -101,7 +106,7 @@ pub struct BootArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
     /// Machines to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BootMachineArg::Vessel, BootMachineArg::Microvm, BootMachineArg::Q35])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BootMachineArg::Vessel, BootMachineArg::VesselV, BootMachineArg::VesselNet, BootMachineArg::Microvm, BootMachineArg::Q35])]
     machines: Vec<BootMachineArg>,
     /// vessel's engine (auto, soft or kvm).
     #[arg(long, default_value = "auto", value_parser = ["auto", "soft", "kvm"])]
@@ -272,11 +277,14 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     opts.timeout = Duration::from_secs(args.timeout);
     opts.memory_mib = args.memory;
     opts.qemu = args.qemu;
+    opts.passt_installed = vmm::user_net::find_passt().is_some();
     opts.machines = args
         .machines
         .iter()
         .map(|m| match m {
             BootMachineArg::Vessel => bench::BootMachine::Vessel,
+            BootMachineArg::VesselV => bench::BootMachine::VesselShare,
+            BootMachineArg::VesselNet => bench::BootMachine::VesselUserNet,
             BootMachineArg::Microvm => bench::BootMachine::QemuMicrovm,
             BootMachineArg::Q35 => bench::BootMachine::QemuQ35,
         })
