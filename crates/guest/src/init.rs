@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 10;
+pub const RECIPE_VERSION: u32 = 11;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -235,7 +235,13 @@ if [ -n "$cmd" ]; then
 fi
 # Interactive: busybox init becomes PID 1 and starts the shell from
 # /etc/inittab, so that `poweroff`, `reboot` and `halt` (which signal PID 1)
-# work; leaving the shell powers off too.
+# work; leaving the shell powers off too. The console takes the host
+# terminal's size (vessel.tty=ROWSxCOLS) and TERM, which busybox init
+# passes on when it is set.
+if [ -n "$tty" ]; then
+    stty rows "${tty%x*}" cols "${tty#*x}" < /dev/console 2>/dev/null
+fi
+[ -n "$term" ] && export TERM="$term"
 say VESSEL-GUEST-READY
 exec /bin/busybox init
 "#;

@@ -200,6 +200,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         && args.kernel.is_none()
         && args.initrd.is_none()
         && args.devices.vsock.is_none();
+    let own_guest = args.kernel.is_none();
     let (kernel, initrd, cmdline) = match args.kernel {
         Some(kernel) => {
             let mut cmdline = args.cmdline.unwrap_or_else(|| "console=ttyS0".to_string());
@@ -228,6 +229,14 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let cmdline = match share_args::cmdline(&args.devices.volumes) {
         Some(shares) => format!("{cmdline} {shares}"),
         None => cmdline,
+    };
+    // The interactive console of vessel's own guest: the terminal's size
+    // and TERM (the serial line cannot follow later resizes).
+    let cmdline = match vmm::stdio::interactive_cmdline() {
+        Some(tty) if mode == OutputMode::Interactive && own_guest => {
+            format!("{cmdline} {tty}")
+        }
+        _ => cmdline,
     };
     let config = VmConfig {
         kernel,

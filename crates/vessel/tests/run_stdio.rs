@@ -351,3 +351,37 @@ fn ctrl_c_during_boot_ends_vessel_with_130() {
         "the terminal was not restored"
     );
 }
+
+#[test]
+fn the_interactive_shell_has_the_terminals_size_and_term() {
+    let Some(tmux) = Tmux::start("shell-size") else {
+        return;
+    };
+    prepare_guest();
+    let dir = temp_dir("shell-size");
+    tmux.session(&pane_script(&dir.0, "--net none"));
+    tmux.wait_screen("vessel:/#", BOOT_TIMEOUT);
+    tmux.cmd(&[
+        "send-keys",
+        "-t",
+        "t",
+        "stty size; echo T=$TERM; poweroff",
+        "Enter",
+    ]);
+    let screen = tmux.wait_screen("PANE-DONE", Duration::from_secs(60));
+    assert!(screen.contains("40 120"), "no size:\n{screen}");
+    // tmux's own TERM, not busybox init's serial default (vt102).
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.trim() == "T=tmux-256color" || l.trim() == "T=screen"),
+        "the host's TERM did not reach the shell:\n{screen}"
+    );
+    assert!(!screen.contains("VESSEL-GUEST-READY"), "{screen}");
+    assert_eq!(read(&dir.0, "status"), "0", "screen:\n{screen}");
+    assert_eq!(
+        read(&dir.0, "before"),
+        read(&dir.0, "after"),
+        "the terminal was not restored"
+    );
+}

@@ -264,6 +264,25 @@ fn is_tty(fd: libc::c_int) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
+/// The kernel parameters that give the default guest's interactive console
+/// the host terminal's size and TERM (`vessel.tty=`, `vessel.term=`), when
+/// vessel runs on a terminal; `None` otherwise.
+pub fn interactive_cmdline() -> Option<String> {
+    if !terminals_attached() {
+        return None;
+    }
+    let size = terminal_size()?;
+    let term = std::env::var("TERM").ok();
+    let line = guest::agent::cmdline(Some(size), term.as_deref());
+    // The agent flag means nothing without a command; keep only the size.
+    Some(
+        line.split_whitespace()
+            .filter(|w| !w.starts_with("vessel.agent="))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// The terminal's (rows, cols) on stdin, when it says.
 fn terminal_size() -> Option<(u16, u16)> {
     // SAFETY: winsize is plain old data; all-zero is valid.
