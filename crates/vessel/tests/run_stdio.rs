@@ -385,3 +385,11 @@ fn the_interactive_shell_has_the_terminals_size_and_term() {
         "the terminal was not restored"
     );
 }
+
+/// `vessel run` with no command and stdin at its end: the guest's shell
+/// reads end of file and the VM powers off, instead of waiting forever.
+#[test]
+fn an_interactive_shell_on_empty_stdin_ends() {
+    let out = vessel_run(&["--net", "none"], Stdio::null());
+    assert_eq!(out.status, Some(0), "stderr:\n{}", out.stderr);
+}

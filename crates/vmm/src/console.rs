@@ -65,17 +65,24 @@ impl Console {
     pub fn start(mode: OutputMode) -> Self {
         let raw = RawMode::enable();
         let target: Arc<Mutex<Targets>> = Arc::default();
-        let t = target.clone();
+        let output = OutputWatch::on_stdout(mode);
+        let (t, o) = (target.clone(), output.clone());
+        let terminal = raw.is_some();
         // The thread ends at EOF on stdin or with the process.
         let spawned = std::thread::Builder::new()
             .name("console-in".into())
-            .spawn(move || input_loop(t));
+            .spawn(move || {
+                input_loop(&t);
+                if !terminal {
+                    end_of_input(&t, &o);
+                }
+            });
         if let Err(e) = spawned {
             log::warn!("console input disabled: {e}");
         }
         Console {
             target,
-            output: OutputWatch::on_stdout(mode),
+            output,
             _raw: raw,
         }
     }
@@ -114,7 +121,28 @@ impl Console {
     }
 }
 
-fn input_loop(target: Arc<Mutex<Targets>>) {
+/// Piped input ended (`vessel run < file`, `</dev/null`): once the guest
+/// is up, its console reads end of file (Ctrl-D), so a shell reading it
+/// ends, as a shell does at the end of its input. Repeated while the VM
+/// runs, since input that arrives before the shell reads is not kept.
+fn end_of_input(target: &Mutex<Targets>, output: &OutputWatch) {
+    const EOF: u8 = 0x04;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let running = match lock(target).now.as_ref() {
+            Some(t) => !t.control.is_stopping(),
+            None => output.ready_at().is_none(),
+        };
+        if !running {
+            return;
+        }
+        if output.ready_at().is_some() {
+            deliver(target, &[EOF]);
+        }
+    }
+}
+
+fn input_loop(target: &Arc<Mutex<Targets>>) {
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 256];
     let mut escape_pending = false;
@@ -131,7 +159,7 @@ fn input_loop(target: Arc<Mutex<Targets>>) {
                 escape_pending = false;
                 match b {
                     b'x' | b'X' => {
-                        Stopper(target.clone()).stop(Outcome::UserStop);
+                        Stopper(Arc::clone(target)).stop(Outcome::UserStop);
                         continue;
                     }
                     ESCAPE => out.push(ESCAPE),
@@ -146,7 +174,7 @@ fn input_loop(target: Arc<Mutex<Targets>>) {
                 out.push(b);
             }
         }
-        deliver(&target, &out);
+        deliver(target, &out);
     }
 }
 
