@@ -2,7 +2,7 @@
 //! code) uses: loads and stores of 32/64/80-bit floats and 16/32/64-bit
 //! integers, FLD1/FLDZ, the four operations with their reversed and
 //! popping forms, FXCH, FCHS, FABS, FRNDINT, and the compares (FCOM*,
-//! FUCOM*, FCOMI*, FUCOMI*, FTST).
+//! FUCOM*, FCOMI*, FUCOMI*, FICOM*, FTST); `more` has the rest.
 //!
 //! Values are 80-bit extended floats computed with `rustc_apfloat`'s
 //! x87 format (64-bit significand, rounding as FCW.RC says), so results
@@ -25,6 +25,8 @@ use rustc_apfloat::ieee::{Double, Single, X87DoubleExtended as F80};
 use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 
 use super::ops;
+
+mod more;
 use crate::core::Core;
 use crate::cpu::{Fpu, CR0_EM, CR0_NE, CR0_TS};
 use crate::exception::{ExecResult, Fault, Stop, MF, NM};
@@ -89,7 +91,9 @@ pub fn handles(m: Mnemonic) -> bool {
             | M::Fucomi
             | M::Fucomip
             | M::Ftst
-    )
+            | M::Ficom
+            | M::Ficomp
+    ) || more::handles(m)
 }
 
 fn check(core: &Core) -> ExecResult {
@@ -656,7 +660,15 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             let old = core.cpu.flags.get() & !(OF | SF | AF | ZF | PF | CF);
             core.cpu.flags.set_arith(old | fl);
         }
-        M::Fcom | M::Fcomp | M::Fcompp | M::Fucom | M::Fucomp | M::Fucompp | M::Ftst => {
+        M::Fcom
+        | M::Fcomp
+        | M::Fcompp
+        | M::Fucom
+        | M::Fucomp
+        | M::Fucompp
+        | M::Ftst
+        | M::Ficom
+        | M::Ficomp => {
             let saved = core.cpu.fpu.fsw;
             let (src, (b, den)) = if mem {
                 (None, load(core, ins, 0)?)
@@ -681,14 +693,14 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 Some(Ordering::Greater) => 0,
             };
             f.fsw = (f.fsw & !(FSW_C3 | FSW_C2 | FSW_C1 | FSW_C0)) | cc;
-            if matches!(m, M::Fcomp | M::Fucomp | M::Fcompp | M::Fucompp) {
+            if matches!(m, M::Fcomp | M::Fucomp | M::Fcompp | M::Fucompp | M::Ficomp) {
                 pop(f);
             }
             if matches!(m, M::Fcompp | M::Fucompp) {
                 pop(f);
             }
         }
-        _ => return Err(Stop::Unsupported),
+        _ => return more::exec(core, ins, m),
     }
     Ok(())
 }
