@@ -523,6 +523,7 @@ pub const FORMS: &[Code] = &[
     Code::Ficomp_m32int,
     Code::Fscale,
     Code::Fxtract,
+    Code::Fsqrt,
 ];
 
 const P64: &[R] = &[

@@ -1,7 +1,7 @@
 //! The x87 instructions beyond loads, stores, the four operations and the
 //! compares: the constants (FLDPI, FLDL2T, FLDL2E, FLDLG2, FLDLN2),
 //! stack management (FFREE, FFREEP, FINCSTP, FDECSTP), FCMOVcc, FXAM,
-//! FSCALE and FXTRACT. Values and state are kept as in the parent module.
+//! FSCALE, FXTRACT and FSQRT. Values and state are kept as in the parent module.
 
 use iced_x86::{Instruction, Mnemonic};
 use rustc_apfloat::{Float, Round, Status};
@@ -33,6 +33,7 @@ pub fn handles(m: Mnemonic) -> bool {
             | M::Fxam
             | M::Fscale
             | M::Fxtract
+            | M::Fsqrt
     )
 }
 
@@ -185,6 +186,57 @@ fn extract(f: &mut Fpu, a: u128) -> (u128, u128) {
     (F80::from_i128(i128::from(e)).value.to_bits(), sig)
 }
 
+/// The square root of a positive finite nonzero value, correctly
+/// rounded to 64 bits of significand as FCW.RC says: the integer
+/// square root of the significand shifted to 128 bits gives the 64
+/// result bits, its remainder the round and sticky bits.
+fn root(f: &mut Fpu, x: u128) -> u128 {
+    let sig = (x & SIG) as u64;
+    let lz = sig.leading_zeros();
+    let m = u128::from(sig << lz);
+    // x = m * 2^e with m's top bit at bit 63.
+    let e = exponent(x).max(1) as i64 - 16383 - 63 - i64::from(lz);
+    let k: i64 = if (e - 64) % 2 == 0 { 64 } else { 63 };
+    let n = m << k;
+    let r = n.isqrt();
+    let rem = n - r * r;
+    let (half, inexact) = (rem > r, rem != 0);
+    let up = match round(f) {
+        Round::NearestTiesToEven => half,
+        Round::TowardPositive => inexact,
+        _ => false,
+    };
+    let mut sig = r + u128::from(up);
+    let mut exp = (e - k) / 2 + 63 + 16383;
+    if sig >> 64 != 0 {
+        sig >>= 1;
+        exp += 1;
+    }
+    if inexact {
+        raise(f, Status::INEXACT, false);
+    }
+    if up {
+        f.fsw |= FSW_C1;
+    }
+    ((exp as u128) << 64) | sig
+}
+
+/// FSQRT of ST(0) with the x87's special cases.
+fn fsqrt(f: &mut Fpu, a: u128) -> u128 {
+    if let Some(r) = nan_operands(f, a, None) {
+        return r;
+    }
+    if is_zero(a) || a == (0x7fffu128 << 64) | INT_BIT {
+        return a;
+    }
+    if a & SIGN != 0 {
+        raise(f, Status::INVALID_OP, false);
+        return INDEFINITE;
+    }
+    note_denormals(f, &[a]);
+    root(f, a)
+}
+
 /// Executes an instruction [`handles`] names.
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     use Mnemonic as M;
@@ -226,6 +278,16 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 let a = st(f, 0);
                 let b = st(f, 1);
                 fscale(f, a, b)
+            };
+            set_st(f, 0, r);
+        }
+        M::Fsqrt => {
+            f.fsw &= !FSW_C1;
+            let r = if underflow(f, f.fsw, &[Some(0)]) {
+                INDEFINITE
+            } else {
+                let a = st(f, 0);
+                fsqrt(f, a)
             };
             set_st(f, 0, r);
         }
@@ -2766,6 +2828,90 @@ mod tests {
             };
             let r = fscale(&mut f, a, b);
             assert_eq!((r, f.fsw & 0x23f), (want, fsw), "{a:#x} {b:#x} rc {rc}");
+        }
+    }
+
+    /// (FCW.RC, ST(0), result, FSW bits C1 and 5:0) from the host.
+    const FSQRT: &[(u16, u128, u128, u16)] = &[
+        (0, 0x3fff_8000000000000000, 0x3fff_8000000000000000, 0x0000),
+        (0, 0x4000_8000000000000000, 0x3fff_b504f333f9de6484, 0x0020),
+        (0, 0x4000_c000000000000001, 0x3fff_ddb3d742c265539e, 0x0020),
+        (0, 0x0001_ffffffffffffffff, 0x2000_b504f333f9de6484, 0x0220),
+        (0, 0x0000_0000000000000003, 0x1fe1_9cc470a0490973e8, 0x0022),
+        (0, 0x0000_8000000000000003, 0x2000_8000000000000001, 0x0022),
+        (0, 0x7ffe_ffffffffffffffff, 0x5ffe_ffffffffffffffff, 0x0020),
+        (0, 0x8000_0000000000000000, 0x8000_0000000000000000, 0x0000),
+        (0, 0x7fff_8000000000000000, 0x7fff_8000000000000000, 0x0000),
+        (0, 0x3ffe_abcdef0123456789, 0x3ffe_d1b7fccc654e1a7a, 0x0020),
+        (0, 0x1234_fedcba9876543211, 0x2919_ff6e33c7bdd7c559, 0x0220),
+        (0, 0x4321_8000000000000001, 0x4190_8000000000000000, 0x0020),
+        (0, 0xbfff_8000000000000000, 0xffff_c000000000000000, 0x0001),
+        (0, 0x8000_0000000000000001, 0xffff_c000000000000000, 0x0001),
+        (0, 0x3fff_ffffffffffffffff, 0x3fff_b504f333f9de6484, 0x0220),
+        (0, 0x4000_ffffffffffffffff, 0x3fff_ffffffffffffffff, 0x0020),
+        (0, 0x0000_4000000000000000, 0x1fff_b504f333f9de6484, 0x0022),
+        (1, 0x3fff_8000000000000000, 0x3fff_8000000000000000, 0x0000),
+        (1, 0x4000_8000000000000000, 0x3fff_b504f333f9de6484, 0x0020),
+        (1, 0x4000_c000000000000001, 0x3fff_ddb3d742c265539e, 0x0020),
+        (1, 0x0001_ffffffffffffffff, 0x2000_b504f333f9de6483, 0x0020),
+        (1, 0x0000_0000000000000003, 0x1fe1_9cc470a0490973e8, 0x0022),
+        (1, 0x0000_8000000000000003, 0x2000_8000000000000001, 0x0022),
+        (1, 0x7ffe_ffffffffffffffff, 0x5ffe_ffffffffffffffff, 0x0020),
+        (1, 0x8000_0000000000000000, 0x8000_0000000000000000, 0x0000),
+        (1, 0x7fff_8000000000000000, 0x7fff_8000000000000000, 0x0000),
+        (1, 0x3ffe_abcdef0123456789, 0x3ffe_d1b7fccc654e1a7a, 0x0020),
+        (1, 0x1234_fedcba9876543211, 0x2919_ff6e33c7bdd7c558, 0x0020),
+        (1, 0x4321_8000000000000001, 0x4190_8000000000000000, 0x0020),
+        (1, 0xbfff_8000000000000000, 0xffff_c000000000000000, 0x0001),
+        (1, 0x8000_0000000000000001, 0xffff_c000000000000000, 0x0001),
+        (1, 0x3fff_ffffffffffffffff, 0x3fff_b504f333f9de6483, 0x0020),
+        (1, 0x4000_ffffffffffffffff, 0x3fff_ffffffffffffffff, 0x0020),
+        (1, 0x0000_4000000000000000, 0x1fff_b504f333f9de6484, 0x0022),
+        (2, 0x3fff_8000000000000000, 0x3fff_8000000000000000, 0x0000),
+        (2, 0x4000_8000000000000000, 0x3fff_b504f333f9de6485, 0x0220),
+        (2, 0x4000_c000000000000001, 0x3fff_ddb3d742c265539f, 0x0220),
+        (2, 0x0001_ffffffffffffffff, 0x2000_b504f333f9de6484, 0x0220),
+        (2, 0x0000_0000000000000003, 0x1fe1_9cc470a0490973e9, 0x0222),
+        (2, 0x0000_8000000000000003, 0x2000_8000000000000002, 0x0222),
+        (2, 0x7ffe_ffffffffffffffff, 0x5fff_8000000000000000, 0x0220),
+        (2, 0x8000_0000000000000000, 0x8000_0000000000000000, 0x0000),
+        (2, 0x7fff_8000000000000000, 0x7fff_8000000000000000, 0x0000),
+        (2, 0x3ffe_abcdef0123456789, 0x3ffe_d1b7fccc654e1a7b, 0x0220),
+        (2, 0x1234_fedcba9876543211, 0x2919_ff6e33c7bdd7c559, 0x0220),
+        (2, 0x4321_8000000000000001, 0x4190_8000000000000001, 0x0220),
+        (2, 0xbfff_8000000000000000, 0xffff_c000000000000000, 0x0001),
+        (2, 0x8000_0000000000000001, 0xffff_c000000000000000, 0x0001),
+        (2, 0x3fff_ffffffffffffffff, 0x3fff_b504f333f9de6484, 0x0220),
+        (2, 0x4000_ffffffffffffffff, 0x4000_8000000000000000, 0x0220),
+        (2, 0x0000_4000000000000000, 0x1fff_b504f333f9de6485, 0x0222),
+        (3, 0x3fff_8000000000000000, 0x3fff_8000000000000000, 0x0000),
+        (3, 0x4000_8000000000000000, 0x3fff_b504f333f9de6484, 0x0020),
+        (3, 0x4000_c000000000000001, 0x3fff_ddb3d742c265539e, 0x0020),
+        (3, 0x0001_ffffffffffffffff, 0x2000_b504f333f9de6483, 0x0020),
+        (3, 0x0000_0000000000000003, 0x1fe1_9cc470a0490973e8, 0x0022),
+        (3, 0x0000_8000000000000003, 0x2000_8000000000000001, 0x0022),
+        (3, 0x7ffe_ffffffffffffffff, 0x5ffe_ffffffffffffffff, 0x0020),
+        (3, 0x8000_0000000000000000, 0x8000_0000000000000000, 0x0000),
+        (3, 0x7fff_8000000000000000, 0x7fff_8000000000000000, 0x0000),
+        (3, 0x3ffe_abcdef0123456789, 0x3ffe_d1b7fccc654e1a7a, 0x0020),
+        (3, 0x1234_fedcba9876543211, 0x2919_ff6e33c7bdd7c558, 0x0020),
+        (3, 0x4321_8000000000000001, 0x4190_8000000000000000, 0x0020),
+        (3, 0xbfff_8000000000000000, 0xffff_c000000000000000, 0x0001),
+        (3, 0x8000_0000000000000001, 0xffff_c000000000000000, 0x0001),
+        (3, 0x3fff_ffffffffffffffff, 0x3fff_b504f333f9de6483, 0x0020),
+        (3, 0x4000_ffffffffffffffff, 0x3fff_ffffffffffffffff, 0x0020),
+        (3, 0x0000_4000000000000000, 0x1fff_b504f333f9de6484, 0x0022),
+    ];
+
+    #[test]
+    fn fsqrt_matches_the_host() {
+        for &(rc, a, want, fsw) in FSQRT {
+            let mut f = Fpu {
+                fcw: 0x37f | (rc << 10),
+                ..Fpu::default()
+            };
+            let r = fsqrt(&mut f, a);
+            assert_eq!((r, f.fsw & 0x23f), (want, fsw), "{a:#x} rc {rc}");
         }
     }
 
