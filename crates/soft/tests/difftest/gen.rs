@@ -524,6 +524,8 @@ pub const FORMS: &[Code] = &[
     Code::Fscale,
     Code::Fxtract,
     Code::Fsqrt,
+    Code::Fprem,
+    Code::Fprem1,
 ];
 
 const P64: &[R] = &[
