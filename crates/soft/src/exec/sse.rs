@@ -205,12 +205,8 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         return super::mmx::exec(core, ins, m);
     }
     match m {
-        M::Fninit => {
-            core.cpu.fpu.fcw = 0x37f;
-            core.cpu.fpu.fsw = 0;
-            core.cpu.fpu.ftw = 0;
-            return Ok(());
-        }
+        M::Fninit => return super::x87::fninit(core),
+        M::Fnclex => return super::x87::fnclex(core),
         M::Fnstcw => {
             let v = core.cpu.fpu.fcw;
             return write(core, ins, 0, 16, u64::from(v));
@@ -224,7 +220,7 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             let v = core.cpu.fpu.fsw;
             return write(core, ins, 0, 16, u64::from(v));
         }
-        M::Wait | M::Fnclex => return Ok(()),
+        M::Wait => return Ok(()),
         M::Emms => return super::mmx::emms(core),
         _ => {}
     }

@@ -106,6 +106,31 @@ fn check(core: &Core) -> ExecResult {
     Ok(())
 }
 
+/// FNINIT: the control, status and tag words to their reset values;
+/// the registers keep their contents (TOP becomes 0, so the ST-ordered
+/// array turns to physical order). No #MF: it does not wait.
+pub fn fninit(core: &mut Core) -> ExecResult {
+    if core.cpu.cr0 & (CR0_EM | CR0_TS) != 0 {
+        return Err(Fault::new(NM).into());
+    }
+    let f = &mut core.cpu.fpu;
+    let t = top(f);
+    f.st.rotate_right(t);
+    f.fcw = 0x37f;
+    f.fsw = 0;
+    f.ftw = 0;
+    Ok(())
+}
+
+/// FNCLEX: clears the exception flags, SF, ES and B; no #MF.
+pub fn fnclex(core: &mut Core) -> ExecResult {
+    if core.cpu.cr0 & (CR0_EM | CR0_TS) != 0 {
+        return Err(Fault::new(NM).into());
+    }
+    core.cpu.fpu.fsw &= !(0xff | FSW_B);
+    Ok(())
+}
+
 fn round(f: &Fpu) -> Round {
     match (f.fcw >> 10) & 3 {
         0 => Round::NearestTiesToEven,
@@ -190,7 +215,7 @@ fn f80(x: u128) -> F80 {
 
 /// The masked response to NaN or unsupported operands, if any: the
 /// indefinite for an unsupported one, else the quieted NaN the x87 picks
-/// (a QNaN over an SNaN, else the larger significand).
+/// (a QNaN over an SNaN, else the larger significand, else the positive).
 fn nan_operands(f: &mut Fpu, a: u128, b: Option<u128>) -> Option<u128> {
     let ops = [Some(a), b];
     if ops.iter().flatten().any(|&x| unsupported(x)) {
@@ -209,6 +234,8 @@ fn nan_operands(f: &mut Fpu, a: u128, b: Option<u128>) -> Option<u128> {
             (true, false) => b,
             (false, true) => a,
             _ if b & SIG > a & SIG => b | QUIET,
+            // Equal significands: the positive one.
+            _ if b & SIG == a & SIG && a & SIGN != 0 => b | QUIET,
             _ => a | QUIET,
         }),
     }
@@ -761,6 +788,7 @@ mod tests {
         let s = (0x7fffu128 << 64) | INT_BIT | 9;
         assert_eq!(nan_operands(&mut f, q, Some(s)), Some(q));
         assert_eq!(nan_operands(&mut f, s, Some(0)), Some(s | QUIET));
+        assert_eq!(nan_operands(&mut f, q | SIGN, Some(q)), Some(q));
         assert_eq!(f.fsw & FSW_IE, FSW_IE);
         // An unnormal is unsupported: the indefinite.
         assert_eq!(nan_operands(&mut f, 1u128 << 64, Some(0)), Some(INDEFINITE));

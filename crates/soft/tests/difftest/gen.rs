@@ -526,6 +526,8 @@ pub const FORMS: &[Code] = &[
     Code::Fsqrt,
     Code::Fprem,
     Code::Fprem1,
+    Code::Fninit,
+    Code::Fnclex,
 ];
 
 const P64: &[R] = &[
