@@ -528,6 +528,8 @@ pub const FORMS: &[Code] = &[
     Code::Fprem1,
     Code::Fninit,
     Code::Fnclex,
+    Code::Fbld_m80bcd,
+    Code::Fbstp_m80bcd,
 ];
 
 const P64: &[R] = &[

@@ -1,7 +1,7 @@
 //! The x87 instructions beyond loads, stores, the four operations and the
 //! compares: the constants (FLDPI, FLDL2T, FLDL2E, FLDLG2, FLDLN2),
 //! stack management (FFREE, FFREEP, FINCSTP, FDECSTP), FCMOVcc, FXAM,
-//! FSCALE, FXTRACT, FSQRT and FPREM/FPREM1. Values and state are kept as in the parent module.
+//! FSCALE, FXTRACT, FSQRT, FPREM/FPREM1 and the packed BCD FBLD/FBSTP. Values and state are kept as in the parent module.
 
 use iced_x86::{Instruction, Mnemonic};
 use rustc_apfloat::{Float, Round, Status};
@@ -36,6 +36,8 @@ pub fn handles(m: Mnemonic) -> bool {
             | M::Fsqrt
             | M::Fprem
             | M::Fprem1
+            | M::Fbld
+            | M::Fbstp
     )
 }
 
@@ -314,9 +316,87 @@ fn fprem(f: &mut Fpu, a: u128, b: u128, nearest: bool) -> (u128, Option<u16>) {
     }
 }
 
+/// The BCD indefinite FBSTP stores for an invalid operation.
+const BCD_INDEFINITE: u128 = 0xffff_c000_0000_0000_0000;
+
+/// 10^18: packed BCD holds 18 digits.
+const BCD_LIMIT: i128 = 1_000_000_000_000_000_000;
+
+/// The value of a packed BCD operand: 18 digits, a sign bit. A digit
+/// above 9 counts its nibble's value, as the CPU does.
+fn from_bcd(b: u128) -> u128 {
+    let n = (0..18)
+        .rev()
+        .fold(0i128, |n, i| n * 10 + ((b >> (4 * i)) & 15) as i128);
+    let v = F80::from_i128(n).value.to_bits();
+    if b >> 79 != 0 {
+        v | SIGN
+    } else {
+        v
+    }
+}
+
+/// ST(0) as packed BCD, rounded as FCW.RC says; the indefinite for a
+/// NaN, an infinity or a value that does not fit.
+fn to_bcd(f: &mut Fpu, v: u128) -> u128 {
+    if unsupported(v) || exponent(v) == 0x7fff {
+        raise(f, Status::INVALID_OP, false);
+        return BCD_INDEFINITE;
+    }
+    let mut exact = false;
+    let r = f80(v).to_i128_r(128, round(f), &mut exact);
+    if r.value.abs() >= BCD_LIMIT {
+        raise(f, Status::INVALID_OP, false);
+        return BCD_INDEFINITE;
+    }
+    let z = f80(v).to_i128_r(128, Round::TowardZero, &mut exact);
+    raise(f, r.status, false);
+    set_c1(f, r.status, r.value.unsigned_abs(), z.value.unsigned_abs());
+    let mut n = r.value.unsigned_abs();
+    let mut bcd = 0u128;
+    for i in 0..18 {
+        bcd |= (n % 10) << (4 * i);
+        n /= 10;
+    }
+    bcd | (v & SIGN)
+}
+
+fn fbld(core: &mut Core, ins: &Instruction) -> ExecResult {
+    let (s, off) = ops::mem_loc(core, ins, 0);
+    let mut b = [0u8; 10];
+    core.read_seg_buf(s, off, &mut b)?;
+    let f = &mut core.cpu.fpu;
+    f.fsw &= !FSW_C1;
+    push(f, from_bcd(from_bytes(&b)));
+    Ok(())
+}
+
+/// FBSTP: the flags change and the stack pops only once the store is done.
+fn fbstp(core: &mut Core, ins: &Instruction) -> ExecResult {
+    let mut f = core.cpu.fpu;
+    f.fsw &= !FSW_C1;
+    let saved = f.fsw;
+    let bcd = if underflow(&mut f, saved, &[Some(0)]) {
+        BCD_INDEFINITE
+    } else {
+        let v = st(&mut f, 0);
+        to_bcd(&mut f, v)
+    };
+    let (s, off) = ops::mem_loc(core, ins, 0);
+    core.write_seg_buf(s, off, &to_bytes(bcd))?;
+    pop(&mut f);
+    core.cpu.fpu = f;
+    Ok(())
+}
+
 /// Executes an instruction [`handles`] names.
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     use Mnemonic as M;
+    match m {
+        M::Fbld => return fbld(core, ins),
+        M::Fbstp => return fbstp(core, ins),
+        _ => {}
+    }
     let flags = core.cpu.flags.get();
     let f = &mut core.cpu.fpu;
     match m {
@@ -499,6 +579,47 @@ mod tests {
             let (r, bits) = fprem(&mut f, a, b, truncate == 0);
             let got = (r, (f.fsw | bits.unwrap_or(0)) & 0x473f);
             assert_eq!(got, (want, fsw), "{a:#x} {b:#x} fprem {truncate}");
+        }
+    }
+
+    #[test]
+    fn bcd_matches_the_host() {
+        // FBLD counts a digit above 9 by its nibble's value.
+        assert_eq!(
+            from_bcd(0x80ff_1234_5678_9abc_def0),
+            0xc03b_b752_e8ba_24ca_2bb0
+        );
+        assert_eq!(
+            from_bcd(0x00ff_ffff_ffff_ffff_ffff),
+            0x403b_b909_8406_0d35_5548
+        );
+        assert_eq!(from_bcd(SIGN), SIGN);
+        // (FCW.RC, ST(0), stored, FSW bits C1 and 5:0) from the host.
+        let cases: &[(u16, u128, u128, u16)] = &[
+            (0, 0xc000_c000_0000_0000_0000, 0x8000_0000_0000_0000_0003, 0),
+            (0, 0x3ffe_a000_0000_0000_0000, 1, 0x220),
+            (1, 0x3ffe_a000_0000_0000_0000, 0, 0x20),
+            (0, 0x403a_de0b_6b3a_763f_ffff, BCD_INDEFINITE, 1),
+            (
+                1,
+                0x403a_de0b_6b3a_763f_ffff,
+                0x99_9999_9999_9999_9999,
+                0x20,
+            ),
+            (
+                1,
+                0x8000_8000_0000_0000_0000,
+                0x8000_0000_0000_0000_0001,
+                0x220,
+            ),
+            (3, 0x8000_8000_0000_0000_0000, SIGN, 0x20),
+        ];
+        for &(rc, v, want, fsw) in cases {
+            let mut f = Fpu {
+                fcw: 0x37f | (rc << 10),
+                ..Fpu::default()
+            };
+            assert_eq!((to_bcd(&mut f, v), f.fsw), (want, fsw), "{v:#x} rc {rc}");
         }
     }
 
