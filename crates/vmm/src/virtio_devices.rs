@@ -383,16 +383,8 @@ mod tests {
         mem.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap(); // idx
     }
 
-    /// On KVM, a guest write to a queue's notification register is served
-    /// by the event loop through the ioeventfd: the used ring fills while
-    /// the write never reaches the VMM's bus.
-    #[test]
-    fn kvm_queue_kick_goes_through_the_ioeventfd() {
-        if !std::path::Path::new("/dev/kvm").exists() {
-            eprintln!("KVM TESTS SKIPPED: /dev/kvm is missing");
-            return;
-        }
-        let hv = kvm::KvmHypervisor::new().expect("/dev/kvm opens");
+    /// 1 MiB of guest RAM, a VM on `hv` and its device manager.
+    fn machine(hv: &dyn Hypervisor) -> (GuestMemoryMmap, Arc<dyn Vm>, DeviceManager) {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let vm: Arc<dyn Vm> = Arc::from(hv.create_vm().unwrap());
         vm.set_memory(&mem).unwrap();
@@ -403,6 +395,20 @@ mod tests {
             Box::new(std::io::sink()),
         )
         .unwrap();
+        (mem, vm, dm)
+    }
+
+    /// On KVM, a guest write to a queue's notification register is served
+    /// by the event loop through the ioeventfd: the used ring fills while
+    /// the write never reaches the VMM's bus.
+    #[test]
+    fn kvm_queue_kick_goes_through_the_ioeventfd() {
+        if !std::path::Path::new("/dev/kvm").exists() {
+            eprintln!("KVM TESTS SKIPPED: /dev/kvm is missing");
+            return;
+        }
+        let hv = kvm::KvmHypervisor::new().expect("/dev/kvm opens");
+        let (mem, vm, dm) = machine(&hv);
         let config = DeviceConfig {
             rng: true,
             ..Default::default()
@@ -457,17 +463,7 @@ mod tests {
     /// running device (what PATCH /drives/{id} does).
     #[test]
     fn drive_handles_by_id() {
-        let hv = soft::SoftHypervisor::new();
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let vm: Arc<dyn Vm> = Arc::from(hv.create_vm().unwrap());
-        vm.set_memory(&mem).unwrap();
-        let dm = DeviceManager::new(
-            vm.clone(),
-            VmControl::new(),
-            1 << 20,
-            Box::new(std::io::sink()),
-        )
-        .unwrap();
+        let (mem, vm, dm) = machine(&soft::SoftHypervisor::new());
         let dir = std::env::temp_dir();
         let pid = std::process::id();
         let small = dir.join(format!("vessel-vd-{pid}-small.img"));
