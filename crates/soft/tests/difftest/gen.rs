@@ -927,11 +927,20 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         rip += b.len() as u64;
         code.extend_from_slice(&b);
     }
-    // Then a known x87/MMX state: FNINIT, MM0-7 from the stack page, and
+    // Then a known x87/MMX state: FNINIT, FLDCW (random rounding control
+    // in one case in two), MM0-7 from the stack page, and
     // in one case in two EMMS, so the first MMX instruction finds the tags
     // empty and x87 loads find room on the stack.
     code.extend_from_slice(&[0xdb, 0xe3]);
     rip += 2;
+    let ins = Instruction::with1(
+        Code::Fldcw_m2byte,
+        MemoryOperand::with_base_displ(R::None, FCW_INIT as i64),
+    )
+    .expect("valid form");
+    let (b, _) = encode(&ins, rip).expect("encodable");
+    rip += b.len() as u64;
+    code.extend_from_slice(&b);
     for i in 0..8u32 {
         let r = [
             R::MM0,
@@ -1063,6 +1072,13 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         let o = (XMM_INIT - STACK) as usize + 16 * i;
         stack[o..o + 16].copy_from_slice(x);
     }
+    let rc = if rng.below(2) == 0 {
+        0
+    } else {
+        rng.below(4) as u16
+    };
+    let o = (FCW_INIT - STACK) as usize;
+    stack[o..o + 2].copy_from_slice(&(0x37f | rc << 10).to_le_bytes());
     for i in 0..8 {
         let o = (MM_INIT - STACK) as usize + 8 * i;
         stack[o..o + 8].copy_from_slice(&rng.value().to_le_bytes());

@@ -21,6 +21,9 @@ pub const USER_RSP: u64 = STACK + 0x800;
 pub const XMM_INIT: u64 = STACK + 0xe00;
 /// Where the prologue loads MM0-7 from.
 pub const MM_INIT: u64 = STACK + 0xd80;
+/// Where the prologue loads the x87 control word from (random rounding
+/// control, every exception masked, 64-bit precision).
+pub const FCW_INIT: u64 = STACK + 0xd70;
 
 pub fn write_image(mem: &GuestMemoryMmap) {
     let w = |a: u64, v: u64| {
