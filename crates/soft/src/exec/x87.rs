@@ -391,8 +391,17 @@ fn narrow(f: &mut Fpu, v: u128, frac: u32, exp_bits: u32) -> u128 {
         let z: StatusAnd<Double> = f80(v).convert_r(Round::TowardZero, &mut lost);
         (r.map(|x| x.to_bits()), z.value.to_bits())
     };
-    raise(f, r.status, false);
-    set_c1(f, r.status, r.value, z);
+    // The x87 detects tininess before rounding (the truncated result is
+    // below the smallest normal) and overflow on the exact value.
+    let mut status = r.status;
+    if status.contains(Status::INEXACT) && (z >> frac) & ((1 << exp_bits) - 1) == 0 {
+        status |= Status::UNDERFLOW;
+    }
+    if exponent(v) != 0x7fff && exponent(v) as i64 - 16383 >= 1 << (exp_bits - 1) {
+        status |= Status::OVERFLOW | Status::INEXACT;
+    }
+    raise(f, status, false);
+    set_c1(f, status, r.value, z);
     r.value
 }
 
@@ -469,9 +478,15 @@ fn compute(f: &mut Fpu, m: Mnemonic, a: u128, b: u128, b_denormal: bool) -> u128
         return INDEFINITE;
     }
     let z = arith(m, f80(a), f80(b), Round::TowardZero);
-    raise(f, r.status, false);
+    // The x87 detects tininess before rounding: the truncated result is
+    // below the smallest normal.
+    let mut status = r.status;
+    if status.contains(Status::INEXACT) && exponent(z.value.to_bits()) == 0 {
+        status |= Status::UNDERFLOW;
+    }
+    raise(f, status, false);
     let bits = r.value.to_bits();
-    set_c1(f, r.status, bits, z.value.to_bits());
+    set_c1(f, status, bits, z.value.to_bits());
     bits
 }
 
@@ -777,6 +792,18 @@ mod tests {
         let r = compute(&mut f, Mnemonic::Fdivr, of_f64(3.0), one, false);
         assert_eq!(f64_of(r), 1.0 / 3.0);
         assert_eq!(f.fsw & (1 << 5), 1 << 5);
+        // Tiny before rounding, normal after: UE (host result).
+        let mut f = Fpu::default();
+        let min = 1u128 << 64 | INT_BIT;
+        let r = compute(&mut f, Mnemonic::Fmul, min, (0x3ffe << 64) | SIG, false);
+        assert_eq!((r, f.fsw & 0x23f), (min, 0x230));
+        // FST to m32 overflowing toward zero: the largest finite, OE.
+        let mut f = Fpu {
+            fcw: 0xf7f,
+            ..Fpu::default()
+        };
+        let r = narrow(&mut f, (0x7ffe << 64) | 0xc000_0000_0000_0000, 23, 8);
+        assert_eq!((r, f.fsw & 0x23f), (0x7f7f_ffff, 0x28));
         // 0/0 is invalid: the indefinite.
         assert_eq!(compute(&mut f, Mnemonic::Fdiv, 0, 0, false), INDEFINITE);
     }
