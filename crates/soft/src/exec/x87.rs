@@ -14,9 +14,8 @@
 //! ES and B, and the next waiting x87 or MMX instruction raises #MF.
 //!
 //! Not modelled: precision control (FCW.PC; results are always rounded
-//! to 64 bits, Linux's default), the denormal-operand flag, C1 as the
-//! round-up indicator, FIP/FDP/FOP, and unmasked-exception results (the
-//! masked response is always stored).
+//! to 64 bits, Linux's default), FIP/FDP/FOP, and unmasked-exception
+//! results (the masked response is always stored).
 
 use std::cmp::Ordering;
 
@@ -455,6 +454,31 @@ fn arith(m: Mnemonic, a: F80, b: F80, rc: Round) -> StatusAnd<F80> {
     }
 }
 
+/// Whether an operation whose result was rounded to the largest finite
+/// magnitude overflowed (its exact result is 2^16384 or more): redone
+/// with an operand halved (or the divisor doubled) where that is exact,
+/// its truncated result then reaches 2^16383.
+fn overflowed(m: Mnemonic, a: u128, b: u128) -> bool {
+    use Mnemonic as M;
+    let half = |x: u128| {
+        if exponent(x) > 1 {
+            f80(x).scalbn(-1)
+        } else {
+            f80(x)
+        }
+    };
+    let (a2, b2) = match m {
+        M::Fmul | M::Fmulp | M::Fimul if exponent(a) >= exponent(b) => (half(a), f80(b)),
+        M::Fmul | M::Fmulp | M::Fimul => (f80(a), half(b)),
+        M::Fdiv | M::Fdivp | M::Fidiv if exponent(a) > 1 => (half(a), f80(b)),
+        M::Fdiv | M::Fdivp | M::Fidiv => (f80(a), f80(b).scalbn(1)),
+        M::Fdivr | M::Fdivrp | M::Fidivr if exponent(b) > 1 => (f80(a), half(b)),
+        M::Fdivr | M::Fdivrp | M::Fidivr => (f80(a).scalbn(1), f80(b)),
+        _ => (half(a), half(b)),
+    };
+    exponent(arith(m, a2, b2, Round::TowardZero).value.to_bits()) >= 0x7ffe
+}
+
 /// One of the four operations on raw extended values with the x87's
 /// masked responses: NaN and unsupported operands, the indefinite for an
 /// invalid operation, DE for denormal operands, C1 for rounding up.
@@ -484,8 +508,16 @@ fn compute(f: &mut Fpu, m: Mnemonic, a: u128, b: u128, b_denormal: bool) -> u128
     if status.contains(Status::INEXACT) && exponent(z.value.to_bits()) == 0 {
         status |= Status::UNDERFLOW;
     }
-    raise(f, status, false);
+    // A directed rounding control's largest finite result may hide an
+    // overflow the x87 flags.
     let bits = r.value.to_bits();
+    if status.contains(Status::INEXACT)
+        && bits & !SIGN == (0x7ffe << 64) | SIG
+        && overflowed(m, a, b)
+    {
+        status |= Status::OVERFLOW;
+    }
+    raise(f, status, false);
     set_c1(f, status, bits, z.value.to_bits());
     bits
 }
@@ -797,6 +829,30 @@ mod tests {
         let min = 1u128 << 64 | INT_BIT;
         let r = compute(&mut f, Mnemonic::Fmul, min, (0x3ffe << 64) | SIG, false);
         assert_eq!((r, f.fsw & 0x23f), (min, 0x230));
+        // Rounding down to the largest finite: OE only when the exact
+        // result reaches 2^16384 (host results).
+        let max = (0x7ffe << 64) | SIG;
+        let mut f = Fpu {
+            fcw: 0x77f,
+            ..Fpu::default()
+        };
+        let r = compute(
+            &mut f,
+            Mnemonic::Fmul,
+            max,
+            (0x3fff << 64) | INT_BIT | 1,
+            false,
+        );
+        assert_eq!((r, f.fsw & 0x23f), (max, 0x28));
+        f.fsw = 0;
+        let r = compute(
+            &mut f,
+            Mnemonic::Faddp,
+            max,
+            (0x7fbe << 64) | INT_BIT,
+            false,
+        );
+        assert_eq!((r, f.fsw & 0x23f), (max, 0x20));
         // FST to m32 overflowing toward zero: the largest finite, OE.
         let mut f = Fpu {
             fcw: 0xf7f,
