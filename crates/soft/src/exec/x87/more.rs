@@ -320,7 +320,7 @@ fn fprem(f: &mut Fpu, a: u128, b: u128, nearest: bool) -> (u128, Option<u16>) {
 const BCD_INDEFINITE: u128 = 0xffff_c000_0000_0000_0000;
 
 /// 10^18: packed BCD holds 18 digits.
-const BCD_LIMIT: i128 = 1_000_000_000_000_000_000;
+const BCD_LIMIT: u128 = 1_000_000_000_000_000_000;
 
 /// The value of a packed BCD operand: 18 digits, a sign bit. A digit
 /// above 9 counts its nibble's value, as the CPU does.
@@ -345,7 +345,7 @@ fn to_bcd(f: &mut Fpu, v: u128) -> u128 {
     }
     let mut exact = false;
     let r = f80(v).to_i128_r(128, round(f), &mut exact);
-    if r.value.abs() >= BCD_LIMIT {
+    if r.status.contains(Status::INVALID_OP) || r.value.unsigned_abs() >= BCD_LIMIT {
         raise(f, Status::INVALID_OP, false);
         return BCD_INDEFINITE;
     }
@@ -613,6 +613,8 @@ mod tests {
                 0x220,
             ),
             (3, 0x8000_8000_0000_0000_0000, SIGN, 0x20),
+            // Far beyond 18 digits, negative: the indefinite.
+            (0, 0xcc22_c046_3500_0000_0000, BCD_INDEFINITE, 1),
         ];
         for &(rc, v, want, fsw) in cases {
             let mut f = Fpu {
