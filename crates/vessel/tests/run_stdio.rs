@@ -8,6 +8,7 @@
 //! loudly without it, and fails instead under CI=true.
 
 mod common;
+use common::sha256_file as host_sha256;
 use common::vessel;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -144,18 +145,6 @@ impl Drop for Temp {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn host_sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum on the host");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// A tmux server of the test's own, killed at the end.

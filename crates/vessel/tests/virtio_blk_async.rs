@@ -8,9 +8,9 @@
 //! on an async drive.
 
 mod common;
+use common::value;
 use common::{run, vessel};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -38,28 +38,7 @@ fn random_file(path: &Path, bytes: usize) {
 
 fn sha256(bytes_of: &Path, limit: usize) -> String {
     let data = std::fs::read(bytes_of).unwrap();
-    let data = &data[..limit.min(data.len())];
-    let mut child = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sha256sum on the host");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), data).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
-        .trim()
+    common::sha256_hex(&data[..limit.min(data.len())])
 }
 
 /// io_uring descriptors the process whose command line contains

@@ -5,9 +5,9 @@
 //! 1 MiB.
 
 mod common;
+use common::value;
 use common::{run, vessel};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -32,28 +32,7 @@ fn random_file(path: &Path, bytes: usize) {
 
 fn sha256(bytes_of: &Path, limit: Option<usize>) -> String {
     let data = std::fs::read(bytes_of).unwrap();
-    let data = &data[..limit.unwrap_or(data.len()).min(data.len())];
-    let mut child = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sha256sum on the host");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), data).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
-        .trim()
+    common::sha256_hex(&data[..limit.unwrap_or(data.len()).min(data.len())])
 }
 
 #[test]

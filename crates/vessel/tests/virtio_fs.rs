@@ -12,6 +12,7 @@
 //! Needs only `sha256sum` and `dd` on the host.
 
 mod common;
+use common::value;
 use common::{run, vessel};
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -170,14 +171,6 @@ fn guest_script() -> String {
         }
     }
     s + "echo DONE\n"
-}
-
-fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key:?} in:\n{stdout}"))
-        .trim()
 }
 
 #[test]

@@ -10,7 +10,8 @@
 mod common;
 use common::netns::{is_root, Netns};
 use common::run;
-use std::path::{Path, PathBuf};
+use common::{sha256_file as sha256, value};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,26 +56,6 @@ impl Drop for Temp {
 
 fn temp(name: &str) -> Temp {
     Temp(std::env::temp_dir().join(format!("vessel-net-{}-{name}", std::process::id())))
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum on the host");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
-        .trim()
 }
 
 #[test]

@@ -11,10 +11,10 @@
 
 mod common;
 use common::run;
+use common::{sha256_hex as sha256, value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(1200);
@@ -42,32 +42,6 @@ fn data() -> Vec<u8> {
         v.extend_from_slice(&x.to_le_bytes());
     }
     v
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum on the host");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let bytes = bytes.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&bytes));
-    let out = child.wait_with_output().expect("sha256sum output");
-    feeder.join().expect("feeder").expect("feed sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
-        .trim()
 }
 
 /// Connects through the device's socket to the guest's port, retrying

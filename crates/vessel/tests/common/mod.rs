@@ -16,6 +16,50 @@ impl Drop for TempDir {
     }
 }
 
+/// The sha256 of `bytes` in hex, from the host's `sha256sum` (the same
+/// tool the guest's busybox answers with, written independently).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum on the host");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let bytes = bytes.to_vec();
+    // Fed from a thread: a large input must not wait on a full pipe.
+    let feeder = std::thread::spawn(move || stdin.write_all(&bytes));
+    let out = child.wait_with_output().expect("sha256sum output");
+    feeder.join().expect("feeder").expect("feed sha256sum");
+    hex_field(&out.stdout)
+}
+
+/// The sha256 of the file at `path` in hex, from the host's `sha256sum`.
+pub fn sha256_file(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum on the host");
+    hex_field(&out.stdout)
+}
+
+fn hex_field(sha256sum_output: &[u8]) -> String {
+    String::from_utf8_lossy(sha256sum_output)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The rest of the first line of `stdout` that starts with `key`, trimmed.
+pub fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
+        .trim()
+}
+
 pub fn temp_dir(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("vessel-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("create the test's directory");
