@@ -9,7 +9,7 @@
 
 mod common;
 use common::sha256_file as host_sha256;
-use common::vessel;
+use common::{temp_dir, vessel};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -258,18 +258,13 @@ fn read(dir: &Path, name: &str) -> String {
         .to_string()
 }
 
-fn temp_dir(name: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("vessel-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    Dir(dir)
-}
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The pane's terminal settings after vessel are those from before it.
+fn assert_terminal_restored(dir: &Path) {
+    assert_eq!(
+        read(dir, "before"),
+        read(dir, "after"),
+        "the terminal was not restored"
+    );
 }
 
 #[test]
@@ -305,11 +300,7 @@ fn a_terminal_gives_a_pty_of_its_size_that_follows_resizes() {
         "no TERM in the guest:\n{screen}"
     );
     assert_eq!(read(&dir.0, "status"), "0", "screen:\n{screen}");
-    assert_eq!(
-        read(&dir.0, "before"),
-        read(&dir.0, "after"),
-        "the terminal was not restored"
-    );
+    assert_terminal_restored(&dir.0);
 }
 
 #[test]
@@ -334,11 +325,7 @@ fn ctrl_c_during_boot_ends_vessel_with_130() {
         "vessel took {:.2} s to end after Ctrl-C",
         ended - sent
     );
-    assert_eq!(
-        read(&dir.0, "before"),
-        read(&dir.0, "after"),
-        "the terminal was not restored"
-    );
+    assert_terminal_restored(&dir.0);
 }
 
 #[test]
@@ -368,11 +355,7 @@ fn the_interactive_shell_has_the_terminals_size_and_term() {
     );
     assert!(!screen.contains("VESSEL-GUEST-READY"), "{screen}");
     assert_eq!(read(&dir.0, "status"), "0", "screen:\n{screen}");
-    assert_eq!(
-        read(&dir.0, "before"),
-        read(&dir.0, "after"),
-        "the terminal was not restored"
-    );
+    assert_terminal_restored(&dir.0);
 }
 
 /// `vessel run` with no command and stdin at its end: the guest's shell

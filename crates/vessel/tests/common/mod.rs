@@ -62,6 +62,8 @@ pub fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
 
 pub fn temp_dir(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("vessel-{name}-{}", std::process::id()));
+    // Empty, even when an earlier process with the same PID left it behind.
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create the test's directory");
     TempDir(d)
 }
