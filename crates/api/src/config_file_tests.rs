@@ -4,44 +4,9 @@
 use super::*;
 use crate::model::ActionKind;
 
-/// The shape of Firecracker's getting-started config file.
-const GETTING_STARTED: &str = r#"{
-  "boot-source": {
-    "kernel_image_path": "vmlinux.bin",
-    "boot_args": "console=ttyS0 reboot=k panic=1 pci=off",
-    "initrd_path": null
-  },
-  "drives": [
-    {
-      "drive_id": "rootfs",
-      "partuuid": null,
-      "is_root_device": true,
-      "cache_type": "Unsafe",
-      "is_read_only": false,
-      "path_on_host": "bionic.rootfs.ext4",
-      "io_engine": "Sync",
-      "rate_limiter": null,
-      "socket": null
-    }
-  ],
-  "machine-config": {
-    "vcpu_count": 2,
-    "mem_size_mib": 1024,
-    "smt": false,
-    "track_dirty_pages": false,
-    "huge_pages": "None"
-  },
-  "cpu-config": null,
-  "balloon": null,
-  "network-interfaces": [],
-  "vsock": null,
-  "logger": null,
-  "metrics": null,
-  "mmds-config": null,
-  "entropy": null,
-  "pmem": [],
-  "memory-hotplug": null
-}"#;
+/// Firecracker's getting-started config file, as its guide shows it (the
+/// boot test in crates/vessel/tests/api_config_file.rs boots the same file).
+const GETTING_STARTED: &str = include_str!("../testdata/firecracker-getting-started.json");
 
 #[test]
 fn firecracker_example_parses_unchanged() {

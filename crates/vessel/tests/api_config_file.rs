@@ -12,49 +12,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Firecracker's documented config file, with this machine's paths.
+/// Firecracker's documented config file (shared with the api crate's
+/// parser tests), with this machine's kernel, initrd, command line and root
+/// file system in place of the guide's.
 fn firecracker_config(kernel: &Path, initrd: &Path, boot_args: &str, rootfs: &Path) -> String {
-    let text = r#"{
-  "boot-source": {
-    "kernel_image_path": "KERNEL",
-    "boot_args": "BOOT_ARGS",
-    "initrd_path": "INITRD"
-  },
-  "drives": [
-    {
-      "drive_id": "rootfs",
-      "partuuid": null,
-      "is_root_device": true,
-      "cache_type": "Unsafe",
-      "is_read_only": false,
-      "path_on_host": "ROOTFS",
-      "io_engine": "Sync",
-      "rate_limiter": null,
-      "socket": null
-    }
-  ],
-  "machine-config": {
-    "vcpu_count": 2,
-    "mem_size_mib": 1024,
-    "smt": false,
-    "track_dirty_pages": false,
-    "huge_pages": "None"
-  },
-  "cpu-config": null,
-  "balloon": null,
-  "network-interfaces": [],
-  "vsock": null,
-  "logger": null,
-  "metrics": null,
-  "mmds-config": null,
-  "entropy": null,
-  "pmem": [],
-  "memory-hotplug": null
-}"#;
-    text.replace("KERNEL", kernel.to_str().unwrap())
-        .replace("INITRD", initrd.to_str().unwrap())
-        .replace("BOOT_ARGS", boot_args)
-        .replace("ROOTFS", rootfs.to_str().unwrap())
+    let text = include_str!("../../api/testdata/firecracker-getting-started.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(text).expect("the shared example");
+    cfg["boot-source"]["kernel_image_path"] = kernel.to_str().unwrap().into();
+    cfg["boot-source"]["initrd_path"] = initrd.to_str().unwrap().into();
+    cfg["boot-source"]["boot_args"] = boot_args.into();
+    cfg["drives"][0]["path_on_host"] = rootfs.to_str().unwrap().into();
+    serde_json::to_string_pretty(&cfg).expect("json")
 }
 
 fn vessel_with_config(path: &Path) -> Command {
