@@ -160,8 +160,6 @@ pub struct Instance {
     changed: Condvar,
     live: Arc<LiveVm>,
     engine: EngineChoice,
-    /// The console of the VM once started, for the boot timer.
-    output: Mutex<Option<Arc<OutputWatch>>>,
     /// The host terminal, made on the first start and kept: a failed start
     /// followed by another must not leave two threads reading stdin.
     console: std::sync::OnceLock<Console>,
@@ -182,7 +180,6 @@ impl Instance {
             changed: Condvar::new(),
             live: LiveVm::new(),
             engine,
-            output: Mutex::new(None),
             console: std::sync::OnceLock::new(),
         })
     }
@@ -397,7 +394,6 @@ impl Instance {
         if let Some(file) = serial_out {
             console.output().redirect_to(file);
         }
-        *self.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(console.output().clone());
         let result = crate::run_vm_with(&config, console, &self.live);
         let mut inner = self.lock();
         match result {
@@ -443,16 +439,12 @@ impl Instance {
 
     /// The console of the running (or stopped) VM.
     pub fn console_output(&self) -> Option<Arc<OutputWatch>> {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.console.get().map(|c| c.output().clone())
     }
 
     /// When the guest printed its ready marker, if it has.
     pub fn guest_ready_at(&self) -> Option<std::time::Instant> {
-        let output = self.output.lock().unwrap_or_else(|p| p.into_inner());
-        output.as_ref().and_then(|o| o.ready_at())
+        self.console.get().and_then(|c| c.output().ready_at())
     }
 
     /// Blocks until the VM has stopped; returns how.
