@@ -3,10 +3,11 @@
 //! block and net devices by id (`block`, `net`), each counter as its change
 //! since the last flush.
 
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use vmm::live::LiveVm;
+use vmm::live::{LiveHandles, LiveVm};
 use vmm::metrics::MetricsSource;
 
 /// The API server's request counters.
@@ -32,114 +33,83 @@ impl Deltas {
     }
 }
 
-/// Block devices of the running VM, by drive id.
-pub struct BlockDeviceMetrics {
+/// A group read from the running VM's devices.
+#[derive(Debug, Clone, Copy)]
+pub enum VmGroup {
+    /// Block devices by drive id.
+    Block,
+    /// Network devices by interface id.
+    Net,
+    /// vCPU exits by reason: the port and MMIO accesses the bus served.
+    Vcpu,
+    /// The vsock device's traffic.
+    Vsock,
+}
+
+/// One metrics group of the running VM (empty while none runs).
+pub struct VmMetrics {
+    group: VmGroup,
     live: Arc<LiveVm>,
     deltas: Deltas,
 }
 
-impl BlockDeviceMetrics {
-    pub fn new(live: Arc<LiveVm>) -> Self {
-        BlockDeviceMetrics {
+impl VmMetrics {
+    pub fn new(group: VmGroup, live: Arc<LiveVm>) -> Self {
+        VmMetrics {
+            group,
             live,
             deltas: Deltas::default(),
         }
     }
-}
 
-impl MetricsSource for BlockDeviceMetrics {
-    fn group(&self) -> (&'static str, serde_json::Value) {
+    fn block(&self, h: &LiveHandles) -> Value {
         let mut group = serde_json::Map::new();
-        if let Ok(h) = self.live.get() {
-            for (id, drive) in &h.virtio.drives {
-                let id = id.clone().unwrap_or_default();
-                let m = drive.metrics();
-                let d = |name, c: &AtomicU64| self.deltas.take(&id, name, c);
-                group.insert(
-                    id.clone(),
-                    serde_json::json!({
-                        "read_count": d("read_count", &m.reads),
-                        "write_count": d("write_count", &m.writes),
-                        "read_bytes": d("read_bytes", &m.read_bytes),
-                        "write_bytes": d("write_bytes", &m.write_bytes),
-                        "flush_count": d("flush_count", &m.flushes),
-                        "io_errors": d("io_errors", &m.errors),
-                        "rate_limiter_throttled_events":
-                            d("rate_limiter_throttled_events", &m.rate_limiter_throttled),
-                    }),
-                );
-            }
+        for (id, drive) in &h.virtio.drives {
+            let id = id.clone().unwrap_or_default();
+            let m = drive.metrics();
+            let d = |name, c: &AtomicU64| self.deltas.take(&id, name, c);
+            let v = json!({
+                "read_count": d("read_count", &m.reads),
+                "write_count": d("write_count", &m.writes),
+                "read_bytes": d("read_bytes", &m.read_bytes),
+                "write_bytes": d("write_bytes", &m.write_bytes),
+                "flush_count": d("flush_count", &m.flushes),
+                "io_errors": d("io_errors", &m.errors),
+                "rate_limiter_throttled_events":
+                    d("rate_limiter_throttled_events", &m.rate_limiter_throttled),
+            });
+            group.insert(id, v);
         }
-        ("block", serde_json::Value::Object(group))
+        Value::Object(group)
     }
-}
 
-/// Network devices of the running VM, by interface id.
-pub struct NetDeviceMetrics {
-    live: Arc<LiveVm>,
-    deltas: Deltas,
-}
-
-impl NetDeviceMetrics {
-    pub fn new(live: Arc<LiveVm>) -> Self {
-        NetDeviceMetrics {
-            live,
-            deltas: Deltas::default(),
-        }
-    }
-}
-
-impl MetricsSource for NetDeviceMetrics {
-    fn group(&self) -> (&'static str, serde_json::Value) {
+    fn net(&self, h: &LiveHandles) -> Value {
         let mut group = serde_json::Map::new();
-        if let Ok(h) = self.live.get() {
-            for (id, net) in &h.virtio.nets {
-                let id = id.clone().unwrap_or_default();
-                let m = net.metrics();
-                let d = |name, c: &AtomicU64| self.deltas.take(&id, name, c);
-                group.insert(
-                    id.clone(),
-                    serde_json::json!({
-                        "tx_packets_count": d("tx_packets_count", &m.tx_packets),
-                        "tx_bytes_count": d("tx_bytes_count", &m.tx_bytes),
-                        "tx_dropped": d("tx_dropped", &m.tx_dropped),
-                        "rx_packets_count": d("rx_packets_count", &m.rx_packets),
-                        "rx_bytes_count": d("rx_bytes_count", &m.rx_bytes),
-                        "rx_dropped": d("rx_dropped", &m.rx_dropped),
-                        "rx_rate_limiter_throttled":
-                            d("rx_rate_limiter_throttled", &m.rx_rate_limiter_throttled),
-                        "tx_rate_limiter_throttled":
-                            d("tx_rate_limiter_throttled", &m.tx_rate_limiter_throttled),
-                    }),
-                );
-            }
+        for (id, net) in &h.virtio.nets {
+            let id = id.clone().unwrap_or_default();
+            let m = net.metrics();
+            let d = |name, c: &AtomicU64| self.deltas.take(&id, name, c);
+            let v = json!({
+                "tx_packets_count": d("tx_packets_count", &m.tx_packets),
+                "tx_bytes_count": d("tx_bytes_count", &m.tx_bytes),
+                "tx_dropped": d("tx_dropped", &m.tx_dropped),
+                "rx_packets_count": d("rx_packets_count", &m.rx_packets),
+                "rx_bytes_count": d("rx_bytes_count", &m.rx_bytes),
+                "rx_dropped": d("rx_dropped", &m.rx_dropped),
+                "rx_rate_limiter_throttled":
+                    d("rx_rate_limiter_throttled", &m.rx_rate_limiter_throttled),
+                "tx_rate_limiter_throttled":
+                    d("tx_rate_limiter_throttled", &m.tx_rate_limiter_throttled),
+            });
+            group.insert(id, v);
         }
-        ("net", serde_json::Value::Object(group))
-    }
-}
-
-/// vCPU exits by reason (port and MMIO accesses the device bus served)
-/// and the vsock device's traffic.
-pub struct VcpuAndVsockMetrics {
-    live: Arc<LiveVm>,
-    deltas: Deltas,
-}
-
-impl VcpuAndVsockMetrics {
-    pub fn new(live: Arc<LiveVm>) -> Self {
-        VcpuAndVsockMetrics {
-            live,
-            deltas: Deltas::default(),
-        }
+        Value::Object(group)
     }
 
-    fn vcpu(&self) -> serde_json::Value {
-        let Ok(h) = self.live.get() else {
-            return serde_json::json!({});
-        };
+    fn vcpu(&self, h: &LiveHandles) -> Value {
         let c = &h.io.counts;
         let d = |name, v: &AtomicU64| self.deltas.take("vcpu", name, v);
-        serde_json::json!({
+        json!({
             "exit_io_in": d("exit_io_in", &c.pio_in),
             "exit_io_out": d("exit_io_out", &c.pio_out),
             "exit_mmio_read": d("exit_mmio_read", &c.mmio_read),
@@ -147,12 +117,12 @@ impl VcpuAndVsockMetrics {
         })
     }
 
-    fn vsock(&self) -> serde_json::Value {
-        let Some(m) = self.live.get().ok().and_then(|h| h.virtio.vsock.clone()) else {
-            return serde_json::json!({});
+    fn vsock(&self, h: &LiveHandles) -> Value {
+        let Some(m) = &h.virtio.vsock else {
+            return json!({});
         };
         let d = |name, v: &AtomicU64| self.deltas.take("vsock", name, v);
-        serde_json::json!({
+        json!({
             "rx_packets_count": d("rx_packets_count", &m.rx_packets),
             "rx_bytes_count": d("rx_bytes_count", &m.rx_bytes),
             "tx_packets_count": d("tx_packets_count", &m.tx_packets),
@@ -166,20 +136,24 @@ impl VcpuAndVsockMetrics {
     }
 }
 
-/// The `vcpu` group.
-pub struct VcpuMetrics(pub Arc<VcpuAndVsockMetrics>);
-/// The `vsock` group.
-pub struct VsockMetrics(pub Arc<VcpuAndVsockMetrics>);
-
-impl MetricsSource for VcpuMetrics {
-    fn group(&self) -> (&'static str, serde_json::Value) {
-        ("vcpu", self.0.vcpu())
-    }
-}
-
-impl MetricsSource for VsockMetrics {
-    fn group(&self) -> (&'static str, serde_json::Value) {
-        ("vsock", self.0.vsock())
+impl MetricsSource for VmMetrics {
+    fn group(&self) -> (&'static str, Value) {
+        let name = match self.group {
+            VmGroup::Block => "block",
+            VmGroup::Net => "net",
+            VmGroup::Vcpu => "vcpu",
+            VmGroup::Vsock => "vsock",
+        };
+        let Ok(h) = self.live.get() else {
+            return (name, json!({}));
+        };
+        let value = match self.group {
+            VmGroup::Block => self.block(&h),
+            VmGroup::Net => self.net(&h),
+            VmGroup::Vcpu => self.vcpu(&h),
+            VmGroup::Vsock => self.vsock(&h),
+        };
+        (name, value)
     }
 }
 

@@ -4,10 +4,7 @@
 //! stops. Also `vessel ctl`, the API's small client for people.
 
 use crate::api_backend::VmmBackend;
-use crate::metrics_sources::{
-    ApiServerMetrics, BlockDeviceMetrics, NetDeviceMetrics, UartMetrics, VcpuAndVsockMetrics,
-    VcpuMetrics, VsockMetrics,
-};
+use crate::metrics_sources::{ApiServerMetrics, UartMetrics, VmGroup, VmMetrics};
 use crate::process_args::ProcessArgs;
 use anyhow::{bail, Context};
 use api::{Backend, Request};
@@ -39,11 +36,9 @@ pub fn serve(args: ProcessArgs) -> anyhow::Result<ExitCode> {
         metrics.register(Arc::new(logger.clone()));
     }
     metrics.register(Arc::new(ApiServerMetrics(api_metrics.clone())));
-    metrics.register(Arc::new(BlockDeviceMetrics::new(instance.live().clone())));
-    metrics.register(Arc::new(NetDeviceMetrics::new(instance.live().clone())));
-    let vm_metrics = Arc::new(VcpuAndVsockMetrics::new(instance.live().clone()));
-    metrics.register(Arc::new(VcpuMetrics(vm_metrics.clone())));
-    metrics.register(Arc::new(VsockMetrics(vm_metrics)));
+    for group in [VmGroup::Block, VmGroup::Net, VmGroup::Vcpu, VmGroup::Vsock] {
+        metrics.register(Arc::new(VmMetrics::new(group, instance.live().clone())));
+    }
     metrics.register(Arc::new(UartMetrics::new(instance.clone())));
     let backend = Arc::new(VmmBackend::new(
         instance.clone(),
