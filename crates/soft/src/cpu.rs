@@ -81,7 +81,11 @@ pub struct Fpu {
     pub fip: u64,
     pub fdp: u64,
     pub xmm: [u128; 16],
+    /// Bits 128-255 of YMM0-15 (the XSAVE AVX component).
+    pub ymm_hi: [u128; 16],
     pub mxcsr: u32,
+    /// XCR0: the state components XSETBV enabled (x87 always).
+    pub xcr0: u64,
 }
 
 impl Default for Fpu {
@@ -95,7 +99,9 @@ impl Default for Fpu {
             fip: 0,
             fdp: 0,
             xmm: [0; 16],
+            ymm_hi: [0; 16],
             mxcsr: 0x1f80,
+            xcr0: 1,
         }
     }
 }
