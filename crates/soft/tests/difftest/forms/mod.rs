@@ -1,0 +1,22 @@
+//! The instruction forms the generator draws, one list per area, each
+//! list in its own file owned by one engine area. A new area: add its
+//! file with `pub const FORMS: &[Code]`, a `mod` line and an `AREAS` entry.
+//! The generated `COVERED.md` lists them (see `tests/differential.rs`).
+
+use iced_x86::Code;
+
+mod int;
+mod simd;
+mod x87;
+
+/// Every area's name and forms.
+pub const AREAS: &[(&str, &[Code])] = &[
+    ("int", int::FORMS),
+    ("simd", simd::FORMS),
+    ("x87", x87::FORMS),
+];
+
+/// Every form of every area, in `AREAS` order.
+pub fn all() -> Vec<Code> {
+    AREAS.iter().flat_map(|(_, f)| f.iter().copied()).collect()
+}
