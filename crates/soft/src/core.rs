@@ -29,6 +29,8 @@ pub struct Core {
     pub device_written: bool,
     /// Instructions retired (for statistics and the benchmark).
     pub retired: u64,
+    /// Host-instruction stubs for SIMD/float forms ([`crate::hostop`]).
+    pub hostop: crate::hostop::Stubs,
 }
 
 impl Core {
@@ -43,6 +45,7 @@ impl Core {
             code_written: false,
             device_written: false,
             retired: 0,
+            hostop: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ pub const CR4_PSE: u64 = 1 << 4;
 pub const CR4_PAE: u64 = 1 << 5;
 pub const CR4_PGE: u64 = 1 << 7;
 pub const CR4_OSFXSR: u64 = 1 << 9;
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
 pub const EFER_SCE: u64 = 1 << 0;
 pub const EFER_LME: u64 = 1 << 8;
 pub const EFER_LMA: u64 = 1 << 10;

@@ -18,6 +18,7 @@ pub mod exception;
 pub mod exec;
 pub mod fast;
 pub mod flags;
+pub mod hostop;
 pub mod interrupt;
 pub mod jit;
 pub mod mmu;

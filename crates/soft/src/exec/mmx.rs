@@ -65,7 +65,7 @@ fn top(f: &Fpu) -> usize {
 }
 
 /// MMi, wherever TOP puts physical register i in the ST-ordered array.
-fn mm_read(f: &Fpu, i: usize) -> u64 {
+pub(crate) fn mm_read(f: &Fpu, i: usize) -> u64 {
     let slot = &f.st[(i + 8 - top(f)) % 8];
     let mut b = [0u8; 8];
     b.copy_from_slice(&slot[..8]);
@@ -73,7 +73,7 @@ fn mm_read(f: &Fpu, i: usize) -> u64 {
 }
 
 /// Enters MMX state: TOP = 0 and every register tagged valid.
-fn enter(f: &mut Fpu) {
+pub(crate) fn enter(f: &mut Fpu) {
     let t = top(f);
     if t != 0 {
         // Index i held physical register (t + i) mod 8; make it hold Ri.
@@ -88,7 +88,7 @@ fn enter(f: &mut Fpu) {
 
 /// Writes MMi (MMX state already entered): mantissa `v`, exponent and
 /// sign all ones.
-fn mm_write(f: &mut Fpu, i: usize, v: u64) {
+pub(crate) fn mm_write(f: &mut Fpu, i: usize, v: u64) {
     let slot = &mut f.st[i];
     slot[..8].copy_from_slice(&v.to_le_bytes());
     slot[8] = 0xff;
