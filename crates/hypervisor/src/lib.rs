@@ -9,8 +9,13 @@
 //! to the device bus. Nothing here knows about a particular engine.
 
 mod regs;
+mod xsave;
 
 pub use regs::{CpuidEntry, DescriptorTable, FpuState, Regs, Segment, SpecialRegs};
+pub use xsave::{
+    XsaveState, XFEATURE_AVX, XFEATURE_SSE, XFEATURE_X87, XSAVE_AVX_OFFSET, XSAVE_AVX_SIZE,
+    XSAVE_HEADER_OFFSET, XSAVE_HEADER_SIZE, XSAVE_LEGACY_SIZE, XSAVE_MIN_SIZE,
+};
 
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
@@ -198,6 +203,12 @@ pub trait Vcpu: Send {
     fn set_special_regs(&mut self, sregs: &SpecialRegs) -> Result<()>;
     fn fpu(&mut self) -> Result<FpuState>;
     fn set_fpu(&mut self, fpu: &FpuState) -> Result<()>;
+    /// XCR0 and the whole XSAVE-managed state as a standard-format image
+    /// (see [`XsaveState`]).
+    fn xsave(&mut self) -> Result<XsaveState>;
+    /// Sets XCR0 (first) and then the state from a standard-format image,
+    /// as XRSTOR with every component XCR0 enables requested would.
+    fn set_xsave(&mut self, state: &XsaveState) -> Result<()>;
     /// Reads `buf.len()` bytes at guest-virtual address `gva` as the vCPU
     /// would see them now (used to report the bytes of a failed
     /// instruction). Fails where the address does not translate.

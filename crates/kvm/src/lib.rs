@@ -14,6 +14,7 @@ pub mod detect;
 pub mod kick;
 pub mod vcpu;
 pub mod vm;
+mod xsave;
 
 use hypervisor::{CpuidEntry, EngineKind, Hypervisor, Vm};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use hypervisor::{CpuidEntry, DeviceIo, FpuState, Regs, SpecialRegs, Vcpu, VcpuKicker, VmExit};
+use hypervisor::{
+    CpuidEntry, DeviceIo, FpuState, Regs, SpecialRegs, Vcpu, VcpuKicker, VmExit, XsaveState,
+};
 use kvm_bindings::{
     kvm_msr_entry, kvm_run, CpuId, Msrs, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_SYSTEM_EVENT_RESET,
@@ -328,6 +330,14 @@ impl Vcpu for KvmVcpu {
         self.fd
             .set_fpu(&convert::fpu_to_kvm(fpu))
             .map_err(|e| os_error("KVM_SET_FPU", e))
+    }
+
+    fn xsave(&mut self) -> hypervisor::Result<XsaveState> {
+        crate::xsave::get(&self.fd)
+    }
+
+    fn set_xsave(&mut self, state: &XsaveState) -> hypervisor::Result<()> {
+        crate::xsave::set(&self.fd, state)
     }
 
     fn read_virtual(&mut self, gva: u64, buf: &mut [u8]) -> hypervisor::Result<()> {

@@ -18,6 +18,7 @@ pub const CR4_PAE: u64 = 1 << 5;
 pub const CR4_PGE: u64 = 1 << 7;
 pub const CR4_OSFXSR: u64 = 1 << 9;
 pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+pub const CR4_OSXSAVE: u64 = 1 << 18;
 pub const EFER_SCE: u64 = 1 << 0;
 pub const EFER_LME: u64 = 1 << 8;
 pub const EFER_LMA: u64 = 1 << 10;
@@ -87,6 +88,15 @@ pub struct Fpu {
     pub mxcsr: u32,
     /// XCR0: the state components XSETBV enabled (x87 always).
     pub xcr0: u64,
+    /// XINUSE: the XSAVE components not in their initial configuration
+    /// as the CPU tracks it (set by writes, cleared by XRSTOR of an init
+    /// component and VZEROUPPER/VZEROALL; `exec/xsave.rs`).
+    pub xinuse: u8,
+    /// The components written since the last XRSTOR (XSAVEOPT's modified
+    /// optimization).
+    pub xmodified: u8,
+    /// The linear address of the last standard-form XRSTOR, or `u64::MAX`.
+    pub xrstor_at: u64,
 }
 
 impl Default for Fpu {
@@ -103,6 +113,9 @@ impl Default for Fpu {
             ymm_hi: [0; 16],
             mxcsr: 0x1f80,
             xcr0: 1,
+            xinuse: 0,
+            xmodified: 0,
+            xrstor_at: u64::MAX,
         }
     }
 }

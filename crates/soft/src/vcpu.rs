@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use devices::irqchip::Startup;
 use hypervisor::{
     CpuidEntry, DeviceIo, FpuState, Regs, Result, SpecialRegs, Vcpu, VcpuKicker, VmExit,
+    XsaveState,
 };
 
 use crate::cache::BlockCache;
@@ -827,7 +828,18 @@ impl Vcpu for SoftVcpu {
         f.fdp = s.last_dp;
         f.xmm = s.xmm.map(u128::from_le_bytes);
         f.mxcsr = s.mxcsr;
+        // As KVM_SET_FPU: the x87 and SSE components count as in use.
+        crate::exec::xsave::mark(f, crate::exec::xsave::X87 | crate::exec::xsave::SSE);
         Ok(())
+    }
+
+    fn xsave(&mut self) -> Result<XsaveState> {
+        Ok(crate::exec::xsave::state(&self.core.cpu.fpu))
+    }
+
+    fn set_xsave(&mut self, state: &XsaveState) -> Result<()> {
+        crate::exec::xsave::set_state(&mut self.core.cpu.fpu, state)
+            .map_err(|e| hypervisor::Error::Engine(format!("soft engine: {e}")))
     }
 
     fn read_virtual(&mut self, gva: u64, buf: &mut [u8]) -> Result<()> {

@@ -15,6 +15,7 @@ pub mod sse2;
 pub mod string;
 pub mod system;
 pub mod x87;
+pub mod xsave;
 
 use iced_x86::{Code, Instruction, Mnemonic};
 
@@ -306,9 +307,35 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Iretd
         | M::Iretq
         | M::Retf => system::exec(core, ins, m),
-        _ if x87::handles(m) => x87::exec(core, ins, m),
-        _ => sse::exec(core, ins, m),
+        M::Xsave
+        | M::Xsave64
+        | M::Xsaveopt
+        | M::Xsaveopt64
+        | M::Xsavec
+        | M::Xsavec64
+        | M::Xrstor
+        | M::Xrstor64
+        | M::Xgetbv
+        | M::Xsetbv => xsave::exec(core, ins, m),
+        _ if x87::handles(m) => noting_writes(core, ins, m, x87::exec),
+        _ => noting_writes(core, ins, m, sse::exec),
     }
+}
+
+/// Runs an x87/MMX/SSE handler and, when the instruction completed,
+/// records the XSAVE components it wrote.
+#[inline]
+fn noting_writes(
+    core: &mut Core,
+    ins: &Instruction,
+    m: Mnemonic,
+    run: fn(&mut Core, &Instruction, Mnemonic) -> ExecResult,
+) -> ExecResult {
+    let r = run(core, ins, m);
+    if !matches!(r, Err(Stop::Fault(_) | Stop::Unsupported)) {
+        xsave::note_write(&mut core.cpu.fpu, ins, m);
+    }
+    r
 }
 
 fn lahf_ok(core: &Core) -> bool {

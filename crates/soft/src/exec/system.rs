@@ -104,6 +104,9 @@ pub fn mov_cr(core: &mut Core, ins: &Instruction) -> ExecResult {
                 if core.cpu.long_active() && v & CR4_PAE == 0 {
                     return Err(Fault::gp(0).into());
                 }
+                if v & CR4_OSXSAVE != 0 && !cpuid_has(core, 1, 2, 26) {
+                    return Err(Fault::gp(0).into());
+                }
                 core.cpu.cr4 = v;
                 core.tlb.flush();
             }
@@ -530,6 +533,15 @@ pub fn int(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     Err(Stop::EndBlock)
 }
 
+/// Whether the vCPU's CPUID sets `bit` of register `reg` (0 EAX, 1 EBX,
+/// 2 ECX, 3 EDX) in `leaf` (sub-leaf 0).
+fn cpuid_has(core: &Core, leaf: u32, reg: usize, bit: u32) -> bool {
+    core.cpuid
+        .iter()
+        .find(|e| e.function == leaf && (!e.significant_index || e.index == 0))
+        .is_some_and(|e| [e.eax, e.ebx, e.ecx, e.edx][reg & 3] & (1 << bit) != 0)
+}
+
 pub fn cpuid(core: &mut Core) -> ExecResult {
     let leaf = core.cpu.gpr[RAX] as u32;
     let sub = core.cpu.gpr[RCX] as u32;
@@ -540,13 +552,19 @@ pub fn cpuid(core: &mut Core) -> ExecResult {
         .copied()
         .unwrap_or_default();
     let mut ebx = e.ebx;
+    let mut ecx = e.ecx;
     if leaf == 1 {
         ebx = (ebx & 0x00ff_ffff) | ((core.index as u32) << 24);
+        // OSXSAVE mirrors CR4.OSXSAVE.
+        ecx = (ecx & !(1 << 27)) | (u32::from(core.cpu.cr4 & CR4_OSXSAVE != 0) << 27);
+    }
+    if leaf == 0xd && sub <= 1 && e.function == 0xd {
+        ebx = super::xsave::cpuid_size(core.cpu.fpu.xcr0);
     }
     let c = &mut core.cpu;
     c.set_gpr(RAX, 32, u64::from(e.eax));
     c.set_gpr(RBX, 32, u64::from(ebx));
-    c.set_gpr(RCX, 32, u64::from(e.ecx));
+    c.set_gpr(RCX, 32, u64::from(ecx));
     c.set_gpr(RDX, 32, u64::from(e.edx));
     Ok(())
 }
