@@ -106,6 +106,10 @@ pub struct BlockCache {
     /// Time spent decoding, when `timed` (statistics).
     pub decode_time: std::time::Duration,
     timed: bool,
+    /// Instructions get their pre-resolved fast forms (`VESSEL_SOFT_FAST=0`
+    /// leaves every one to the interpreter, so the differential tests can
+    /// compare the tiers).
+    fast: bool,
 }
 
 impl Default for BlockCache {
@@ -116,6 +120,7 @@ impl Default for BlockCache {
             redecoded: 0,
             decode_time: std::time::Duration::ZERO,
             timed: std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some(),
+            fast: std::env::var_os("VESSEL_SOFT_FAST").is_none_or(|v| v != "0"),
             map: HashMap::default(),
             blocks: Vec::new(),
             jc: vec![(0, u32::MAX); JC_SIZE],
@@ -251,13 +256,19 @@ impl BlockCache {
         pa: u64,
         bitness: u32,
     ) -> ExecResult<Block> {
-        if !self.timed {
-            return decode_global(core, rip, lin, pa, bitness);
+        let t = self.timed.then(std::time::Instant::now);
+        let mut b = decode_global(core, rip, lin, pa, bitness)?;
+        if !self.fast {
+            b.fast = b
+                .instrs
+                .iter()
+                .map(|i| crate::fast::generic(i, bitness))
+                .collect();
         }
-        let t = std::time::Instant::now();
-        let b = decode_global(core, rip, lin, pa, bitness);
-        self.decode_time += t.elapsed();
-        b
+        if let Some(t) = t {
+            self.decode_time += t.elapsed();
+        }
+        Ok(b)
     }
 }
 

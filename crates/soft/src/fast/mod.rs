@@ -211,11 +211,7 @@ fn operand(ins: &Instruction, i: u32) -> Option<(Loc, u8, Option<Mem>, u64)> {
 /// Compiles `ins` (decoded at `bitness`) into its fast form, or
 /// [`Kind::Generic`].
 pub fn compile(ins: &Instruction, bitness: u32) -> Fast {
-    let generic = Fast {
-        next: ins.next_ip() & mask(bitness),
-        ip: ins.ip() & mask(bitness),
-        ..Fast::GENERIC
-    };
+    let generic = generic(ins, bitness);
     if bitness != 64 || ins.has_lock_prefix() {
         return generic;
     }
@@ -227,6 +223,15 @@ pub fn compile(ins: &Instruction, bitness: u32) -> Fast {
             f
         }
         None => generic,
+    }
+}
+
+/// `ins` left to the interpreter.
+pub fn generic(ins: &Instruction, bitness: u32) -> Fast {
+    Fast {
+        next: ins.next_ip() & mask(bitness),
+        ip: ins.ip() & mask(bitness),
+        ..Fast::GENERIC
     }
 }
 

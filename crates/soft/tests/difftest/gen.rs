@@ -3,21 +3,11 @@
 //! Flags an instruction leaves undefined are tracked so no later
 //! instruction reads them and the comparison masks them.
 
-use std::sync::OnceLock;
-
-use iced_x86::{
-    Code, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, Register as R,
-    RepPrefixKind,
-};
+use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, Register as R, RepPrefixKind};
 
 use super::machine::*;
 use super::operands::{build, operands, pick, MMS};
-
-/// Every form of `forms::AREAS`, collected once.
-fn forms() -> &'static [Code] {
-    static ALL: OnceLock<Vec<Code>> = OnceLock::new();
-    ALL.get_or_init(super::forms::all)
-}
+use super::{knobs, prologue};
 
 /// xorshift64* — deterministic, seedable, no dependency.
 pub struct Rng(u64);
@@ -71,13 +61,11 @@ fn flag_bits(iced: u32) -> u64 {
 
 /// One random instruction: encoded bytes and its decoded form.
 fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
-    let code = match rng.below(12) {
-        0 => return special(rng, rip),
-        _ => {
-            let all = forms();
-            all[rng.below(all.len() as u64) as usize]
-        }
-    };
+    let k = knobs::get();
+    if k.forms.is_empty() || (k.special && rng.below(12) == 0) {
+        return special(rng, rip);
+    }
+    let code = k.forms[rng.below(k.forms.len() as u64) as usize];
     let ops = operands(rng, code)?;
     let mut ins = build(code, &ops);
     if ins.op_count() > 0 && ins.op_kind(0) == iced_x86::OpKind::Memory && rng.below(4) == 0 {
@@ -108,7 +96,7 @@ fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     encode(&ins, rip)
 }
 
-fn encode(ins: &Instruction, rip: u64) -> Option<(Vec<u8>, Instruction)> {
+pub fn encode(ins: &Instruction, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     let mut e = Encoder::new(64);
     e.encode(ins, rip).ok()?;
     let bytes = e.take_buffer();
@@ -163,81 +151,18 @@ fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
 /// Generates one snippet.
 pub fn snippet(rng: &mut Rng) -> Snippet {
     let n = 1 + rng.below(5);
-    let mut code = Vec::new();
+    let mut stack = vec![0u8; 0x1000];
+    for c in stack.chunks_mut(8) {
+        let v = rng.next().to_le_bytes();
+        c.copy_from_slice(&v[..c.len()]);
+    }
+    let (prologue, xmm) = prologue::emit(rng, &mut stack);
+    let mut code = prologue.code;
+    let mut rip = prologue.rip;
     let mut text = Vec::new();
+    let mut codes = Vec::new();
     let mut undefined = 0u64;
     let mut mask_any = 0u64;
-    let mut rip = CODE;
-    // Prologue: load XMM0-15 from the top of the user stack page (KVM's
-    // SET_FPU does not reach the registers on this host).
-    for i in 0..16u32 {
-        let r = [
-            R::XMM0,
-            R::XMM1,
-            R::XMM2,
-            R::XMM3,
-            R::XMM4,
-            R::XMM5,
-            R::XMM6,
-            R::XMM7,
-            R::XMM8,
-            R::XMM9,
-            R::XMM10,
-            R::XMM11,
-            R::XMM12,
-            R::XMM13,
-            R::XMM14,
-            R::XMM15,
-        ][i as usize];
-        let ins = Instruction::with2(
-            Code::Movdqu_xmm_xmmm128,
-            r,
-            MemoryOperand::with_base_displ(R::None, (XMM_INIT + 16 * u64::from(i)) as i64),
-        )
-        .expect("valid form");
-        let (b, _) = encode(&ins, rip).expect("encodable");
-        rip += b.len() as u64;
-        code.extend_from_slice(&b);
-    }
-    // Then a known x87/MMX state: FNINIT, FLDCW (random rounding control
-    // in one case in two), MM0-7 from the stack page, and
-    // in one case in two EMMS, so the first MMX instruction finds the tags
-    // empty and x87 loads find room on the stack.
-    code.extend_from_slice(&[0xdb, 0xe3]);
-    rip += 2;
-    let ins = Instruction::with1(
-        Code::Fldcw_m2byte,
-        MemoryOperand::with_base_displ(R::None, FCW_INIT as i64),
-    )
-    .expect("valid form");
-    let (b, _) = encode(&ins, rip).expect("encodable");
-    rip += b.len() as u64;
-    code.extend_from_slice(&b);
-    for i in 0..8u32 {
-        let r = [
-            R::MM0,
-            R::MM1,
-            R::MM2,
-            R::MM3,
-            R::MM4,
-            R::MM5,
-            R::MM6,
-            R::MM7,
-        ][i as usize];
-        let ins = Instruction::with2(
-            Code::Movq_mm_mmm64,
-            r,
-            MemoryOperand::with_base_displ(R::None, (MM_INIT + 8 * u64::from(i)) as i64),
-        )
-        .expect("valid form");
-        let (b, _) = encode(&ins, rip).expect("encodable");
-        rip += b.len() as u64;
-        code.extend_from_slice(&b);
-    }
-    if rng.below(2) == 0 {
-        code.extend_from_slice(&[0x0f, 0x77]);
-        rip += 2;
-    }
     let mut tries = 0;
     while text.len() < n as usize && tries < 200 {
         tries += 1;
@@ -289,6 +214,7 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         rip += bytes.len() as u64;
         code.extend_from_slice(&bytes);
         text.push(format!("{ins}"));
+        codes.push(ins.code());
     }
     code.push(0xf4); // HLT at CPL3: #GP ends the snippet.
     let mut regs = hypervisor::Regs {
@@ -324,40 +250,10 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         let v = rng.value().to_le_bytes();
         c.copy_from_slice(&v[..c.len()]);
     }
-    let mut stack = vec![0u8; 0x1000];
-    for c in stack.chunks_mut(8) {
-        let v = rng.next().to_le_bytes();
-        c.copy_from_slice(&v[..c.len()]);
-    }
-    let mut xmm = [[0u8; 16]; 16];
-    for (i, x) in xmm.iter_mut().enumerate() {
-        let lo = match rng.below(4) {
-            0 => (rng.below(2000) as f64 - 1000.0).to_bits(),
-            1 => {
-                (rng.below(2000) as f32 - 1000.0).to_bits() as u64
-                    | (((rng.below(100) as f32).to_bits() as u64) << 32)
-            }
-            _ => rng.value(),
-        };
-        x[..8].copy_from_slice(&lo.to_le_bytes());
-        x[8..].copy_from_slice(&rng.value().to_le_bytes());
-        let o = (XMM_INIT - STACK) as usize + 16 * i;
-        stack[o..o + 16].copy_from_slice(x);
-    }
-    let rc = if rng.below(2) == 0 {
-        0
-    } else {
-        rng.below(4) as u16
-    };
-    let o = (FCW_INIT - STACK) as usize;
-    stack[o..o + 2].copy_from_slice(&(0x37f | rc << 10).to_le_bytes());
-    for i in 0..8 {
-        let o = (MM_INIT - STACK) as usize + 8 * i;
-        stack[o..o + 8].copy_from_slice(&rng.value().to_le_bytes());
-    }
     Snippet {
         code,
         text,
+        codes,
         regs,
         data,
         stack,

@@ -21,9 +21,12 @@ pub const USER_RSP: u64 = STACK + 0x800;
 pub const XMM_INIT: u64 = STACK + 0xe00;
 /// Where the prologue loads MM0-7 from.
 pub const MM_INIT: u64 = STACK + 0xd80;
-/// Where the prologue loads the x87 control word from (random rounding
-/// control, every exception masked, 64-bit precision).
+/// Where the prologue loads the x87 control word from.
 pub const FCW_INIT: u64 = STACK + 0xd70;
+/// Where the prologue loads MXCSR from.
+pub const MXCSR_INIT: u64 = STACK + 0xd74;
+/// Where the prologue loads the x87 stack from (8 m80 values).
+pub const X87_INIT: u64 = STACK + 0xc00;
 
 pub fn write_image(mem: &GuestMemoryMmap) {
     let w = |a: u64, v: u64| {
@@ -134,6 +137,8 @@ pub fn user_sregs() -> SpecialRegs {
 pub struct Snippet {
     pub code: Vec<u8>,
     pub text: Vec<String>,
+    /// The forms of `text`, in order.
+    pub codes: Vec<iced_x86::Code>,
     pub regs: Regs,
     pub data: Vec<u8>,
     pub stack: Vec<u8>,
@@ -160,15 +165,23 @@ pub struct Outcome {
     /// The abridged x87 tag word.
     pub ftw: u8,
     pub fsw: u16,
+    pub fcw: u16,
+    pub mxcsr: u32,
+    /// FOP, FIP, FDP when compared (`DIFFTEST_X87_POINTERS=1`).
+    pub x87_pointers: Option<(u16, u64, u64)>,
 }
 
-/// The x87/SSE state a snippet left: XMM and x87 registers, tag and
-/// status words.
+/// The x87/SSE state a snippet left, in `hypervisor::FpuState`'s terms.
 pub struct FpuOut {
     pub xmm: [[u8; 16]; 16],
     pub st: [[u8; 16]; 8],
     pub ftw: u8,
     pub fsw: u16,
+    pub fcw: u16,
+    pub mxcsr: u32,
+    pub fop: u16,
+    pub fip: u64,
+    pub fdp: u64,
 }
 
 fn has_error(v: u64) -> bool {
@@ -229,5 +242,10 @@ pub fn outcome(
             .collect(),
         ftw: fpu.ftw,
         fsw: fpu.fsw,
+        fcw: fpu.fcw,
+        mxcsr: fpu.mxcsr,
+        x87_pointers: super::knobs::get()
+            .x87_pointers
+            .then_some((fpu.fop, fpu.fip, fpu.fdp)),
     }
 }

@@ -1,9 +1,14 @@
 //! The differential harness: machine image, reference (KVM) and soft
 //! runners, snippet generator and its tables of forms.
 
+pub mod covered;
 pub mod forms;
+pub mod fpvalues;
 pub mod gen;
+pub mod knobs;
 pub mod machine;
 pub mod operands;
+pub mod prologue;
 pub mod reference;
+pub mod report;
 pub mod softrun;

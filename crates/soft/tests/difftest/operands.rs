@@ -65,7 +65,7 @@ const P8: &[R] = &[
 ];
 const BASES: &[R] = &[R::RBX, R::RSI, R::RDI, R::RBP];
 
-const XMMS: &[R] = &[
+pub const XMMS: &[R] = &[
     R::XMM0,
     R::XMM1,
     R::XMM2,

@@ -83,6 +83,10 @@ impl Reference {
         let kr = self.vcpu.get_regs().map_err(|e| e.to_string())?;
         let sr = self.vcpu.get_sregs().map_err(|e| e.to_string())?;
         let fpu = self.vcpu.get_fpu().map_err(|e| e.to_string())?;
+        // MXCSR, FOP, FIP and FDP from the XSAVE image's legacy region
+        // (KVM_GET_FPU reports MXCSR as 0 on this host).
+        let x = self.vcpu.get_xsave().map_err(|e| e.to_string())?;
+        let word = |i: usize| u64::from(x.region[i]);
         let regs = kvm::convert::regs_from_kvm(&kr);
         Ok(outcome(
             &self.mem,
@@ -93,6 +97,11 @@ impl Reference {
                 st: fpu.fpr,
                 ftw: fpu.ftwx,
                 fsw: fpu.fsw,
+                fcw: fpu.fcw,
+                mxcsr: x.region[6],
+                fop: (x.region[1] >> 16) as u16,
+                fip: word(2) | word(3) << 32,
+                fdp: word(4) | word(5) << 32,
             },
             s.undefined_flags,
         ))

@@ -1,5 +1,6 @@
 //! The engine under test: the same snippet through `soft::SoftHypervisor`
-//! and the engine-neutral traits, exactly as the VMM drives it.
+//! and the engine-neutral traits, exactly as the VMM drives it, on one
+//! vCPU per tier of the engine.
 
 use std::sync::Arc;
 
@@ -9,14 +10,70 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use super::machine::*;
 use super::reference::load;
 
+/// A tier of the engine: which of its execution paths run the snippet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Every block translated on its first run (`VESSEL_SOFT_JIT_HOT=0`);
+    /// a block the emitter fails on is a test failure
+    /// (`VESSEL_SOFT_JIT_STRICT`), not a quiet fallback.
+    Jit,
+    /// The interpreter with its pre-resolved fast handlers.
+    Interp,
+    /// The interpreter alone (`VESSEL_SOFT_FAST=0`).
+    Slow,
+}
+
+impl Tier {
+    /// The tiers `DIFFTEST_TIERS` names (`jit,interp,slow`; all by default).
+    pub fn from_env() -> Vec<Tier> {
+        let all = [Tier::Jit, Tier::Interp, Tier::Slow];
+        match std::env::var("DIFFTEST_TIERS") {
+            Ok(v) => all
+                .into_iter()
+                .filter(|t| v.split(',').any(|x| x.trim() == t.name()))
+                .collect(),
+            Err(_) => all.to_vec(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Tier::Jit => "jit",
+            Tier::Interp => "interp",
+            Tier::Slow => "slow",
+        }
+    }
+
+    /// The engine's settings for this tier (read when a vCPU is made).
+    fn env(self) -> [(&'static str, &'static str); 4] {
+        let (jit, fast) = match self {
+            Tier::Jit => ("1", "1"),
+            Tier::Interp => ("0", "1"),
+            Tier::Slow => ("0", "0"),
+        };
+        [
+            ("VESSEL_SOFT_JIT", jit),
+            ("VESSEL_SOFT_JIT_HOT", "0"),
+            ("VESSEL_SOFT_JIT_STRICT", "1"),
+            ("VESSEL_SOFT_FAST", fast),
+        ]
+    }
+}
+
 pub struct SoftRunner {
+    pub tier: Tier,
     _vm: Box<dyn hypervisor::Vm>,
     vcpu: Box<dyn Vcpu>,
     pub mem: GuestMemoryMmap,
 }
 
 impl SoftRunner {
-    pub fn new() -> Self {
+    pub fn new(tier: Tier) -> Self {
+        // The engine reads its settings from the environment when the
+        // vCPU is created; the test sets them just before.
+        for (k, v) in tier.env() {
+            std::env::set_var(k, v);
+        }
         let hv = soft::SoftHypervisor::new();
         let vm = hv.create_vm().expect("soft vm");
         let mem =
@@ -26,7 +83,12 @@ impl SoftRunner {
             .create_vcpu(0, Arc::new(hypervisor::NoDevices))
             .expect("vcpu");
         write_image(&mem);
-        SoftRunner { _vm: vm, vcpu, mem }
+        SoftRunner {
+            tier,
+            _vm: vm,
+            vcpu,
+            mem,
+        }
     }
 
     pub fn run(&mut self, s: &Snippet) -> Result<Outcome, String> {
@@ -56,6 +118,11 @@ impl SoftRunner {
                 st: fpu.st,
                 ftw: fpu.ftw,
                 fsw: fpu.fsw,
+                fcw: fpu.fcw,
+                mxcsr: fpu.mxcsr,
+                fop: fpu.last_opcode,
+                fip: fpu.last_ip,
+                fdp: fpu.last_dp,
             },
             s.undefined_flags,
         ))

@@ -15,8 +15,3 @@ pub const AREAS: &[(&str, &[Code])] = &[
     ("simd", simd::FORMS),
     ("x87", x87::FORMS),
 ];
-
-/// Every form of every area, in `AREAS` order.
-pub fn all() -> Vec<Code> {
-    AREAS.iter().flat_map(|(_, f)| f.iter().copied()).collect()
-}

@@ -1,0 +1,45 @@
+//! Environment knobs of the harness, read once:
+//! - `DIFFTEST_AREAS=int,x87`: draw only the forms of these areas of
+//!   `forms::AREAS` (the special forms count as area `int`), to check one
+//!   area while others still differ;
+//! - `DIFFTEST_FIXED_FP=1`: the old fixed start state (MXCSR 0x1f80, every
+//!   x87 exception masked, 64-bit precision, no x87 values pushed);
+//! - `DIFFTEST_X87_POINTERS=1`: also compare FOP, FIP and FDP.
+
+use std::sync::OnceLock;
+
+use iced_x86::Code;
+
+pub struct Knobs {
+    pub forms: Vec<Code>,
+    pub special: bool,
+    pub fixed_fp: bool,
+    pub x87_pointers: bool,
+}
+
+fn flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+pub fn get() -> &'static Knobs {
+    static K: OnceLock<Knobs> = OnceLock::new();
+    K.get_or_init(|| {
+        let areas = std::env::var("DIFFTEST_AREAS").ok();
+        let wanted = |name: &str| {
+            areas
+                .as_deref()
+                .is_none_or(|a| a.split(',').any(|x| x.trim() == name))
+        };
+        let forms: Vec<Code> = super::forms::AREAS
+            .iter()
+            .filter(|(name, _)| wanted(name))
+            .flat_map(|(_, f)| f.iter().copied())
+            .collect();
+        Knobs {
+            special: wanted("int") || forms.is_empty(),
+            forms,
+            fixed_fp: flag("DIFFTEST_FIXED_FP"),
+            x87_pointers: flag("DIFFTEST_X87_POINTERS"),
+        }
+    })
+}
