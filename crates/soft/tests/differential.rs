@@ -60,6 +60,7 @@ fn soft_engine_matches_the_cpu() {
             if got.as_ref().ok() != Some(&want) {
                 bad = true;
                 mismatches += 1;
+                tally.add_parts(&want, &got);
                 if mismatches <= 10 {
                     eprintln!("MISMATCH in snippet {i} ({:?}): {:#?}", soft.tier, s.text);
                     eprintln!("  start regs: {:x?}", s.regs);
@@ -77,6 +78,7 @@ fn soft_engine_matches_the_cpu() {
         tiers.len(),
         start.elapsed().as_secs_f64()
     );
+    tally.print_parts();
     tally.print_suspects(30);
     assert_eq!(
         mismatches, 0,

@@ -150,7 +150,7 @@ fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
 
 /// Generates one snippet.
 pub fn snippet(rng: &mut Rng) -> Snippet {
-    let n = 1 + rng.below(5);
+    let n = 1 + rng.below(knobs::get().max_len);
     let mut stack = vec![0u8; 0x1000];
     for c in stack.chunks_mut(8) {
         let v = rng.next().to_le_bytes();

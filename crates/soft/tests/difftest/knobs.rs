@@ -4,7 +4,10 @@
 //!   area while others still differ;
 //! - `DIFFTEST_FIXED_FP=1`: the old fixed start state (MXCSR 0x1f80, every
 //!   x87 exception masked, 64-bit precision, no x87 values pushed);
-//! - `DIFFTEST_X87_POINTERS=1`: also compare FOP, FIP and FDP.
+//! - `DIFFTEST_X87_POINTERS=1`: also compare FOP, FIP and FDP;
+//! - `DIFFTEST_XSTATE_BV=0`: do not compare the XSAVE header's XSTATE_BV;
+//! - `DIFFTEST_MAX_LEN=n`: at most n instructions a snippet (default 5;
+//!   1 makes a mismatch's culprit plain).
 
 use std::sync::OnceLock;
 
@@ -15,6 +18,10 @@ pub struct Knobs {
     pub special: bool,
     pub fixed_fp: bool,
     pub x87_pointers: bool,
+    pub max_len: u64,
+    pub xstate_bv: bool,
+    /// Some drawn form is VEX-encoded: the prologue loads YMM0-15.
+    pub vex: bool,
 }
 
 fn flag(name: &str) -> bool {
@@ -37,9 +44,18 @@ pub fn get() -> &'static Knobs {
             .collect();
         Knobs {
             special: wanted("int") || forms.is_empty(),
-            forms,
             fixed_fp: flag("DIFFTEST_FIXED_FP"),
             x87_pointers: flag("DIFFTEST_X87_POINTERS"),
+            xstate_bv: std::env::var_os("DIFFTEST_XSTATE_BV").is_none_or(|v| v != "0"),
+            vex: forms
+                .iter()
+                .any(|c| c.op_code().encoding() == iced_x86::EncodingKind::VEX),
+            max_len: std::env::var("DIFFTEST_MAX_LEN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5u64)
+                .max(1),
+            forms,
         }
     })
 }

@@ -27,6 +27,10 @@ pub const FCW_INIT: u64 = STACK + 0xd70;
 pub const MXCSR_INIT: u64 = STACK + 0xd74;
 /// Where the prologue loads the x87 stack from (8 m80 values).
 pub const X87_INIT: u64 = STACK + 0xc00;
+/// Where the prologue loads YMM0-15 from (when VEX forms are drawn).
+pub const YMM_INIT: u64 = STACK + 0x900;
+/// XCR0 in both machines: x87, SSE and AVX state enabled.
+pub const XCR0: u64 = 7;
 
 pub fn write_image(mem: &GuestMemoryMmap) {
     let w = |a: u64, v: u64| {
@@ -125,7 +129,8 @@ pub fn user_sregs() -> SpecialRegs {
         cr0: 0x8001_0033,
         cr2: 0,
         cr3: 0x1000,
-        cr4: 0x620,
+        // PAE, OSFXSR, OSXMMEXCPT, OSXSAVE (XCR0 = `XCR0`).
+        cr4: 0x4_0620,
         cr8: 0,
         efer: 0xd01,
         apic_base: 0xfee0_0900,
@@ -169,11 +174,18 @@ pub struct Outcome {
     pub mxcsr: u32,
     /// FOP, FIP, FDP when compared (`DIFFTEST_X87_POINTERS=1`).
     pub x87_pointers: Option<(u16, u64, u64)>,
+    /// Bits 128-255 of YMM0-15.
+    pub ymm_hi: Vec<[u8; 16]>,
+    /// XSTATE_BV of the XSAVE image unless `DIFFTEST_XSTATE_BV=0`.
+    pub xstate_bv: Option<u64>,
 }
 
-/// The x87/SSE state a snippet left, in `hypervisor::FpuState`'s terms.
+/// The x87/SSE/AVX state a snippet left, read from a standard-format
+/// XSAVE image (both engines give one), each component at its initial
+/// configuration where XSTATE_BV says so.
 pub struct FpuOut {
     pub xmm: [[u8; 16]; 16],
+    pub ymm_hi: [[u8; 16]; 16],
     pub st: [[u8; 16]; 8],
     pub ftw: u8,
     pub fsw: u16,
@@ -182,6 +194,40 @@ pub struct FpuOut {
     pub fop: u16,
     pub fip: u64,
     pub fdp: u64,
+    pub xstate_bv: u64,
+}
+
+impl FpuOut {
+    pub fn from_xsave(area: &[u8]) -> FpuOut {
+        let b = |o: usize, n: usize| -> u64 {
+            area.get(o..o + n).map_or(0, |v| {
+                v.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x))
+            })
+        };
+        let reg = |o: usize| -> [u8; 16] {
+            area.get(o..o + 16)
+                .and_then(|v| v.try_into().ok())
+                .unwrap_or([0; 16])
+        };
+        let bv = b(512, 8);
+        let x87 = bv & 1 != 0;
+        let sse = bv & 2 != 0;
+        let avx = bv & 4 != 0;
+        let pick = |on: bool, v: u64, init: u64| if on { v } else { init };
+        FpuOut {
+            xmm: std::array::from_fn(|i| if sse { reg(160 + 16 * i) } else { [0; 16] }),
+            ymm_hi: std::array::from_fn(|i| if avx { reg(576 + 16 * i) } else { [0; 16] }),
+            st: std::array::from_fn(|i| if x87 { reg(32 + 16 * i) } else { [0; 16] }),
+            fcw: pick(x87, b(0, 2), 0x37f) as u16,
+            fsw: pick(x87, b(2, 2), 0) as u16,
+            ftw: pick(x87, b(4, 1), 0) as u8,
+            fop: pick(x87, b(6, 2), 0) as u16,
+            fip: pick(x87, b(8, 8), 0),
+            fdp: pick(x87, b(16, 8), 0),
+            mxcsr: b(24, 4) as u32,
+            xstate_bv: bv,
+        }
+    }
 }
 
 fn has_error(v: u64) -> bool {
@@ -247,5 +293,7 @@ pub fn outcome(
         x87_pointers: super::knobs::get()
             .x87_pointers
             .then_some((fpu.fop, fpu.fip, fpu.fdp)),
+        ymm_hi: fpu.ymm_hi.to_vec(),
+        xstate_bv: super::knobs::get().xstate_bv.then_some(fpu.xstate_bv),
     }
 }

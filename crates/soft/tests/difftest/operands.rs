@@ -83,7 +83,7 @@ pub const XMMS: &[R] = &[
     R::XMM14,
     R::XMM15,
 ];
-const YMMS: &[R] = &[
+pub const YMMS: &[R] = &[
     R::YMM0,
     R::YMM1,
     R::YMM2,

@@ -1,7 +1,8 @@
 //! The snippet prologue: the FPU/SIMD state a snippet starts from, loaded
 //! by instructions from the stack page (KVM's SET_FPU does not reach the
 //! registers on this host, so both engines get it the same way): XMM0-15
-//! (special and boundary lanes), FNINIT, MM0-7, then either the MMX state
+//! (special and boundary lanes; YMM0-15 whole when VEX forms are drawn),
+//! FNINIT, MM0-7, then either the MMX state
 //! or EMMS and 0-8 x87 values of every class (FLD m80), a random x87
 //! control word (FLDCW) and a random MXCSR (LDMXCSR).
 
@@ -10,7 +11,7 @@ use iced_x86::{Code, Instruction, MemoryOperand, Register as R};
 use super::fpvalues;
 use super::gen::{encode, Rng};
 use super::machine::*;
-use super::operands::{MMS, XMMS};
+use super::operands::{MMS, XMMS, YMMS};
 
 /// Code being assembled at a guest address.
 pub struct Asm {
@@ -57,6 +58,16 @@ pub fn emit(rng: &mut Rng, stack: &mut [u8]) -> (Asm, [[u8; 16]; 16]) {
         let at = XMM_INIT + 16 * i as u64;
         put(stack, at, x);
         a.mem_op(Code::Movdqu_xmm_xmmm128, Some(XMMS[i]), at);
+    }
+    // With VEX forms drawn, YMM0-15 whole (a legacy load keeps bits
+    // 128-255, which would carry over from the last snippet).
+    if super::knobs::get().vex {
+        for (i, x) in xmm.iter().enumerate() {
+            let at = YMM_INIT + 32 * i as u64;
+            put(stack, at, x);
+            put(stack, at + 16, &fpvalues::xmm(rng));
+            a.mem_op(Code::VEX_Vmovdqu_ymm_ymmm256, Some(YMMS[i]), at);
+        }
     }
     a.raw(&[0xdb, 0xe3]); // FNINIT
     for (i, &r) in MMS.iter().enumerate() {

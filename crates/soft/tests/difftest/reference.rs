@@ -1,7 +1,7 @@
 //! The reference side: the snippet runs at CPL3 under KVM, where this
 //! machine's KVM executes it natively on the real CPU.
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_userspace_memory_region, kvm_xcr, kvm_xcrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
@@ -43,6 +43,16 @@ impl Reference {
             .map_err(|e| format!("cpuid: {e}"))?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| format!("set cpuid: {e}"))?;
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0] = kvm_xcr {
+            xcr: 0,
+            reserved: 0,
+            value: XCR0,
+        };
+        vcpu.set_xcrs(&xcrs).map_err(|e| format!("set xcr0: {e}"))?;
         write_image(&mem);
         Ok(Reference {
             _kvm: kvm,
@@ -82,27 +92,16 @@ impl Reference {
         }
         let kr = self.vcpu.get_regs().map_err(|e| e.to_string())?;
         let sr = self.vcpu.get_sregs().map_err(|e| e.to_string())?;
-        let fpu = self.vcpu.get_fpu().map_err(|e| e.to_string())?;
-        // MXCSR, FOP, FIP and FDP from the XSAVE image's legacy region
-        // (KVM_GET_FPU reports MXCSR as 0 on this host).
+        // The state from the XSAVE image (KVM_GET_FPU reports MXCSR as 0
+        // on this host).
         let x = self.vcpu.get_xsave().map_err(|e| e.to_string())?;
-        let word = |i: usize| u64::from(x.region[i]);
+        let area: Vec<u8> = x.region.iter().flat_map(|w| w.to_le_bytes()).collect();
         let regs = kvm::convert::regs_from_kvm(&kr);
         Ok(outcome(
             &self.mem,
             &regs,
             sr.cr2,
-            &FpuOut {
-                xmm: fpu.xmm,
-                st: fpu.fpr,
-                ftw: fpu.ftwx,
-                fsw: fpu.fsw,
-                fcw: fpu.fcw,
-                mxcsr: x.region[6],
-                fop: (x.region[1] >> 16) as u16,
-                fip: word(2) | word(3) << 32,
-                fdp: word(4) | word(5) << 32,
-            },
+            &FpuOut::from_xsave(&area),
             s.undefined_flags,
         ))
     }

@@ -51,6 +51,20 @@ pub fn diff(w: &Outcome, g: &Outcome) {
             w.fcw, w.mxcsr, g.fcw, g.mxcsr
         );
     }
+    for i in 0..16 {
+        if w.ymm_hi[i] != g.ymm_hi[i] {
+            eprintln!(
+                "  ymm{i}[255:128]: cpu {:x?} soft {:x?}",
+                w.ymm_hi[i], g.ymm_hi[i]
+            );
+        }
+    }
+    if w.xstate_bv != g.xstate_bv {
+        eprintln!(
+            "  xstate_bv: cpu {:x?} soft {:x?}",
+            w.xstate_bv, g.xstate_bv
+        );
+    }
     if w.x87_pointers != g.x87_pointers {
         eprintln!(
             "  fop/fip/fdp: cpu {:x?} soft {:x?}",
@@ -59,13 +73,60 @@ pub fn diff(w: &Outcome, g: &Outcome) {
     }
 }
 
-/// Per form: snippets that had it, and how many of them differed.
+/// The parts of the outcome that differ.
+pub fn fields(w: &Outcome, g: &Outcome) -> Vec<&'static str> {
+    let parts = [
+        ("gpr", w.gpr != g.gpr),
+        (
+            "exit",
+            (w.vector, w.error, w.rip, w.rsp, w.cr2) != (g.vector, g.error, g.rip, g.rsp, g.cr2),
+        ),
+        ("rflags", w.rflags != g.rflags),
+        ("memory", w.data != g.data || w.stack != g.stack),
+        ("xmm", w.xmm != g.xmm),
+        ("ymm_hi", w.ymm_hi != g.ymm_hi),
+        ("st", w.st != g.st),
+        ("ftw", w.ftw != g.ftw),
+        ("fsw", w.fsw != g.fsw),
+        ("fcw", w.fcw != g.fcw),
+        ("mxcsr", w.mxcsr != g.mxcsr),
+        ("fop/fip/fdp", w.x87_pointers != g.x87_pointers),
+        ("xstate_bv", w.xstate_bv != g.xstate_bv),
+    ];
+    parts
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Per form: snippets that had it, and how many of them differed; per
+/// part of the outcome: how many runs it differed in.
 #[derive(Default)]
 pub struct Tally {
     seen: BTreeMap<Code, (u64, u64)>,
+    parts: BTreeMap<&'static str, u64>,
 }
 
 impl Tally {
+    /// Counts the parts `got` (the engine's outcome or its error) differs
+    /// from `want` in.
+    pub fn add_parts(&mut self, want: &Outcome, got: &Result<Outcome, String>) {
+        let parts = match got {
+            Ok(g) => fields(want, g),
+            Err(_) => vec!["engine stop"],
+        };
+        for p in parts {
+            *self.parts.entry(p).or_default() += 1;
+        }
+    }
+
+    pub fn print_parts(&self) {
+        if !self.parts.is_empty() {
+            eprintln!("  differing parts (runs): {:?}", self.parts);
+        }
+    }
+
     pub fn add(&mut self, codes: &[Code], bad: bool) {
         let mut codes = codes.to_vec();
         codes.sort_unstable_by_key(|c| *c as u32);

@@ -79,10 +79,13 @@ impl SoftRunner {
         let mem =
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("memory");
         vm.set_memory(&mem).expect("set memory");
-        let vcpu = vm
+        let mut vcpu = vm
             .create_vcpu(0, Arc::new(hypervisor::NoDevices))
             .expect("vcpu");
         write_image(&mem);
+        let mut x = vcpu.xsave().expect("xsave state");
+        x.xcr0 = XCR0;
+        vcpu.set_xsave(&x).expect("xcr0");
         SoftRunner {
             tier,
             _vm: vm,
@@ -108,22 +111,12 @@ impl SoftRunner {
         }
         let regs = self.vcpu.regs().map_err(|e| e.to_string())?;
         let sr = self.vcpu.special_regs().map_err(|e| e.to_string())?;
-        let fpu = self.vcpu.fpu().map_err(|e| e.to_string())?;
+        let x = self.vcpu.xsave().map_err(|e| e.to_string())?;
         Ok(outcome(
             &self.mem,
             &regs,
             sr.cr2,
-            &FpuOut {
-                xmm: fpu.xmm,
-                st: fpu.st,
-                ftw: fpu.ftw,
-                fsw: fpu.fsw,
-                fcw: fpu.fcw,
-                mxcsr: fpu.mxcsr,
-                fop: fpu.last_opcode,
-                fip: fpu.last_ip,
-                fdp: fpu.last_dp,
-            },
+            &FpuOut::from_xsave(&x.area),
             s.undefined_flags,
         ))
     }
