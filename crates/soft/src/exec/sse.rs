@@ -1,9 +1,8 @@
-//! SSE/SSE2 and the x87 housekeeping the kernel needs: 128-bit moves,
-//! float logical operations, scalar and packed single/double arithmetic,
-//! conversions, (U)COMIS, MXCSR access and FXSAVE/FXRSTOR; the XMM operand
-//! access the SSE modules share. Instructions with an MMX register go to
-//! `mmx`; packed integer operations live in `sse2`; x87 arithmetic is in
-//! `x87`.
+//! SSE/SSE2: 128-bit moves, float logical operations, scalar and packed
+//! single/double arithmetic, conversions, (U)COMIS and MXCSR access; the
+//! XMM operand access the SSE modules share. Instructions with an MMX
+//! register go to `mmx`; packed integer operations live in `sse2`; the
+//! x87 (with FXSAVE/FXRSTOR) is in `x87`.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -204,25 +203,8 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     if super::mmx::uses_mmx(ins) {
         return super::mmx::exec(core, ins, m);
     }
-    match m {
-        M::Fninit => return super::x87::fninit(core),
-        M::Fnclex => return super::x87::fnclex(core),
-        M::Fnstcw => {
-            let v = core.cpu.fpu.fcw;
-            return write(core, ins, 0, 16, u64::from(v));
-        }
-        M::Fldcw => {
-            let v = read(core, ins, 0, 16)?;
-            core.cpu.fpu.fcw = v as u16;
-            return Ok(());
-        }
-        M::Fnstsw => {
-            let v = core.cpu.fpu.fsw;
-            return write(core, ins, 0, 16, u64::from(v));
-        }
-        M::Wait => return Ok(()),
-        M::Emms => return super::mmx::emms(core),
-        _ => {}
+    if m == M::Emms {
+        return super::mmx::emms(core);
     }
     check(core)?;
     match m {
@@ -472,71 +454,7 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             let v = core.cpu.fpu.mxcsr;
             write(core, ins, 0, 32, u64::from(v))
         }
-        M::Fxsave | M::Fxsave64 => fxsave(core, ins),
-        M::Fxrstor | M::Fxrstor64 => fxrstor(core, ins),
         _ => super::sse2::exec(core, ins, m),
     }
 }
 
-fn fxsave(core: &mut Core, ins: &Instruction) -> ExecResult {
-    let (s, off) = ops::mem_loc(core, ins, 0);
-    if off % 16 != 0 {
-        return Err(Fault::gp(0).into());
-    }
-    let f = core.cpu.fpu;
-    let mut b = [0u8; 512];
-    b[0..2].copy_from_slice(&f.fcw.to_le_bytes());
-    b[2..4].copy_from_slice(&f.fsw.to_le_bytes());
-    b[4] = f.ftw;
-    b[6..8].copy_from_slice(&f.fop.to_le_bytes());
-    b[8..16].copy_from_slice(&f.fip.to_le_bytes());
-    b[16..24].copy_from_slice(&f.fdp.to_le_bytes());
-    b[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
-    b[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
-    for i in 0..8 {
-        b[32 + 16 * i..48 + 16 * i].copy_from_slice(&f.st[i]);
-    }
-    for i in 0..16 {
-        b[160 + 16 * i..176 + 16 * i].copy_from_slice(&f.xmm[i].to_le_bytes());
-    }
-    // Write in 16-byte pieces so each stays within the operand checks.
-    let lin = core.seg_lin(s, off, 512, true)?;
-    core.translate(lin, crate::mmu::Access::Write, false)?;
-    core.translate(lin + 511, crate::mmu::Access::Write, false)?;
-    for i in 0..32 {
-        core.write_seg_buf(s, off + 16 * i as u64, &b[16 * i..16 * i + 16])?;
-    }
-    Ok(())
-}
-
-fn fxrstor(core: &mut Core, ins: &Instruction) -> ExecResult {
-    let (s, off) = ops::mem_loc(core, ins, 0);
-    if off % 16 != 0 {
-        return Err(Fault::gp(0).into());
-    }
-    let mut b = [0u8; 512];
-    for i in 0..32 {
-        core.read_seg_buf(s, off + 16 * i as u64, &mut b[16 * i..16 * i + 16])?;
-    }
-    let mxcsr = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
-    if mxcsr & 0xffff_0000 != 0 {
-        return Err(Fault::gp(0).into());
-    }
-    let f = &mut core.cpu.fpu;
-    f.fcw = u16::from_le_bytes([b[0], b[1]]);
-    f.fsw = u16::from_le_bytes([b[2], b[3]]);
-    f.ftw = b[4];
-    f.fop = u16::from_le_bytes([b[6], b[7]]);
-    f.fip = u64::from_le_bytes(b[8..16].try_into().unwrap_or([0; 8]));
-    f.fdp = u64::from_le_bytes(b[16..24].try_into().unwrap_or([0; 8]));
-    f.mxcsr = mxcsr;
-    for i in 0..8 {
-        f.st[i].copy_from_slice(&b[32 + 16 * i..48 + 16 * i]);
-    }
-    for i in 0..16 {
-        let mut x = [0u8; 16];
-        x.copy_from_slice(&b[160 + 16 * i..176 + 16 * i]);
-        f.xmm[i] = u128::from_le_bytes(x);
-    }
-    Ok(())
-}

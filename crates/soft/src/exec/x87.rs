@@ -25,7 +25,9 @@ use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 
 use super::ops;
 
+mod control;
 mod more;
+pub mod save;
 use crate::core::Core;
 use crate::cpu::{Fpu, CR0_EM, CR0_NE, CR0_TS};
 use crate::exception::{ExecResult, Fault, Stop, MF, NM};
@@ -92,7 +94,10 @@ pub fn handles(m: Mnemonic) -> bool {
             | M::Ftst
             | M::Ficom
             | M::Ficomp
+            | M::Fnop
     ) || more::handles(m)
+        || control::handles(m)
+        || save::handles(m)
 }
 
 fn check(core: &Core) -> ExecResult {
@@ -102,31 +107,6 @@ fn check(core: &Core) -> ExecResult {
     if core.cpu.cr0 & CR0_NE != 0 && core.cpu.fpu.fsw & FSW_ES != 0 {
         return Err(Fault::new(MF).into());
     }
-    Ok(())
-}
-
-/// FNINIT: the control, status and tag words to their reset values;
-/// the registers keep their contents (TOP becomes 0, so the ST-ordered
-/// array turns to physical order). No #MF: it does not wait.
-pub fn fninit(core: &mut Core) -> ExecResult {
-    if core.cpu.cr0 & (CR0_EM | CR0_TS) != 0 {
-        return Err(Fault::new(NM).into());
-    }
-    let f = &mut core.cpu.fpu;
-    let t = top(f);
-    f.st.rotate_right(t);
-    f.fcw = 0x37f;
-    f.fsw = 0;
-    f.ftw = 0;
-    Ok(())
-}
-
-/// FNCLEX: clears the exception flags, SF, ES and B; no #MF.
-pub fn fnclex(core: &mut Core) -> ExecResult {
-    if core.cpu.cr0 & (CR0_EM | CR0_TS) != 0 {
-        return Err(Fault::new(NM).into());
-    }
-    core.cpu.fpu.fsw &= !(0xff | FSW_B);
     Ok(())
 }
 
@@ -561,10 +541,34 @@ fn other_st(ins: &Instruction) -> usize {
         .unwrap_or(1)
 }
 
-/// Executes an x87 instruction [`handles`] names.
+/// Executes an x87 instruction [`handles`] names. A faulting one
+/// leaves the x87 state as it was; one that completes is recorded in
+/// FIP (and FOP and FDP when it raised an unmasked exception).
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
-    use Mnemonic as M;
+    if control::handles(m) {
+        return control::exec(core, ins, m);
+    }
+    if save::handles(m) {
+        return save::exec(core, ins, m);
+    }
     check(core)?;
+    let before = core.cpu.fpu;
+    // ES is cleared while the instruction runs so that it shows whether
+    // this instruction raised an unmasked exception.
+    core.cpu.fpu.fsw &= !(FSW_ES | FSW_B);
+    if let Err(e) = exec_op(core, ins, m) {
+        core.cpu.fpu = before;
+        return Err(e);
+    }
+    let unmasked = core.cpu.fpu.fsw & FSW_ES != 0;
+    core.cpu.fpu.fsw |= before.fsw & (FSW_ES | FSW_B);
+    control::record(core, ins, unmasked);
+    Ok(())
+}
+
+/// Carries out an x87 arithmetic instruction.
+fn exec_op(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
+    use Mnemonic as M;
     let mem = (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory);
     match m {
         M::Fld | M::Fild => {
@@ -600,6 +604,7 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 f.fsw &= !FSW_C1;
             }
         }
+        M::Fnop => {}
         M::Fld1 | M::Fldz => {
             let f = &mut core.cpu.fpu;
             f.fsw &= !FSW_C1;
