@@ -12,7 +12,11 @@
 //! writes happen before that, so a faulting instruction changes nothing.
 //!
 //! The arithmetic is `sse2::packed_int` over 64 bits, shared with the XMM
-//! forms.
+//! forms. The float conversions (CVTPI2PS/PD, CVT(T)PS2PI, CVT(T)PD2PI)
+//! and the SSSE3 forms on MM registers run by the host's own instruction
+//! (`crate::hostop`), which reads MM registers with [`mm_read`] and
+//! makes the same transition with [`enter`] and [`mm_write`]; a
+//! CVTPI2PS/PD from memory touches no MM register and makes none.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -182,6 +186,13 @@ fn maskmovq(core: &mut Core, ins: &Instruction) -> ExecResult {
 /// Executes an instruction with an MM register operand.
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     use Mnemonic as M;
+    let sse_form = matches!(
+        m,
+        M::Cvtpi2ps | M::Cvtpi2pd | M::Cvtps2pi | M::Cvttps2pi | M::Cvtpd2pi | M::Cvttpd2pi
+    );
+    if sse_form && core.cpu.cr0 & CR0_EM == 0 && core.cpu.cr4 & CR4_OSFXSR == 0 {
+        return Err(Fault::ud().into());
+    }
     check(core)?;
     match m {
         M::Movd | M::Movq | M::Movntq => {
@@ -225,7 +236,9 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             dst(core, ins, 0, (a & !(0xffff << pos)) | (w << pos), 8)
         }
         M::Maskmovq => maskmovq(core, ins),
-        _ => Err(Stop::Unsupported),
+        // The float conversions and the SSSE3 forms: run by the host's
+        // own instruction, which also makes the x87-to-MMX transition.
+        _ => crate::hostop::exec(core, ins).unwrap_or(Err(Stop::Unsupported)),
     }
 }
 

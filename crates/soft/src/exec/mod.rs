@@ -260,6 +260,13 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Prefetchw
         | M::Endbr64
         | M::Endbr32
+        // The rest of the hint space 0F 18-1F: no access, no fault.
+        | M::Reservednop
+        | M::Cldemote
+        | M::Prefetchit0
+        | M::Prefetchit1
+        | M::Rdsspd
+        | M::Rdsspq
         | M::Clflush
         | M::Clflushopt => {
             // CLFLUSH still checks its operand's address.

@@ -9,8 +9,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use super::ops::{self, read, write};
 use crate::core::Core;
 use crate::cpu::{CR0_EM, CR0_TS, CR4_OSFXSR};
-use crate::exception::{ExecResult, Fault, NM};
-use crate::flags::{CF, PF, ZF};
+use crate::exception::{ExecResult, Fault, Stop, NM};
 
 pub(super) fn xmm_index(r: Register) -> Option<usize> {
     let v = r as u32;
@@ -101,101 +100,78 @@ pub(super) fn lanes<const N: usize>(a: u128, b: u128, f: impl Fn(u64, u64) -> u6
     r
 }
 
-pub(super) fn f64s(a: u128) -> [f64; 2] {
-    [f64::from_bits(a as u64), f64::from_bits((a >> 64) as u64)]
-}
-
-pub(super) fn f32s(a: u128) -> [f32; 4] {
-    [0, 1, 2, 3].map(|i| f32::from_bits((a >> (32 * i)) as u32))
-}
-
-pub(super) fn from_f64s(v: [f64; 2]) -> u128 {
-    u128::from(v[0].to_bits()) | (u128::from(v[1].to_bits()) << 64)
-}
-
-pub(super) fn from_f32s(v: [f32; 4]) -> u128 {
-    v.iter().enumerate().fold(0u128, |acc, (i, x)| {
-        acc | (u128::from(x.to_bits()) << (32 * i))
-    })
-}
-
-fn arith64(m: Mnemonic, a: f64, b: f64) -> f64 {
-    match m {
-        Mnemonic::Addsd | Mnemonic::Addpd => a + b,
-        Mnemonic::Subsd | Mnemonic::Subpd => a - b,
-        Mnemonic::Mulsd | Mnemonic::Mulpd => a * b,
-        Mnemonic::Divsd | Mnemonic::Divpd => a / b,
-        Mnemonic::Minsd | Mnemonic::Minpd => {
-            if a < b {
-                a
-            } else {
-                b
-            }
-        }
-        Mnemonic::Maxsd | Mnemonic::Maxpd => {
-            if a > b {
-                a
-            } else {
-                b
-            }
-        }
-        _ => b.sqrt(),
-    }
-}
-
-fn arith32(m: Mnemonic, a: f32, b: f32) -> f32 {
-    match m {
-        Mnemonic::Addss | Mnemonic::Addps => a + b,
-        Mnemonic::Subss | Mnemonic::Subps => a - b,
-        Mnemonic::Mulss | Mnemonic::Mulps => a * b,
-        Mnemonic::Divss | Mnemonic::Divps => a / b,
-        Mnemonic::Minss | Mnemonic::Minps => {
-            if a < b {
-                a
-            } else {
-                b
-            }
-        }
-        Mnemonic::Maxss | Mnemonic::Maxps => {
-            if a > b {
-                a
-            } else {
-                b
-            }
-        }
-        _ => b.sqrt(),
-    }
-}
-
-/// Converts to a signed integer the way CVT(T)SD2SI does: out of range
-/// and NaN give the "integer indefinite" value.
-pub(super) fn to_int(x: f64, size: u32, truncate: bool) -> u64 {
-    let x = if truncate {
-        x.trunc()
-    } else {
-        x.round_ties_even()
-    };
-    let (lo, hi) = if size == 64 {
-        (-9.223_372_036_854_776e18, 9.223_372_036_854_776e18)
-    } else {
-        (-2_147_483_648.0, 2_147_483_648.0)
-    };
-    if x.is_nan() || x < lo || x >= hi {
-        if size == 64 {
-            1 << 63
-        } else {
-            0x8000_0000
-        }
-    } else {
-        (x as i64) as u64 & crate::flags::mask(size)
-    }
-}
-
 /// Bit i of the result is the sign bit of byte i of `a` (PMOVMSKB).
 pub(super) fn byte_signs(a: u128, bytes: u32) -> u64 {
     (0..bytes).fold(0u64, |acc, i| {
         acc | ((((a >> (i * 8 + 7)) & 1) as u64) << i)
     })
+}
+
+/// The float arithmetic, compares and conversions: run by the host's own
+/// instruction ([`crate::hostop`]), exact under the guest's MXCSR.
+fn on_host(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Addss
+            | M::Addsd
+            | M::Addps
+            | M::Addpd
+            | M::Subss
+            | M::Subsd
+            | M::Subps
+            | M::Subpd
+            | M::Mulss
+            | M::Mulsd
+            | M::Mulps
+            | M::Mulpd
+            | M::Divss
+            | M::Divsd
+            | M::Divps
+            | M::Divpd
+            | M::Minss
+            | M::Minsd
+            | M::Minps
+            | M::Minpd
+            | M::Maxss
+            | M::Maxsd
+            | M::Maxps
+            | M::Maxpd
+            | M::Sqrtss
+            | M::Sqrtsd
+            | M::Sqrtps
+            | M::Sqrtpd
+            | M::Rcpss
+            | M::Rcpps
+            | M::Rsqrtss
+            | M::Rsqrtps
+            | M::Cmpss
+            | M::Cmpsd
+            | M::Cmpps
+            | M::Cmppd
+            | M::Comiss
+            | M::Comisd
+            | M::Ucomiss
+            | M::Ucomisd
+            | M::Cvtsi2ss
+            | M::Cvtsi2sd
+            | M::Cvtss2si
+            | M::Cvtsd2si
+            | M::Cvttss2si
+            | M::Cvttsd2si
+            | M::Cvtss2sd
+            | M::Cvtsd2ss
+            | M::Cvtdq2ps
+            | M::Cvtdq2pd
+            | M::Cvtps2dq
+            | M::Cvtpd2dq
+            | M::Cvttps2dq
+            | M::Cvttpd2dq
+            | M::Cvtps2pd
+            | M::Cvtpd2ps
+            | M::Cvtpi2ps
+            | M::Cvtpi2pd
+    )
 }
 
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
@@ -207,6 +183,9 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         return super::mmx::emms(core);
     }
     check(core)?;
+    if on_host(m) {
+        return crate::hostop::exec(core, ins).unwrap_or(Err(Stop::Unsupported));
+    }
     match m {
         M::Movaps
         | M::Movapd
@@ -322,125 +301,6 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 a >> n
             };
             put(core, ins, 0, r, 16, false)
-        }
-        M::Addsd | M::Subsd | M::Mulsd | M::Divsd | M::Minsd | M::Maxsd | M::Sqrtsd => {
-            let a = get(core, ins, 0, false)?;
-            let b = f64::from_bits(get(core, ins, 1, false)? as u64);
-            let r = arith64(m, f64::from_bits(a as u64), b);
-            put(
-                core,
-                ins,
-                0,
-                (a & !u128::from(u64::MAX)) | u128::from(r.to_bits()),
-                16,
-                false,
-            )
-        }
-        M::Addss | M::Subss | M::Mulss | M::Divss | M::Minss | M::Maxss | M::Sqrtss => {
-            let a = get(core, ins, 0, false)?;
-            let b = f32::from_bits(get(core, ins, 1, false)? as u32);
-            let r = arith32(m, f32::from_bits(a as u32), b);
-            put(
-                core,
-                ins,
-                0,
-                (a & !0xffff_ffffu128) | u128::from(r.to_bits()),
-                16,
-                false,
-            )
-        }
-        M::Addpd | M::Subpd | M::Mulpd | M::Divpd | M::Minpd | M::Maxpd | M::Sqrtpd => {
-            let a = f64s(get(core, ins, 0, false)?);
-            let b = f64s(get(core, ins, 1, true)?);
-            put(
-                core,
-                ins,
-                0,
-                from_f64s([arith64(m, a[0], b[0]), arith64(m, a[1], b[1])]),
-                16,
-                false,
-            )
-        }
-        M::Addps | M::Subps | M::Mulps | M::Divps | M::Minps | M::Maxps | M::Sqrtps => {
-            let a = f32s(get(core, ins, 0, false)?);
-            let b = f32s(get(core, ins, 1, true)?);
-            put(
-                core,
-                ins,
-                0,
-                from_f32s([0, 1, 2, 3].map(|i| arith32(m, a[i], b[i]))),
-                16,
-                false,
-            )
-        }
-        M::Cvtsi2sd | M::Cvtsi2ss => {
-            let size = ops::op_size(ins, 1);
-            let v = ops::sext(read(core, ins, 1, size)?, size) as i64;
-            let a = get(core, ins, 0, false)?;
-            let r = if m == M::Cvtsi2sd {
-                (a & !u128::from(u64::MAX)) | u128::from((v as f64).to_bits())
-            } else {
-                (a & !0xffff_ffffu128) | u128::from((v as f32).to_bits())
-            };
-            put(core, ins, 0, r, 16, false)
-        }
-        M::Cvttsd2si | M::Cvtsd2si | M::Cvttss2si | M::Cvtss2si => {
-            let size = ops::op_size(ins, 0);
-            let b = get(core, ins, 1, false)?;
-            let x = if matches!(m, M::Cvttsd2si | M::Cvtsd2si) {
-                f64::from_bits(b as u64)
-            } else {
-                f64::from(f32::from_bits(b as u32))
-            };
-            let r = to_int(x, size, matches!(m, M::Cvttsd2si | M::Cvttss2si));
-            write(core, ins, 0, size, r)
-        }
-        M::Cvtss2sd => {
-            let a = get(core, ins, 0, false)?;
-            let b = f32::from_bits(get(core, ins, 1, false)? as u32);
-            put(
-                core,
-                ins,
-                0,
-                (a & !u128::from(u64::MAX)) | u128::from(f64::from(b).to_bits()),
-                16,
-                false,
-            )
-        }
-        M::Cvtsd2ss => {
-            let a = get(core, ins, 0, false)?;
-            let b = f64::from_bits(get(core, ins, 1, false)? as u64);
-            put(
-                core,
-                ins,
-                0,
-                (a & !0xffff_ffffu128) | u128::from((b as f32).to_bits()),
-                16,
-                false,
-            )
-        }
-        M::Ucomisd | M::Comisd | M::Ucomiss | M::Comiss => {
-            let a = get(core, ins, 0, false)?;
-            let b = get(core, ins, 1, false)?;
-            let (x, y) = if matches!(m, M::Ucomisd | M::Comisd) {
-                (f64::from_bits(a as u64), f64::from_bits(b as u64))
-            } else {
-                (
-                    f64::from(f32::from_bits(a as u32)),
-                    f64::from(f32::from_bits(b as u32)),
-                )
-            };
-            let f = if x.is_nan() || y.is_nan() {
-                ZF | PF | CF
-            } else if x < y {
-                CF
-            } else if x == y {
-                ZF
-            } else {
-                0
-            };
-            core.cpu.flags.set_arith(f);
-            Ok(())
         }
         M::Ldmxcsr => {
             let v = read(core, ins, 0, 32)? as u32;

@@ -9,7 +9,7 @@
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use super::ops;
-use super::sse::{f32s, f64s, from_f32s, from_f64s, get, lanes, put, to_int};
+use super::sse::{get, lanes, put};
 use crate::core::Core;
 use crate::exception::{ExecResult, Stop};
 
@@ -80,20 +80,6 @@ fn packed_shift(a: u128, bits: u32, n: u64, kind: u8) -> u128 {
         r |= u128::from(v) << (i * bits);
     }
     r
-}
-
-fn cmp_float(pred: u64, a: f64, b: f64) -> bool {
-    match pred & 7 {
-        0 => a == b,
-        1 => a < b,
-        2 => a <= b,
-        3 => a.is_nan() || b.is_nan(),
-        4 => a != b || a.is_nan() || b.is_nan(),
-        // Not-less-than and not-less-or-equal: true when unordered.
-        5 => a >= b || a.is_nan() || b.is_nan(),
-        6 => a > b || a.is_nan() || b.is_nan(),
-        _ => !(a.is_nan() || b.is_nan()),
-    }
 }
 
 /// Whether `m` is one of the packed integer operations [`packed_int`]
@@ -297,6 +283,27 @@ pub(super) fn word(a: u128, i: u32) -> u64 {
     lane(a, 16, i)
 }
 
+/// MASKMOVDQU: stores the bytes of the first XMM operand whose mask byte
+/// in the second has its top bit set, at DS:rDI (or the override). Every
+/// selected byte is checked for a write before any is stored.
+fn maskmovdqu(core: &mut Core, ins: &Instruction) -> ExecResult {
+    let v = get(core, ins, 1, false)?.to_le_bytes();
+    let mask = get(core, ins, 2, false)?.to_le_bytes();
+    let (s, off) = ops::mem_loc(core, ins, 0);
+    let addr_mask = crate::flags::mask(ops::addr_size(ins));
+    let selected = |k: &usize| mask[*k] & 0x80 != 0;
+    for k in (0..16).filter(selected) {
+        let o = off.wrapping_add(k as u64) & addr_mask;
+        let lin = core.seg_lin(s, o, 1, true)?;
+        core.translate(lin, crate::mmu::Access::Write, false)?;
+    }
+    for k in (0..16).filter(selected) {
+        let o = off.wrapping_add(k as u64) & addr_mask;
+        core.write_seg_buf(s, o, &v[k..k + 1])?;
+    }
+    Ok(())
+}
+
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     use Mnemonic as M;
     let r = match m {
@@ -375,71 +382,9 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             let pos = 16 * (ins.immediate(2) & 7) as u32;
             (a & !(0xffffu128 << pos)) | (w << pos)
         }
-        M::Cmpps | M::Cmppd | M::Cmpss | M::Cmpsd => {
-            let a = get(core, ins, 0, false)?;
-            let packed = matches!(m, M::Cmpps | M::Cmppd);
-            let b = get(core, ins, 1, packed)?;
-            let pred = ins.immediate(2);
-            match m {
-                M::Cmppd | M::Cmpsd => {
-                    let (x, y) = (f64s(a), f64s(b));
-                    let n = if m == M::Cmppd { 2 } else { 1 };
-                    let mut r = a;
-                    for i in 0..n {
-                        let v = if cmp_float(pred, x[i], y[i]) {
-                            u64::MAX
-                        } else {
-                            0
-                        };
-                        r = (r & !(u128::from(u64::MAX) << (64 * i))) | (u128::from(v) << (64 * i));
-                    }
-                    r
-                }
-                _ => {
-                    let (x, y) = (f32s(a), f32s(b));
-                    let n = if m == M::Cmpps { 4 } else { 1 };
-                    let mut r = a;
-                    for i in 0..n {
-                        let c = cmp_float(pred, f64::from(x[i]), f64::from(y[i]));
-                        let v = if c { 0xffff_ffffu128 } else { 0 };
-                        r = (r & !(0xffff_ffffu128 << (32 * i))) | (v << (32 * i));
-                    }
-                    r
-                }
-            }
-        }
-        M::Cvtdq2pd => {
-            let b = get(core, ins, 1, false)?;
-            from_f64s([
-                f64::from(s32(lane(b, 32, 0)) as i32),
-                f64::from(s32(lane(b, 32, 1)) as i32),
-            ])
-        }
-        M::Cvtdq2ps => {
-            let b = get(core, ins, 1, true)?;
-            from_f32s([0, 1, 2, 3].map(|i| s32(lane(b, 32, i)) as f32))
-        }
-        M::Cvtps2pd => {
-            let b = f32s(get(core, ins, 1, false)?);
-            from_f64s([f64::from(b[0]), f64::from(b[1])])
-        }
-        M::Cvtpd2ps => {
-            let b = f64s(get(core, ins, 1, true)?);
-            from_f32s([b[0] as f32, b[1] as f32, 0.0, 0.0])
-        }
-        M::Cvttps2dq | M::Cvtps2dq => {
-            let b = f32s(get(core, ins, 1, true)?);
-            let t = m == M::Cvttps2dq;
-            [0, 1, 2, 3].iter().fold(0u128, |acc, &i| {
-                acc | (u128::from(to_int(f64::from(b[i]), 32, t)) << (32 * i))
-            })
-        }
-        M::Cvttpd2dq | M::Cvtpd2dq => {
-            let b = f64s(get(core, ins, 1, true)?);
-            let t = m == M::Cvttpd2dq;
-            u128::from(to_int(b[0], 32, t)) | (u128::from(to_int(b[1], 32, t)) << 32)
-        }
-        _ => return Err(Stop::Unsupported),
+        M::Maskmovdqu => return maskmovdqu(core, ins),
+        // SSE3 and later: run by the host's own instruction.
+        _ => return crate::hostop::exec(core, ins).unwrap_or(Err(Stop::Unsupported)),
     };
     put(core, ins, 0, r, 16, false)
 }
@@ -464,13 +409,5 @@ mod tests {
         assert_eq!(packed_shift(a, 32, 1, 1) & 0xffff_ffff, 0x4000_0000);
         assert_eq!(packed_shift(a, 32, 40, 0), 0);
         assert_eq!(packed_shift(a, 32, 40, 2) & 0xffff_ffff, 0xffff_ffff);
-    }
-
-    #[test]
-    fn float_predicates() {
-        assert!(cmp_float(1, 1.0, 2.0));
-        assert!(!cmp_float(1, f64::NAN, 2.0));
-        assert!(cmp_float(3, f64::NAN, 2.0));
-        assert!(cmp_float(5, f64::NAN, 2.0));
     }
 }

@@ -16,8 +16,8 @@
 //! - MXCSR exceptions: with every exception masked the stub cannot trap;
 //!   the flags it raised are checked against the guest's masks. An
 //!   unmasked one gives #XM (vector 19) when CR4.OSXMMEXCPT is set, else
-//!   #UD, with the destination unchanged and MXCSR flagged as the CPU
-//!   does: the pre-computation flags (IE, DE, ZE) alone when one of them
+//!   #UD, with the destination unchanged (an MMX form still makes the
+//!   x87-to-MMX transition) and MXCSR flagged as the CPU does: the pre-computation flags (IE, DE, ZE) alone when one of them
 //!   is unmasked, else those with the post-computation ones (OE, UE, PE).
 //!   With UM unmasked, a tiny result is an underflow even when exact: a
 //!   second run with FTZ set (the CPU's own tininess test) tells.
@@ -88,6 +88,10 @@ fn run(core: &mut Core, ins: &Instruction, form: &Form, e: &Entry) -> ExecResult
         Ok(raised) => raised,
         Err(flags) => {
             core.cpu.fpu.mxcsr |= flags;
+            if p.regs.mm != 0 {
+                // The CPU enters MMX state even when the result faults.
+                mmx::enter(&mut core.cpu.fpu);
+            }
             return Err(xm(core).into());
         }
     };
