@@ -21,6 +21,9 @@ pub struct Core {
     pub io: Arc<dyn DeviceIo>,
     pub index: usize,
     pub cpuid: Vec<CpuidEntry>,
+    /// The instruction-set features `cpuid` advertises: the instructions
+    /// of the others raise #UD.
+    pub features: crate::cpuid::Features,
     /// Set when a write hit a page holding cached code.
     pub code_written: bool,
     /// Set when a write went to a device outside the engine: the device may
@@ -42,6 +45,7 @@ impl Core {
             io,
             index,
             cpuid: Vec::new(),
+            features: crate::cpuid::Features::UNRESTRICTED,
             code_written: false,
             device_written: false,
             retired: 0,

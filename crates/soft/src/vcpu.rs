@@ -689,6 +689,7 @@ impl Vcpu for SoftVcpu {
 
     fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
         self.core.cpuid = entries.to_vec();
+        self.core.features = crate::cpuid::Features::from_cpuid(entries);
         Ok(())
     }
 

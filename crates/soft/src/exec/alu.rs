@@ -191,18 +191,21 @@ pub fn cmpxchg_wide(core: &mut Core, ins: &Instruction, wide: bool) -> ExecResul
     let (seg, off) = ops::mem_loc(core, ins, 0);
     let c = &core.cpu;
     if wide {
-        if off % 16 != 0 {
+        // The linear address must be aligned; the operand is read as the
+        // destination of a write (a locked read-modify-write).
+        let lin = core.seg_lin(seg, off, 16, true)?;
+        if lin % 16 != 0 {
             return Err(Fault::gp(0).into());
         }
         let mut b = [0u8; 16];
-        core.read_seg_buf(seg, off, &mut b)?;
+        core.read_lin(lin, &mut b, crate::mmu::Access::Write, false)?;
         let old = u128::from_le_bytes(b);
         let c = &core.cpu;
         let expect = u128::from(c.gpr[RAX]) | (u128::from(c.gpr[RDX]) << 64);
         let eq = old == expect;
         if eq {
             let new = u128::from(c.gpr[RBX]) | (u128::from(c.gpr[RCX]) << 64);
-            core.write_seg_buf(seg, off, &new.to_le_bytes())?;
+            core.write_lin(lin, &new.to_le_bytes(), false)?;
         } else {
             core.cpu.gpr[RAX] = old as u64;
             core.cpu.gpr[RDX] = (old >> 64) as u64;

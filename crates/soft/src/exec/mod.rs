@@ -6,6 +6,7 @@
 pub mod alu;
 pub mod bits;
 pub mod flow;
+pub mod intisa;
 pub mod mmx;
 pub mod muldiv;
 pub mod ops;
@@ -77,7 +78,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         M::Xadd => alu::xadd(core, ins),
         M::Cmpxchg => alu::cmpxchg(core, ins),
         M::Cmpxchg8b => alu::cmpxchg_wide(core, ins, false),
-        M::Cmpxchg16b => alu::cmpxchg_wide(core, ins, true),
+        M::Cmpxchg16b => intisa::cmpxchg16b(core, ins),
         M::Cbw | M::Cwde | M::Cdqe | M::Cwd | M::Cdq | M::Cqo => alu::convert(core, m),
         M::Bswap => alu::bswap(core, ins),
         M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr => {
@@ -90,7 +91,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         M::Div => muldiv::div(core, ins, false),
         M::Idiv => muldiv::div(core, ins, true),
         M::Bt | M::Bts | M::Btr | M::Btc => bits::bt(core, ins, m),
-        M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt | M::Popcnt => bits::scan(core, ins, m),
+        M::Bsf | M::Bsr => bits::scan(core, ins, m),
         M::Seto
         | M::Setno
         | M::Setb
@@ -221,7 +222,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
             Ok(())
         }
         M::Lahf => {
-            if core.cpu.mode64() && !lahf_ok(core) {
+            if core.cpu.mode64() && !core.features.has(crate::cpuid::Feature::Lahf) {
                 return Err(Fault::ud().into());
             }
             let f = core.cpu.flags.get() & 0xff;
@@ -229,7 +230,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
             Ok(())
         }
         M::Sahf => {
-            if core.cpu.mode64() && !lahf_ok(core) {
+            if core.cpu.mode64() && !core.features.has(crate::cpuid::Feature::Lahf) {
                 return Err(Fault::ud().into());
             }
             let ah = core.cpu.get8(4);
@@ -325,6 +326,9 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Xgetbv
         | M::Xsetbv => xsave::exec(core, ins, m),
         _ if x87::handles(m) => noting_writes(core, ins, m, x87::exec),
+        _ if intisa::handles(m) => intisa::exec(core, ins, m),
+        // The SIMD families raise #UD where the CPUID model lacks them.
+        _ if !core.features.allows(ins) => Err(Fault::ud().into()),
         _ => noting_writes(core, ins, m, sse::exec),
     }
 }
@@ -343,14 +347,6 @@ fn noting_writes(
         xsave::note_write(&mut core.cpu.fpu, ins, m);
     }
     r
-}
-
-fn lahf_ok(core: &Core) -> bool {
-    core.cpuid
-        .iter()
-        .find(|e| e.function == 0x8000_0001)
-        .map(|e| e.ecx & 1 != 0)
-        .unwrap_or(true)
 }
 
 fn is_far_mem(ins: &Instruction) -> bool {

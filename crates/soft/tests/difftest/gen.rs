@@ -93,7 +93,10 @@ fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
             ins.set_has_lock_prefix(true);
         }
     }
-    encode(&ins, rip)
+    let (mut bytes, ins) = encode(&ins, rip)?;
+    let next = rip + bytes.len() as u64;
+    bytes.extend(super::forms::settle_random(&ins, next));
+    Some((bytes, ins))
 }
 
 pub fn encode(ins: &Instruction, rip: u64) -> Option<(Vec<u8>, Instruction)> {

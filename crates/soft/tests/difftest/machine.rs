@@ -129,8 +129,9 @@ pub fn user_sregs() -> SpecialRegs {
         cr0: 0x8001_0033,
         cr2: 0,
         cr3: 0x1000,
-        // PAE, OSFXSR, OSXMMEXCPT, OSXSAVE (XCR0 = `XCR0`).
-        cr4: 0x4_0620,
+        // PAE, OSFXSR, OSXMMEXCPT, FSGSBASE (RD/WR FS/GS BASE at CPL3),
+        // OSXSAVE (XCR0 = `XCR0`).
+        cr4: 0x5_0620,
         cr8: 0,
         efer: 0xd01,
         apic_base: 0xfee0_0900,

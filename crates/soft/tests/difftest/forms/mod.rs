@@ -6,12 +6,16 @@
 use iced_x86::Code;
 
 mod int;
+mod intisa;
 mod simd;
 mod x87;
+
+pub use intisa::settle_random;
 
 /// Every area's name and forms.
 pub const AREAS: &[(&str, &[Code])] = &[
     ("int", int::FORMS),
+    ("intisa", intisa::FORMS),
     ("simd", simd::FORMS),
     ("x87", x87::FORMS),
 ];
