@@ -235,8 +235,13 @@ pub fn loop_ins(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
 }
 
 pub fn leave(core: &mut Core, ins: &Instruction) -> ExecResult {
-    let bytes = ins.stack_pointer_increment().unsigned_abs() as u64;
-    let bytes = if bytes == 0 { 8 } else { bytes };
+    // The operand size (66h: 16 bits) is how much is popped into
+    // (E/R)BP; RSP is set from RBP at the stack size.
+    let bytes: u64 = match ins.code() {
+        iced_x86::Code::Leavew => 2,
+        iced_x86::Code::Leaved => 4,
+        _ => 8,
+    };
     let ss = core.cpu.stack_size();
     let bp = core.cpu.gpr[RBP] & mask(ss);
     let v = core.read_seg(SS, bp, bytes as usize)?;

@@ -5,7 +5,7 @@
 use iced_x86::{Instruction, OpKind, Register};
 
 use crate::core::Core;
-use crate::cpu::{Cpu, DS, ES, RDI, RSI};
+use crate::cpu::{Cpu, DS, ES, RDI, RSI, SS};
 use crate::exception::{ExecResult, Fault};
 use crate::flags::mask;
 
@@ -79,6 +79,22 @@ pub fn seg_index(r: Register) -> usize {
         (v - 71) as usize
     } else {
         DS
+    }
+}
+
+/// The segment of `ins`'s (ModRM) memory operand. In 64-bit mode the
+/// ES, CS, SS and DS overrides are ignored, so the default segment
+/// applies: SS for an RSP or RBP base, DS otherwise. It decides #SS
+/// versus #GP for a non-canonical address (an FS or GS override adds its
+/// base and stays).
+pub fn mem_seg(ins: &Instruction, mode64: bool) -> usize {
+    let s = ins.memory_segment();
+    if !mode64 || matches!(s, Register::FS | Register::GS) {
+        return seg_index(s);
+    }
+    match ins.memory_base() {
+        Register::RSP | Register::RBP | Register::ESP | Register::EBP => SS,
+        _ => DS,
     }
 }
 
@@ -180,7 +196,7 @@ pub fn mem_loc(core: &Core, ins: &Instruction, i: u32) -> (usize, u64) {
             let m = mask(string_addr_size(ins));
             (ES, core.cpu.gpr[RDI] & m)
         }
-        _ => (seg_index(ins.memory_segment()), ea(&core.cpu, ins)),
+        _ => (mem_seg(ins, core.cpu.mode64()), ea(&core.cpu, ins)),
     }
 }
 

@@ -175,14 +175,16 @@ pub fn shift_double(core: &mut Core, ins: &Instruction, left: bool) -> ExecResul
         // Work on a double-width value so counts above the size (16-bit
         // operands) behave like the hardware's funnel shift.
         let (r, cf) = if left {
-            let wide = (u128::from(v) << size) | u128::from(src);
-            let wide = if size == 16 {
-                wide | (u128::from(v) << 32)
+            // 16 bits: the funnel is dest:src:dest (48 bits), so a count
+            // above 16 shifts the destination's bits in again.
+            let (wide, bits) = if size == 16 {
+                let v = u128::from(v);
+                ((v << 32) | (u128::from(src) << 16) | v, 48)
             } else {
-                wide
+                ((u128::from(v) << size) | u128::from(src), 2 * size)
             };
-            let r = ((wide << n) >> size) as u64 & m_;
-            let cf = (wide >> (2 * size - n)) & 1 != 0;
+            let r = ((wide << n) >> (bits - size)) as u64 & m_;
+            let cf = (wide >> (bits - n)) & 1 != 0;
             (r, cf)
         } else {
             let wide = (u128::from(src) << size) | u128::from(v);

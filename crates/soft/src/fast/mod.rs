@@ -162,7 +162,7 @@ pub(crate) fn mem_recipe(ins: &Instruction) -> Option<Mem> {
 
 /// The recipe of `ins`'s memory operand, if it has a 64-bit address.
 fn mem_of(ins: &Instruction) -> Option<Mem> {
-    let seg = crate::exec::ops::seg_index(ins.memory_segment()) as u8;
+    let seg = crate::exec::ops::mem_seg(ins, true) as u8;
     let base = ins.memory_base();
     let (base, disp) = match base {
         Register::None => (NO_REG, ins.memory_displacement64()),
