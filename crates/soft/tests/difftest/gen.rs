@@ -7,7 +7,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, Register as 
 
 use super::machine::*;
 use super::operands::{build, operands, pick, MMS};
-use super::{knobs, prologue};
+use super::{knobs, prefix, prologue};
 
 /// xorshift64* — deterministic, seedable, no dependency.
 pub struct Rng(u64);
@@ -93,9 +93,10 @@ fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
             ins.set_has_lock_prefix(true);
         }
     }
-    let (mut bytes, ins) = encode(&ins, rip)?;
-    let next = rip + bytes.len() as u64;
-    bytes.extend(super::forms::settle_random(&ins, next));
+    let (bytes, ins) = encode(&ins, rip)?;
+    if rng.below(5) == 0 {
+        return prefix::mutate(rng, &bytes, rip);
+    }
     Some((bytes, ins))
 }
 
@@ -118,7 +119,7 @@ fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     } else {
         RepPrefixKind::Repe
     };
-    let ins = match rng.below(11) {
+    let ins = match rng.below(13) {
         0 => Instruction::with_movsb(64, R::None, rep).ok()?,
         1 => Instruction::with_movsq(64, R::None, rep).ok()?,
         2 => Instruction::with_stosd(64, rep).ok()?,
@@ -146,9 +147,19 @@ fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
         7 => Instruction::with_cmpsq(64, R::None, RepPrefixKind::None).ok()?,
         8 => Instruction::with_branch(Code::Call_rel32_64, rip + 5).ok()?,
         9 => Instruction::with_maskmovq(64, pick(rng, MMS), pick(rng, MMS), R::None).ok()?,
+        // LEAVE, with an operand-size prefix in one case in two.
+        11 => return prefix::decoded(vec![0x66, 0xc9], rip),
+        12 => return prefix::decoded(vec![0xc9], rip),
         _ => Instruction::with2(Code::Mov_r32_imm32, R::ECX, rng.below(24) as u32).ok()?,
     };
     encode(&ins, rip)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Generates one snippet.
@@ -216,8 +227,12 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         mask_any |= undef;
         rip += bytes.len() as u64;
         code.extend_from_slice(&bytes);
-        text.push(format!("{ins}"));
+        text.push(format!("{ins:<40} {}", hex(&bytes)));
         codes.push(ins.code());
+        // An instruction iced calls invalid ends the snippet (#UD).
+        if ins.is_invalid() {
+            break;
+        }
     }
     code.push(0xf4); // HLT at CPL3: #GP ends the snippet.
     let mut regs = hypervisor::Regs {

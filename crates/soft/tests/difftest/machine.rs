@@ -29,6 +29,9 @@ pub const MXCSR_INIT: u64 = STACK + 0xd74;
 pub const X87_INIT: u64 = STACK + 0xc00;
 /// Where the prologue loads YMM0-15 from (when VEX forms are drawn).
 pub const YMM_INIT: u64 = STACK + 0x900;
+/// The FS and GS segment bases.
+pub const FS_BASE: u64 = 0x1000;
+pub const GS_BASE: u64 = 0u64.wrapping_sub(0x1000);
 /// XCR0 in both machines: x87, SSE and AVX state enabled.
 pub const XCR0: u64 = 7;
 
@@ -101,8 +104,16 @@ pub fn user_sregs() -> SpecialRegs {
         cs: seg(0x23, true, 3),
         ds: data,
         es: data,
-        fs: data,
-        gs: data,
+        // Non-zero FS and GS bases, so an override that is wrongly ignored
+        // (or wrongly applied) shows: FS one page up, GS one page down.
+        fs: Segment {
+            base: FS_BASE,
+            ..data
+        },
+        gs: Segment {
+            base: GS_BASE,
+            ..data
+        },
         ss: data,
         tr: Segment {
             base: TSS,

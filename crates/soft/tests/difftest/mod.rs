@@ -8,6 +8,7 @@ pub mod gen;
 pub mod knobs;
 pub mod machine;
 pub mod operands;
+pub mod prefix;
 pub mod prologue;
 pub mod reference;
 pub mod report;

@@ -133,6 +133,10 @@ pub const FORMS: &[Code] = &[
     Code::Shld_rm64_r64_CL,
     Code::Shrd_rm32_r32_CL,
     Code::Shrd_rm64_r64_imm8,
+    Code::Shld_rm16_r16_imm8,
+    Code::Shld_rm16_r16_CL,
+    Code::Shrd_rm16_r16_imm8,
+    Code::Shrd_rm16_r16_CL,
     // Multiply and divide.
     Code::Mul_rm8,
     Code::Mul_rm16,
@@ -207,4 +211,10 @@ pub const FORMS: &[Code] = &[
     Code::Push_rm64,
     Code::Pop_rm64,
     Code::Pushfq,
+    Code::Push_r16,
+    Code::Pop_r16,
+    Code::Pushw_imm8,
+    Code::Leaveq,
+    Code::Leavew,
+    Code::Enterq_imm16_imm8,
 ];
