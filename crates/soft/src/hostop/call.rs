@@ -1,5 +1,6 @@
-//! The unsafe half of hostop: the stubs' executable memory and the call
-//! into a stub, in one place.
+//! The unsafe half of hostop: the stubs' executable memory, the call
+//! into a stub, and the SIGFPE handler that catches an unmasked MXCSR
+//! exception, in one place.
 //!
 //! Soundness. A stub is host code, so running one is sound only if the
 //! bytes are ours and do nothing the Rust side does not expect:
@@ -14,16 +15,32 @@
 //!   computed with `offset_of!`), the 64-byte buffer at its start for
 //!   the memory operand (operands are at most 64 bytes: `plan` refuses
 //!   larger ones), and caller-saved registers; it restores the host's
-//!   MXCSR (with every exception masked while the instruction runs, so
-//!   it cannot trap), leaves MMX state with EMMS and clears the upper
-//!   YMM halves, so the ABI's state is as before the call.
+//!   MXCSR, leaves MMX state with EMMS and clears the upper YMM halves,
+//!   so the ABI's state is as before the call.
 //! - Code lives in a [`CodeBuf`] (written through a separate read-write
 //!   mapping, never writable and executable at once). An [`Entry`] can
 //!   only be made here, records the buffer generation it was written in,
 //!   and [`Stubs::run`] refuses an entry of another generation or outside
 //!   this buffer, so it never calls into reused or foreign space.
+//!
+//! Unmasked exceptions. When the guest unmasks an MXCSR exception the
+//! stub runs under the guest's masks, so the host CPU itself decides
+//! whether the instruction traps and which flags it sets (the SDM's pre-
+//! and post-computation rules, underflow with UM unmasked, PE). A trap is
+//! #XM, which Linux delivers as SIGFPE to this thread. The handler
+//! ([`on_sigfpe`]) acts only when the faulting RIP is the guarded stub
+//! instruction this thread is running ([`GUARD`], set just around the
+//! call): it records the MXCSR of the signal frame (the flags the trap
+//! set), masks every exception in that frame and resumes at the stub's
+//! trap path, which restores the host MXCSR and returns without storing
+//! anything. Any other SIGFPE gets the disposition there was before ours
+//! back and faults again under it. The handler only reads and writes the
+//! signal frame and a const-initialised thread-local `Cell` (no
+//! allocation, no locks), and SIGFPE is unblocked for the guarded call.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use iced_x86::Instruction;
 
@@ -35,13 +52,29 @@ use crate::jit::CodeBuf;
 const BUF_SIZE: usize = 1 << 20;
 /// Cached forms before the cache starts over.
 const MAX_FORMS: usize = 8192;
+/// MXCSR with every exception masked.
+const ALL_MASKED: u32 = 0x1f80;
 
 /// A stub ready to run, with what the engine must copy back.
 #[derive(Clone, Copy)]
 pub struct Entry {
     addr: usize,
     gen: u64,
+    insn: (usize, usize),
+    recover: usize,
     pub plan: Plan,
+}
+
+/// How a stub run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ran {
+    /// The instruction completed; the context holds its results.
+    Done,
+    /// It raised an unmasked exception: `mxcsr_out` holds the MXCSR the
+    /// CPU left, nothing else was stored.
+    Trapped,
+    /// Nothing ran (not a live stub, or no trap handler).
+    Refused,
 }
 
 /// One vCPU's stubs, keyed by the renamed instruction; made on first use.
@@ -69,7 +102,7 @@ impl Stubs {
         let plan = form::plan(key)?;
         let insn = form::encode(key)?;
         let wide = std::arch::is_x86_feature_detected!("avx");
-        let code = stub::assemble(&insn, plan.regs, wide)?;
+        let stub = stub::assemble(&insn, plan.regs, wide)?;
         if self.buf.is_none() && !self.failed {
             match CodeBuf::new(BUF_SIZE) {
                 Ok(b) => self.buf = Some(b),
@@ -80,41 +113,144 @@ impl Stubs {
             }
         }
         let buf = self.buf.as_mut()?;
-        if code.len() > buf.room() || self.map.len() >= MAX_FORMS {
+        if stub.code.len() > buf.room() || self.map.len() >= MAX_FORMS {
             buf.reset();
             self.map.clear();
         }
-        let addr = buf.put(&code)?;
+        let addr = buf.put(&stub.code)?;
         Some(Entry {
             addr,
             gen: buf.gen,
+            insn: (addr + stub.insn.0, addr + stub.insn.1),
+            recover: addr + stub.recover,
             plan,
         })
     }
 
-    /// Runs `e`'s stub on `ctx`. False (nothing run) if `e` is not a live
-    /// stub of this buffer.
-    pub fn run(&self, e: &Entry, ctx: &mut Ctx) -> bool {
+    /// Runs `e`'s stub on `ctx` under `ctx.mxcsr`.
+    pub fn run(&self, e: &Entry, ctx: &mut Ctx) -> Ran {
         let Some(buf) = self.buf.as_ref() else {
-            return false;
+            return Ran::Refused;
         };
         let (start, code) = buf.used_code();
         let live = (start as usize..start as usize + code.len()).contains(&e.addr);
         if e.gen != buf.gen || !live {
-            return false;
+            return Ran::Refused;
         }
-        type StubFn = unsafe extern "sysv64" fn(*mut Ctx);
-        // SAFETY: `e.addr` is the start of a stub `make` put in this
-        // buffer in its current generation (checked above), so the bytes
-        // are an intact stub as described in the module comment: a
-        // sysv64 function of one pointer argument that touches only
-        // `*ctx` (exclusively borrowed here) and caller-saved state, and
-        // restores the host's MXCSR, x87/MMX and YMM state.
+        if ctx.mxcsr & ALL_MASKED == ALL_MASKED {
+            call(e.addr, ctx);
+            return Ran::Done;
+        }
+        if !trap_ready() {
+            return Ran::Refused;
+        }
+        GUARD.set(Guard {
+            insn: e.insn,
+            recover: e.recover,
+            mxcsr: None,
+        });
+        call(e.addr, ctx);
+        let g = GUARD.replace(Guard::IDLE);
+        match g.mxcsr {
+            Some(m) => {
+                ctx.mxcsr_out = m;
+                Ran::Trapped
+            }
+            None => Ran::Done,
+        }
+    }
+}
+
+/// Calls the stub at `addr`, which [`Stubs::run`] found live.
+fn call(addr: usize, ctx: &mut Ctx) {
+    type StubFn = unsafe extern "sysv64" fn(*mut Ctx);
+    // SAFETY: `addr` is the start of a stub `make` put in the buffer in
+    // its current generation (checked by the caller), so the bytes are an
+    // intact stub as described in the module comment: a sysv64 function
+    // of one pointer argument that touches only `*ctx` (exclusively
+    // borrowed here) and caller-saved state, and restores the host's
+    // MXCSR, x87/MMX and YMM state on both of its ways out. With an
+    // exception unmasked it may trap only at its instruction, which the
+    // caller guarded, and the handler resumes it on its trap path.
+    unsafe {
+        let f = std::mem::transmute::<usize, StubFn>(addr);
+        f(ctx);
+    }
+}
+
+/// The stub instruction this thread is running under unmasked
+/// exceptions, where to resume it, and the MXCSR its trap left.
+#[derive(Clone, Copy)]
+struct Guard {
+    insn: (usize, usize),
+    recover: usize,
+    mxcsr: Option<u32>,
+}
+
+impl Guard {
+    const IDLE: Guard = Guard {
+        insn: (0, 0),
+        recover: 0,
+        mxcsr: None,
+    };
+}
+
+thread_local! {
+    static GUARD: Cell<Guard> = const { Cell::new(Guard::IDLE) };
+}
+
+/// The SIGFPE disposition before ours.
+static PREVIOUS: OnceLock<Option<libc::sigaction>> = OnceLock::new();
+
+/// Installs the handler once and unblocks SIGFPE in this thread.
+fn trap_ready() -> bool {
+    let prev = PREVIOUS.get_or_init(|| {
+        // SAFETY: plain sigaction calls with valid pointers; the handler
+        // is an `extern "C"` function of the SA_SIGINFO shape.
         unsafe {
-            let f = std::mem::transmute::<usize, StubFn>(e.addr);
-            f(ctx);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_sigfpe as *const () as usize;
+            new.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut new.sa_mask);
+            (libc::sigaction(libc::SIGFPE, &new, &mut old) == 0).then_some(old)
         }
-        true
+    });
+    if prev.is_none() {
+        return false;
+    }
+    // SAFETY: a valid signal set built here; only this thread's mask
+    // changes, and only to let SIGFPE through.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGFPE);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) == 0
+    }
+}
+
+/// SIGFPE: resumes a guarded stub at its trap path, or hands the signal
+/// back to the previous disposition.
+extern "C" fn on_sigfpe(_sig: libc::c_int, _info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let uc = uctx.cast::<libc::ucontext_t>();
+    // SAFETY: the kernel passes a valid ucontext for an SA_SIGINFO
+    // handler; only its RIP and the saved MXCSR are read and written.
+    unsafe {
+        let mc = &mut (*uc).uc_mcontext;
+        let rip = mc.gregs[libc::REG_RIP as usize] as usize;
+        let g = GUARD.get();
+        let ours = (g.insn.0..g.insn.1).contains(&rip) && !mc.fpregs.is_null();
+        if ours {
+            let fp = &mut *mc.fpregs;
+            GUARD.set(Guard {
+                mxcsr: Some(fp.mxcsr),
+                ..g
+            });
+            fp.mxcsr = ALL_MASKED;
+            mc.gregs[libc::REG_RIP as usize] = g.recover as i64;
+        } else if let Some(Some(prev)) = PREVIOUS.get() {
+            libc::sigaction(libc::SIGFPE, prev, std::ptr::null_mut());
+        }
     }
 }
 
@@ -139,7 +275,7 @@ mod tests {
         ctx.ymm[1] = [u128::from(1f64.to_bits()) | (7 << 64), 5];
         ctx.ymm[2][0] = u128::from((f64::EPSILON / 4.0).to_bits());
         ctx.mxcsr = 0x1f80 | (2 << 13); // round up
-        assert!(s.run(&e, &mut ctx));
+        assert_eq!(s.run(&e, &mut ctx), Ran::Done);
         assert_eq!(ctx.ymm[1][0] as u64, (1.0 + f64::EPSILON).to_bits());
         // The upper lane and the YMM half are the instruction's to keep.
         assert_eq!(ctx.ymm[1][0] >> 64, 7);
@@ -147,7 +283,7 @@ mod tests {
         assert_eq!(ctx.mxcsr_out & 0x3f, 0x20);
         ctx.mxcsr = 0x1f80;
         ctx.ymm[1][0] = u128::from(1f64.to_bits());
-        assert!(s.run(&e, &mut ctx));
+        assert_eq!(s.run(&e, &mut ctx), Ran::Done);
         assert_eq!(ctx.ymm[1][0] as u64, 1f64.to_bits());
     }
 
@@ -157,13 +293,35 @@ mod tests {
         let (s, e) = stub_for(&[0xf2, 0x48, 0x0f, 0x2a, 0x03]);
         let mut ctx = Ctx::default();
         ctx.mem[..8].copy_from_slice(&(-3i64).to_le_bytes());
-        assert!(s.run(&e, &mut ctx));
+        assert_eq!(s.run(&e, &mut ctx), Ran::Done);
         assert_eq!(ctx.ymm[0][0] as u64, (-3f64).to_bits());
         let (s, e) = stub_for(&[0xf2, 0x4c, 0x0f, 0x2c, 0xe7]);
         let mut ctx = Ctx::default();
         ctx.ymm[7][0] = u128::from(1e30f64.to_bits());
-        assert!(s.run(&e, &mut ctx));
+        assert_eq!(s.run(&e, &mut ctx), Ran::Done);
         assert_eq!(ctx.gpr[3], 1 << 63);
         assert_eq!(ctx.mxcsr_out & 1, 1); // invalid
+    }
+
+    #[test]
+    fn an_unmasked_exception_traps_and_leaves_the_destination() {
+        // divsd xmm1, xmm2 with ZM unmasked: 1 / 0.
+        let (s, e) = stub_for(&[0xf2, 0x0f, 0x5e, 0xca]);
+        let mut ctx = Ctx::default();
+        ctx.ymm[1][0] = u128::from(1f64.to_bits());
+        ctx.mxcsr = 0x1f80 & !(4 << 7);
+        assert_eq!(s.run(&e, &mut ctx), Ran::Trapped);
+        assert_eq!(ctx.mxcsr_out & 0x3f, 4);
+        assert_eq!(ctx.ymm[1][0] as u64, 1f64.to_bits());
+        // The host's MXCSR is back: a masked run completes.
+        ctx.mxcsr = 0x1f80;
+        assert_eq!(s.run(&e, &mut ctx), Ran::Done);
+        assert_eq!(ctx.ymm[1][0] as u64, f64::INFINITY.to_bits());
+        // Exceptions that do not occur do not trap.
+        ctx.mxcsr = 0;
+        ctx.ymm[2][0] = u128::from(2f64.to_bits());
+        ctx.ymm[1][0] = u128::from(1f64.to_bits());
+        assert_eq!(s.run(&e, &mut ctx), Ran::Done);
+        assert_eq!(ctx.ymm[1][0] as u64, 0.5f64.to_bits());
     }
 }

@@ -5,7 +5,7 @@
 //! allow-list ([`allow`]), renames its general registers and memory
 //! operand onto a small fixed context ([`form`]), and runs a stub made
 //! once per renamed form ([`stub`], cached per vCPU in [`Stubs`]) under
-//! the guest's MXCSR rounding, DAZ and FTZ with every exception masked.
+//! the guest's MXCSR: rounding, DAZ, FTZ and exception masks.
 //! The guest-visible effects are then the engine's:
 //!
 //! - Before: the caller has made its instruction class's checks that
@@ -13,14 +13,14 @@
 //!   for prefixes and forms, #MF for MMX forms). hostop checks alignment
 //!   (#GP(0)) and reads a memory source through the core's checked
 //!   access (segment and page faults) into the context's buffer.
-//! - MXCSR exceptions: with every exception masked the stub cannot trap;
-//!   the flags it raised are checked against the guest's masks. An
-//!   unmasked one gives #XM (vector 19) when CR4.OSXMMEXCPT is set, else
-//!   #UD, with the destination unchanged (an MMX form still makes the
-//!   x87-to-MMX transition) and MXCSR flagged as the CPU does: the pre-computation flags (IE, DE, ZE) alone when one of them
-//!   is unmasked, else those with the post-computation ones (OE, UE, PE).
-//!   With UM unmasked, a tiny result is an underflow even when exact: a
-//!   second run with FTZ set (the CPU's own tininess test) tells.
+//! - MXCSR exceptions: the host CPU decides. With every exception masked
+//!   the stub cannot trap, and the flags it raised are the guest's. With
+//!   one unmasked, the host instruction traps exactly when the guest's
+//!   would, with the flags the SDM's pre-/post-computation rules give
+//!   (caught by [`call`]'s SIGFPE handler); the guest then gets #XM
+//!   (vector 19) when CR4.OSXMMEXCPT is set, else #UD, with those flags
+//!   and the destination unchanged (an MMX form still makes the x87-to-MMX
+//!   transition, as the CPU does).
 //! - After: a memory destination is written first (a fault leaves
 //!   everything unchanged), then the vector registers (whole YMM, so
 //!   legacy forms keep the upper halves and VEX.128 forms clear them, as
@@ -41,20 +41,12 @@ use crate::core::Core;
 use crate::cpu::CR4_OSXMMEXCPT;
 use crate::exception::{ExecResult, Fault, Stop, XM};
 use crate::exec::{mmx, ops};
-use call::Entry;
+use call::{Entry, Ran};
 use form::{Form, Plan};
 use stub::Ctx;
 
-const IE: u32 = 1;
-const DE: u32 = 2;
-const ZE: u32 = 4;
-const OE: u32 = 8;
-const UE: u32 = 0x10;
-const PE: u32 = 0x20;
-/// MXCSR exception flags (bits 0-5); the masks are the same bits << 7.
+/// MXCSR exception flags (bits 0-5).
 const FLAGS: u32 = 0x3f;
-const MASKS: u32 = FLAGS << 7;
-const FTZ: u32 = 1 << 15;
 
 /// Executes `ins` with the host's instruction. None when its form is not
 /// one hostop runs (not on the allow-list, an operand the stubs do not
@@ -131,40 +123,17 @@ fn load(core: &Core, form: &Form, p: &Plan, ctx: &mut Ctx) {
     }
 }
 
-/// Runs the stub under the guest's MXCSR controls. `Ok(Ok(flags))`: the
-/// instruction completed, raising `flags`; `Ok(Err(flags))`: an unmasked
-/// exception, with the flags MXCSR gets.
+/// Runs the stub under the guest's MXCSR (flags cleared).
+/// `Ok(Ok(flags))`: the instruction completed, raising `flags`;
+/// `Ok(Err(flags))`: it raised an unmasked exception, and `flags` are
+/// those the CPU set.
 fn numeric(core: &Core, e: &Entry, ctx: &mut Ctx) -> ExecResult<Result<u32, u32>> {
-    let guest = core.cpu.fpu.mxcsr;
-    let base = (guest & !FLAGS) | MASKS;
-    let unmasked = !(guest >> 7) & FLAGS;
-    let mut tiny = 0;
-    if unmasked & UE != 0 {
-        let mut probe = *ctx;
-        probe.mxcsr = base | FTZ;
-        if !core.hostop.run(e, &mut probe) {
-            return Err(Stop::Unsupported);
-        }
-        tiny = probe.mxcsr_out & UE;
+    ctx.mxcsr = core.cpu.fpu.mxcsr & !FLAGS;
+    match core.hostop.run(e, ctx) {
+        Ran::Done => Ok(Ok(ctx.mxcsr_out & FLAGS)),
+        Ran::Trapped => Ok(Err(ctx.mxcsr_out & FLAGS)),
+        Ran::Refused => Err(Stop::Unsupported),
     }
-    ctx.mxcsr = base;
-    if !core.hostop.run(e, ctx) {
-        return Err(Stop::Unsupported);
-    }
-    let raised = ctx.mxcsr_out & FLAGS;
-    let pre = raised & (IE | DE | ZE);
-    let post = if unmasked & UE != 0 {
-        (raised & (OE | PE)) | tiny
-    } else {
-        raised & (OE | UE | PE)
-    };
-    Ok(if pre & unmasked != 0 {
-        Err(pre)
-    } else if post & unmasked != 0 {
-        Err(pre | post)
-    } else {
-        Ok(raised)
-    })
 }
 
 /// Copies the instruction's register results back to the guest.

@@ -6,7 +6,9 @@
 //! and the MXCSR it left, restores the host MXCSR, stores the registers
 //! back, leaves MMX state (EMMS) and clears the YMM upper halves
 //! (VZEROUPPER) before returning. It touches nothing but the context and
-//! caller-saved registers.
+//! caller-saved registers. A second way out, the trap path, is where the
+//! SIGFPE handler of [`super::call`] resumes a stub whose instruction
+//! raised an unmasked exception.
 
 // dynasm's expansion of dynamic registers converts u8 into u8.
 #![allow(clippy::useless_conversion)]
@@ -74,10 +76,22 @@ fn off(o: usize) -> i32 {
     o as i32
 }
 
+/// An assembled stub: its bytes, where the guest instruction lies in
+/// them, and where the trap path starts.
+pub struct Assembled {
+    pub code: Vec<u8>,
+    /// Byte range of the instruction within `code`.
+    pub insn: (usize, usize),
+    /// The trap path: a stub whose instruction raised an unmasked MXCSR
+    /// exception resumes here (restores the host's MXCSR, leaves MMX and
+    /// YMM state as the normal path does, stores nothing, returns).
+    pub recover: usize,
+}
+
 /// The stub around `insn` (the re-encoded instruction), loading and
 /// storing `r`; `wide` moves whole YMM registers (the host has AVX),
 /// otherwise XMM registers. None if the assembler fails.
-pub fn assemble(insn: &[u8], r: Regs, wide: bool) -> Option<Vec<u8>> {
+pub fn assemble(insn: &[u8], r: Regs, wide: bool) -> Option<Assembled> {
     let mut a = VecAssembler::<X64Relocation>::new(0);
     let (mem_mx, host_mx) = (
         off(offset_of!(Ctx, mxcsr)),
@@ -106,7 +120,9 @@ pub fn assemble(insn: &[u8], r: Regs, wide: bool) -> Option<Vec<u8>> {
         let h = HOST_GPR[usize::from(i)];
         dynasm!(a ; mov Rq(h), QWORD [rdi + gpr(i)]);
     }
+    let start = a.offset().0;
     a.extend(insn.iter().copied());
+    let end = a.offset().0;
     let fl = off(offset_of!(Ctx, rflags));
     dynasm!(a
         ; pushfq
@@ -128,12 +144,24 @@ pub fn assemble(insn: &[u8], r: Regs, wide: bool) -> Option<Vec<u8>> {
     for i in bits(r.mm.into()) {
         dynasm!(a ; movq QWORD [rdi + mm(i)], Rm(i));
     }
+    leave(&mut a, r, wide);
+    let recover = a.offset().0;
+    dynasm!(a ; ldmxcsr [rdi + host_mx]);
+    leave(&mut a, r, wide);
+    Some(Assembled {
+        code: a.finalize().ok()?,
+        insn: (start, end),
+        recover,
+    })
+}
+
+/// EMMS after MMX use, VZEROUPPER after YMM use, return.
+fn leave(a: &mut VecAssembler<X64Relocation>, r: Regs, wide: bool) {
     if r.mm != 0 {
-        dynasm!(a ; emms);
+        dynasm!(a ; .arch x64 ; emms);
     }
     if wide {
-        dynasm!(a ; vzeroupper);
+        dynasm!(a ; .arch x64 ; vzeroupper);
     }
-    dynasm!(a ; ret);
-    a.finalize().ok()
+    dynasm!(a ; .arch x64 ; ret);
 }
