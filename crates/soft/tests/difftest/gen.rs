@@ -94,9 +94,13 @@ fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
         }
     }
     let (bytes, ins) = encode(&ins, rip)?;
-    if rng.below(5) == 0 {
-        return prefix::mutate(rng, &bytes, rip);
-    }
+    let (mut bytes, ins) = if rng.below(5) == 0 {
+        prefix::mutate(rng, &bytes, rip)?
+    } else {
+        (bytes, ins)
+    };
+    let next = rip + bytes.len() as u64;
+    bytes.extend(super::forms::settle_random(&ins, next));
     Some((bytes, ins))
 }
 
