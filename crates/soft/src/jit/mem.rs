@@ -231,7 +231,7 @@ pub(super) fn carry_to_r8(a: &mut Asm, l: &Layout, fl: &mut HostFlags) {
             ; movzx r8d, r8b
         );
     } else {
-        call_cond(a, 2);
+        call_cond(a, 2, fl);
         dynasm!(a ; mov r8d, eax);
     }
 }

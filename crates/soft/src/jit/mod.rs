@@ -733,18 +733,20 @@ fn cond_to_ecx(a: &mut Asm, l: &Layout, cc: u8, fl: &mut HostFlags) {
         }
         dynasm!(a ; movzx ecx, cl);
     } else {
-        call_cond(a, cc);
+        call_cond(a, cc, fl);
         dynasm!(a ; mov ecx, eax);
     }
 }
 
-/// EAX = [`cond`] of guest condition `cc`.
-fn call_cond(a: &mut Asm, cc: u8) {
+/// EAX = [`cond`] of guest condition `cc`. The call changes the host's
+/// flags, so `fl` stops saying they are the guest's.
+fn call_cond(a: &mut Asm, cc: u8, fl: &mut HostFlags) {
     dynasm!(a
         ; mov rdi, rbx
         ; mov esi, i32::from(cc)
     );
     call(a, cond as *const () as u64);
+    fl.clobbered();
 }
 
 /// Calls the host function at `f` (through RAX).
@@ -1615,7 +1617,7 @@ fn emit_native(a: &mut Asm, l: &Layout, x: Insn, fl: &mut HostFlags, top: Top) {
             if fl.make_live(a, l, cc) {
                 jcc_host(a, cc ^ 1, skip);
             } else {
-                call_cond(a, cc);
+                call_cond(a, cc, fl);
                 dynasm!(a
                     ; test eax, eax
                     ; jz =>skip
