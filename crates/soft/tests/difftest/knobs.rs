@@ -20,7 +20,8 @@ pub struct Knobs {
     pub x87_pointers: bool,
     pub max_len: u64,
     pub xstate_bv: bool,
-    /// Some drawn form is VEX-encoded: the prologue loads YMM0-15.
+    /// Some drawn form is a VEX-encoded vector (AVX) form: the prologue
+    /// loads YMM0-15.
     pub vex: bool,
 }
 
@@ -47,9 +48,10 @@ pub fn get() -> &'static Knobs {
             fixed_fp: flag("DIFFTEST_FIXED_FP"),
             x87_pointers: flag("DIFFTEST_X87_POINTERS"),
             xstate_bv: std::env::var_os("DIFFTEST_XSTATE_BV").is_none_or(|v| v != "0"),
-            vex: forms
-                .iter()
-                .any(|c| c.op_code().encoding() == iced_x86::EncodingKind::VEX),
+            vex: forms.iter().any(|&c| {
+                c.op_code().encoding() == iced_x86::EncodingKind::VEX
+                    && super::operands::is_vector(c)
+            }),
             max_len: std::env::var("DIFFTEST_MAX_LEN")
                 .ok()
                 .and_then(|v| v.parse().ok())

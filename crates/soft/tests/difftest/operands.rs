@@ -153,7 +153,7 @@ pub enum Op {
 
 /// Does the form have an XMM or YMM operand (then its memory operands are
 /// aligned)?
-fn is_vector(code: Code) -> bool {
+pub fn is_vector(code: Code) -> bool {
     let oc = code.op_code();
     (0..oc.op_count()).any(|i| {
         matches!(
