@@ -4,6 +4,8 @@
 //! faults are precise: handlers do all checks and reads before writing.
 
 pub mod alu;
+pub mod avx;
+pub mod avx_gather;
 pub mod bits;
 pub mod flow;
 pub mod intisa;
@@ -329,6 +331,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         _ if intisa::handles(m) => intisa::exec(core, ins, m),
         // The SIMD families raise #UD where the CPUID model lacks them.
         _ if !core.features.allows(ins) => Err(Fault::ud().into()),
+        _ if avx::is_vex(ins) => avx::exec(core, ins),
         _ => noting_writes(core, ins, m, sse::exec),
     }
 }

@@ -104,7 +104,7 @@ pub fn mov_cr(core: &mut Core, ins: &Instruction) -> ExecResult {
                 if core.cpu.long_active() && v & CR4_PAE == 0 {
                     return Err(Fault::gp(0).into());
                 }
-                if v & CR4_OSXSAVE != 0 && !cpuid_has(core, 1, 2, 26) {
+                if v & CR4_OSXSAVE != 0 && !core.features.has(crate::cpuid::Feature::Xsave) {
                     return Err(Fault::gp(0).into());
                 }
                 core.cpu.cr4 = v;
@@ -531,15 +531,6 @@ pub fn int(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     };
     interrupt::deliver(core, vector, None, src)?;
     Err(Stop::EndBlock)
-}
-
-/// Whether the vCPU's CPUID sets `bit` of register `reg` (0 EAX, 1 EBX,
-/// 2 ECX, 3 EDX) in `leaf` (sub-leaf 0).
-fn cpuid_has(core: &Core, leaf: u32, reg: usize, bit: u32) -> bool {
-    core.cpuid
-        .iter()
-        .find(|e| e.function == leaf && (!e.significant_index || e.index == 0))
-        .is_some_and(|e| [e.eax, e.ebx, e.ecx, e.edx][reg & 3] & (1 << bit) != 0)
 }
 
 pub fn cpuid(core: &mut Core) -> ExecResult {

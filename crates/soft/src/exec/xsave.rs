@@ -27,8 +27,10 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 use crate::core::Core;
 use crate::cpu::{Fpu, CR0_TS, CR4_OSXSAVE, RAX, RCX, RDX};
+use crate::cpuid::Feature;
 use crate::exception::{ExecResult, Fault, Stop};
 use crate::exec::ops;
+use crate::exec::x87::save::{self, MXCSR_MASK};
 use crate::mmu::Access;
 
 pub const X87: u8 = 1 << 0;
@@ -38,8 +40,6 @@ pub const AVX: u8 = 1 << 2;
 pub const SUPPORTED: u64 = 0b111;
 
 const MXCSR_RESET: u32 = 0x1f80;
-/// The MXCSR bits the engine accepts (DAZ included), as MXCSR_MASK says.
-const MXCSR_MASK: u32 = 0xffff;
 const LEGACY: usize = 512;
 const HEADER: usize = 512;
 const AVX_AT: usize = 576;
@@ -48,9 +48,7 @@ pub const AREA: usize = AVX_AT + 256;
 const XMM_AT: usize = 160;
 const XCOMP_COMPACT: u64 = 1 << 63;
 
-/// CPUID.(EAX=0DH,ECX=1):EAX bits.
-const XSAVEOPT_BIT: u32 = 1 << 0;
-const XSAVEC_BIT: u32 = 1 << 1;
+/// CPUID.(EAX=0DH,ECX=1):EAX bit 2: XGETBV with ECX = 1.
 const XGETBV1_BIT: u32 = 1 << 2;
 
 /// Marks the components an instruction that completed wrote (XINUSE and
@@ -130,11 +128,11 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         _ => {}
     }
     let needs = match m {
-        M::Xsaveopt => XSAVEOPT_BIT,
-        M::Xsavec => XSAVEC_BIT,
-        _ => 0,
+        M::Xsaveopt | M::Xsaveopt64 => Some(Feature::Xsaveopt),
+        M::Xsavec | M::Xsavec64 => Some(Feature::Xsavec),
+        _ => None,
     };
-    if needs != 0 && leaf_d1_eax(core) & needs == 0 {
+    if needs.is_some_and(|f| !core.features.has(f)) {
         return Err(Fault::ud().into());
     }
     if core.cpu.cr0 & CR0_TS != 0 {
@@ -150,30 +148,37 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     }
 }
 
-/// CPUID.(EAX=0DH,ECX=1):EAX of the vCPU's table.
-fn leaf_d1_eax(core: &Core) -> u32 {
-    core.cpuid
-        .iter()
-        .find(|e| e.function == 0xd && e.index == 1)
-        .map_or(0, |e| e.eax)
+/// Whether the vCPU's CPUID advertises XGETBV with ECX = 1 (leaf 0xD.1
+/// EAX bit 2); a vCPU without a CPUID table is unrestricted, as
+/// [`crate::cpuid::Features::from_cpuid`] has it.
+fn has_xgetbv1(core: &Core) -> bool {
+    core.cpuid.is_empty()
+        || core
+            .cpuid
+            .iter()
+            .find(|e| e.function == 0xd && e.index == 1)
+            .is_some_and(|e| e.eax & XGETBV1_BIT != 0)
 }
 
 /// The XCR0 bits the vCPU's CPUID advertises (leaf 0xD.0 EDX:EAX), within
-/// what the engine models.
+/// what the engine models; without a leaf 0xD, what the features allow.
 fn advertised_xcr0(core: &Core) -> u64 {
+    let own = if core.features.has(Feature::Avx) {
+        SUPPORTED
+    } else {
+        u64::from(X87 | SSE)
+    };
     core.cpuid
         .iter()
         .find(|e| e.function == 0xd && e.index == 0)
-        .map_or(1, |e| u64::from(e.eax) | (u64::from(e.edx) << 32))
+        .map_or(own, |e| u64::from(e.eax) | (u64::from(e.edx) << 32))
         & SUPPORTED
 }
 
 fn xgetbv(core: &mut Core) -> ExecResult {
     let v = match core.cpu.gpr[RCX] as u32 {
         0 => core.cpu.fpu.xcr0,
-        1 if leaf_d1_eax(core) & XGETBV1_BIT != 0 => {
-            core.cpu.fpu.xcr0 & u64::from(core.cpu.fpu.xinuse)
-        }
+        1 if has_xgetbv1(core) => core.cpu.fpu.xcr0 & u64::from(core.cpu.fpu.xinuse),
         _ => return Err(Fault::gp(0).into()),
     };
     core.cpu.set_gpr(RAX, 32, v);
@@ -307,7 +312,7 @@ fn restore(core: &mut Core, ins: &Instruction, rex_w: bool) -> ExecResult {
     let compact = comp & XCOMP_COMPACT != 0;
     let xcr0 = core.cpu.fpu.xcr0;
     let bad = if compact {
-        leaf_d1_eax(core) & XSAVEC_BIT == 0
+        !core.features.has(Feature::Xsavec)
             || comp & !XCOMP_COMPACT & !xcr0 != 0
             || bv & !comp != 0
             || hdr[16..].iter().any(|&b| b != 0)
@@ -409,7 +414,7 @@ fn init_x87(f: &mut Fpu) {
 /// of `f` into `img`; the header is left zero.
 pub fn encode(f: &Fpu, img: &mut [u8; AREA], rex_w: bool) {
     let mut legacy = [0u8; LEGACY];
-    legacy_write(f, &mut legacy, rex_w);
+    save::legacy_region_write(f, &mut legacy, rex_w, 16);
     img[..LEGACY].copy_from_slice(&legacy);
     for i in 0..16 {
         img[AVX_AT + 16 * i..AVX_AT + 16 * i + 16].copy_from_slice(&f.ymm_hi[i].to_le_bytes());
@@ -419,48 +424,20 @@ pub fn encode(f: &Fpu, img: &mut [u8; AREA], rex_w: bool) {
 fn decode_x87(f: &mut Fpu, img: &[u8; AREA], rex_w: bool) {
     let mut legacy = [0u8; LEGACY];
     legacy.copy_from_slice(&img[..LEGACY]);
-    legacy_read_x87(f, &legacy, rex_w);
-}
-
-/// The legacy region (FXSAVE's image) of `f`.
-// TODO(x87 helper): replace with exec::x87::save's legacy-region encoder
-// when it lands (/work/notes/x87-api.md); this is the 64-bit layout only.
-fn legacy_write(f: &Fpu, b: &mut [u8; LEGACY], _rex_w: bool) {
-    b[0..2].copy_from_slice(&f.fcw.to_le_bytes());
-    b[2..4].copy_from_slice(&f.fsw.to_le_bytes());
-    b[4] = f.ftw;
-    b[6..8].copy_from_slice(&f.fop.to_le_bytes());
-    b[8..16].copy_from_slice(&f.fip.to_le_bytes());
-    b[16..24].copy_from_slice(&f.fdp.to_le_bytes());
-    b[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
-    b[28..32].copy_from_slice(&MXCSR_MASK.to_le_bytes());
-    for i in 0..8 {
-        b[32 + 16 * i..48 + 16 * i].copy_from_slice(&f.st[i]);
-    }
-    for i in 0..16 {
-        b[XMM_AT + 16 * i..XMM_AT + 16 * i + 16].copy_from_slice(&f.xmm[i].to_le_bytes());
-    }
-}
-
-/// The x87 part of a legacy region (not MXCSR, not XMM).
-fn legacy_read_x87(f: &mut Fpu, b: &[u8; LEGACY], _rex_w: bool) {
-    f.fcw = u16::from_le_bytes([b[0], b[1]]);
-    f.fsw = u16::from_le_bytes([b[2], b[3]]);
-    f.ftw = b[4];
-    f.fop = u16::from_le_bytes([b[6], b[7]]);
-    f.fip = u64::from_le_bytes(b[8..16].try_into().unwrap_or([0; 8]));
-    f.fdp = u64::from_le_bytes(b[16..24].try_into().unwrap_or([0; 8]));
-    for i in 0..8 {
-        f.st[i].copy_from_slice(&b[32 + 16 * i..48 + 16 * i]);
-    }
+    save::read_x87(f, &legacy, rex_w);
 }
 
 /// The state as `hypervisor::Vcpu::xsave` gives it: a standard-format
-/// image with XSTATE_BV = XINUSE & XCR0.
+/// image with XSTATE_BV = XINUSE & XCR0, SSE counted in use when MXCSR
+/// is not 1F80H (as KVM reports it: it saves with XSAVES, which has
+/// XSAVEC's rule).
 pub fn state(f: &Fpu) -> hypervisor::XsaveState {
     let mut img = [0u8; AREA];
     encode(f, &mut img, true);
-    let bv = u64::from(f.xinuse) & f.xcr0;
+    let mut bv = u64::from(f.xinuse) & f.xcr0;
+    if f.mxcsr != MXCSR_RESET {
+        bv |= u64::from(SSE) & f.xcr0;
+    }
     img[HEADER..HEADER + 8].copy_from_slice(&bv.to_le_bytes());
     hypervisor::XsaveState {
         xcr0: f.xcr0,
