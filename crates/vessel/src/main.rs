@@ -93,6 +93,30 @@ pub enum Engine {
     Soft,
 }
 
+/// What the guest's CPUID advertises (`--cpu-model`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CpuModelArg {
+    /// x86-64 with CX16, POPCNT, LAHF/SAHF and LZCNT.
+    Baseline,
+    /// x86-64-v2: + SSE3, SSSE3, SSE4.1, SSE4.2.
+    V2,
+    /// x86-64-v3: + AVX, AVX2, BMI1, BMI2, FMA, F16C, MOVBE, XSAVE.
+    V3,
+    /// Everything the engine runs exactly on this host (KVM: the host's set).
+    Max,
+}
+
+impl From<CpuModelArg> for vmm::config::CpuModel {
+    fn from(m: CpuModelArg) -> Self {
+        match m {
+            CpuModelArg::Baseline => Self::Baseline,
+            CpuModelArg::V2 => Self::V2,
+            CpuModelArg::V3 => Self::V3,
+            CpuModelArg::Max => Self::Max,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Kernel to boot: bzImage, ELF vmlinux, or an ELF with a PVH entry
@@ -116,6 +140,10 @@ struct RunArgs {
     /// Which engine runs the vCPUs.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     engine: Engine,
+    /// The instruction set the guest sees (CPUID), so it can be kept to
+    /// what another host also offers.
+    #[arg(long, value_enum, default_value_t = CpuModelArg::Max)]
+    cpu_model: CpuModelArg,
     /// Exit with status 0 when the guest reboots instead of restarting it.
     #[arg(long)]
     no_reboot: bool,
@@ -245,6 +273,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         cpus: args.cpus,
         memory_mib: args.memory,
         engine: args.engine.into(),
+        cpu_model: args.cpu_model.into(),
         // A command runs once: a guest reboot ends it.
         reboot: !args.no_reboot && mode == OutputMode::Interactive,
         devices: image_args::attach(image, args.devices.into_config()?),

@@ -51,6 +51,9 @@ pub struct ProcessArgs {
     /// Which engine runs the vCPUs (vessel's own flag).
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<crate::Engine>,
+    /// The instruction set the guest sees (vessel's own flag; default max).
+    #[arg(long, value_enum, value_name = "MODEL")]
+    pub cpu_model: Option<crate::CpuModelArg>,
     /// Accepted for compatibility; vessel has no seccomp filters yet.
     #[arg(long, value_name = "FILE")]
     pub seccomp_filter: Option<PathBuf>,

@@ -29,7 +29,8 @@ pub fn serve(args: ProcessArgs) -> anyhow::Result<ExitCode> {
         log::warn!("{line}");
     }
     let engine = args.engine.map(Into::into).unwrap_or_default();
-    let instance = Instance::new(engine);
+    let cpu_model = args.cpu_model.map(Into::into).unwrap_or_default();
+    let instance = Instance::with_cpu_model(engine, cpu_model);
     let metrics = Arc::new(MetricsSink::new().context("cannot start the metrics")?);
     let api_metrics = Arc::new(api::ApiMetrics::default());
     if let Some(logger) = &logger {

@@ -70,6 +70,14 @@ pub enum Error {
     Virtio(#[from] crate::virtio_devices::VirtioError),
     #[error("cannot start a vCPU thread")]
     Thread(#[source] std::io::Error),
+    #[error(
+        "--cpu-model {model} needs {missing}, which the {engine} engine cannot offer on this host"
+    )]
+    CpuModel {
+        engine: EngineKind,
+        model: crate::config::CpuModel,
+        missing: soft::cpuid::Features,
+    },
 }
 
 fn hv(op: &'static str) -> impl FnOnce(hypervisor::Error) -> Error {
@@ -206,6 +214,15 @@ fn run_once(
     let supported = hypervisor
         .supported_cpuid()
         .map_err(hv("cannot read the engine's CPUID"))?;
+    // The CPU model: the engine's table cut down to the model's features.
+    let supported = config
+        .cpu_model
+        .apply(&supported)
+        .map_err(|e| Error::CpuModel {
+            engine,
+            model: e.model,
+            missing: e.missing,
+        })?;
     // KVM's paravirtual clock, EOI and TLB-flush interfaces are served by
     // KVM itself; the software engine does not offer them yet.
     let cpuid_opts = arch::CpuidOptions {

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub use soft::cpuid::CpuModel;
+
 /// Which engine runs the vCPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
@@ -22,6 +24,8 @@ pub struct VmConfig {
     pub cpus: usize,
     pub memory_mib: u64,
     pub engine: EngineChoice,
+    /// The instruction set the guest's CPUID advertises, on either engine.
+    pub cpu_model: CpuModel,
     /// When false, a guest reboot ends vessel with status 0 instead of
     /// restarting the guest.
     pub reboot: bool,
@@ -98,6 +102,7 @@ mod tests {
             cpus: 1,
             memory_mib: 128,
             engine: EngineChoice::Auto,
+            cpu_model: CpuModel::Max,
             reboot: true,
             devices: Default::default(),
         }

@@ -160,6 +160,7 @@ pub struct Instance {
     changed: Condvar,
     live: Arc<LiveVm>,
     engine: EngineChoice,
+    cpu_model: crate::config::CpuModel,
     /// The host terminal, made on the first start and kept: a failed start
     /// followed by another must not leave two threads reading stdin.
     console: std::sync::OnceLock<Console>,
@@ -170,6 +171,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Instance {
     pub fn new(engine: EngineChoice) -> Arc<Self> {
+        Self::with_cpu_model(engine, Default::default())
+    }
+
+    /// An instance whose VM's CPUID advertises `cpu_model`.
+    pub fn with_cpu_model(engine: EngineChoice, cpu_model: crate::config::CpuModel) -> Arc<Self> {
         Arc::new(Instance {
             inner: Mutex::new(Inner {
                 state: InstanceState::NotStarted,
@@ -180,6 +186,7 @@ impl Instance {
             changed: Condvar::new(),
             live: LiveVm::new(),
             engine,
+            cpu_model,
             console: std::sync::OnceLock::new(),
         })
     }
@@ -371,7 +378,8 @@ impl Instance {
                     })
                 }
             }
-            let config = vm_config(&inner.config, self.engine)?;
+            let mut config = vm_config(&inner.config, self.engine)?;
+            config.cpu_model = self.cpu_model;
             config.validate(crate::memory::host_memory_mib())?;
             inner.state = InstanceState::Running;
             (config, inner.config.serial_out.clone())
@@ -537,6 +545,7 @@ fn vm_config(c: &PendingConfig, engine: EngineChoice) -> Result<VmConfig, Instan
         cpus: c.machine.vcpu_count,
         memory_mib: c.machine.mem_size_mib,
         engine,
+        cpu_model: Default::default(),
         reboot: false,
         devices: DeviceConfig {
             disks: drives.into_iter().map(|d| d.block).collect(),

@@ -92,8 +92,10 @@ pub fn table(features: Features) -> Vec<CpuidEntry> {
         // Structured extended features: TSC_ADJUST (EBX bit 1). With an
         // invariant TSC it lets Linux skip the clocksource watchdog,
         // which would otherwise judge the TSC against jiffies that lag
-        // while a slow guest keeps interrupts off.
-        subleaf(7, 0, [0, 1 << 1, 0, 0]),
+        // while a slow guest keeps interrupts off. FDP_EXCPTN_ONLY (bit
+        // 6) and FCS/FDS deprecated (bit 13): the x87 keeps FDP only on
+        // unmasked exceptions and stores FCS/FDS as 0, as this host does.
+        subleaf(7, 0, [0, (1 << 1) | (1 << 6) | (1 << 13), 0, 0]),
         leaf(0x8000_0000, 0x8000_0008, v[0], v[2], v[1]),
         leaf(0x8000_0001, SIGNATURE, 0, 0, edx81),
         leaf(0x8000_0002, b1[0], b1[1], b1[2], b1[3]),

@@ -15,9 +15,10 @@ use super::{reg_mut, Feature, Features};
 /// features, and the rest of the ISA bits there are VMX/SMX/PCID-style
 /// platform bits, except OSXSAVE, kept only with XSAVE.
 const OSXSAVE: u32 = 1 << 27;
-/// Leaf 7.0 EBX platform bits: TSC_ADJUST 1, SMEP 7, ERMS 9, INVPCID 10,
-/// SMAP 20.
-const LEAF7_EBX_PLATFORM: u32 = (1 << 1) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 20);
+/// Leaf 7.0 EBX platform bits: TSC_ADJUST 1, FDP_EXCPTN_ONLY 6, SMEP 7,
+/// ERMS 9, INVPCID 10, FCS/FDS deprecated 13, SMAP 20.
+const LEAF7_EBX_PLATFORM: u32 =
+    (1 << 1) | (1 << 6) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 13) | (1 << 20);
 /// Leaf 7.0 ECX platform bits: UMIP 2, LA57 16.
 const LEAF7_ECX_PLATFORM: u32 = (1 << 2) | (1 << 16);
 /// Leaf 7.0 EDX platform bits: MD_CLEAR 10, IBRS/IBPB 26, STIBP 27,
