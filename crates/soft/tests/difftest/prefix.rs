@@ -4,7 +4,7 @@
 //! bases), 66h, 67h, F2h/F3h, LOCK (#UD where illegal), REX.W set or
 //! cleared, a plain REX, and a REX made void by a legacy prefix after it.
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic};
 
 use super::gen::Rng;
 
@@ -57,7 +57,27 @@ pub fn mutate(rng: &mut Rng, bytes: &[u8], rip: u64) -> Option<(Vec<u8>, Instruc
     if rng.below(4) == 0 {
         vary(rng, &mut b);
     }
+    if b.contains(&0xf0) && emulated_by_host(bytes, rip) {
+        return None;
+    }
     decoded(b, rip)
+}
+
+/// Instructions whose #UD this machine's KVM (PVM) catches and emulates
+/// itself, ignoring a LOCK prefix (the CPU raises #UD): RDRAND, RDSEED
+/// and RD/WR FS/GS BASE. No LOCK is put in front of them (an artifact of
+/// the host, listed in the README).
+fn emulated_by_host(bytes: &[u8], rip: u64) -> bool {
+    let ins = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE).decode();
+    matches!(
+        ins.mnemonic(),
+        Mnemonic::Rdrand
+            | Mnemonic::Rdseed
+            | Mnemonic::Rdfsbase
+            | Mnemonic::Rdgsbase
+            | Mnemonic::Wrfsbase
+            | Mnemonic::Wrgsbase
+    )
 }
 
 /// `bytes` decoded at `rip`, cut to the instruction's length.
