@@ -1,0 +1,657 @@
+//! The soft engine against the real CPU on random instruction bytes.
+//!
+//! Each input is run twice in the differential harness's machine
+//! (`crates/soft/tests/difftest`, included below by path, not copied): at
+//! CPL3 under KVM, which on these PVM hosts executes user code natively on
+//! the CPU, and under the soft engine. Any difference in the compared state
+//! (general registers, defined flags, exception vector/error/RIP/CR2, data
+//! and stack pages, XMM, x87 registers with FTW/FSW, and whatever else the
+//! harness's `Outcome` grows) fails the input, and so does an instruction
+//! the CPU runs but the engine stops on (`EmulationFailure`), a soft-side
+//! error, or an engine that hangs where the CPU finished (libFuzzer's
+//! `-timeout`).
+//!
+//! Input layout:
+//! - bytes 0..8: seed of the harness's generator, which draws the random
+//!   start state (registers, data and stack pages, XMM/MMX/x87 contents and
+//!   whatever its prologue loads);
+//! - bytes 8..10: MXCSR, 10..12: x87 control word, loaded after the
+//!   generator's prologue (any 16-bit value is a valid MXCSR here);
+//! - bytes 12..: the instruction bytes (at most [`MAX_BODY`]), run as they
+//!   are, followed by HLT (a #GP at CPL3, which ends the snippet).
+//!
+//! Rules for what is not compared, each because the CPU under this KVM is
+//! not an oracle for it (and nothing else is skipped):
+//! 1. Inputs the CPU does not finish within [`CPU_LIMIT`]: random bytes
+//!    make endless loops (`jmp $`, `loop $` with a huge RCX); the CPU is
+//!    stopped by a signal (see `watchdog`) and the engine is not run.
+//! 2. Flags: those that any instruction of the body, decoded in sequence,
+//!    leaves undefined (iced's `rflags_undefined`) are masked, as the
+//!    harness does. On a difference only, two wider checks follow: the flags
+//!    left undefined by an instruction decodable at *any* offset of the body
+//!    (a jump into the middle of an instruction) are masked too, and an
+//!    input in which an instruction reads (branches on, pushes, adds in) a
+//!    flag an earlier one left undefined is not compared.
+//! 3. Non-deterministic instructions: RDTSC, RDTSCP, RDPID, RDRAND, RDSEED,
+//!    and CPUID (KVM's CPUID table is not the engine's CPU model): an input
+//!    where one is decodable at any offset of the body is not compared when
+//!    it differs.
+//! 4. Known artifacts of the PVM host: (a) a misaligned legacy-SSE memory
+//!    access at CPL3 comes back from KVM as #UD where the CPU architecture
+//!    (and the engine) give #GP(0): accepted when the faulting instruction
+//!    is an SSE-family instruction with a memory operand and everything
+//!    else matches; (b) an input on which KVM itself fails (an internal or
+//!    emulation error of the host's CPL0 emulator) is not compared, and is
+//!    counted on stderr; (c) KVM delivers INT3 (`CC`) at CPL3 as #BP after
+//!    the instruction, ignoring the IDT gate's DPL 0, where the CPU gives
+//!    #GP(0x1a) at the INT3: accepted when everything else matches (the
+//!    code page is filled with INT3 past the input's bytes, so any jump
+//!    forward lands on one); (d) KVM lets port I/O at CPL3 through to the
+//!    VMM (the reference's exit loop reads zeros) where the CPU, with IOPL
+//!    0 and no I/O bitmap, gives #GP(0): when the engine gives #GP(0) at
+//!    IN/OUT/INS/OUTS and the CPU went past it, the input is not compared.
+#![no_main]
+
+#[allow(dead_code, unused_imports, clippy::all)]
+#[path = "../../crates/soft/tests/difftest/mod.rs"]
+mod difftest;
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use difftest::gen::{snippet, Rng};
+use difftest::machine::{Outcome, Snippet, CODE, DATA, STACK};
+use difftest::reference::Reference;
+use difftest::softrun::SoftRunner;
+use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter, Instruction, Mnemonic};
+use libfuzzer_sys::fuzz_target;
+
+/// The most instruction bytes one input runs.
+const MAX_BODY: usize = 64;
+/// How long the CPU may take for one input (rule 1).
+const CPU_LIMIT: Duration = Duration::from_millis(50);
+/// Where the input's MXCSR and x87 control word sit in the stack page
+/// (above the pushes below the user RSP, below the generator's prologue
+/// data at 0xd70).
+const MXCSR_SLOT: u64 = STACK + 0xc80;
+const FCW_SLOT: u64 = STACK + 0xc84;
+
+struct Engines {
+    cpu: Reference,
+    soft: SoftRunner,
+}
+
+thread_local! {
+    static ENGINES: RefCell<Option<Engines>> = const { RefCell::new(None) };
+}
+
+fn engines() -> Engines {
+    // The same tiers as the differential test: every block translated on
+    // its first run, and an emitter failure is a failure.
+    if std::env::var_os("VESSEL_SOFT_JIT_HOT").is_none() {
+        std::env::set_var("VESSEL_SOFT_JIT_HOT", "0");
+    }
+    std::env::set_var("VESSEL_SOFT_JIT_STRICT", "1");
+    let cpu = Reference::new().unwrap_or_else(|e| panic!("soft_vs_cpu needs /dev/kvm: {e}"));
+    watchdog::start();
+    Engines {
+        cpu,
+        soft: SoftRunner::new(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some(s) = build(data) else { return };
+    ENGINES.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let e = cell.get_or_insert_with(engines);
+        check(e, &s, &data[12..data.len().min(12 + MAX_BODY)]);
+    });
+});
+
+/// The snippet for an input: the generator's start state and prologue,
+/// the input's MXCSR and FCW, its bytes, HLT.
+fn build(data: &[u8]) -> Option<Snippet> {
+    if data.len() < 13 {
+        return None;
+    }
+    let seed = u64::from_le_bytes(data[..8].try_into().ok()?);
+    let mxcsr = u16::from_le_bytes([data[8], data[9]]);
+    let fcw = u16::from_le_bytes([data[10], data[11]]);
+    let body = &data[12..data.len().min(12 + MAX_BODY)];
+    let mut s = snippet(&mut Rng::new(seed));
+    let mut code = s.code[..prologue_len(&s)].to_vec();
+    // ldmxcsr [MXCSR_SLOT]; fldcw [FCW_SLOT]
+    code.extend_from_slice(&[0x0f, 0xae, 0x14, 0x25]);
+    code.extend_from_slice(&(MXCSR_SLOT as u32).to_le_bytes());
+    code.extend_from_slice(&[0xd9, 0x2c, 0x25]);
+    code.extend_from_slice(&(FCW_SLOT as u32).to_le_bytes());
+    let body_ip = CODE + code.len() as u64;
+    code.extend_from_slice(body);
+    code.push(0xf4);
+    let slot = |a: u64| (a - STACK) as usize;
+    s.stack[slot(MXCSR_SLOT)..slot(MXCSR_SLOT) + 4]
+        .copy_from_slice(&u32::from(mxcsr).to_le_bytes());
+    s.stack[slot(FCW_SLOT)..slot(FCW_SLOT) + 2].copy_from_slice(&fcw.to_le_bytes());
+    s.text = disassemble(&code[code.len() - body.len() - 1..], body_ip);
+    s.undefined_flags = linear_undefined(body, body_ip);
+    s.code = code;
+    Some(s)
+}
+
+/// Where the generator's prologue ends in one of its snippets: the code is
+/// prologue, one instruction per `text` line, HLT.
+fn prologue_len(s: &Snippet) -> usize {
+    let mut ends = Vec::new();
+    let mut d = Decoder::with_ip(64, &s.code, CODE, DecoderOptions::NONE);
+    let mut last = Mnemonic::INVALID;
+    while d.can_decode() {
+        let ins = d.decode();
+        ends.push(d.position());
+        last = ins.mnemonic();
+    }
+    assert!(
+        last == Mnemonic::Hlt && ends.len() > s.text.len(),
+        "the differential generator's snippet layout changed: prologue, body, HLT expected"
+    );
+    let n = ends.len() - 1 - s.text.len();
+    if n == 0 {
+        0
+    } else {
+        ends[n - 1]
+    }
+}
+
+fn disassemble(code: &[u8], ip: u64) -> Vec<String> {
+    let mut d = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut f = GasFormatter::new();
+    let mut out = Vec::new();
+    while d.can_decode() {
+        let pos = d.position();
+        let ins = d.decode();
+        let mut t = String::new();
+        f.format(&ins, &mut t);
+        let bytes: Vec<String> = code[pos..d.position()]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        out.push(format!("{:#x}: {:<30} {t}", ins.ip(), bytes.join(" ")));
+    }
+    out
+}
+
+/// RFLAGS bits as the harness's outcome holds them, from iced's flag set.
+fn flag_bits(f: u32) -> u64 {
+    use iced_x86::RflagsBits as B;
+    [
+        (B::CF, 1u64 << 0),
+        (B::PF, 1 << 2),
+        (B::AF, 1 << 4),
+        (B::ZF, 1 << 6),
+        (B::SF, 1 << 7),
+        (B::IF, 1 << 9),
+        (B::DF, 1 << 10),
+        (B::OF, 1 << 11),
+        (B::AC, 1 << 18),
+    ]
+    .iter()
+    .filter(|(b, _)| f & b != 0)
+    .fold(0, |m, (_, v)| m | v)
+}
+
+/// The bytes the CPU sees from the body on: the body, the HLT after it
+/// and the INT3 filling the rest of the code page (enough for one more
+/// instruction).
+fn seen(body: &[u8]) -> Vec<u8> {
+    let mut v = body.to_vec();
+    v.push(0xf4);
+    v.extend_from_slice(&[0xcc; 15]);
+    v
+}
+
+/// The instructions that start in the body, in sequence.
+fn linear(body: &[u8], ip: u64) -> Vec<Instruction> {
+    let bytes = seen(body);
+    let mut d = Decoder::with_ip(64, &bytes, ip, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while d.position() < body.len() {
+        out.push(d.decode());
+    }
+    out
+}
+
+/// The instructions decodable at every offset of the body.
+fn every_offset(body: &[u8], ip: u64) -> Vec<Instruction> {
+    let bytes = seen(body);
+    (0..body.len())
+        .map(|o| {
+            let mut d = Decoder::with_ip(64, &bytes[o..], ip + o as u64, DecoderOptions::NONE);
+            d.decode()
+        })
+        .collect()
+}
+
+/// Rule 2: the flags an instruction may leave undefined: iced's set, and
+/// OF for shifts and rotates by a count other than an immediate 1 (the SDM:
+/// OF is defined only for 1-bit shifts).
+fn undefined_flags(i: &Instruction) -> u64 {
+    use Mnemonic as M;
+    let shift = matches!(
+        i.mnemonic(),
+        M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd
+    );
+    let by_one = (0..i.op_count())
+        .any(|k| matches!(i.op_kind(k), iced_x86::OpKind::Immediate8) && i.immediate8() == 1)
+        || !(0..i.op_count()).any(|k| {
+            matches!(i.op_kind(k), iced_x86::OpKind::Immediate8)
+                || (i.op_kind(k) == iced_x86::OpKind::Register
+                    && i.op_register(k) == iced_x86::Register::CL)
+        });
+    let of = if shift && !by_one { 1 << 11 } else { 0 };
+    flag_bits(i.rflags_undefined()) | of
+}
+
+/// Rule 2: flags left undefined by the body in sequence.
+fn linear_undefined(body: &[u8], ip: u64) -> u64 {
+    linear(body, ip)
+        .iter()
+        .fold(0, |m, i| m | undefined_flags(i))
+}
+
+/// Rule 2: does an instruction read a flag an earlier one left undefined?
+fn reads_undefined(body: &[u8], ip: u64) -> bool {
+    let mut undefined = 0;
+    for i in linear(body, ip) {
+        if flag_bits(i.rflags_read()) & undefined != 0 {
+            return true;
+        }
+        undefined = (undefined & !flag_bits(i.rflags_modified())) | undefined_flags(&i);
+    }
+    false
+}
+
+/// Rule 3: a non-deterministic instruction decodable anywhere in the body.
+fn nondeterministic(body: &[u8], ip: u64) -> Option<Mnemonic> {
+    every_offset(body, ip)
+        .iter()
+        .map(|i| i.mnemonic())
+        .find(|m| {
+            matches!(
+                m,
+                Mnemonic::Rdtsc
+                    | Mnemonic::Rdtscp
+                    | Mnemonic::Rdpid
+                    | Mnemonic::Rdrand
+                    | Mnemonic::Rdseed
+                    | Mnemonic::Cpuid
+            )
+        })
+}
+
+/// The instruction at a guest address, if the address is in a page the
+/// snippet can reach.
+fn instruction_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Instruction> {
+    let bytes = bytes_at(s, o, addr)?;
+    Some(Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE).decode())
+}
+
+/// Rule 4a: PVM turns the CPU's #GP at CPL3 into #UD when its instruction
+/// emulator does not know the instruction: accepted when KVM gives #UD and
+/// the engine #GP at the same RIP, everything else equal, for a valid
+/// instruction without LOCK that either has a memory operand (misaligned
+/// SSE, non-canonical address) or is INT n (a DPL-0 gate).
+fn pvm_gp_as_ud(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
+    if (cpu.vector, soft.vector) != (6, 13) || cpu.rip != soft.rip {
+        return false;
+    }
+    let Some(ins) = instruction_at(s, soft, soft.rip) else {
+        return false;
+    };
+    let memory = (0..ins.op_count()).any(|i| ins.op_kind(i) == iced_x86::OpKind::Memory);
+    let int_n = ins.mnemonic() == Mnemonic::Int;
+    if ins.is_invalid() || ins.has_lock_prefix() || !(memory || int_n) {
+        return false;
+    }
+    let mut patched = soft.clone();
+    patched.vector = 6;
+    patched.error = None;
+    patched == *cpu
+}
+
+/// Rule 4e: instructions that use descriptor tables or segment registers
+/// (IRET, far transfers, segment loads, LAR/LSL/VERR/VERW, SGDT/SIDT/SLDT/
+/// STR/SMSW): PVM runs guest user code on the host's own tables and
+/// emulates the rest, so the CPU is no oracle for them. An input is not
+/// compared when one is in the body in sequence or at either exit's RIP.
+fn descriptor_tables(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip: u64) -> bool {
+    let uses = |i: &Instruction| {
+        use Mnemonic as M;
+        let far = matches!(
+            i.op0_kind(),
+            iced_x86::OpKind::FarBranch16 | iced_x86::OpKind::FarBranch32
+        ) || matches!(i.mnemonic(), M::Retf | M::Iret | M::Iretd | M::Iretq)
+            || matches!(
+                i.memory_size(),
+                iced_x86::MemorySize::SegPtr16
+                    | iced_x86::MemorySize::SegPtr32
+                    | iced_x86::MemorySize::SegPtr64
+            );
+        let sreg = (0..i.op_count()).any(|k| {
+            i.op_kind(k) == iced_x86::OpKind::Register && i.op_register(k).is_segment_register()
+        }) && !matches!(i.mnemonic(), M::Push);
+        far || sreg
+            || matches!(
+                i.mnemonic(),
+                M::Lds
+                    | M::Les
+                    | M::Lfs
+                    | M::Lgs
+                    | M::Lss
+                    | M::Lar
+                    | M::Lsl
+                    | M::Verr
+                    | M::Verw
+                    | M::Sgdt
+                    | M::Sidt
+                    | M::Sldt
+                    | M::Str
+                    | M::Smsw
+            )
+    };
+    linear(body, ip).iter().any(uses)
+        || [cpu.rip, soft.rip]
+            .iter()
+            .filter_map(|&r| instruction_at(s, soft, r))
+            .any(|i| uses(&i))
+}
+
+/// Rule 4f: VEX/EVEX/XOP instructions run at CPL3 under the host's CR4 and
+/// XCR0, not the guest's: where the guest has CR4.OSXSAVE clear (or for
+/// EVEX, whose state the engine never enables) the engine's #UD is the
+/// architecture's answer and the CPU's is not.
+fn host_xsave_state(s: &Snippet, soft: &Outcome) -> bool {
+    if soft.vector != 6 {
+        return false;
+    }
+    let Some(ins) = instruction_at(s, soft, soft.rip) else {
+        return false;
+    };
+    let osxsave = difftest::machine::user_sregs().cr4 & (1 << 18) != 0;
+    match ins.encoding() {
+        iced_x86::EncodingKind::Legacy | iced_x86::EncodingKind::D3NOW => false,
+        iced_x86::EncodingKind::VEX | iced_x86::EncodingKind::XOP => !osxsave,
+        _ => true,
+    }
+}
+
+/// The bytes at a guest address as the snippet left them: the code page
+/// (HLT-filled as `load` fills it: INT3), data and stack pages.
+fn bytes_at<'a>(s: &'a Snippet, o: &'a Outcome, addr: u64) -> Option<&'a [u8]> {
+    let within = |base: u64, v: &'a [u8]| {
+        let off = usize::try_from(addr.checked_sub(base)?).ok()?;
+        v.get(off..).filter(|b| !b.is_empty())
+    };
+    within(CODE, &s.code)
+        .or_else(|| within(DATA, &o.data))
+        .or_else(|| within(STACK, &o.stack))
+        .or_else(|| (CODE..CODE + 0x1000).contains(&addr).then_some(&[0xcc][..]))
+}
+
+/// Rule 4c: KVM delivers INT3 (CC) at CPL3 as #BP after the instruction,
+/// through the IDT gate of DPL 0 that makes the CPU (and the engine) give
+/// #GP(3 * 8 + 2) at the INT3 itself (with RF in the pushed RFLAGS, as for
+/// every fault).
+fn pvm_int3(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
+    if (cpu.vector, soft.vector, soft.error) != (3, 13, Some(0x1a)) {
+        return false;
+    }
+    if bytes_at(s, soft, soft.rip).and_then(|b| b.first()) != Some(&0xcc) {
+        return false;
+    }
+    let mut patched = soft.clone();
+    patched.vector = 3;
+    patched.error = None;
+    patched.rip += 1;
+    patched.rflags &= !(1 << 16);
+    patched == *cpu
+}
+
+/// Rule 4d: KVM lets port I/O at CPL3 through to the VMM (the reference
+/// reads zeros) where the CPU checks IOPL 0 and the TSS's I/O bitmap (none
+/// here) and gives #GP(0): the engine's #GP(0) at an I/O instruction the
+/// CPU went past is not compared further.
+fn pvm_port_io(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
+    if (soft.vector, soft.error) != (13, Some(0)) || cpu.rip == soft.rip {
+        return false;
+    }
+    let Some(bytes) = bytes_at(s, soft, soft.rip) else {
+        return false;
+    };
+    let ins = Decoder::with_ip(64, bytes, soft.rip, DecoderOptions::NONE).decode();
+    matches!(
+        ins.mnemonic(),
+        Mnemonic::In
+            | Mnemonic::Out
+            | Mnemonic::Insb
+            | Mnemonic::Insw
+            | Mnemonic::Insd
+            | Mnemonic::Outsb
+            | Mnemonic::Outsw
+            | Mnemonic::Outsd
+    )
+}
+
+fn check(e: &mut Engines, s: &Snippet, body: &[u8]) {
+    let body_ip = CODE + (s.code.len() - body.len() - 1) as u64;
+    let guard = watchdog::arm(CPU_LIMIT);
+    let cpu = e.cpu.run(s);
+    if guard.fired() {
+        return; // rule 1
+    }
+    drop(guard);
+    let cpu = match cpu {
+        Ok(o) => o,
+        Err(err) => {
+            eprintln!("soft_vs_cpu: KVM failed, not compared (rule 4b): {err}");
+            return;
+        }
+    };
+    let soft = match e.soft.run(s) {
+        Ok(o) => o,
+        Err(err) => fail(
+            s,
+            &format!("the engine failed where the CPU ran: {err}"),
+            &cpu,
+            None,
+        ),
+    };
+    if cpu == soft {
+        return;
+    }
+    // Rule 2, wider: flags left undefined by anything decodable in the body.
+    let wide = every_offset(body, body_ip)
+        .iter()
+        .fold(0, |m, i| m | undefined_flags(i));
+    let (mut c, mut g) = (cpu.clone(), soft.clone());
+    c.rflags &= !wide;
+    g.rflags &= !wide;
+    if c == g
+        || reads_undefined(body, body_ip)
+        || pvm_gp_as_ud(s, &c, &g)
+        || pvm_int3(s, &c, &g)
+        || pvm_port_io(s, &c, &g)
+        || descriptor_tables(s, &c, &g, body, body_ip)
+        || host_xsave_state(s, &g)
+        || nondeterministic(body, body_ip).is_some()
+    {
+        return;
+    }
+    let what = format!(
+        "the engine differs from the CPU (flags masked: {:#x}, on difference {wide:#x})",
+        s.undefined_flags
+    );
+    fail(s, &what, &cpu, Some(&soft));
+}
+
+fn fail(s: &Snippet, what: &str, cpu: &Outcome, soft: Option<&Outcome>) -> ! {
+    let mut msg = format!("{what}\ncode after the prologue:\n");
+    for line in &s.text {
+        msg.push_str(&format!("  {line}\n"));
+    }
+    msg.push_str(&format!("start regs: {:x?}\n", s.regs));
+    if let Some(g) = soft {
+        msg.push_str(&diff(cpu, g));
+    } else {
+        msg.push_str(&format!(
+            "cpu: vector {} error {:?} rip {:#x}\n",
+            cpu.vector, cpu.error, cpu.rip
+        ));
+    }
+    panic!("{msg}");
+}
+
+fn diff(w: &Outcome, g: &Outcome) -> String {
+    let mut out = String::new();
+    for i in 0..16 {
+        if w.gpr[i] != g.gpr[i] {
+            out.push_str(&format!(
+                "gpr[{i}]: cpu {:#x} soft {:#x}\n",
+                w.gpr[i], g.gpr[i]
+            ));
+        }
+    }
+    let exit = |o: &Outcome| (o.vector, o.error, o.rip, o.rsp, o.cr2);
+    if exit(w) != exit(g) {
+        out.push_str(&format!(
+            "exit (vector, error, rip, rsp, cr2): cpu {:x?} soft {:x?}\n",
+            exit(w),
+            exit(g)
+        ));
+    }
+    if w.rflags != g.rflags {
+        out.push_str(&format!(
+            "rflags: cpu {:#x} soft {:#x}\n",
+            w.rflags, g.rflags
+        ));
+    }
+    for (name, a, b) in [("data", &w.data, &g.data), ("stack", &w.stack, &g.stack)] {
+        if let Some(i) = a.iter().zip(b.iter()).position(|(x, y)| x != y) {
+            let q = |v: &[u8]| {
+                let j = i & !7;
+                v.get(j..j + 8)
+                    .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+            };
+            out.push_str(&format!(
+                "{name}[{:#x}] (first difference): cpu {:x?} soft {:x?}\n",
+                i & !7,
+                q(a),
+                q(b)
+            ));
+        }
+    }
+    for (i, (a, b)) in w.xmm.iter().zip(&g.xmm).enumerate() {
+        if a != b {
+            out.push_str(&format!("xmm{i}: cpu {a:x?} soft {b:x?}\n"));
+        }
+    }
+    for (i, (a, b)) in w.st.iter().zip(&g.st).enumerate() {
+        if a != b {
+            out.push_str(&format!("st{i}: cpu {a:x?} soft {b:x?}\n"));
+        }
+    }
+    // Whatever else the harness compares (MXCSR, FCW, XSAVE image, ...),
+    // with the fields above cleared.
+    let rest = |o: &Outcome| {
+        let mut o = o.clone();
+        (o.gpr, o.data, o.stack, o.xmm, o.st) =
+            ([0; 16], Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        (o.vector, o.error, o.rip, o.rsp, o.cr2, o.rflags) = (0, None, 0, 0, None, 0);
+        o
+    };
+    let (a, b) = (rest(w), rest(g));
+    if a != b {
+        out.push_str(&format!(
+            "other state: cpu {a:x?}\n             soft {b:x?}\n"
+        ));
+    }
+    out
+}
+
+/// Ends a `KVM_RUN` that takes too long (rule 1). A thread, started once,
+/// looks every few milliseconds at the armed deadline; past it, it sends
+/// the fuzzing thread [`watchdog::signal`] (a no-op handler installed
+/// without `SA_RESTART`, so `KVM_RUN` returns `EINTR`), again on each look
+/// until the run is disarmed, so a signal that lands just before the thread
+/// enters `KVM_RUN` is followed by another.
+mod watchdog {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, Once};
+    use std::time::{Duration, Instant};
+
+    struct Armed {
+        thread: libc::pthread_t,
+        deadline: Instant,
+    }
+
+    static ARMED: Mutex<Option<Armed>> = Mutex::new(None);
+    static FIRED: AtomicBool = AtomicBool::new(false);
+
+    fn signal() -> libc::c_int {
+        vmm_sys_util::signal::SIGRTMIN() + 3
+    }
+
+    extern "C" fn nothing(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+    fn lock() -> std::sync::MutexGuard<'static, Option<Armed>> {
+        ARMED.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Installs the handler and starts the thread (once).
+    pub fn start() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            vmm_sys_util::signal::register_signal_handler(signal(), nothing)
+                .expect("watchdog signal handler");
+            std::thread::spawn(|| loop {
+                std::thread::sleep(Duration::from_millis(5));
+                let armed = lock();
+                if let Some(a) = armed.as_ref() {
+                    if Instant::now() > a.deadline {
+                        FIRED.store(true, Ordering::SeqCst);
+                        // SAFETY: `a.thread` is the fuzzing thread, which
+                        // disarms (under this lock) before it could exit,
+                        // so it is alive; the signal's handler is
+                        // installed above and does nothing.
+                        unsafe { libc::pthread_kill(a.thread, signal()) };
+                    }
+                }
+            });
+        });
+    }
+
+    /// Watches the calling thread until the guard drops.
+    pub struct Guard(());
+
+    pub fn arm(limit: Duration) -> Guard {
+        FIRED.store(false, Ordering::SeqCst);
+        *lock() = Some(Armed {
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() },
+            deadline: Instant::now() + limit,
+        });
+        Guard(())
+    }
+
+    impl Guard {
+        /// Whether the run went past its deadline.
+        pub fn fired(&self) -> bool {
+            FIRED.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            *lock() = None;
+        }
+    }
+}
