@@ -86,19 +86,33 @@ fn soft_engine_matches_the_cpu() {
     );
 }
 
-/// `tests/difftest/COVERED.md` is the current list of forms
-/// (`DIFFTEST_REGEN=1` rewrites it).
+/// `tests/difftest/COVERED.md` (the forms drawn) and `UNCOVERED.md` (the
+/// advertised forms not drawn) are current (`DIFFTEST_REGEN=1` rewrites
+/// them).
 #[test]
 fn covered_list_is_current() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/difftest/COVERED.md");
-    let want = difftest::covered::text();
-    if std::env::var_os("DIFFTEST_REGEN").is_some() {
-        std::fs::write(path, &want).expect("write COVERED.md");
-        return;
+    let covered: std::collections::BTreeSet<iced_x86::Code> = difftest::forms::AREAS
+        .iter()
+        .flat_map(|(_, f)| f.iter().copied())
+        .chain(difftest::gen::SPECIAL.iter().copied())
+        .collect();
+    let cpuid = difftest::advertised::soft_cpuid();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/difftest/");
+    let files = [
+        ("COVERED.md", difftest::covered::text()),
+        ("UNCOVERED.md", difftest::advertised::text(&cpuid, &covered)),
+    ];
+    let regen = std::env::var_os("DIFFTEST_REGEN").is_some();
+    for (name, want) in files {
+        let path = format!("{dir}{name}");
+        if regen {
+            std::fs::write(&path, &want).expect("write the generated list");
+            continue;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{path} is stale: run DIFFTEST_REGEN=1 cargo test --release -p soft --test differential covered"
+        );
     }
-    let have = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        have == want,
-        "{path} is stale: run DIFFTEST_REGEN=1 cargo test --release -p soft --test differential covered"
-    );
 }

@@ -116,6 +116,23 @@ pub fn encode(ins: &Instruction, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     Some((bytes, dec))
 }
 
+/// The forms `special` draws.
+pub const SPECIAL: &[Code] = &[
+    Code::Movsb_m8_m8,
+    Code::Movsq_m64_m64,
+    Code::Stosd_m32_EAX,
+    Code::Stosb_m8_AL,
+    Code::Lodsw_AX_m16,
+    Code::Cmpsb_m8_m8,
+    Code::Scasd_EAX_m32,
+    Code::Cmpsq_m64_m64,
+    Code::Call_rel32_64,
+    Code::Maskmovq_rDI_mm_mm,
+    Code::Mov_r32_imm32,
+    Code::Leavew,
+    Code::Leaveq,
+];
+
 /// String instructions, MASKMOVQ and a near CALL to the next instruction.
 fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     let rep = if rng.below(2) == 0 {

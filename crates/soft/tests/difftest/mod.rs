@@ -1,6 +1,7 @@
 //! The differential harness: machine image, reference (KVM) and soft
 //! runners, snippet generator and its tables of forms.
 
+pub mod advertised;
 pub mod covered;
 pub mod forms;
 pub mod fpvalues;
