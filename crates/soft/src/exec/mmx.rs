@@ -9,7 +9,9 @@
 //! array rotates so index i holds Ri) and the tag word to all valid, or
 //! all empty for EMMS. A register write also sets the
 //! exponent bits (79:64) of Ri to all ones. All operand reads and memory
-//! writes happen before that, so a faulting instruction changes nothing.
+//! writes happen before that, so a faulting instruction changes nothing,
+//! except that a store to memory that faults still sets TOP to 0 (tags
+//! kept), as the CPU does.
 //!
 //! The arithmetic is `sse2::packed_int` over 64 bits, shared with the XMM
 //! forms. The float conversions (CVTPI2PS/PD, CVT(T)PS2PI, CVT(T)PD2PI)
@@ -78,6 +80,13 @@ pub(crate) fn mm_read(f: &Fpu, i: usize) -> u64 {
 
 /// Enters MMX state: TOP = 0 and every register tagged valid.
 pub(crate) fn enter(f: &mut Fpu) {
+    top_to_zero(f);
+    f.ftw = 0xff;
+}
+
+/// TOP = 0, the tags kept: what a faulting MMX store leaves, as the CPU
+/// does.
+fn top_to_zero(f: &mut Fpu) {
     let t = top(f);
     if t != 0 {
         // Index i held physical register (t + i) mod 8; make it hold Ri.
@@ -87,7 +96,6 @@ pub(crate) fn enter(f: &mut Fpu) {
         }
     }
     f.fsw &= !FSW_TOP;
-    f.ftw = 0xff;
 }
 
 /// Writes MMi (MMX state already entered): mantissa `v`, exponent and
@@ -145,7 +153,10 @@ fn dst(core: &mut Core, ins: &Instruction, i: u32, v: u64, bytes: usize) -> Exec
         }
         _ => {
             let (s, off) = ops::mem_loc(core, ins, i);
-            core.write_seg_buf(s, off, &v.to_le_bytes()[..bytes.min(8)])?;
+            if let Err(e) = core.write_seg_buf(s, off, &v.to_le_bytes()[..bytes.min(8)]) {
+                top_to_zero(&mut core.cpu.fpu);
+                return Err(e);
+            }
             enter(&mut core.cpu.fpu);
             Ok(())
         }
@@ -238,7 +249,7 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         M::Maskmovq => maskmovq(core, ins),
         // The float conversions and the SSSE3 forms: run by the host's
         // own instruction, which also makes the x87-to-MMX transition.
-        _ => crate::hostop::exec(core, ins).unwrap_or(Err(Stop::Unsupported)),
+        _ => crate::hostop::exec(core, ins).unwrap_or_else(|| Err(Fault::ud().into())),
     }
 }
 

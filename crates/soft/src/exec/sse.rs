@@ -317,4 +317,3 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         _ => super::sse2::exec(core, ins, m),
     }
 }
-

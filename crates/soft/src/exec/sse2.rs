@@ -11,7 +11,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 use super::ops;
 use super::sse::{get, lanes, put};
 use crate::core::Core;
-use crate::exception::{ExecResult, Stop};
+use crate::exception::{ExecResult, Fault, Stop};
 
 fn s8(x: u64) -> i64 {
     i64::from(x as u8 as i8)
@@ -369,7 +369,8 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         }
         M::Pextrw => {
             if ins.op_kind(0) != OpKind::Register {
-                return Err(Stop::Unsupported);
+                // SSE4.1's form with a memory destination.
+                return crate::hostop::exec(core, ins).unwrap_or(Err(Stop::Unsupported));
             }
             let a = get(core, ins, 1, false)?;
             let v = word(a, (ins.immediate(2) & 7) as u32);
@@ -383,8 +384,9 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             (a & !(0xffffu128 << pos)) | (w << pos)
         }
         M::Maskmovdqu => return maskmovdqu(core, ins),
-        // SSE3 and later: run by the host's own instruction.
-        _ => return crate::hostop::exec(core, ins).unwrap_or(Err(Stop::Unsupported)),
+        // SSE3 and later: run by the host's own instruction; a form it
+        // does not run is one the CPU model lacks: #UD.
+        _ => return crate::hostop::exec(core, ins).unwrap_or_else(|| Err(Fault::ud().into())),
     };
     put(core, ins, 0, r, 16, false)
 }

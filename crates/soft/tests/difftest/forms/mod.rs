@@ -5,9 +5,11 @@
 
 use iced_x86::Code;
 
+mod crypto;
 mod int;
 mod intisa;
 mod simd;
+mod sse4;
 mod x87;
 
 pub use intisa::settle_random;
@@ -17,5 +19,7 @@ pub const AREAS: &[(&str, &[Code])] = &[
     ("int", int::FORMS),
     ("intisa", intisa::FORMS),
     ("simd", simd::FORMS),
+    ("sse4", sse4::FORMS),
+    ("crypto", crypto::FORMS),
     ("x87", x87::FORMS),
 ];
