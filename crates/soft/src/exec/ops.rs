@@ -82,14 +82,14 @@ pub fn seg_index(r: Register) -> usize {
     }
 }
 
-/// The segment of `ins`'s (ModRM) memory operand. In 64-bit mode the
-/// ES, CS, SS and DS overrides are ignored, so the default segment
-/// applies: SS for an RSP or RBP base, DS otherwise. It decides #SS
-/// versus #GP for a non-canonical address (an FS or GS override adds its
-/// base and stays).
+/// The segment of `ins`'s (ModRM) memory operand. In 64-bit mode an ES,
+/// CS or DS override is ignored, so the default segment applies (SS for
+/// an RSP or RBP base); an SS override stays. It decides #SS versus #GP
+/// for a non-canonical address, as the CPU does (an FS or GS override
+/// adds its base).
 pub fn mem_seg(ins: &Instruction, mode64: bool) -> usize {
     let s = ins.memory_segment();
-    if !mode64 || matches!(s, Register::FS | Register::GS) {
+    if !mode64 || matches!(s, Register::FS | Register::GS | Register::SS) {
         return seg_index(s);
     }
     match ins.memory_base() {
