@@ -183,6 +183,83 @@ fn hex(b: &[u8]) -> String {
         .join(" ")
 }
 
+/// The instructions of a snippet after its prologue, with the flags they
+/// leave undefined.
+#[derive(Default)]
+struct Body {
+    code: Vec<u8>,
+    rip: u64,
+    text: Vec<String>,
+    codes: Vec<Code>,
+    /// Flags undefined now.
+    undefined: u64,
+    /// Flags any instruction left undefined (a later one may fault before
+    /// redefining them), masked in the comparison.
+    mask_any: u64,
+}
+
+impl Body {
+    /// Appends `ins` (encoded as `bytes`) unless it reads a flag left
+    /// undefined.
+    fn push(&mut self, bytes: &[u8], ins: &Instruction) -> bool {
+        let read = flag_bits(ins.rflags_read());
+        if read & self.undefined != 0 {
+            return false;
+        }
+        let undef = flag_bits(ins.rflags_undefined());
+        let written = if may_write_no_flags(ins) {
+            0
+        } else {
+            flag_bits(ins.rflags_modified())
+        };
+        self.undefined = (self.undefined & !written) | undef;
+        self.mask_any |= undef;
+        self.rip += bytes.len() as u64;
+        self.code.extend_from_slice(bytes);
+        self.text.push(format!("{ins:<40} {}", hex(bytes)));
+        self.codes.push(ins.code());
+        true
+    }
+
+    /// Appends the instructions of `bytes` as iced-x86 decodes them (the
+    /// `DIFFTEST_REPLAY` body), whatever flags they read.
+    fn replay(&mut self, bytes: &[u8]) {
+        let mut d = Decoder::with_ip(64, bytes, self.rip, DecoderOptions::NONE);
+        while d.can_decode() {
+            let pos = d.position();
+            let ins = d.decode();
+            let b = &bytes[pos..pos + ins.len().max(1)];
+            self.undefined = 0;
+            self.push(b, &ins);
+        }
+    }
+}
+
+/// A shift by CL may shift by zero, and a REP string compare may run no
+/// iteration: then no flag is written.
+fn may_write_no_flags(ins: &Instruction) -> bool {
+    use iced_x86::Mnemonic as M;
+    let by_cl = (0..ins.op_count())
+        .any(|i| ins.op_kind(i) == iced_x86::OpKind::Register && ins.op_register(i) == R::CL)
+        && matches!(
+            ins.mnemonic(),
+            M::Shl | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd
+        );
+    by_cl
+        || ((ins.has_repe_prefix() || ins.has_repne_prefix())
+            && matches!(
+                ins.mnemonic(),
+                M::Scasb
+                    | M::Scasw
+                    | M::Scasd
+                    | M::Scasq
+                    | M::Cmpsb
+                    | M::Cmpsw
+                    | M::Cmpsd
+                    | M::Cmpsq
+            ))
+}
+
 /// Generates one snippet.
 pub fn snippet(rng: &mut Rng) -> Snippet {
     let n = 1 + rng.below(knobs::get().max_len);
@@ -192,69 +269,37 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         c.copy_from_slice(&v[..c.len()]);
     }
     let (prologue, xmm) = prologue::emit(rng, &mut stack);
-    let mut code = prologue.code;
-    let mut rip = prologue.rip;
-    let mut text = Vec::new();
-    let mut codes = Vec::new();
-    let mut undefined = 0u64;
-    let mut mask_any = 0u64;
-    let mut tries = 0;
-    while text.len() < n as usize && tries < 200 {
-        tries += 1;
-        let Some((bytes, ins)) = one(rng, rip) else {
-            continue;
-        };
-        let read = flag_bits(ins.rflags_read());
-        if read & undefined != 0 {
-            continue;
-        }
-        let undef = flag_bits(ins.rflags_undefined());
-        // A shift by CL may shift by zero and write nothing.
-        let by_cl = (0..ins.op_count())
-            .any(|i| ins.op_kind(i) == iced_x86::OpKind::Register && ins.op_register(i) == R::CL)
-            && matches!(
-                ins.mnemonic(),
-                iced_x86::Mnemonic::Shl
-                    | iced_x86::Mnemonic::Shr
-                    | iced_x86::Mnemonic::Sar
-                    | iced_x86::Mnemonic::Rol
-                    | iced_x86::Mnemonic::Ror
-                    | iced_x86::Mnemonic::Rcl
-                    | iced_x86::Mnemonic::Rcr
-                    | iced_x86::Mnemonic::Shld
-                    | iced_x86::Mnemonic::Shrd
-            );
-        let maybe_none = by_cl
-            || ((ins.has_repe_prefix() || ins.has_repne_prefix())
-                && matches!(
-                    ins.mnemonic(),
-                    iced_x86::Mnemonic::Scasb
-                        | iced_x86::Mnemonic::Scasw
-                        | iced_x86::Mnemonic::Scasd
-                        | iced_x86::Mnemonic::Scasq
-                        | iced_x86::Mnemonic::Cmpsb
-                        | iced_x86::Mnemonic::Cmpsw
-                        | iced_x86::Mnemonic::Cmpsd
-                        | iced_x86::Mnemonic::Cmpsq
-                ));
-        let written = if maybe_none {
-            0
-        } else {
-            flag_bits(ins.rflags_modified())
-        };
-        undefined = (undefined & !written) | undef;
-        // A later instruction may fault before redefining a flag, so the
-        // comparison masks every flag any instruction left undefined.
-        mask_any |= undef;
-        rip += bytes.len() as u64;
-        code.extend_from_slice(&bytes);
-        text.push(format!("{ins:<40} {}", hex(&bytes)));
-        codes.push(ins.code());
-        // An instruction iced calls invalid ends the snippet (#UD).
-        if ins.is_invalid() {
-            break;
+    let mut body = Body {
+        rip: prologue.rip,
+        code: prologue.code,
+        ..Body::default()
+    };
+    match &knobs::get().replay {
+        Some(bytes) => body.replay(bytes),
+        None => {
+            let mut tries = 0;
+            while body.text.len() < n as usize && tries < 200 {
+                tries += 1;
+                let Some((bytes, ins)) = one(rng, body.rip) else {
+                    continue;
+                };
+                if !body.push(&bytes, &ins) {
+                    continue;
+                }
+                // An instruction iced calls invalid ends the snippet (#UD).
+                if ins.is_invalid() {
+                    break;
+                }
+            }
         }
     }
+    let Body {
+        mut code,
+        text,
+        codes,
+        mask_any,
+        ..
+    } = body;
     code.push(0xf4); // HLT at CPL3: #GP ends the snippet.
     let mut regs = hypervisor::Regs {
         rax: rng.value(),

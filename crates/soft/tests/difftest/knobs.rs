@@ -6,6 +6,8 @@
 //!   x87 exception masked, 64-bit precision, no x87 values pushed);
 //! - `DIFFTEST_X87_POINTERS=1`: also compare FOP, FIP and FDP;
 //! - `DIFFTEST_XSTATE_BV=0`: do not compare the XSAVE header's XSTATE_BV;
+//! - `DIFFTEST_REPLAY="66 c9"`: every snippet's body is these bytes (with
+//!   the random start state): a mismatch's bytes from its text, replayed;
 //! - `DIFFTEST_MAX_LEN=n`: at most n instructions a snippet (default 5;
 //!   1 makes a mismatch's culprit plain).
 
@@ -20,6 +22,7 @@ pub struct Knobs {
     pub x87_pointers: bool,
     pub max_len: u64,
     pub xstate_bv: bool,
+    pub replay: Option<Vec<u8>>,
     /// Some drawn form is a VEX-encoded vector (AVX) form: the prologue
     /// loads YMM0-15.
     pub vex: bool,
@@ -47,6 +50,7 @@ pub fn get() -> &'static Knobs {
             special: wanted("int") || forms.is_empty(),
             fixed_fp: flag("DIFFTEST_FIXED_FP"),
             x87_pointers: flag("DIFFTEST_X87_POINTERS"),
+            replay: std::env::var("DIFFTEST_REPLAY").ok().map(|v| hex_bytes(&v)),
             xstate_bv: std::env::var_os("DIFFTEST_XSTATE_BV").is_none_or(|v| v != "0"),
             vex: forms.iter().any(|&c| {
                 c.op_code().encoding() == iced_x86::EncodingKind::VEX
@@ -60,4 +64,17 @@ pub fn get() -> &'static Knobs {
             forms,
         }
     })
+}
+
+/// The bytes of hex text, whitespace ignored (a bad digit counts as 0).
+fn hex_bytes(v: &str) -> Vec<u8> {
+    let digits: Vec<u8> = v
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_digit(16).unwrap_or(0) as u8)
+        .collect();
+    digits
+        .chunks(2)
+        .map(|p| p.iter().fold(0, |a, d| a << 4 | d))
+        .collect()
 }
