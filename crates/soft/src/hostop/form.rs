@@ -159,8 +159,13 @@ pub fn plan(key: &Instruction) -> Option<Plan> {
     for u in info.used_registers() {
         let r = u.register();
         let w = writes(u.access());
-        if r.is_xmm() || r.is_ymm() {
-            p.regs.vec |= 1 << (r.number() & 15);
+        if r.is_xmm() || r.is_ymm() || r.is_zmm() {
+            // iced names a VEX destination ZMM (VEX clears up to the
+            // host's vector length); the guest has YMM0-15 only.
+            if r.number() >= 16 {
+                return None;
+            }
+            p.regs.vec |= 1 << r.number();
         } else if r.is_mm() {
             p.regs.mm |= 1 << r.number();
             p.mm_written |= u8::from(w) << r.number();
@@ -228,6 +233,15 @@ mod tests {
         let p = plan(&f.key).unwrap();
         assert_eq!(p.gpr_written, 1 << EXPLICIT);
         assert_eq!(p.regs.vec, 1 << 2);
+    }
+
+    #[test]
+    fn vex_destinations_are_vector_registers() {
+        // vaddps ymm3, ymm1, [rbx]
+        let f = remap(&decode(&[0xc5, 0xf4, 0x58, 0x1b])).unwrap();
+        let p = plan(&f.key).unwrap();
+        assert_eq!(p.regs.vec, (1 << 3) | (1 << 1));
+        assert_eq!(p.mem_size, 32);
     }
 
     #[test]
