@@ -107,6 +107,10 @@ pub fn mov_cr(core: &mut Core, ins: &Instruction) -> ExecResult {
                 if v & CR4_OSXSAVE != 0 && !core.features.has(crate::cpuid::Feature::Xsave) {
                     return Err(Fault::gp(0).into());
                 }
+                // CR4.FSGSBASE is reserved on a CPU without FSGSBASE.
+                if v & (1 << 16) != 0 && !core.features.has(crate::cpuid::Feature::Fsgsbase) {
+                    return Err(Fault::gp(0).into());
+                }
                 core.cpu.cr4 = v;
                 core.tlb.flush();
             }
