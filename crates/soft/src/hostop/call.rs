@@ -40,6 +40,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use iced_x86::Instruction;
@@ -81,8 +82,48 @@ pub enum Ran {
 #[derive(Default)]
 pub struct Stubs {
     buf: Option<CodeBuf>,
-    map: HashMap<Instruction, Option<Entry>>,
+    map: HashMap<Instruction, Option<Entry>, BuildHasherDefault<FastHash>>,
     failed: bool,
+}
+
+/// A multiply-rotate hash for the stub map: SipHash over an
+/// `Instruction`'s fields cost more than running the stub. A guest that
+/// makes its forms collide slows only its own vCPU (the map is bounded).
+#[derive(Default)]
+struct FastHash(u64);
+
+impl FastHash {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FastHash {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.add(v.into());
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.add(v.into());
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.add(v.into());
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Stubs {
@@ -101,7 +142,9 @@ impl Stubs {
     fn make(&mut self, key: &Instruction) -> Option<Entry> {
         let plan = form::plan(key)?;
         let insn = form::encode(key)?;
-        let wide = std::arch::is_x86_feature_detected!("avx");
+        // Legacy forms leave the upper YMM halves alone: moving XMM only
+        // keeps VEX code (and its transition costs) out of their stubs.
+        let wide = key.encoding() == iced_x86::EncodingKind::VEX;
         let stub = stub::assemble(&insn, plan.regs, wide)?;
         if self.buf.is_none() && !self.failed {
             match CodeBuf::new(BUF_SIZE) {
