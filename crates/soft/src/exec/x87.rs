@@ -27,6 +27,8 @@ use super::ops;
 
 mod control;
 mod more;
+mod precision;
+mod response;
 pub mod save;
 use crate::core::Core;
 use crate::cpu::{Fpu, CR0_EM, CR0_NE, CR0_TS};
@@ -95,6 +97,7 @@ pub fn handles(m: Mnemonic) -> bool {
             | M::Ficom
             | M::Ficomp
             | M::Fnop
+            | M::Fisttp
     ) || more::handles(m)
         || control::handles(m)
         || save::handles(m)
@@ -400,7 +403,12 @@ fn store(core: &mut Core, ins: &Instruction, v: u128) -> ExecResult {
                 raise(&mut f, Status::INVALID_OP, false);
                 (indefinite, n)
             } else {
-                let rc = round(&f);
+                // FISTTP (SSE3) truncates whatever FCW.RC says.
+                let rc = if ins.mnemonic() == Mnemonic::Fisttp {
+                    Round::TowardZero
+                } else {
+                    round(&f)
+                };
                 let mut exact = false;
                 let r = f80(v).to_i128_r(8 * n, rc, &mut exact);
                 let z = f80(v).to_i128_r(8 * n, Round::TowardZero, &mut exact);
@@ -416,6 +424,11 @@ fn store(core: &mut Core, ins: &Instruction, v: u128) -> ExecResult {
         }
         _ => return Err(Stop::Unsupported),
     };
+    if response::stops(&f, response::Stopped::Store) {
+        // Nothing stored; the caller's undo keeps the stack.
+        core.cpu.fpu = f;
+        return Ok(());
+    }
     let (s, off) = ops::mem_loc(core, ins, 0);
     core.write_seg_buf(s, off, &bits.to_le_bytes()[..n])?;
     core.cpu.fpu = f;
@@ -482,6 +495,18 @@ fn compute(f: &mut Fpu, m: Mnemonic, a: u128, b: u128, b_denormal: bool) -> u128
         return INDEFINITE;
     }
     let z = arith(m, f80(a), f80(b), Round::TowardZero);
+    let zb = z.value.to_bits();
+    let over = z.status.contains(Status::OVERFLOW)
+        || (zb & !SIGN == (0x7ffe << 64) | SIG && overflowed(m, a, b));
+    // Tiny: below the smallest normal (a nonzero result below the
+    // smallest denormal truncates to an inexact zero).
+    let tiny = exponent(zb) == 0 && (zb & SIG != 0 || z.status.contains(Status::INEXACT));
+    if (over && f.fcw & (1 << 3) == 0) || (tiny && f.fcw & (1 << 4) == 0) {
+        return response::biased(f, m, a, b, over);
+    }
+    if let Some(p) = precision::narrow_precision(f) {
+        return precision::round_to(f, z, r.value.to_bits(), p, over);
+    }
     // The x87 detects tininess before rounding: the truncated result is
     // below the smallest normal.
     let mut status = r.status;
@@ -553,17 +578,50 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     }
     check(core)?;
     let before = core.cpu.fpu;
-    // ES is cleared while the instruction runs so that it shows whether
-    // this instruction raised an unmasked exception.
-    core.cpu.fpu.fsw &= !(FSW_ES | FSW_B);
+    let flags = core.cpu.flags;
+    // ES and SF are cleared while the instruction runs so that they
+    // show whether this instruction raised an unmasked exception or a
+    // stack fault.
+    core.cpu.fpu.fsw &= !(FSW_ES | FSW_B | FSW_SF);
     if let Err(e) = exec_op(core, ins, m) {
         core.cpu.fpu = before;
         return Err(e);
     }
     let unmasked = core.cpu.fpu.fsw & FSW_ES != 0;
-    core.cpu.fpu.fsw |= before.fsw & (FSW_ES | FSW_B);
+    if unmasked {
+        let how = stopped_kind(ins, m);
+        if response::stops(&core.cpu.fpu, how) {
+            response::undo(core, &before, flags, how);
+        }
+    }
+    core.cpu.fpu.fsw |= before.fsw & (FSW_ES | FSW_B | FSW_SF);
     control::record(core, ins, unmasked);
     Ok(())
+}
+
+/// How an unmasked exception stops `m` (see `response`).
+fn stopped_kind(ins: &Instruction, m: Mnemonic) -> response::Stopped {
+    use response::Stopped;
+    use Mnemonic as M;
+    let mem = (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory);
+    match m {
+        M::Fcom
+        | M::Fcomp
+        | M::Fcompp
+        | M::Fucom
+        | M::Fucomp
+        | M::Fucompp
+        | M::Ficom
+        | M::Ficomp
+        | M::Ftst
+        | M::Fcomi
+        | M::Fcomip
+        | M::Fucomi
+        | M::Fucomip => Stopped::Compare,
+        M::Fst | M::Fstp | M::Fist | M::Fistp | M::Fisttp | M::Fbstp if mem => Stopped::Store,
+        M::Fld | M::Fild => Stopped::Load,
+        _ => Stopped::Other,
+    }
 }
 
 /// Carries out an x87 arithmetic instruction.
@@ -615,7 +673,7 @@ fn exec_op(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             };
             push(f, v);
         }
-        M::Fst | M::Fstp | M::Fist | M::Fistp => {
+        M::Fst | M::Fstp | M::Fist | M::Fistp | M::Fisttp => {
             let mut v = st(&mut core.cpu.fpu, 0);
             core.cpu.fpu.fsw &= !FSW_C1;
             if mem {
@@ -626,7 +684,7 @@ fn exec_op(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                 }
                 set_st(&mut core.cpu.fpu, other_st(ins), v);
             }
-            if matches!(m, M::Fstp | M::Fistp) {
+            if matches!(m, M::Fstp | M::Fistp | M::Fisttp) {
                 pop(&mut core.cpu.fpu);
             }
         }

@@ -118,7 +118,28 @@ fn scaled(f: &mut Fpu, x: u128, t: i64) -> u128 {
     let a = f80(x);
     let e = i64::from(a.ilogb());
     let norm = a.scalbn(-(e as i32));
-    let t = (t + e).clamp(-32_000, 32_000);
+    let t = t + e;
+    // Unmasked OE/UE: the result times 2^-24576 or 2^24576; one still
+    // out of range is an infinity or a zero (host results).
+    let sign = x & SIGN;
+    let (t, adjusted) = if t > 16383 && f.fcw & (1 << 3) == 0 {
+        (t - 24576, Some(Status::OVERFLOW))
+    } else if t < -16382 && f.fcw & (1 << 4) == 0 {
+        (t + 24576, Some(Status::UNDERFLOW))
+    } else {
+        (t, None)
+    };
+    if let Some(why) = adjusted {
+        if !(-16382..=16383).contains(&t) {
+            raise(f, why | Status::INEXACT, false);
+            if t > 16383 {
+                f.fsw |= FSW_C1;
+                return sign | (0x7fffu128 << 64) | INT_BIT;
+            }
+            return sign;
+        }
+    }
+    let t = t.clamp(-32_000, 32_000);
     let first = t / 2;
     let second = t - first;
     let one = F80::from_u128(1).value;
@@ -133,6 +154,9 @@ fn scaled(f: &mut Fpu, x: u128, t: i64) -> u128 {
     }
     if t > 16383 {
         status |= Status::OVERFLOW | Status::INEXACT;
+    }
+    if let Some(why) = adjusted {
+        status |= why;
     }
     raise(f, status, false);
     let bits = r.value.to_bits();
@@ -238,6 +262,23 @@ fn fsqrt(f: &mut Fpu, a: u128) -> u128 {
         return INDEFINITE;
     }
     note_denormals(f, &[a]);
+    if let Some(p) = super::precision::narrow_precision(f) {
+        // The root truncated to 64 bits, with its inexact flag.
+        let mut t = Fpu {
+            fcw: f.fcw | 0xc00,
+            fsw: 0,
+            ..*f
+        };
+        let z = root(&mut t, a);
+        let status = if t.fsw & (1 << 5) != 0 {
+            Status::INEXACT
+        } else {
+            Status::OK
+        };
+        let mut g = *f;
+        let rc64 = root(&mut g, a);
+        return super::precision::round_to(f, status.and(f80(z)), rc64, p, false);
+    }
     root(f, a)
 }
 
@@ -293,6 +334,16 @@ fn remainder(a: u128, b: u128, nearest: bool) -> (u128, Option<u64>) {
     (r, (!partial).then_some((q & 7) as u64))
 }
 
+/// A value of the smallest normal binade encoded with exponent 0 (a
+/// pseudo-denormal) as the CPU writes it: with exponent 1.
+fn canonical(x: u128) -> u128 {
+    if exponent(x) == 0 && x & INT_BIT != 0 {
+        x | (1 << 64)
+    } else {
+        x
+    }
+}
+
 /// FPREM/FPREM1 of ST(0) by ST(1): the result and the condition bits
 /// (`None` for a NaN result: C3 and C0 are left alone).
 fn fprem(f: &mut Fpu, a: u128, b: u128, nearest: bool) -> (u128, Option<u16>) {
@@ -304,10 +355,24 @@ fn fprem(f: &mut Fpu, a: u128, b: u128, nearest: bool) -> (u128, Option<u16>) {
         return (INDEFINITE, None);
     }
     note_denormals(f, &[a, b]);
-    if is_zero(a) || is_inf(b) {
-        return (a, Some(0));
+    if f.fsw & !f.fcw & FSW_DE != 0 {
+        // Unmasked: nothing is computed (the caller undoes the rest).
+        return (a, None);
     }
-    match remainder(a, b, nearest) {
+    if is_zero(a) || is_inf(b) {
+        return (canonical(a), Some(0));
+    }
+    let (r, q) = remainder(a, b, nearest);
+    let r = canonical(r);
+    // A tiny remainder is exact: UE only when unmasked, and then it is
+    // delivered times 2^24576.
+    let r = if exponent(r) == 0 && r & SIG != 0 && f.fcw & (1 << 4) == 0 {
+        raise(f, Status::UNDERFLOW, false);
+        f80(r).scalbn(24576).to_bits()
+    } else {
+        r
+    };
+    match (r, q) {
         (r, None) => (r, Some(FSW_C2)),
         (r, Some(q)) => {
             let bit = |i: u32, c: u16| if q >> i & 1 != 0 { c } else { 0 };
@@ -382,6 +447,10 @@ fn fbstp(core: &mut Core, ins: &Instruction) -> ExecResult {
         let v = st(&mut f, 0);
         to_bcd(&mut f, v)
     };
+    if super::response::stops(&f, super::response::Stopped::Store) {
+        core.cpu.fpu = f;
+        return Ok(());
+    }
     let (s, off) = ops::mem_loc(core, ins, 0);
     core.write_seg_buf(s, off, &to_bytes(bcd))?;
     pop(&mut f);

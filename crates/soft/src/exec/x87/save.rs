@@ -13,7 +13,7 @@
 //! bit 56 (REX.W) or zero-extended from 32 bits. A loaded FCW keeps
 //! bits 0-5 and 8-12 with bit 6 set; ES and B are recomputed from the
 //! flags and masks whenever FCW or FSW is loaded (and after FNSTENV
-//! masks every exception). FLDENV/FRSTOR do not wait (no #MF).
+//! masks every exception). FLDENV/FRSTOR wait (#MF), the others do not.
 
 use iced_x86::{Code, Instruction, Mnemonic};
 
@@ -389,10 +389,14 @@ fn fldenv(core: &mut Core, ins: &Instruction, restore: bool) -> ExecResult {
     Ok(())
 }
 
-/// Executes an instruction [`handles`] names. None of them waits: #NM
-/// under CR0.EM or CR0.TS is the only x87 check.
+/// Executes an instruction [`handles`] names: #NM under CR0.EM or
+/// CR0.TS; FLDENV and FRSTOR also wait (#MF for a pending exception).
 pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     use Mnemonic as M;
+    if matches!(m, M::Fldenv | M::Frstor) {
+        // These wait: a pending exception is raised first.
+        check(core)?;
+    }
     if core.cpu.cr0 & (CR0_EM | CR0_TS) != 0 {
         return Err(Fault::new(NM).into());
     }

@@ -88,6 +88,9 @@ pub const FORMS: &[Code] = &[
     Code::Fbstp_m80bcd,
     // Control, environment and state saving.
     Code::Fnop,
+    Code::Fisttp_m16int,
+    Code::Fisttp_m32int,
+    Code::Fisttp_m64int,
     Code::Wait,
     Code::Fldcw_m2byte,
     Code::Fnstcw_m2byte,
