@@ -6,7 +6,7 @@
 use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, Register as R, RepPrefixKind};
 
 use super::machine::*;
-use super::operands::{build, operands, pick, MMS};
+use super::operands::{build, operands, pick, MMS, XMMS};
 use super::{knobs, prefix, prologue};
 
 /// xorshift64* — deterministic, seedable, no dependency.
@@ -128,19 +128,21 @@ pub const SPECIAL: &[Code] = &[
     Code::Cmpsq_m64_m64,
     Code::Call_rel32_64,
     Code::Maskmovq_rDI_mm_mm,
+    Code::Maskmovdqu_rDI_xmm_xmm,
     Code::Mov_r32_imm32,
     Code::Leavew,
     Code::Leaveq,
 ];
 
-/// String instructions, MASKMOVQ and a near CALL to the next instruction.
+/// String instructions, MASKMOVQ, MASKMOVDQU and a near CALL to the next
+/// instruction.
 fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     let rep = if rng.below(2) == 0 {
         RepPrefixKind::None
     } else {
         RepPrefixKind::Repe
     };
-    let ins = match rng.below(13) {
+    let ins = match rng.below(14) {
         0 => Instruction::with_movsb(64, R::None, rep).ok()?,
         1 => Instruction::with_movsq(64, R::None, rep).ok()?,
         2 => Instruction::with_stosd(64, rep).ok()?,
@@ -171,6 +173,7 @@ fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
         // LEAVE, with an operand-size prefix in one case in two.
         11 => return prefix::decoded(vec![0x66, 0xc9], rip),
         12 => return prefix::decoded(vec![0xc9], rip),
+        13 => Instruction::with_maskmovdqu(64, pick(rng, XMMS), pick(rng, XMMS), R::None).ok()?,
         _ => Instruction::with2(Code::Mov_r32_imm32, R::ECX, rng.below(24) as u32).ok()?,
     };
     encode(&ins, rip)
