@@ -119,6 +119,16 @@ impl Core {
         Ok(())
     }
 
+    /// Checks that a one-byte write at `off` in segment `seg` would
+    /// succeed (segment rules and paging), without writing: ENTER probes
+    /// its final stack top this way.
+    pub fn probe_write(&mut self, seg: usize, off: u64) -> ExecResult {
+        let lin = self.seg_lin(seg, off, 1, true)?;
+        let lin = self.lin_mask(lin);
+        self.translate(lin, Access::Write, false)?;
+        Ok(())
+    }
+
     /// Writes bytes at linear address `lin`; both pages are translated
     /// before anything is written, so a fault leaves memory unchanged.
     pub fn write_lin(&mut self, lin: u64, buf: &[u8], sys: bool) -> ExecResult {

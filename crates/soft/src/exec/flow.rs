@@ -276,8 +276,9 @@ pub fn enter(core: &mut Core, ins: &Instruction) -> ExecResult {
             push(core, osz, frame)?;
         }
         let sp = core.cpu.gpr[RSP].wrapping_sub(alloc) & mask(ss);
-        // The new stack top must be writable.
-        core.seg_lin(SS, sp, 1, true)?;
+        // The new stack top must be writable (segment and paging), as
+        // the CPU checks after its pushes.
+        core.probe_write(SS, sp)?;
         core.cpu.set_gpr(RBP, osz as u32 * 8, frame);
         core.cpu.set_gpr(RSP, ss, sp);
         Ok(())

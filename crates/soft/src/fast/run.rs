@@ -641,10 +641,15 @@ fn run(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
         }
         Kind::Call => {
             let t = get(core, f, f.src, 64)?;
+            // The CPU writes the return address before it checks the
+            // target: a non-canonical one faults with RSP as before and
+            // the slot below it written.
+            let sp = core.cpu.gpr[RSP];
+            push64(core, f.next)?;
             if !canonical(t) {
+                core.cpu.gpr[RSP] = sp;
                 return Err(Fault::gp(0).into());
             }
-            push64(core, f.next)?;
             core.cpu.rip = t;
             Ok(())
         }
