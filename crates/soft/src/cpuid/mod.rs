@@ -246,6 +246,13 @@ pub const ENGINE_EXACT: &[Feature] = &[
     Feature::Rdrand,
     Feature::Rdseed,
     Feature::Prefetchw,
+    Feature::Sse3,
+    Feature::Ssse3,
+    Feature::Sse41,
+    Feature::Sse42,
+    Feature::Aes,
+    Feature::Pclmulqdq,
+    Feature::Sha,
 ];
 
 impl Features {

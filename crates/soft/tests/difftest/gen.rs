@@ -100,7 +100,7 @@ fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
         (bytes, ins)
     };
     let next = rip + bytes.len() as u64;
-    bytes.extend(super::forms::settle_random(&ins, next));
+    bytes.extend(super::forms::settle(&ins, next));
     Some((bytes, ins))
 }
 

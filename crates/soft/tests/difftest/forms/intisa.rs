@@ -2,7 +2,9 @@
 //! `exec/intisa.rs`): BMI1, BMI2, LZCNT/TZCNT/POPCNT at every size,
 //! MOVBE, ADX, CRC32, FSGSBASE, RDRAND/RDSEED, PREFETCHW.
 
-use iced_x86::{Code, Encoder, Instruction, Mnemonic};
+use iced_x86::{Code, Encoder, IcedError, Instruction, Mnemonic, Register};
+
+use super::super::machine::{FS_BASE, GS_BASE};
 
 pub const FORMS: &[Code] = &[
     // BMI1.
@@ -57,7 +59,7 @@ pub const FORMS: &[Code] = &[
     Code::Crc32_r32_rm16,
     Code::Crc32_r32_rm32,
     Code::Crc32_r64_rm64,
-    // FSGSBASE (the machine sets CR4.FSGSBASE).
+    // FSGSBASE (the machine sets CR4.FSGSBASE); see `settle`.
     Code::Rdfsbase_r32,
     Code::Rdfsbase_r64,
     Code::Rdgsbase_r32,
@@ -66,7 +68,7 @@ pub const FORMS: &[Code] = &[
     Code::Wrfsbase_r64,
     Code::Wrgsbase_r32,
     Code::Wrgsbase_r64,
-    // RDRAND/RDSEED: see `settle_random`.
+    // RDRAND/RDSEED: see `settle`.
     Code::Rdrand_r16,
     Code::Rdrand_r32,
     Code::Rdrand_r64,
@@ -76,30 +78,62 @@ pub const FORMS: &[Code] = &[
     Code::Prefetchw_m8,
 ];
 
-/// What follows a RDRAND/RDSEED so the snippet compares what is not
-/// random: PUSHFQ keeps its flags (CF=1, the rest clear) on the stack,
-/// the register loses its random bits but keeps what shows it was written
-/// at its size (a 16-bit write keeps bits 16-63, a 32-bit one clears
-/// 32-63), and POPFQ puts the flags back. Empty for other instructions.
-pub fn settle_random(ins: &Instruction, rip: u64) -> Vec<u8> {
-    if !matches!(ins.mnemonic(), Mnemonic::Rdrand | Mnemonic::Rdseed) {
-        return Vec::new();
-    }
-    let r = ins.op_register(0).full_register();
-    let settle = match ins.op_register(0).size() {
-        2 => Instruction::with2(Code::And_rm64_imm32, r, -0x1_0000i32),
-        4 => Instruction::with2(Code::Shr_rm64_imm8, r, 32u32),
-        _ => Instruction::with2(Code::And_rm64_imm32, r, 0i32),
-    };
-    let Ok(settle) = settle else {
-        return Vec::new();
+/// What the generator appends after an instruction of this area so the
+/// snippet compares only what is deterministic (empty for most):
+/// - RDRAND/RDSEED: PUSHFQ keeps their flags (CF=1, the rest clear) on
+///   the stack, the register loses its random bits but keeps what shows
+///   it was written at its size (a 16-bit write keeps bits 16-63, a
+///   32-bit one clears 32-63), and POPFQ puts the flags back.
+/// - WRFSBASE/WRGSBASE: the base is read back into the register (so the
+///   value written, zero-extended from 32 bits or not, is compared) and
+///   the machine's base restored, so later FS/GS-relative SSE accesses
+///   stay aligned: PVM's KVM reports #UD for a misaligned SSE access at
+///   CPL3 where the CPU raises #GP, an artifact the comparison avoids.
+pub fn settle(ins: &Instruction, rip: u64) -> Vec<u8> {
+    let r = ins.op_register(0);
+    let list = match ins.mnemonic() {
+        Mnemonic::Rdrand | Mnemonic::Rdseed => settle_random(r),
+        Mnemonic::Wrfsbase => restore_base(r.full_register(), false),
+        Mnemonic::Wrgsbase => restore_base(r.full_register(), true),
+        _ => return Vec::new(),
     };
     let mut e = Encoder::new(64);
-    let mut out = vec![0x9c]; // PUSHFQ
-    if e.encode(&settle, rip).is_err() {
-        return Vec::new();
+    let mut out = Vec::new();
+    for ins in list.into_iter().flatten() {
+        if e.encode(&ins, rip + out.len() as u64).is_err() {
+            return Vec::new();
+        }
+        out.extend(e.take_buffer());
     }
-    out.extend(e.take_buffer());
-    out.push(0x9d); // POPFQ
     out
+}
+
+fn settle_random(r: Register) -> Vec<Result<Instruction, IcedError>> {
+    let full = r.full_register();
+    let settle = match r.size() {
+        2 => Instruction::with2(Code::And_rm64_imm32, full, -0x1_0000i32),
+        4 => Instruction::with2(Code::Shr_rm64_imm8, full, 32u32),
+        _ => Instruction::with2(Code::And_rm64_imm32, full, 0i32),
+    };
+    vec![
+        Ok(Instruction::with(Code::Pushfq)),
+        settle,
+        Ok(Instruction::with(Code::Popfq)),
+    ]
+}
+
+/// RD?SBASE r64; PUSH r64; MOV r64, machine base; WR?SBASE r64; POP r64.
+fn restore_base(r: Register, gs: bool) -> Vec<Result<Instruction, IcedError>> {
+    let (rd, wr, base) = if gs {
+        (Code::Rdgsbase_r64, Code::Wrgsbase_r64, GS_BASE)
+    } else {
+        (Code::Rdfsbase_r64, Code::Wrfsbase_r64, FS_BASE)
+    };
+    vec![
+        Instruction::with1(rd, r),
+        Instruction::with1(Code::Push_r64, r),
+        Instruction::with2(Code::Mov_r64_imm64, r, base),
+        Instruction::with1(wr, r),
+        Instruction::with1(Code::Pop_r64, r),
+    ]
 }

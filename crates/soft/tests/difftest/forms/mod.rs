@@ -12,7 +12,7 @@ mod simd;
 mod sse4;
 mod x87;
 
-pub use intisa::settle_random;
+pub use intisa::settle;
 
 /// Every area's name and forms.
 pub const AREAS: &[(&str, &[Code])] = &[
