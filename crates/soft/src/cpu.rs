@@ -72,6 +72,11 @@ pub mod msr {
     pub const NB_CFG: u32 = 0xc001_001f;
 }
 
+/// DR6's value with no debug condition recorded (reserved bits set).
+pub const DR6_INIT: u64 = 0xffff_0ff0;
+/// DR6.BS: the last #DB was a single-step trap.
+pub const DR6_BS: u64 = 1 << 14;
+
 /// x87 and SSE registers, kept in FXSAVE terms.
 #[derive(Debug, Clone, Copy)]
 pub struct Fpu {
@@ -163,6 +168,8 @@ pub struct Cpu {
     pub fpu: Fpu,
     /// Interrupts are inhibited for one instruction (after STI, MOV SS).
     pub int_shadow: bool,
+    /// DR6, the debug status: the engine sets BS on a single-step trap.
+    pub dr6: u64,
 }
 
 impl Default for Cpu {
@@ -233,6 +240,7 @@ impl Cpu {
             },
             fpu: Fpu::default(),
             int_shadow: false,
+            dr6: DR6_INIT,
         }
     }
 

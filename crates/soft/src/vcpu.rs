@@ -393,6 +393,51 @@ impl SoftVcpu {
         }
     }
 
+    /// Runs the one instruction at RIP with RFLAGS.TF set, then takes
+    /// the single-step trap (#DB with DR6.BS) unless it faulted.
+    fn single_step(&mut self) -> Option<VmExit> {
+        let slot = match self.cache.lookup(&mut self.core) {
+            Ok(b) => b,
+            Err(Stop::Fault(f)) => {
+                return interrupt::raise(&mut self.core, f)
+                    .is_err()
+                    .then_some(VmExit::Shutdown);
+            }
+            Err(_) => return Some(self.failure()),
+        };
+        let block = self.cache.get(slot);
+        let (Some(ins), Some(f)) = (block.instrs.first(), block.fast.first()) else {
+            return Some(self.failure());
+        };
+        let (retired, end) = match (f.h)(&mut self.core, f, ins) {
+            Ok(()) => {
+                if !f.sets_rip {
+                    self.core.cpu.rip = f.next;
+                }
+                (1, BlockEnd::Other)
+            }
+            Err(stop) => on_stop(&mut self.core, f, stop, &self.signal),
+        };
+        self.core.retired += retired;
+        // INT n, INT3, INTO and INT1 clear TF on their way into the
+        // handler and take no single-step trap.
+        let software_int = matches!(
+            ins.mnemonic(),
+            iced_x86::Mnemonic::Int
+                | iced_x86::Mnemonic::Int3
+                | iced_x86::Mnemonic::Into
+                | iced_x86::Mnemonic::Int1
+        );
+        if retired == 1 && !software_int && matches!(end, BlockEnd::Other | BlockEnd::Kicked) {
+            self.core.cpu.dr6 |= crate::cpu::DR6_BS;
+            let trap = crate::exception::Fault::new(crate::exception::DB);
+            if interrupt::raise(&mut self.core, trap).is_err() {
+                return Some(VmExit::Shutdown);
+            }
+        }
+        self.after_block(end)
+    }
+
     fn run_loop(&mut self) -> VmExit {
         let mut n: u32 = 0;
         // The block just run, when it ended in a way its successor can be
@@ -432,6 +477,13 @@ impl SoftVcpu {
                 Err(_) => return self.failure(),
             }
             self.core.cpu.int_shadow = false;
+            if self.core.cpu.flags.has(flags::TF) {
+                prev = None;
+                if let Some(e) = self.single_step() {
+                    return e;
+                }
+                continue;
+            }
             let chained = prev.and_then(|p| self.cache.chained(p, &self.core));
             let slot = match chained.map_or_else(|| self.cache.lookup(&mut self.core), Ok) {
                 Ok(b) => {

@@ -313,9 +313,11 @@ pub fn popf(core: &mut Core, ins: &Instruction) -> ExecResult {
         can &= 0xffff;
     }
     let new = (old & !can) | (v & can);
-    let if_changed = (old ^ new) & flags::IF != 0;
+    // A change of IF or TF ends the block: the run loop takes pending
+    // interrupts and single-steps at instruction boundaries it sees.
+    let changed = (old ^ new) & (flags::IF | flags::TF) != 0;
     core.cpu.flags.set(new & !flags::RF);
-    if if_changed {
+    if changed {
         return Err(Stop::EndBlock);
     }
     Ok(())

@@ -149,14 +149,22 @@ fn tpr(core: &Core) -> u64 {
 pub fn mov_dr(core: &mut Core, ins: &Instruction) -> ExecResult {
     require_cpl0(core)?;
     if ins.op_register(0).is_gpr() {
-        // Debug registers are not modelled: DR6/DR7 read their reset values.
+        // Breakpoints are not modelled: DR0-3 read 0 and DR7 its reset
+        // value; DR6 holds what single-step traps recorded.
         let n = ins.op_register(1) as u32 - Register::DR0 as u32;
         let v = match n {
-            6 => 0xffff_0ff0,
+            6 => core.cpu.dr6,
             7 => 0x400,
             _ => 0,
         };
         ops::reg_set(&mut core.cpu, ins.op_register(0), v);
+    } else if ins.op_register(0) == Register::DR6 {
+        let v = ops::reg_get(&core.cpu, ins.op_register(1));
+        if v >> 32 != 0 {
+            return Err(Fault::gp(0).into());
+        }
+        // B0-B3, BD, BS and BT are the writable status bits.
+        core.cpu.dr6 = crate::cpu::DR6_INIT | (v & 0xe00f);
     }
     Ok(())
 }
