@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use devices::irqchip::Startup;
 use hypervisor::{
-    CpuidEntry, DeviceIo, FpuState, Regs, Result, SpecialRegs, Vcpu, VcpuKicker, VmExit,
-    XsaveState,
+    CpuidEntry, DeviceIo, FpuState, Regs, Result, SpecialRegs, Vcpu, VcpuKicker, VmExit, XsaveState,
 };
 
 use crate::cache::BlockCache;
