@@ -105,6 +105,13 @@ fn advertised(cpuid: &[CpuidEntry], f: CpuidFeature) -> bool {
         })
 }
 
+/// Does the soft engine's CPUID advertise every feature `code` needs?
+pub fn is_advertised(code: Code) -> bool {
+    static CPUID: std::sync::OnceLock<Vec<CpuidEntry>> = std::sync::OnceLock::new();
+    let cpuid = CPUID.get_or_init(soft_cpuid);
+    code.cpuid_features().iter().all(|&f| advertised(cpuid, f))
+}
+
 /// Every form the soft engine advertises in 64-bit mode.
 fn advertised_forms(cpuid: &[CpuidEntry]) -> Vec<Code> {
     Code::values()

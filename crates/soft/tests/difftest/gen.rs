@@ -7,7 +7,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, Register as 
 
 use super::machine::*;
 use super::operands::{build, operands, pick, MMS, XMMS};
-use super::{knobs, prefix, prologue};
+use super::{knobs, native, prefix, prologue};
 
 /// xorshift64* — deterministic, seedable, no dependency.
 pub struct Rng(u64);
@@ -199,6 +199,12 @@ struct Body {
     /// Flags any instruction left undefined (a later one may fault before
     /// redefining them), masked in the comparison.
     mask_any: u64,
+    /// Where an instruction the CPU refuses with #UD starts (see
+    /// `native`).
+    cpu_ud_at: Option<usize>,
+    /// RBP was changed (LEAVE, ENTER): RBP-based operands are no longer
+    /// aligned.
+    rbp_moved: bool,
 }
 
 impl Body {
@@ -206,9 +212,13 @@ impl Body {
     /// undefined.
     fn push(&mut self, bytes: &[u8], ins: &Instruction) -> bool {
         let read = flag_bits(ins.rflags_read());
-        if read & self.undefined != 0 {
+        if read & self.undefined != 0 || (self.rbp_moved && needs_aligned_rbp(ins)) {
             return false;
         }
+        self.rbp_moved |= matches!(
+            ins.mnemonic(),
+            iced_x86::Mnemonic::Leave | iced_x86::Mnemonic::Enter
+        );
         let undef = flag_bits(ins.rflags_undefined());
         let written = if may_write_no_flags(ins) {
             0
@@ -217,6 +227,9 @@ impl Body {
         };
         self.undefined = (self.undefined & !written) | undef;
         self.mask_any |= undef;
+        if ins.is_invalid() && self.cpu_ud_at.is_none() && native::raises_ud(bytes) {
+            self.cpu_ud_at = Some(self.code.len());
+        }
         self.rip += bytes.len() as u64;
         self.code.extend_from_slice(bytes);
         self.text.push(format!("{ins:<40} {}", hex(bytes)));
@@ -236,6 +249,13 @@ impl Body {
             self.push(b, &ins);
         }
     }
+}
+
+/// An operand drawn aligned off RBP (see `operands::mem_align`): after
+/// LEAVE or ENTER it may be misaligned, where this host's KVM answers for
+/// the CPU.
+fn needs_aligned_rbp(ins: &Instruction) -> bool {
+    ins.memory_base() == R::RBP && super::operands::mem_align(ins.code()) > 0
 }
 
 /// A shift by CL may shift by zero, and a REP string compare may run no
@@ -301,6 +321,7 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         text,
         codes,
         mask_any,
+        cpu_ud_at,
         ..
     } = body;
     code.push(0xf4); // HLT at CPL3: #GP ends the snippet.
@@ -328,7 +349,7 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
     regs.rbx = base();
     regs.rsi = base();
     regs.rdi = base();
-    regs.rbp = base() & !31;
+    regs.rbp = base() & !63;
     let arith = rng.next() & 0x8d5;
     let df = if rng.below(8) == 0 { 1 << 10 } else { 0 };
     regs.rflags = 0x202 | arith | df;
@@ -346,5 +367,6 @@ pub fn snippet(rng: &mut Rng) -> Snippet {
         stack,
         xmm,
         undefined_flags: mask_any,
+        cpu_ud_at,
     }
 }

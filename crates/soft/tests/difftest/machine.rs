@@ -162,6 +162,9 @@ pub struct Snippet {
     pub xmm: [[u8; 16]; 16],
     /// RFLAGS bits whose final value is undefined.
     pub undefined_flags: u64,
+    /// The offset in `code` of an instruction the CPU refuses with #UD
+    /// but this host's KVM emulates: the reference runs UD2 there.
+    pub cpu_ud_at: Option<usize>,
 }
 
 /// What a snippet left behind.

@@ -8,6 +8,7 @@ pub mod fpvalues;
 pub mod gen;
 pub mod knobs;
 pub mod machine;
+pub mod native;
 pub mod operands;
 pub mod prefix;
 pub mod prologue;

@@ -1,7 +1,7 @@
 //! Operand drawing: for each iced-x86 operand kind of a form, a random
 //! register, memory operand or immediate, and the `Instruction` built from
 //! them. Memory operands are based on RBX/RSI/RDI/RBP, which the snippet
-//! points into the data page (RBP 32-byte aligned), so the other GPRs
+//! points into the data page (RBP 64-byte aligned), so the other GPRs
 //! stay free for register operands.
 
 use iced_x86::{Code, Instruction, MemoryOperand, OpCodeOperandKind as K, OpKind, Register as R};
@@ -134,10 +134,10 @@ fn mem(rng: &mut Rng) -> MemoryOperand {
     MemoryOperand::with_base_displ(base, disp)
 }
 
-/// A memory operand off RBP aligned to `align` bytes (16 or 32). Vector
-/// forms only get aligned memory: under this machine's KVM a misaligned
-/// SSE access at CPL3 comes back as #UD (its emulator's verdict), not the
-/// CPU's #GP.
+/// A memory operand off RBP (64-byte aligned) aligned to `align` bytes.
+/// Vector forms only get aligned memory: under this machine's KVM a
+/// misaligned SSE access at CPL3 comes back as #UD (its emulator's
+/// verdict), not the CPU's #GP.
 fn aligned(rng: &mut Rng, align: i64) -> MemoryOperand {
     let slots = 256 / align;
     MemoryOperand::with_base_displ(R::RBP, (rng.below(slots as u64) as i64 - slots / 2) * align)
@@ -176,10 +176,36 @@ pub fn is_vector(code: Code) -> bool {
 /// kind the generator does not draw (VSIB, AVX-512 masks, ...).
 pub fn operands(rng: &mut Rng, code: Code) -> Option<Vec<Op>> {
     let oc = code.op_code();
-    let vector = is_vector(code);
+    let align = mem_align(code);
     (0..oc.op_count())
-        .map(|i| operand(rng, oc.op_kind(i), vector))
+        .map(|i| operand(rng, oc.op_kind(i), align))
         .collect()
+}
+
+/// The alignment of the form's `mem` operands: 64 for the XSAVE family,
+/// 16 for FXSAVE/FXRSTOR, 32 for vector forms, none (0) for the rest. A
+/// misaligned access that faults is out of reach on this host: its KVM
+/// answers the CPU's #GP by emulating the instruction (SSE: #UD,
+/// FXSAVE/FXRSTOR: executed).
+pub fn mem_align(code: Code) -> i64 {
+    use iced_x86::Mnemonic as M;
+    match code.mnemonic() {
+        M::Xsave
+        | M::Xsave64
+        | M::Xsaveopt
+        | M::Xsaveopt64
+        | M::Xsavec
+        | M::Xsavec64
+        | M::Xsaves
+        | M::Xsaves64
+        | M::Xrstor
+        | M::Xrstor64
+        | M::Xrstors
+        | M::Xrstors64 => 64,
+        M::Fxsave | M::Fxsave64 | M::Fxrstor | M::Fxrstor64 => 16,
+        _ if is_vector(code) => 32,
+        _ => 0,
+    }
 }
 
 /// A register from `regs`, or in one case in three a memory operand.
@@ -191,8 +217,7 @@ fn reg_or_mem(rng: &mut Rng, regs: &[R], m: impl FnOnce(&mut Rng) -> MemoryOpera
     }
 }
 
-fn operand(rng: &mut Rng, k: K, vector: bool) -> Option<Op> {
-    let m: fn(&mut Rng) -> MemoryOperand = if vector { |r| aligned(r, 32) } else { mem };
+fn operand(rng: &mut Rng, k: K, align: i64) -> Option<Op> {
     Some(match k {
         K::r8_or_mem => reg_or_mem(rng, P8, mem),
         K::r16_or_mem => reg_or_mem(rng, P16, mem),
@@ -202,7 +227,8 @@ fn operand(rng: &mut Rng, k: K, vector: bool) -> Option<Op> {
         K::ymm_or_mem => reg_or_mem(rng, YMMS, |r| aligned(r, 32)),
         // MMX memory operands have no alignment rule.
         K::mm_or_mem => reg_or_mem(rng, MMS, mem),
-        K::mem => Op::Mem(m(rng)),
+        K::mem if align > 0 => Op::Mem(aligned(rng, align)),
+        K::mem => Op::Mem(mem(rng)),
         K::mm_reg | K::mm_rm => Op::Reg(pick(rng, MMS)),
         K::st0 => Op::Reg(R::ST0),
         K::sti_opcode => Op::Reg(pick(rng, STS)),

@@ -4,7 +4,7 @@
 //! bases), 66h, 67h, F2h/F3h, LOCK (#UD where illegal), REX.W set or
 //! cleared, a plain REX, and a REX made void by a legacy prefix after it.
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
 
 use super::gen::Rng;
 
@@ -57,27 +57,17 @@ pub fn mutate(rng: &mut Rng, bytes: &[u8], rip: u64) -> Option<(Vec<u8>, Instruc
     if rng.below(4) == 0 {
         vary(rng, &mut b);
     }
-    if b.contains(&0xf0) && emulated_by_host(bytes, rip) {
+    let (b, ins) = decoded(b, rip)?;
+    let was = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE).decode();
+    // Not an instruction of a feature the engine does not advertise (the
+    // CPU has it: RDPID from RDSEED with F3h), and no alignment the
+    // operand was not drawn for (66h turning an MMX form into an SSE
+    // one): see `operands::mem_align`.
+    let unaligned = super::operands::mem_align(ins.code()) > super::operands::mem_align(was.code());
+    if unaligned || !super::advertised::is_advertised(ins.code()) {
         return None;
     }
-    decoded(b, rip)
-}
-
-/// Instructions whose #UD this machine's KVM (PVM) catches and emulates
-/// itself, ignoring a LOCK prefix (the CPU raises #UD): RDRAND, RDSEED
-/// and RD/WR FS/GS BASE. No LOCK is put in front of them (an artifact of
-/// the host, listed in the README).
-fn emulated_by_host(bytes: &[u8], rip: u64) -> bool {
-    let ins = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE).decode();
-    matches!(
-        ins.mnemonic(),
-        Mnemonic::Rdrand
-            | Mnemonic::Rdseed
-            | Mnemonic::Rdfsbase
-            | Mnemonic::Rdgsbase
-            | Mnemonic::Wrfsbase
-            | Mnemonic::Wrgsbase
-    )
+    Some((b, ins))
 }
 
 /// `bytes` decoded at `rip`, cut to the instruction's length.

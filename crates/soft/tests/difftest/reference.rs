@@ -64,6 +64,12 @@ impl Reference {
 
     pub fn run(&mut self, s: &Snippet) -> Result<Outcome, String> {
         load(&self.mem, s);
+        if let Some(at) = s.cpu_ud_at {
+            // The CPU's #UD where this host's KVM would emulate.
+            let _ = self
+                .mem
+                .write_slice(&[0x0f, 0x0b], GuestAddress(CODE + at as u64));
+        }
         let u = user_sregs();
         let mut sr = self.vcpu.get_sregs().map_err(|e| e.to_string())?;
         // The snippet's segments, tables and control registers; CR2 starts
