@@ -1,20 +1,21 @@
 //! The soft engine against the real CPU on random instruction bytes.
 //!
-//! Each input is run twice in the differential harness's machine
+//! Each input runs in the differential harness's machine
 //! (`crates/soft/tests/difftest`, included below by path, not copied): at
 //! CPL3 under KVM, which on these PVM hosts executes user code natively on
-//! the CPU, and under the soft engine. Any difference in the compared state
-//! (general registers, defined flags, exception vector/error/RIP/CR2, data
-//! and stack pages, XMM, x87 registers with FTW/FSW, and whatever else the
-//! harness's `Outcome` grows) fails the input, and so does an instruction
-//! the CPU runs but the engine stops on (`EmulationFailure`), a soft-side
-//! error, or an engine that hangs where the CPU finished (libFuzzer's
-//! `-timeout`).
+//! the CPU, and on the soft engine in each of its tiers (translator,
+//! interpreter with fast handlers, interpreter alone). Any difference in the
+//! compared state (general registers, defined flags, exception
+//! vector/error/RIP/CR2, data and stack pages, XMM/YMM, x87 state, MXCSR,
+//! the XSAVE image: whatever the harness's `Outcome` holds) fails the
+//! input, and so does an instruction the CPU runs but the engine stops on
+//! (`EmulationFailure`), a soft-side error, or an engine that hangs where
+//! the CPU finished (libFuzzer's `-timeout`).
 //!
 //! Input layout:
 //! - bytes 0..8: seed of the harness's generator, which draws the random
-//!   start state (registers, data and stack pages, XMM/MMX/x87 contents and
-//!   whatever its prologue loads);
+//!   start state (registers, data and stack pages, XMM/YMM/MMX/x87
+//!   contents, MXCSR and FCW, as its prologue loads them);
 //! - bytes 8..10: MXCSR, 10..12: x87 control word, loaded after the
 //!   generator's prologue (any 16-bit value is a valid MXCSR here);
 //! - bytes 12..: the instruction bytes (at most [`MAX_BODY`]), run as they
@@ -26,30 +27,48 @@
 //!    make endless loops (`jmp $`, `loop $` with a huge RCX); the CPU is
 //!    stopped by a signal (see `watchdog`) and the engine is not run.
 //! 2. Flags: those that any instruction of the body, decoded in sequence,
-//!    leaves undefined (iced's `rflags_undefined`) are masked, as the
-//!    harness does. On a difference only, two wider checks follow: the flags
-//!    left undefined by an instruction decodable at *any* offset of the body
-//!    (a jump into the middle of an instruction) are masked too, and an
-//!    input in which an instruction reads (branches on, pushes, adds in) a
-//!    flag an earlier one left undefined is not compared.
+//!    leaves undefined (iced's `rflags_undefined`, and OF after a shift or
+//!    rotate by a count other than 1) are masked, as the harness does. On a
+//!    difference only, two wider checks follow: the flags left undefined by
+//!    an instruction decodable at *any* offset of the body (a jump into the
+//!    middle of an instruction) are masked too, and an input in which an
+//!    instruction reads (branches on, pushes, adds in) a flag an earlier
+//!    one left undefined is not compared.
 //! 3. Non-deterministic instructions: RDTSC, RDTSCP, RDPID, RDRAND, RDSEED,
 //!    and CPUID (KVM's CPUID table is not the engine's CPU model): an input
 //!    where one is decodable at any offset of the body is not compared when
 //!    it differs.
-//! 4. Known artifacts of the PVM host: (a) a misaligned legacy-SSE memory
-//!    access at CPL3 comes back from KVM as #UD where the CPU architecture
-//!    (and the engine) give #GP(0): accepted when the faulting instruction
-//!    is an SSE-family instruction with a memory operand and everything
-//!    else matches; (b) an input on which KVM itself fails (an internal or
-//!    emulation error of the host's CPL0 emulator) is not compared, and is
-//!    counted on stderr; (c) KVM delivers INT3 (`CC`) at CPL3 as #BP after
-//!    the instruction, ignoring the IDT gate's DPL 0, where the CPU gives
-//!    #GP(0x1a) at the INT3: accepted when everything else matches (the
-//!    code page is filled with INT3 past the input's bytes, so any jump
-//!    forward lands on one); (d) KVM lets port I/O at CPL3 through to the
-//!    VMM (the reference's exit loop reads zeros) where the CPU, with IOPL
-//!    0 and no I/O bitmap, gives #GP(0): when the engine gives #GP(0) at
-//!    IN/OUT/INS/OUTS and the CPU went past it, the input is not compared.
+//! 4. Artifacts of the PVM host, where KVM, not the CPU, has the last word:
+//!    (a) PVM turns the CPU's #GP at CPL3 into #UD when its emulator does
+//!    not know the instruction (a misaligned SSE operand, a non-canonical
+//!    address, INT n through a DPL-0 gate): accepted when KVM says #UD and
+//!    the engine #GP at the same RIP, everything else equal, for a valid
+//!    instruction without LOCK with a memory operand, or INT n;
+//!    (b) an input on which KVM itself fails (an error of the host's CPL0
+//!    emulator) is not compared, and is counted on stderr;
+//!    (c) KVM delivers INT3 (`CC`) at CPL3 as #BP after the instruction,
+//!    ignoring the gate's DPL 0, where the CPU gives #GP(0x1a) at the INT3:
+//!    accepted when everything else matches (the code page is INT3 past
+//!    the input's bytes, so any jump forward lands on one);
+//!    (d) KVM lets port I/O at CPL3 through to the VMM (the reference's
+//!    exit loop reads zeros) where the CPU, with IOPL 0 and no I/O bitmap,
+//!    gives #GP(0), and emulates INS/OUTS (reading or writing memory
+//!    first): when the engine gives #GP(0) at IN/OUT/INS/OUTS, the input is
+//!    not compared;
+//!    (e) IRET, far transfers, segment loads, LAR/LSL/VERR/VERW and
+//!    SGDT/SIDT/SLDT/STR/SMSW use the host's descriptor tables under PVM:
+//!    an input with one in the body in sequence or at either exit's RIP is
+//!    not compared;
+//!    (f) VEX/XOP code while the guest's CR4.OSXSAVE is clear, and EVEX
+//!    code always (the guest's XCR0 has no AVX-512 state), run under the
+//!    host's CR4 and XCR0: the engine's #UD there is accepted;
+//!    (g) XGETBV and the XSAVE family see the host's XCR0, and KVM runs a
+//!    misaligned FXSAVE/FXRSTOR that the CPU refuses with #GP(0): an input
+//!    with one in the body in sequence or at either exit's RIP is not
+//!    compared;
+//!    (h) guest code runs with the host's CR0.AM set: after POPF sets AC,
+//!    the CPU raises #AC (vector 17) on a misaligned access where the
+//!    guest's CR0.AM is clear; an input where KVM says #AC is not compared.
 #![no_main]
 
 #[allow(dead_code, unused_imports, clippy::all)]
@@ -62,7 +81,7 @@ use std::time::Duration;
 use difftest::gen::{snippet, Rng};
 use difftest::machine::{Outcome, Snippet, CODE, DATA, STACK};
 use difftest::reference::Reference;
-use difftest::softrun::SoftRunner;
+use difftest::softrun::{SoftRunner, Tier};
 use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter, Instruction, Mnemonic};
 use libfuzzer_sys::fuzz_target;
 
@@ -78,7 +97,9 @@ const FCW_SLOT: u64 = STACK + 0xc84;
 
 struct Engines {
     cpu: Reference,
-    soft: SoftRunner,
+    /// One vCPU per tier of the engine (translator, interpreter with its
+    /// fast handlers, interpreter alone), as the differential test runs.
+    soft: Vec<SoftRunner>,
 }
 
 thread_local! {
@@ -86,17 +107,14 @@ thread_local! {
 }
 
 fn engines() -> Engines {
-    // The same tiers as the differential test: every block translated on
-    // its first run, and an emitter failure is a failure.
-    if std::env::var_os("VESSEL_SOFT_JIT_HOT").is_none() {
-        std::env::set_var("VESSEL_SOFT_JIT_HOT", "0");
-    }
-    std::env::set_var("VESSEL_SOFT_JIT_STRICT", "1");
     let cpu = Reference::new().unwrap_or_else(|e| panic!("soft_vs_cpu needs /dev/kvm: {e}"));
     watchdog::start();
     Engines {
         cpu,
-        soft: SoftRunner::new(),
+        soft: [Tier::Jit, Tier::Interp, Tier::Slow]
+            .into_iter()
+            .map(SoftRunner::new)
+            .collect(),
     }
 }
 
@@ -119,8 +137,17 @@ fn build(data: &[u8]) -> Option<Snippet> {
     let mxcsr = u16::from_le_bytes([data[8], data[9]]);
     let fcw = u16::from_le_bytes([data[10], data[11]]);
     let body = &data[12..data.len().min(12 + MAX_BODY)];
-    let mut s = snippet(&mut Rng::new(seed));
-    let mut code = s.code[..prologue_len(&s)].to_vec();
+    // The start state and prologue of a generated snippet (drawn again,
+    // from the same seed's stream, in the rare case its body's layout is
+    // not plain: see `prologue_len`).
+    let mut rng = Rng::new(seed);
+    let (mut s, len) = loop {
+        let s = snippet(&mut rng);
+        if let Some(len) = prologue_len(&s) {
+            break (s, len);
+        }
+    };
+    let mut code = s.code[..len].to_vec();
     // ldmxcsr [MXCSR_SLOT]; fldcw [FCW_SLOT]
     code.extend_from_slice(&[0x0f, 0xae, 0x14, 0x25]);
     code.extend_from_slice(&(MXCSR_SLOT as u32).to_le_bytes());
@@ -140,26 +167,22 @@ fn build(data: &[u8]) -> Option<Snippet> {
 }
 
 /// Where the generator's prologue ends in one of its snippets: the code is
-/// prologue, one instruction per `text` line, HLT.
-fn prologue_len(s: &Snippet) -> usize {
-    let mut ends = Vec::new();
+/// prologue, one instruction per `codes` entry, HLT. None when decoding
+/// the code in sequence does not end that way (a prefix the generator put
+/// in front of an instruction can make the decoder split the bytes
+/// differently).
+fn prologue_len(s: &Snippet) -> Option<usize> {
+    let mut ends = vec![0];
+    let mut codes = Vec::new();
     let mut d = Decoder::with_ip(64, &s.code, CODE, DecoderOptions::NONE);
-    let mut last = Mnemonic::INVALID;
     while d.can_decode() {
-        let ins = d.decode();
+        codes.push(d.decode().code());
         ends.push(d.position());
-        last = ins.mnemonic();
     }
-    assert!(
-        last == Mnemonic::Hlt && ends.len() > s.text.len(),
-        "the differential generator's snippet layout changed: prologue, body, HLT expected"
-    );
-    let n = ends.len() - 1 - s.text.len();
-    if n == 0 {
-        0
-    } else {
-        ends[n - 1]
-    }
+    let n = codes.len().checked_sub(s.codes.len() + 1)?;
+    let plain =
+        codes.last() == Some(&iced_x86::Code::Hlt) && codes[n..codes.len() - 1] == s.codes[..];
+    plain.then_some(ends[n])
 }
 
 fn disassemble(code: &[u8], ip: u64) -> Vec<String> {
@@ -292,7 +315,7 @@ fn nondeterministic(body: &[u8], ip: u64) -> Option<Mnemonic> {
 /// snippet can reach.
 fn instruction_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Instruction> {
     let bytes = bytes_at(s, o, addr)?;
-    Some(Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE).decode())
+    Some(Decoder::with_ip(64, &bytes, addr, DecoderOptions::NONE).decode())
 }
 
 /// Rule 4a: PVM turns the CPU's #GP at CPL3 into #UD when its instruction
@@ -384,17 +407,57 @@ fn host_xsave_state(s: &Snippet, soft: &Outcome) -> bool {
     }
 }
 
-/// The bytes at a guest address as the snippet left them: the code page
-/// (HLT-filled as `load` fills it: INT3), data and stack pages.
-fn bytes_at<'a>(s: &'a Snippet, o: &'a Outcome, addr: u64) -> Option<&'a [u8]> {
-    let within = |base: u64, v: &'a [u8]| {
-        let off = usize::try_from(addr.checked_sub(base)?).ok()?;
-        v.get(off..).filter(|b| !b.is_empty())
+/// Rule 4g: XSAVE-family instructions and XGETBV run at CPL3 with the
+/// host's XCR0 (AVX-512 and AMX state on) where the guest's is 7, and this
+/// host's KVM executes a misaligned FXSAVE/FXRSTOR where the CPU gives
+/// #GP(0): an input with one of them in the body in sequence or at either
+/// exit's RIP is not compared.
+fn host_xcr0(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip: u64) -> bool {
+    let xsave = |i: &Instruction| {
+        use Mnemonic as M;
+        matches!(
+            i.mnemonic(),
+            M::Xgetbv
+                | M::Xsave
+                | M::Xsave64
+                | M::Xsaveopt
+                | M::Xsaveopt64
+                | M::Xsavec
+                | M::Xsavec64
+                | M::Xsaves
+                | M::Xsaves64
+                | M::Xrstor
+                | M::Xrstor64
+                | M::Xrstors
+                | M::Xrstors64
+                | M::Fxsave
+                | M::Fxsave64
+                | M::Fxrstor
+                | M::Fxrstor64
+        )
     };
-    within(CODE, &s.code)
-        .or_else(|| within(DATA, &o.data))
-        .or_else(|| within(STACK, &o.stack))
-        .or_else(|| (CODE..CODE + 0x1000).contains(&addr).then_some(&[0xcc][..]))
+    linear(body, ip).iter().any(xsave)
+        || [cpu.rip, soft.rip]
+            .iter()
+            .filter_map(|&r| instruction_at(s, soft, r))
+            .any(|i| xsave(&i))
+}
+
+/// Up to 15 bytes at a guest address as the snippet left them: the code
+/// page (INT3 past the code, as `load` fills it), data and stack pages.
+fn bytes_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Vec<u8>> {
+    let within = |base: u64, v: &[u8], len: usize| {
+        let off = usize::try_from(addr.checked_sub(base)?).ok()?;
+        (off < len).then(|| {
+            let mut b: Vec<u8> = v.iter().skip(off).take(15).copied().collect();
+            b.resize(15, 0xcc);
+            b.truncate(len - off);
+            b
+        })
+    };
+    within(CODE, &s.code, 0x1000)
+        .or_else(|| within(DATA, &o.data, o.data.len()))
+        .or_else(|| within(STACK, &o.stack, o.stack.len()))
 }
 
 /// Rule 4c: KVM delivers INT3 (CC) at CPL3 as #BP after the instruction,
@@ -405,7 +468,7 @@ fn pvm_int3(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
     if (cpu.vector, soft.vector, soft.error) != (3, 13, Some(0x1a)) {
         return false;
     }
-    if bytes_at(s, soft, soft.rip).and_then(|b| b.first()) != Some(&0xcc) {
+    if bytes_at(s, soft, soft.rip).and_then(|b| b.first().copied()) != Some(0xcc) {
         return false;
     }
     let mut patched = soft.clone();
@@ -417,17 +480,16 @@ fn pvm_int3(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
 }
 
 /// Rule 4d: KVM lets port I/O at CPL3 through to the VMM (the reference
-/// reads zeros) where the CPU checks IOPL 0 and the TSS's I/O bitmap (none
-/// here) and gives #GP(0): the engine's #GP(0) at an I/O instruction the
-/// CPU went past is not compared further.
-fn pvm_port_io(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
-    if (soft.vector, soft.error) != (13, Some(0)) || cpu.rip == soft.rip {
+/// reads zeros) and emulates INS/OUTS, memory access first, where the CPU
+/// checks IOPL 0 and the TSS's I/O bitmap (none here) and gives #GP(0):
+/// the engine's #GP(0) at an I/O instruction is not compared further.
+fn pvm_port_io(s: &Snippet, soft: &Outcome) -> bool {
+    if (soft.vector, soft.error) != (13, Some(0)) {
         return false;
     }
-    let Some(bytes) = bytes_at(s, soft, soft.rip) else {
+    let Some(ins) = instruction_at(s, soft, soft.rip) else {
         return false;
     };
-    let ins = Decoder::with_ip(64, bytes, soft.rip, DecoderOptions::NONE).decode();
     matches!(
         ins.mnemonic(),
         Mnemonic::In
@@ -456,15 +518,22 @@ fn check(e: &mut Engines, s: &Snippet, body: &[u8]) {
             return;
         }
     };
-    let soft = match e.soft.run(s) {
-        Ok(o) => o,
-        Err(err) => fail(
-            s,
-            &format!("the engine failed where the CPU ran: {err}"),
-            &cpu,
-            None,
-        ),
-    };
+    for soft in &mut e.soft {
+        let tier = soft.tier;
+        match soft.run(s) {
+            Ok(o) => compare(s, body, body_ip, &cpu, &o, tier),
+            Err(err) => fail(
+                s,
+                &format!("the engine ({tier:?} tier) failed where the CPU ran: {err}"),
+                &cpu,
+                None,
+            ),
+        }
+    }
+}
+
+/// Compares one tier's outcome with the CPU's, by the rules.
+fn compare(s: &Snippet, body: &[u8], body_ip: u64, cpu: &Outcome, soft: &Outcome, tier: Tier) {
     if cpu == soft {
         return;
     }
@@ -479,18 +548,20 @@ fn check(e: &mut Engines, s: &Snippet, body: &[u8]) {
         || reads_undefined(body, body_ip)
         || pvm_gp_as_ud(s, &c, &g)
         || pvm_int3(s, &c, &g)
-        || pvm_port_io(s, &c, &g)
+        || pvm_port_io(s, &g)
         || descriptor_tables(s, &c, &g, body, body_ip)
         || host_xsave_state(s, &g)
+        || host_xcr0(s, &c, &g, body, body_ip)
+        || (c.vector == 17 && difftest::machine::user_sregs().cr0 & (1 << 18) == 0)
         || nondeterministic(body, body_ip).is_some()
     {
         return;
     }
     let what = format!(
-        "the engine differs from the CPU (flags masked: {:#x}, on difference {wide:#x})",
+        "the engine ({tier:?} tier) differs from the CPU (flags masked: {:#x}, on difference {wide:#x})",
         s.undefined_flags
     );
-    fail(s, &what, &cpu, Some(&soft));
+    fail(s, &what, cpu, Some(soft));
 }
 
 fn fail(s: &Snippet, what: &str, cpu: &Outcome, soft: Option<&Outcome>) -> ! {
