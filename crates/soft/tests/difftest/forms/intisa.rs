@@ -76,6 +76,7 @@ pub const FORMS: &[Code] = &[
     Code::Rdseed_r32,
     Code::Rdseed_r64,
     Code::Prefetchw_m8,
+    Code::Prefetch_m8,
 ];
 
 /// What the generator appends after an instruction of this area so the
