@@ -255,7 +255,7 @@ impl Body {
 /// LEAVE or ENTER it may be misaligned, where this host's KVM answers for
 /// the CPU.
 fn needs_aligned_rbp(ins: &Instruction) -> bool {
-    ins.memory_base() == R::RBP && super::operands::mem_align(ins.code()) > 0
+    matches!(ins.memory_base(), R::RBP | R::EBP) && super::operands::mem_align(ins.code()) > 0
 }
 
 /// A shift by CL may shift by zero, and a REP string compare may run no
