@@ -30,6 +30,20 @@ fn check(core: &Core) -> ExecResult {
     Ok(())
 }
 
+/// Whether the linear address of `seg:off` (segment base included, as
+/// the CPU checks it) is not a multiple of `align`; a segment fault on
+/// the operand comes first.
+pub(crate) fn misaligned(
+    core: &Core,
+    seg: usize,
+    off: u64,
+    align: u64,
+    write: bool,
+) -> Result<bool, Fault> {
+    let lin = core.seg_lin(seg, off, align, write)?;
+    Ok(lin % align != 0)
+}
+
 /// Reads a 128-bit (or narrower, zero-extended) operand.
 pub(super) fn get(core: &mut Core, ins: &Instruction, i: u32, aligned: bool) -> ExecResult<u128> {
     match ins.op_kind(i) {
@@ -44,7 +58,7 @@ pub(super) fn get(core: &mut Core, ins: &Instruction, i: u32, aligned: bool) -> 
         OpKind::Memory => {
             let size = ins.memory_size().size();
             let (s, off) = ops::mem_loc(core, ins, i);
-            if size == 16 && aligned && off % 16 != 0 {
+            if size == 16 && aligned && misaligned(core, s, off, 16, false)? {
                 return Err(Fault::gp(0).into());
             }
             let mut b = [0u8; 16];
@@ -76,7 +90,7 @@ pub(super) fn put(
         }
         _ => {
             let (s, off) = ops::mem_loc(core, ins, i);
-            if bytes == 16 && aligned && off % 16 != 0 {
+            if bytes == 16 && aligned && misaligned(core, s, off, 16, true)? {
                 return Err(Fault::gp(0).into());
             }
             core.write_seg_buf(s, off, &v.to_le_bytes()[..bytes])

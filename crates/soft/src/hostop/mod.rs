@@ -40,7 +40,7 @@ use iced_x86::Instruction;
 use crate::core::Core;
 use crate::cpu::CR4_OSXMMEXCPT;
 use crate::exception::{ExecResult, Fault, Stop, XM};
-use crate::exec::{mmx, ops};
+use crate::exec::{mmx, ops, sse};
 use call::{Entry, Ran};
 use form::{Form, Plan};
 use stub::Ctx;
@@ -68,7 +68,8 @@ fn run(core: &mut Core, ins: &Instruction, form: &Form, e: &Entry) -> ExecResult
         _ => None,
     };
     if let Some((s, off)) = loc {
-        if p.align != 0 && off % u64::from(p.align) != 0 {
+        let align = u64::from(p.align);
+        if align != 0 && sse::misaligned(core, s, off, align, p.mem_write && !p.mem_read)? {
             return Err(Fault::gp(0).into());
         }
         if p.mem_read {
