@@ -1,8 +1,10 @@
-//! SSE/SSE2: 128-bit moves, float logical operations, scalar and packed
-//! single/double arithmetic, conversions, (U)COMIS and MXCSR access; the
-//! XMM operand access the SSE modules share. Instructions with an MMX
-//! register go to `mmx`; packed integer operations live in `sse2`; the
-//! x87 (with FXSAVE/FXRSTOR) is in `x87`.
+//! SSE/SSE2: the checks every SSE instruction makes (CR0.EM/TS,
+//! CR4.OSFXSR), 128-bit moves, float logical operations and MXCSR access;
+//! the XMM operand access and alignment rule the SSE modules share. The
+//! float arithmetic, compares, (U)COMIS and conversions run by the host's
+//! own instruction (`crate::hostop`). Instructions with an MMX register
+//! go to `mmx`; packed integer operations live in `sse2`; the x87 (with
+//! FXSAVE/FXRSTOR) is in `x87`.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 

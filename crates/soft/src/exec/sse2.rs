@@ -3,8 +3,9 @@
 //! ([`packed_int`], over 128 or 64 bits): add/subtract (wrapping and
 //! saturating), logic, compares, min/max/average, multiplies, sum of
 //! absolute differences, shifts, packs and unpacks. Also word shuffles,
-//! float shuffles and unpacks, mask extraction, word insert/extract,
-//! packed float compares and conversions.
+//! float shuffles and unpacks, mask extraction, word insert/extract and
+//! MASKMOVDQU. SSE3 and later go to `crate::hostop` (#UD for a form it
+//! does not run).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
