@@ -52,9 +52,11 @@ enum Op {
     Emms,
     MovdRead,
     Fnstsw,
+    Vextractf128,
+    Vcvtpd2dq256,
 }
 
-const OPS: [Op; 13] = [
+const OPS: [Op; 15] = [
     Op::None,
     Op::Pxor,
     Op::Vpcmpeqd256,
@@ -68,6 +70,8 @@ const OPS: [Op; 13] = [
     Op::Emms,
     Op::MovdRead,
     Op::Fnstsw,
+    Op::Vextractf128,
+    Op::Vcvtpd2dq256,
 ];
 
 const SAVES: [Save; 5] = [
@@ -132,6 +136,15 @@ fn op(a: &mut CodeAssembler, o: Op) -> Result<(), IcedError> {
         Op::Emms => a.emms()?,
         Op::MovdRead => a.movd(ecx, xmm0)?,
         Op::Fnstsw => a.fnstsw(ax)?,
+        // 256-bit forms with an XMM destination: AVX in use all the same.
+        Op::Vextractf128 => {
+            a.vzeroall()?;
+            a.vextractf128(xmm1, ymm0, 1)?;
+        }
+        Op::Vcvtpd2dq256 => {
+            a.vzeroall()?;
+            a.vcvtpd2dq(xmm1, ymm0)?;
+        }
     }
     Ok(())
 }

@@ -64,21 +64,20 @@ fn check(core: &Core) -> ExecResult {
     Ok(())
 }
 
-/// Records the XSAVE components a completed VEX instruction wrote: a YMM
-/// destination puts SSE and AVX in use; an XMM destination puts SSE in
-/// use and, having cleared the upper half, counts AVX as modified.
+/// Records the XSAVE components a completed VEX instruction wrote, as
+/// this host's CPU tracks them: a 256-bit form (VEX.L=1) writing a vector
+/// register puts SSE and AVX in use, even with an XMM destination
+/// (VEXTRACTF128, VCVTPD2DQ); a 128-bit or scalar form puts SSE in use
+/// and, having cleared the upper half, counts AVX as modified. Forms that
+/// only read vectors (VPTEST, VCOMISS, stores) change nothing.
 pub(crate) fn note(core: &mut Core, ins: &Instruction) {
     use Mnemonic as M;
     if ins.op0_kind() != OpKind::Register {
         return;
     }
     let r = ins.op0_register();
-    let f = &mut core.cpu.fpu;
-    if r.is_ymm() {
-        f.xinuse |= SSE | AVX;
-        f.xmodified |= SSE | AVX;
-    } else if r.is_xmm()
-        && !matches!(
+    if !(r.is_xmm() || r.is_ymm())
+        || matches!(
             ins.mnemonic(),
             M::Vptest
                 | M::Vtestps
@@ -92,9 +91,26 @@ pub(crate) fn note(core: &mut Core, ins: &Instruction) {
                 | M::Vpcmpestri64
         )
     {
-        f.xinuse |= SSE;
-        f.xmodified |= SSE | AVX;
+        return;
     }
+    let f = &mut core.cpu.fpu;
+    if wide(ins) {
+        f.xinuse |= SSE | AVX;
+    } else {
+        f.xinuse |= SSE;
+    }
+    f.xmodified |= SSE | AVX;
+}
+
+/// Whether a VEX form is 256-bit (VEX.L=1): it names a YMM register or a
+/// 32-byte memory operand (every L=1 form does; 128-bit and scalar forms
+/// never do).
+fn wide(ins: &Instruction) -> bool {
+    (0..ins.op_count()).any(|i| match ins.op_kind(i) {
+        OpKind::Register => ins.op_register(i).is_ymm(),
+        OpKind::Memory => ins.memory_size().size() == 32 || ins.memory_index().is_ymm(),
+        _ => false,
+    })
 }
 
 /// The register number of a vector register and whether it is a YMM.

@@ -428,16 +428,14 @@ fn decode_x87(f: &mut Fpu, img: &[u8; AREA], rex_w: bool) {
 }
 
 /// The state as `hypervisor::Vcpu::xsave` gives it: a standard-format
-/// image with XSTATE_BV = XINUSE & XCR0, SSE counted in use when MXCSR
-/// is not 1F80H (as KVM reports it: it saves with XSAVES, which has
-/// XSAVEC's rule).
+/// image whose XSTATE_BV marks the legacy region's components (x87, SSE)
+/// present whenever XCR0 enables them and AVX as XINUSE says, as KVM's
+/// KVM_GET_XSAVE reports it (measured with the differential harness:
+/// after VZEROALL with MXCSR at 1F80H, KVM's image still has SSE set).
 pub fn state(f: &Fpu) -> hypervisor::XsaveState {
     let mut img = [0u8; AREA];
     encode(f, &mut img, true);
-    let mut bv = u64::from(f.xinuse) & f.xcr0;
-    if f.mxcsr != MXCSR_RESET {
-        bv |= u64::from(SSE) & f.xcr0;
-    }
+    let bv = (u64::from(f.xinuse) | u64::from(X87 | SSE)) & f.xcr0;
     img[HEADER..HEADER + 8].copy_from_slice(&bv.to_le_bytes());
     hypervisor::XsaveState {
         xcr0: f.xcr0,

@@ -5,6 +5,7 @@
 
 use iced_x86::Code;
 
+mod avx;
 mod crypto;
 mod int;
 mod intisa;
@@ -22,4 +23,5 @@ pub const AREAS: &[(&str, &[Code])] = &[
     ("sse4", sse4::FORMS),
     ("crypto", crypto::FORMS),
     ("x87", x87::FORMS),
+    ("avx", avx::FORMS),
 ];
