@@ -129,7 +129,10 @@ fn load(core: &Core, form: &Form, p: &Plan, ctx: &mut Ctx) {
 /// `Ok(Err(flags))`: it raised an unmasked exception, and `flags` are
 /// those the CPU set.
 fn numeric(core: &Core, e: &Entry, ctx: &mut Ctx) -> ExecResult<Result<u32, u32>> {
-    ctx.mxcsr = core.cpu.fpu.mxcsr & !FLAGS;
+    // Bits 16-31 are reserved (#GP on LDMXCSR, so a stub must never load
+    // them); the engine never lets the guest set them, and this keeps it
+    // so.
+    ctx.mxcsr = core.cpu.fpu.mxcsr & 0xffff & !FLAGS;
     match core.hostop.run(e, ctx) {
         Ran::Done => Ok(Ok(ctx.mxcsr_out & FLAGS)),
         Ran::Trapped => Ok(Err(ctx.mxcsr_out & FLAGS)),
