@@ -405,6 +405,33 @@ fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The `--cpu-model`s the software engine gives on this host, and what
+/// `max` holds there.
+fn print_cpu_models() {
+    use vmm::config::{CpuModel, Features};
+    let models = [
+        CpuModel::Baseline,
+        CpuModel::V2,
+        CpuModel::V3,
+        CpuModel::Max,
+    ];
+    let mut given = Vec::new();
+    let mut refused = Vec::new();
+    for m in models {
+        match m.on_soft_engine() {
+            Ok(()) => given.push(m.to_string()),
+            Err(missing) => refused.push(format!("{m} needs {missing}")),
+        }
+    }
+    let refused = if refused.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", refused.join("; "))
+    };
+    println!("soft CPU models:    {}{refused}", given.join(", "));
+    println!("soft max features:  {}", Features::engine_max());
+}
+
 fn info() -> anyhow::Result<ExitCode> {
     let report = vmm::engine::report();
     println!("{}", report.kvm);
@@ -412,5 +439,6 @@ fn info() -> anyhow::Result<ExitCode> {
         "engine auto: {} ({})",
         report.auto_choice, report.auto_reason
     );
+    print_cpu_models();
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-pub use soft::cpuid::CpuModel;
+pub use soft::cpuid::{CpuModel, Features};
 
 /// Which engine runs the vCPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

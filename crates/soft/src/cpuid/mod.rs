@@ -452,6 +452,20 @@ impl CpuModel {
     }
 }
 
+impl CpuModel {
+    /// Whether the soft engine gives this model on this host: `Err` holds
+    /// the features it lacks (`max` it always gives).
+    pub fn on_soft_engine(self) -> Result<(), Features> {
+        let want = self.features().unwrap_or(Features::EMPTY);
+        let missing = want.minus(Features::engine_max());
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+}
+
 impl fmt::Display for CpuModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(Self::NAMES[*self as usize])
