@@ -265,7 +265,10 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Prefetch
         | M::Endbr64
         | M::Endbr32
-        // The rest of the hint space 0F 18-1F: no access, no fault.
+        // The rest of the hint space 0F 18-1F and 0F 0D: no access, no
+        // fault.
+        | M::Prefetch
+        | M::Prefetchwt1
         | M::Reservednop
         | M::Cldemote
         | M::Prefetchit0
