@@ -322,6 +322,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Iretd
         | M::Iretq
         | M::Retf => system::exec(core, ins, m),
+        // Where the CPU model lacks XSAVE, XSAVEOPT or XSAVEC, #UD below.
         M::Xsave
         | M::Xsave64
         | M::Xsaveopt
@@ -331,7 +332,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Xrstor
         | M::Xrstor64
         | M::Xgetbv
-        | M::Xsetbv => xsave::exec(core, ins, m),
+        | M::Xsetbv if core.features.allows(ins) => xsave::exec(core, ins, m),
         _ if x87::handles(m) => noting_writes(core, ins, m, x87::exec),
         _ if intisa::handles(m) => intisa::exec(core, ins, m),
         // The SIMD families raise #UD where the CPUID model lacks them.
