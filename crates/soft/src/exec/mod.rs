@@ -261,8 +261,6 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Prefetcht1
         | M::Prefetcht2
         | M::Prefetchw
-        // 0F 0D /0: with PREFETCHW the CPU's other prefetch there.
-        | M::Prefetch
         | M::Endbr64
         | M::Endbr32
         // The rest of the hint space 0F 18-1F and 0F 0D: no access, no
