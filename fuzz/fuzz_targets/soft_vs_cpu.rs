@@ -68,7 +68,11 @@
 //!    compared;
 //!    (h) guest code runs with the host's CR0.AM set: after POPF sets AC,
 //!    the CPU raises #AC (vector 17) on a misaligned access where the
-//!    guest's CR0.AM is clear; an input where KVM says #AC is not compared.
+//!    guest's CR0.AM is clear; an input where KVM says #AC is not compared;
+//!    (i) PVM's emulator also runs bytes the CPU refuses (LOCK on a hint
+//!    NOP, prefixes on FXSAVE, ...): the engine's #UD is accepted when the
+//!    instruction, run natively in a child process (the harness's
+//!    `native` module), raises SIGILL too.
 #![no_main]
 
 #[allow(dead_code, unused_imports, clippy::all)]
@@ -443,6 +447,23 @@ fn host_xcr0(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip: u64) -
             .any(|i| xsave(&i))
 }
 
+/// Rule 4i: the engine's #UD at an instruction that the CPU, run natively
+/// in a child process (the harness's `native` module), refuses with SIGILL
+/// too: whatever KVM answered came from PVM's instruction emulator.
+fn native_ud(s: &Snippet, soft: &Outcome) -> bool {
+    if soft.vector != 6 {
+        return false;
+    }
+    let (Some(bytes), Some(ins)) = (
+        bytes_at(s, soft, soft.rip),
+        instruction_at(s, soft, soft.rip),
+    ) else {
+        return false;
+    };
+    let len = ins.len().clamp(1, bytes.len());
+    difftest::native::raises_ud(&bytes[..len])
+}
+
 /// Up to 15 bytes at a guest address as the snippet left them: the code
 /// page (INT3 past the code, as `load` fills it), data and stack pages.
 fn bytes_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Vec<u8>> {
@@ -468,13 +489,17 @@ fn pvm_int3(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
     if (cpu.vector, soft.vector, soft.error) != (3, 13, Some(0x1a)) {
         return false;
     }
-    if bytes_at(s, soft, soft.rip).and_then(|b| b.first().copied()) != Some(0xcc) {
+    // INT3 with or without prefixes in front.
+    let Some(ins) = instruction_at(s, soft, soft.rip) else {
+        return false;
+    };
+    if ins.mnemonic() != Mnemonic::Int3 {
         return false;
     }
     let mut patched = soft.clone();
     patched.vector = 3;
     patched.error = None;
-    patched.rip += 1;
+    patched.rip += ins.len() as u64;
     patched.rflags &= !(1 << 16);
     patched == *cpu
 }
@@ -553,6 +578,7 @@ fn compare(s: &Snippet, body: &[u8], body_ip: u64, cpu: &Outcome, soft: &Outcome
         || host_xsave_state(s, &g)
         || host_xcr0(s, &c, &g, body, body_ip)
         || (c.vector == 17 && difftest::machine::user_sregs().cr0 & (1 << 18) == 0)
+        || native_ud(s, &g)
         || nondeterministic(body, body_ip).is_some()
     {
         return;
