@@ -27,9 +27,11 @@ use super::ops;
 
 mod control;
 mod more;
+mod native;
 mod precision;
 mod response;
 pub mod save;
+mod transcend;
 use crate::core::Core;
 use crate::cpu::{Fpu, CR0_EM, CR0_NE, CR0_TS};
 use crate::exception::{ExecResult, Fault, Stop, MF, NM};
@@ -98,9 +100,11 @@ pub fn handles(m: Mnemonic) -> bool {
             | M::Ficomp
             | M::Fnop
             | M::Fisttp
+            | M::Fstpnce
     ) || more::handles(m)
         || control::handles(m)
         || save::handles(m)
+        || transcend::handles(m)
 }
 
 fn check(core: &Core) -> ExecResult {
@@ -379,6 +383,11 @@ fn narrow(f: &mut Fpu, v: u128, frac: u32, exp_bits: u32) -> u128 {
     if status.contains(Status::INEXACT) && (z >> frac) & ((1 << exp_bits) - 1) == 0 {
         status |= Status::UNDERFLOW;
     }
+    // Unmasked, underflow is reported for a tiny value even when exact.
+    let min_normal = 2 - (1i64 << (exp_bits - 1));
+    if f.fcw & (1 << 4) == 0 && v & !SIGN != 0 && exponent(v).max(1) as i64 - 16383 < min_normal {
+        status |= Status::UNDERFLOW;
+    }
     if exponent(v) != 0x7fff && exponent(v) as i64 - 16383 >= 1 << (exp_bits - 1) {
         status |= Status::OVERFLOW | Status::INEXACT;
     }
@@ -497,6 +506,7 @@ fn compute(f: &mut Fpu, m: Mnemonic, a: u128, b: u128, b_denormal: bool) -> u128
     let z = arith(m, f80(a), f80(b), Round::TowardZero);
     let zb = z.value.to_bits();
     let over = z.status.contains(Status::OVERFLOW)
+        || r.status.contains(Status::OVERFLOW)
         || (zb & !SIGN == (0x7ffe << 64) | SIG && overflowed(m, a, b));
     // Tiny: below the smallest normal (a nonzero result below the
     // smallest denormal truncates to an inexact zero).
@@ -627,6 +637,10 @@ fn stopped_kind(ins: &Instruction, m: Mnemonic) -> response::Stopped {
 /// Carries out an x87 arithmetic instruction.
 fn exec_op(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     use Mnemonic as M;
+    if transcend::handles(m) {
+        transcend::exec(&mut core.cpu.fpu, m);
+        return Ok(());
+    }
     let mem = (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory);
     match m {
         M::Fld | M::Fild => {
@@ -673,18 +687,25 @@ fn exec_op(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             };
             push(f, v);
         }
-        M::Fst | M::Fstp | M::Fist | M::Fistp | M::Fisttp => {
-            let mut v = st(&mut core.cpu.fpu, 0);
-            core.cpu.fpu.fsw &= !FSW_C1;
+        M::Fst | M::Fstp | M::Fstpnce | M::Fist | M::Fistp | M::Fisttp => {
             if mem {
+                let v = st(&mut core.cpu.fpu, 0);
+                core.cpu.fpu.fsw &= !FSW_C1;
                 store(core, ins, v)?;
             } else {
-                if !valid(&core.cpu.fpu, 0) {
-                    v = INDEFINITE;
+                let f = &mut core.cpu.fpu;
+                let j = other_st(ins);
+                if m == M::Fstpnce && !valid(f, 0) {
+                    // FSTPNCE (D9 D8+i) of an empty ST(0) only pops: no
+                    // exception, ST(i) untouched (host results).
+                    f.fsw &= !FSW_C1;
+                } else {
+                    let v = st(f, 0);
+                    f.fsw &= !FSW_C1;
+                    set_st(f, j, v);
                 }
-                set_st(&mut core.cpu.fpu, other_st(ins), v);
             }
-            if matches!(m, M::Fstp | M::Fistp | M::Fisttp) {
+            if matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fisttp) {
                 pop(&mut core.cpu.fpu);
             }
         }

@@ -1,5 +1,5 @@
 //! The x87 control instructions (FNINIT, FNCLEX, FLDCW, FNSTCW, FNSTSW,
-//! WAIT) and the record every other x87 instruction leaves of itself:
+//! WAIT, and the 8087/287 no-ops FNENI, FNDISI, FNSETPM) and the record every other x87 instruction leaves of itself:
 //! FIP, FOP and FDP, kept as this host's CPU keeps them.
 //!
 //! What the CPU does (checked with FXSAVE64 after each case on an Intel
@@ -24,7 +24,15 @@ pub fn handles(m: Mnemonic) -> bool {
     use Mnemonic as M;
     matches!(
         m,
-        M::Fninit | M::Fnclex | M::Fldcw | M::Fnstcw | M::Fnstsw | M::Wait
+        M::Fninit
+            | M::Fnclex
+            | M::Fldcw
+            | M::Fnstcw
+            | M::Fnstsw
+            | M::Wait
+            | M::Fneni
+            | M::Fndisi
+            | M::Fnsetpm
     )
 }
 
@@ -74,6 +82,9 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
             init(&mut core.cpu.fpu);
             Ok(())
         }
+        // The 8087/287 mode switches do nothing on later CPUs (not even
+        // change FIP, checked on the host).
+        M::Fneni | M::Fndisi | M::Fnsetpm => no_device(core),
         _ => {
             no_device(core)?;
             core.cpu.fpu.fsw &= !(0xff | FSW_B);

@@ -78,6 +78,17 @@ pub(super) fn round_to(f: &mut Fpu, z: StatusAnd<F80>, rc64: u128, p: u32, over:
     }
     let top_bit = target + 127 - i64::from(q.leading_zeros());
     let sign = if neg { SIGN } else { 0 };
+    if top_bit > 16383 && f.fcw & (1 << 3) == 0 {
+        // Rounded up to 2^16384 with OE unmasked: delivered times
+        // 2^-24576 (host results).
+        raise(f, Status::OVERFLOW | Status::INEXACT, false);
+        f.fsw = (f.fsw & !FSW_C1) | if up { FSW_C1 } else { 0 };
+        return sign
+            | F80::from_u128(q)
+                .value
+                .scalbn(target as i32 - 24576)
+                .to_bits();
+    }
     if over || top_bit > 16383 {
         raise(f, Status::OVERFLOW | Status::INEXACT, false);
         let to_inf = match round(f) {

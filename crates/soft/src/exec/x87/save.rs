@@ -204,6 +204,11 @@ fn operand(
         return Err(Fault::gp(0).into());
     }
     let acc = if write { Access::Write } else { Access::Read };
+    if align == 16 {
+        // FXSAVE and FXRSTOR go from the top: a fault names the last
+        // byte (host results).
+        core.translate(lin + len - 1, acc, false)?;
+    }
     core.translate(lin, acc, false)?;
     core.translate(lin + len - 1, acc, false)?;
     Ok((s, off))
@@ -294,6 +299,17 @@ fn env_write(f: &Fpu, b: &mut [u8], wide: bool, real: bool) {
             b[2 * i..2 * i + 2].copy_from_slice(&(*v as u16).to_le_bytes());
         }
     }
+}
+
+/// The 108-byte image FNSAVE writes in protected mode with a 32-bit
+/// operand size: the environment, then ST(0)-ST(7).
+pub(super) fn save_image(f: &Fpu) -> [u8; ENV32 + 80] {
+    let mut b = [0u8; ENV32 + 80];
+    env_write(f, &mut b, true, false);
+    for (j, r) in f.st.iter().enumerate() {
+        b[ENV32 + 10 * j..ENV32 + 10 * j + 10].copy_from_slice(&r[..10]);
+    }
+    b
 }
 
 /// Loads an environment (FLDENV's rules: FCW canonical, the full tag
