@@ -117,6 +117,9 @@ pub fn shift(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                     (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
                 )
             }
+            // A count that is a multiple of the width plus one rotates
+            // nothing and leaves CF and OF as they were (the CPU does).
+            Mnemonic::Rcl if n % (size + 1) == 0 => (v, flags_in),
             Mnemonic::Rcl => {
                 let k = n % (size + 1);
                 let wide = (u128::from(v)) | (u128::from(cin) << size);
@@ -134,6 +137,9 @@ pub fn shift(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
                     (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
                 )
             }
+            // A count that is a multiple of the width plus one rotates
+            // nothing and leaves CF and OF as they were (the CPU does).
+            Mnemonic::Rcr if n % (size + 1) == 0 => (v, flags_in),
             Mnemonic::Rcr => {
                 let k = n % (size + 1);
                 let wide = (u128::from(v)) | (u128::from(cin) << size);
