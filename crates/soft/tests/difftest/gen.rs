@@ -3,11 +3,11 @@
 //! Flags an instruction leaves undefined are tracked so no later
 //! instruction reads them and the comparison masks them.
 
-use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, Register as R, RepPrefixKind};
+use iced_x86::{Code, Decoder, DecoderOptions, Encoder, Instruction, Register as R};
 
 use super::machine::*;
-use super::operands::{build, operands, pick, MMS, XMMS};
-use super::{knobs, native, prefix, prologue};
+use super::operands::{build, operands};
+use super::{knobs, native, prefix, prologue, special};
 
 /// xorshift64* — deterministic, seedable, no dependency.
 pub struct Rng(u64);
@@ -63,7 +63,7 @@ fn flag_bits(iced: u32) -> u64 {
 fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
     let k = knobs::get();
     if k.forms.is_empty() || (k.special && rng.below(12) == 0) {
-        return special(rng, rip);
+        return special::draw(rng, rip);
     }
     let code = k.forms[rng.below(k.forms.len() as u64) as usize];
     let ops = operands(rng, code)?;
@@ -114,69 +114,6 @@ pub fn encode(ins: &Instruction, rip: u64) -> Option<(Vec<u8>, Instruction)> {
         return None;
     }
     Some((bytes, dec))
-}
-
-/// The forms `special` draws.
-pub const SPECIAL: &[Code] = &[
-    Code::Movsb_m8_m8,
-    Code::Movsq_m64_m64,
-    Code::Stosd_m32_EAX,
-    Code::Stosb_m8_AL,
-    Code::Lodsw_AX_m16,
-    Code::Cmpsb_m8_m8,
-    Code::Scasd_EAX_m32,
-    Code::Cmpsq_m64_m64,
-    Code::Call_rel32_64,
-    Code::Maskmovq_rDI_mm_mm,
-    Code::Maskmovdqu_rDI_xmm_xmm,
-    Code::Mov_r32_imm32,
-    Code::Leavew,
-    Code::Leaveq,
-];
-
-/// String instructions, MASKMOVQ, MASKMOVDQU and a near CALL to the next
-/// instruction.
-fn special(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
-    let rep = if rng.below(2) == 0 {
-        RepPrefixKind::None
-    } else {
-        RepPrefixKind::Repe
-    };
-    let ins = match rng.below(14) {
-        0 => Instruction::with_movsb(64, R::None, rep).ok()?,
-        1 => Instruction::with_movsq(64, R::None, rep).ok()?,
-        2 => Instruction::with_stosd(64, rep).ok()?,
-        3 => Instruction::with_stosb(64, rep).ok()?,
-        4 => Instruction::with_lodsw(64, R::None, RepPrefixKind::None).ok()?,
-        5 => Instruction::with_cmpsb(
-            64,
-            R::None,
-            if rng.below(2) == 0 {
-                RepPrefixKind::Repe
-            } else {
-                RepPrefixKind::Repne
-            },
-        )
-        .ok()?,
-        6 => Instruction::with_scasd(
-            64,
-            if rng.below(2) == 0 {
-                RepPrefixKind::Repe
-            } else {
-                RepPrefixKind::Repne
-            },
-        )
-        .ok()?,
-        7 => Instruction::with_cmpsq(64, R::None, RepPrefixKind::None).ok()?,
-        8 => Instruction::with_branch(Code::Call_rel32_64, rip + 5).ok()?,
-        9 => Instruction::with_maskmovq(64, pick(rng, MMS), pick(rng, MMS), R::None).ok()?,
-        // LEAVE, with an operand-size prefix in one case in two.
-        11 => return prefix::decoded(vec![0x66, 0xc9], rip),
-        12 => return prefix::decoded(vec![0xc9], rip),
-        13 => Instruction::with_maskmovdqu(64, pick(rng, XMMS), pick(rng, XMMS), R::None).ok()?,
-        _ => Instruction::with2(Code::Mov_r32_imm32, R::ECX, rng.below(24) as u32).ok()?,
-    };
-    encode(&ins, rip)
 }
 
 fn hex(b: &[u8]) -> String {

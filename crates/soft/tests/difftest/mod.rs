@@ -15,3 +15,4 @@ pub mod prologue;
 pub mod reference;
 pub mod report;
 pub mod softrun;
+pub mod special;
