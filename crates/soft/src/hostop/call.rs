@@ -33,10 +33,12 @@
 //! call): it records the MXCSR of the signal frame (the flags the trap
 //! set), masks every exception in that frame and resumes at the stub's
 //! trap path, which restores the host MXCSR and returns without storing
-//! anything. Any other SIGFPE gets the disposition there was before ours
-//! back and faults again under it. The handler only reads and writes the
-//! signal frame and a const-initialised thread-local `Cell` (no
-//! allocation, no locks), and SIGFPE is unblocked for the guarded call.
+//! anything. Any other SIGFPE goes to the disposition there was before
+//! ours: its handler is called, or the default comes back and the
+//! instruction faults again under it. For our own traps the handler only
+//! reads and writes the signal frame and a const-initialised thread-local
+//! `Cell` (no allocation, no locks); SIGFPE is unblocked for the guarded
+//! call.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -273,8 +275,8 @@ fn trap_ready() -> bool {
 }
 
 /// SIGFPE: resumes a guarded stub at its trap path, or hands the signal
-/// back to the previous disposition.
-extern "C" fn on_sigfpe(_sig: libc::c_int, _info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+/// to the previous disposition.
+extern "C" fn on_sigfpe(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     let uc = uctx.cast::<libc::ucontext_t>();
     // SAFETY: the kernel passes a valid ucontext for an SA_SIGINFO
     // handler; only its RIP and the saved MXCSR are read and written.
@@ -292,7 +294,38 @@ extern "C" fn on_sigfpe(_sig: libc::c_int, _info: *mut libc::siginfo_t, uctx: *m
             fp.mxcsr = ALL_MASKED;
             mc.gregs[libc::REG_RIP as usize] = g.recover as i64;
         } else if let Some(Some(prev)) = PREVIOUS.get() {
+            chain(prev, sig, info, uctx);
+        }
+    }
+}
+
+/// A SIGFPE that is not ours: the previous handler gets it as if it had
+/// been called by the kernel; with the default (or ignored) disposition
+/// that disposition comes back and the faulting instruction, run again,
+/// meets it.
+///
+/// # Safety
+/// Called only from the signal handler with the kernel's arguments;
+/// `prev` is the disposition `sigaction` reported before ours.
+unsafe fn chain(
+    prev: &libc::sigaction,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    uctx: *mut libc::c_void,
+) {
+    type Info = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+    type Plain = extern "C" fn(libc::c_int);
+    let h = prev.sa_sigaction;
+    // SAFETY: SIG_DFL/SIG_IGN are restored, not called; any other value
+    // is a handler function installed with these flags, called with the
+    // arguments the kernel gave ours.
+    unsafe {
+        if h == libc::SIG_DFL || h == libc::SIG_IGN {
             libc::sigaction(libc::SIGFPE, prev, std::ptr::null_mut());
+        } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            std::mem::transmute::<usize, Info>(h)(sig, info, uctx);
+        } else {
+            std::mem::transmute::<usize, Plain>(h)(sig);
         }
     }
 }
