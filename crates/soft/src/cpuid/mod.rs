@@ -58,11 +58,12 @@ pub enum Feature {
     Sha,
     Xsaveopt,
     Xsavec,
+    Xgetbv1,
 }
 
 impl Feature {
     /// Every feature, in CPUID order.
-    pub const ALL: [Feature; 26] = [
+    pub const ALL: [Feature; 27] = [
         Feature::Sse3,
         Feature::Pclmulqdq,
         Feature::Ssse3,
@@ -89,6 +90,7 @@ impl Feature {
         Feature::Sha,
         Feature::Xsaveopt,
         Feature::Xsavec,
+        Feature::Xgetbv1,
     ];
 
     /// Where CPUID reports it: leaf, sub-leaf, register, bit.
@@ -121,6 +123,7 @@ impl Feature {
             F::Sha => return (7, 0, Reg::Ebx, 29),
             F::Xsaveopt => return (0xd, 1, Reg::Eax, 0),
             F::Xsavec => return (0xd, 1, Reg::Eax, 1),
+            F::Xgetbv1 => return (0xd, 1, Reg::Eax, 2),
         };
         (1, 0, Reg::Ecx, bit)
     }
@@ -156,6 +159,7 @@ impl Feature {
             F::Sha => "sha",
             F::Xsaveopt => "xsaveopt",
             F::Xsavec => "xsavec",
+            F::Xgetbv1 => "xgetbv1",
         }
     }
 
@@ -185,7 +189,7 @@ impl Feature {
     fn requires(self) -> Features {
         use Feature as F;
         match self {
-            F::Avx | F::Xsaveopt | F::Xsavec => Features::of(&[F::Xsave]),
+            F::Avx | F::Xsaveopt | F::Xsavec | F::Xgetbv1 => Features::of(&[F::Xsave]),
             F::Avx2 | F::Fma | F::F16c => Features::of(&[F::Xsave, F::Avx]),
             _ => Features::EMPTY,
         }
@@ -253,6 +257,14 @@ pub const ENGINE_EXACT: &[Feature] = &[
     Feature::Aes,
     Feature::Pclmulqdq,
     Feature::Sha,
+    Feature::Xsave,
+    Feature::Xsaveopt,
+    Feature::Xsavec,
+    Feature::Xgetbv1,
+    Feature::Avx,
+    Feature::Avx2,
+    Feature::Fma,
+    Feature::F16c,
 ];
 
 impl Features {
