@@ -11,6 +11,8 @@
 //! - under the default CPU model both builds print exactly what they print
 //!   on the host, and so do the extras the guest's CPUID advertises, and
 //!   `ld.so --help` lists `x86-64-v3 (supported, searched)`;
+//! - under `--cpu-model v3` the v3 build matches the host and `ld.so`
+//!   finds v3 but not v4 (nor does it under the default);
 //! - under `--cpu-model v2` the v2 build matches the host and `ld.so`
 //!   finds v2 but not v3;
 //! - under `--cpu-model baseline` `ld.so` finds neither v2 nor v3.
@@ -229,7 +231,24 @@ fn default_model_runs_both_builds_as_the_host_does() {
     d.extras(section(&got, "extras"), &extras);
     d.level(section(&got, "ld.so"), "x86-64-v3", true);
     d.level(section(&got, "ld.so"), "x86-64-v2", true);
+    d.level(section(&got, "ld.so"), "x86-64-v4", false);
     d.assert_none("max (the default)");
+}
+
+#[test]
+fn v3_model_runs_the_v3_build_and_offers_no_v4() {
+    let share = build_share("isa-v3");
+    let v3 = host(&share.0.join("isa-v3"), &[]);
+    let script = format!(
+        "echo '== v3'; {}; echo '== ld.so'; {GUEST_DIR}/ld.so --help; echo '== end'",
+        in_guest("isa-v3", "")
+    );
+    let got = guest(&share, Some("v3"), &script);
+    let mut d = Differences::default();
+    d.same("the v3 build", section(&got, "v3"), &v3);
+    d.level(section(&got, "ld.so"), "x86-64-v3", true);
+    d.level(section(&got, "ld.so"), "x86-64-v4", false);
+    d.assert_none("v3");
 }
 
 #[test]
