@@ -83,7 +83,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use difftest::gen::{snippet, Rng};
-use difftest::machine::{Outcome, Snippet, CODE, DATA, STACK};
+use difftest::machine::{Outcome, Snippet, CODE, DATA, FCW_INIT, STACK, X87_INIT};
 use difftest::reference::Reference;
 use difftest::softrun::{SoftRunner, Tier};
 use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter, Instruction, Mnemonic};
@@ -93,11 +93,14 @@ use libfuzzer_sys::fuzz_target;
 const MAX_BODY: usize = 64;
 /// How long the CPU may take for one input (rule 1).
 const CPU_LIMIT: Duration = Duration::from_millis(50);
-/// Where the input's MXCSR and x87 control word sit in the stack page
-/// (above the pushes below the user RSP, below the generator's prologue
-/// data at 0xd70).
+/// Where the input's MXCSR and x87 control word sit in the stack page:
+/// between the generator's x87 values (8 m80s at X87_INIT) and its FCW.
 const MXCSR_SLOT: u64 = STACK + 0xc80;
 const FCW_SLOT: u64 = STACK + 0xc84;
+const _: () = assert!(MXCSR_SLOT >= X87_INIT + 80 && FCW_SLOT + 2 <= FCW_INIT);
+/// How many snippets the generator may draw for one input before its
+/// layout counts as changed (see `prologue_len`).
+const DRAWS: usize = 64;
 
 struct Engines {
     cpu: Reference,
@@ -145,12 +148,12 @@ fn build(data: &[u8]) -> Option<Snippet> {
     // from the same seed's stream, in the rare case its body's layout is
     // not plain: see `prologue_len`).
     let mut rng = Rng::new(seed);
-    let (mut s, len) = loop {
-        let s = snippet(&mut rng);
-        if let Some(len) = prologue_len(&s) {
-            break (s, len);
-        }
-    };
+    let (mut s, len) = (0..DRAWS)
+        .find_map(|_| {
+            let s = snippet(&mut rng);
+            prologue_len(&s).map(|len| (s, len))
+        })
+        .expect("the differential generator's snippets are no longer prologue, body, HLT");
     let mut code = s.code[..len].to_vec();
     // ldmxcsr [MXCSR_SLOT]; fldcw [FCW_SLOT]
     code.extend_from_slice(&[0x0f, 0xae, 0x14, 0x25]);
