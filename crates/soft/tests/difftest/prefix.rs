@@ -64,10 +64,26 @@ pub fn mutate(rng: &mut Rng, bytes: &[u8], rip: u64) -> Option<(Vec<u8>, Instruc
     // operand was not drawn for (66h turning an MMX form into an SSE
     // one): see `operands::mem_align`.
     let unaligned = super::operands::mem_align(ins.code()) > super::operands::mem_align(was.code());
-    if unaligned || !super::advertised::is_advertised(ins.code()) {
+    if unaligned || !super::advertised::is_advertised(ins.code()) || restore_via_fs_gs(&ins) {
         return None;
     }
     Some((b, ins))
+}
+
+/// FXRSTOR/XRSTOR through an FS or GS override: where the image makes
+/// the CPU raise #GP (reserved MXCSR bits), this host's KVM emulates the
+/// instruction and succeeds, by all signs reading another image (MOV and
+/// STMXCSR through the same overrides agree with the engine), where the
+/// CPU and the engine fault.
+fn restore_via_fs_gs(ins: &Instruction) -> bool {
+    use iced_x86::Mnemonic as M;
+    matches!(
+        ins.segment_prefix(),
+        iced_x86::Register::FS | iced_x86::Register::GS
+    ) && matches!(
+        ins.mnemonic(),
+        M::Fxrstor | M::Fxrstor64 | M::Xrstor | M::Xrstor64 | M::Xrstors | M::Xrstors64
+    )
 }
 
 /// `bytes` decoded at `rip`, cut to the instruction's length.
