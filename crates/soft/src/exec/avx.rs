@@ -10,7 +10,7 @@
 //! form has no vvvv operand, VEX.L=1 where the form requires L=0, and a
 //! gather whose destination, index and mask registers are not distinct.
 
-use iced_x86::{Code, EncodingKind, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, CpuidFeature, EncodingKind, Instruction, Mnemonic, OpKind, Register};
 
 use crate::core::Core;
 use crate::cpu::{CR0_TS, CR4_OSXSAVE};
@@ -41,7 +41,19 @@ pub fn exec(core: &mut Core, ins: &Instruction) -> ExecResult {
         _ => {}
     }
     let Some(r) = crate::hostop::exec(core, ins) else {
-        return core.unsupported();
+        // A VEX family the engine does not offer (FMA4, AVX-VNNI, ...)
+        // is #UD, as on a CPU without it; a form of the four it offers
+        // that hostop cannot run is the engine's gap.
+        return if ins.cpuid_features().iter().all(|f| {
+            matches!(
+                f,
+                CpuidFeature::AVX | CpuidFeature::AVX2 | CpuidFeature::FMA | CpuidFeature::F16C
+            )
+        }) {
+            core.unsupported()
+        } else {
+            Err(Fault::ud().into())
+        };
     };
     if !matches!(r, Err(Stop::Fault(_) | Stop::Unsupported)) {
         note(core, ins);
