@@ -1,6 +1,6 @@
-//! VEX forms: AVX, AVX2, FMA and F16C (helper "avx"). Every VEX form
-//! whose iced-x86 CPUID features are among those four, listed by a
-//! program over `Code::values()`; the gathers (VSIB operands) wait for
+//! VEX forms: AVX, AVX2, FMA and F16C (helper "avx"), and the VEX forms
+//! of AES-NI and PCLMULQDQ. Every VEX form whose iced-x86 CPUID features
+//! are among those, listed by a program over `Code::values()`; the gathers (VSIB operands) wait for
 //! the operand drawer to make VSIB operands (`tests/xsave.rs` checks them
 //! and the masked moves against the host CPU). Left out as this host's
 //! KVM artifacts: VLDMXCSR of random data (its #GP comes back as #UD) and
@@ -11,6 +11,14 @@
 use iced_x86::Code;
 
 pub const FORMS: &[Code] = &[
+    // The VEX forms of AES-NI and PCLMULQDQ (AVX plus the family).
+    Code::VEX_Vaesimc_xmm_xmmm128,
+    Code::VEX_Vaesenc_xmm_xmm_xmmm128,
+    Code::VEX_Vaesenclast_xmm_xmm_xmmm128,
+    Code::VEX_Vaesdec_xmm_xmm_xmmm128,
+    Code::VEX_Vaesdeclast_xmm_xmm_xmmm128,
+    Code::VEX_Vpclmulqdq_xmm_xmm_xmmm128_imm8,
+    Code::VEX_Vaeskeygenassist_xmm_xmmm128_imm8,
     // VEX (exec/avx.rs, hostop).
     Code::VEX_Vmovups_xmm_xmmm128,
     Code::VEX_Vmovups_ymm_ymmm256,
