@@ -464,7 +464,44 @@ fn native_ud(s: &Snippet, soft: &Outcome) -> bool {
         return false;
     };
     let len = ins.len().clamp(1, bytes.len());
-    difftest::native::raises_ud(&bytes[..len])
+    default_signals::around(|| difftest::native::raises_ud(&bytes[..len]))
+}
+
+/// The native check's child must die of the signal its instruction
+/// raises (SIGILL is the CPU's #UD), but it inherits the handlers that
+/// libFuzzer and ASAN install in this process, which would report a crash
+/// of the fuzzer (and write an artifact) instead. So the signals an
+/// instruction can raise get their default action while the check forks
+/// and waits; this process itself runs no guest bytes meanwhile.
+mod default_signals {
+    const SIGNALS: [libc::c_int; 6] = [
+        libc::SIGILL,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+    ];
+
+    pub fn around<T>(f: impl FnOnce() -> T) -> T {
+        // SAFETY: sigaction is plain old data; all-zero is a valid value
+        // (no handler, empty mask, no flags), overwritten below.
+        let mut old: [libc::sigaction; 6] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; SIG_DFL with an empty mask is the default action.
+        let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for (sig, old) in SIGNALS.iter().zip(old.iter_mut()) {
+            // SAFETY: valid signal numbers and pointers to live sigaction
+            // values; the previous action is kept in `old` for the restore.
+            unsafe { libc::sigaction(*sig, &dfl, old) };
+        }
+        let r = f();
+        for (sig, old) in SIGNALS.iter().zip(old.iter()) {
+            // SAFETY: restores the action saved above for the same signal.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+        r
+    }
 }
 
 /// Up to 15 bytes at a guest address as the snippet left them: the code
