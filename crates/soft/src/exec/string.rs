@@ -51,9 +51,12 @@ pub fn string(core: &mut Core, ins: &Instruction, m: StrOp) -> ExecResult {
     let flags_before = core.cpu.flags;
     let r = run(core, ins, m, size, asz, rep, step, src_seg);
     if rep && matches!(m, StrOp::Cmps | StrOp::Scas) {
-        if let Err(crate::exception::Stop::Fault(_)) = r {
+        if let Err(crate::exception::Stop::Fault(_) | crate::exception::Stop::EndBlock) = r {
             // This CPU leaves RFLAGS as before the instruction when a
-            // repeated compare faults part-way; do the same.
+            // repeated compare faults part-way (its flags are written when
+            // it ends); so a batch that stops to resume later leaves them
+            // too, or a fault after the resumption would show the flags of
+            // the batch's last compare.
             core.cpu.flags = flags_before;
         }
     }
