@@ -3,7 +3,7 @@
 //! CPL3 under KVM (native on this machine) and under the soft engine in
 //! each of its tiers; registers, defined flags, exceptions (vector, error
 //! code, faulting RIP, CR2), XMM, the x87 registers, FCW, FSW, FTW,
-//! MXCSR (and FOP/FIP/FDP with `DIFFTEST_X87_POINTERS=1`) and the memory
+//! MXCSR, FOP/FIP/FDP and the memory
 //! touched must match.
 //!
 //! `DIFFTEST_SNIPPETS` (default 50,000) and `DIFFTEST_SEED` set the count

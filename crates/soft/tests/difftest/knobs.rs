@@ -4,7 +4,7 @@
 //!   area while others still differ;
 //! - `DIFFTEST_FIXED_FP=1`: the old fixed start state (MXCSR 0x1f80, every
 //!   x87 exception masked, 64-bit precision, no x87 values pushed);
-//! - `DIFFTEST_X87_POINTERS=1`: also compare FOP, FIP and FDP;
+//! - `DIFFTEST_X87_POINTERS=0`: do not compare FOP, FIP and FDP;
 //! - `DIFFTEST_XSTATE_BV=0`: do not compare the XSAVE header's XSTATE_BV;
 //! - `DIFFTEST_REPLAY="66 c9"`: every snippet's body is these bytes (with
 //!   the random start state): a mismatch's bytes from its text, replayed;
@@ -49,7 +49,7 @@ pub fn get() -> &'static Knobs {
         Knobs {
             special: wanted("int") || forms.is_empty(),
             fixed_fp: flag("DIFFTEST_FIXED_FP"),
-            x87_pointers: flag("DIFFTEST_X87_POINTERS"),
+            x87_pointers: std::env::var_os("DIFFTEST_X87_POINTERS").is_none_or(|v| v != "0"),
             replay: std::env::var("DIFFTEST_REPLAY").ok().map(|v| hex_bytes(&v)),
             xstate_bv: std::env::var_os("DIFFTEST_XSTATE_BV").is_none_or(|v| v != "0"),
             vex: forms.iter().any(|&c| {

@@ -187,7 +187,7 @@ pub struct Outcome {
     pub fsw: u16,
     pub fcw: u16,
     pub mxcsr: u32,
-    /// FOP, FIP, FDP when compared (`DIFFTEST_X87_POINTERS=1`).
+    /// FOP, FIP, FDP unless `DIFFTEST_X87_POINTERS=0`.
     pub x87_pointers: Option<(u16, u64, u64)>,
     /// Bits 128-255 of YMM0-15.
     pub ymm_hi: Vec<[u8; 16]>,

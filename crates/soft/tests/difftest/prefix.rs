@@ -64,7 +64,11 @@ pub fn mutate(rng: &mut Rng, bytes: &[u8], rip: u64) -> Option<(Vec<u8>, Instruc
     // operand was not drawn for (66h turning an MMX form into an SSE
     // one): see `operands::mem_align`.
     let unaligned = super::operands::mem_align(ins.code()) > super::operands::mem_align(was.code());
-    if unaligned || !super::advertised::is_advertised(ins.code()) || restore_via_fs_gs(&ins) {
+    if unaligned
+        || !super::advertised::is_advertised(ins.code())
+        || restore_via_fs_gs(&ins)
+        || writes_rsp(&ins)
+    {
         return None;
     }
     Some((b, ins))
@@ -84,6 +88,16 @@ fn restore_via_fs_gs(ins: &Instruction) -> bool {
         ins.mnemonic(),
         M::Fxrstor | M::Fxrstor64 | M::Xrstor | M::Xrstor64 | M::Xrstors | M::Xrstors64
     )
+}
+
+/// Does a variation make the instruction write RSP (a voided REX turns
+/// R12 into RSP)? The stack then points anywhere, and the generator's
+/// PUSHF/POPF pairs (after RDRAND) would fault before they settle the
+/// random value.
+fn writes_rsp(ins: &Instruction) -> bool {
+    ins.op_count() > 0
+        && ins.op_kind(0) == iced_x86::OpKind::Register
+        && ins.op_register(0).full_register() == iced_x86::Register::RSP
 }
 
 /// `bytes` decoded at `rip`, cut to the instruction's length.
