@@ -467,12 +467,14 @@ fn native_ud(s: &Snippet, soft: &Outcome) -> bool {
     default_signals::around(|| difftest::native::raises_ud(&bytes[..len]))
 }
 
-/// The native check's child must die of the signal its instruction
-/// raises (SIGILL is the CPU's #UD), but it inherits the handlers that
-/// libFuzzer and ASAN install in this process, which would report a crash
-/// of the fuzzer (and write an artifact) instead. So the signals an
-/// instruction can raise get their default action while the check forks
-/// and waits; this process itself runs no guest bytes meanwhile.
+/// The native check's child (the harness's `native` module, called here
+/// and by the reference for bytes the decoder calls invalid) must die of
+/// the signal its instruction raises (SIGILL is the CPU's #UD), but it
+/// inherits the handlers that libFuzzer and ASAN install in this process,
+/// which would report a crash of the fuzzer (and write an artifact)
+/// instead. So the signals an instruction can raise get their default
+/// action while the check, or the reference run, forks and waits; this
+/// process itself runs no guest bytes meanwhile (KVM runs them).
 mod default_signals {
     const SIGNALS: [libc::c_int; 6] = [
         libc::SIGILL,
@@ -571,7 +573,9 @@ fn pvm_port_io(s: &Snippet, soft: &Outcome) -> bool {
 fn check(e: &mut Engines, s: &Snippet, body: &[u8]) {
     let body_ip = CODE + (s.code.len() - body.len() - 1) as u64;
     let guard = watchdog::arm(CPU_LIMIT);
-    let cpu = e.cpu.run(s);
+    // The reference asks the native check about bytes the decoder calls
+    // invalid (see `default_signals`).
+    let cpu = default_signals::around(|| e.cpu.run(s));
     if guard.fired() {
         return; // rule 1
     }
