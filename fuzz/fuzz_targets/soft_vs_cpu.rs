@@ -150,7 +150,8 @@ fn build(data: &[u8]) -> Option<Snippet> {
     let mut rng = Rng::new(seed);
     let (mut s, len) = (0..DRAWS)
         .find_map(|_| {
-            let s = snippet(&mut rng);
+            // The generator asks the native check too (`default_signals`).
+            let s = default_signals::around(|| snippet(&mut rng));
             prologue_len(&s).map(|len| (s, len))
         })
         .expect("the differential generator's snippets are no longer prologue, body, HLT");
@@ -467,14 +468,16 @@ fn native_ud(s: &Snippet, soft: &Outcome) -> bool {
     default_signals::around(|| difftest::native::raises_ud(&bytes[..len]))
 }
 
-/// The native check's child (the harness's `native` module, called here
-/// and by the reference for bytes the decoder calls invalid) must die of
+/// The native check's child (the harness's `native` module, called here,
+/// by the generator and by the reference for bytes the decoder calls
+/// invalid) must die of
 /// the signal its instruction raises (SIGILL is the CPU's #UD), but it
 /// inherits the handlers that libFuzzer and ASAN install in this process,
 /// which would report a crash of the fuzzer (and write an artifact)
 /// instead. So the signals an instruction can raise get their default
-/// action while the check, or the reference run, forks and waits; this
-/// process itself runs no guest bytes meanwhile (KVM runs them).
+/// action while the check, the generator or the reference run forks and
+/// waits; this process itself runs no guest bytes meanwhile (KVM runs
+/// them).
 mod default_signals {
     const SIGNALS: [libc::c_int; 6] = [
         libc::SIGILL,
