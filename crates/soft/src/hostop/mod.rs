@@ -21,12 +21,13 @@
 //!   (vector 19) when CR4.OSXMMEXCPT is set, else #UD, with those flags
 //!   and the destination unchanged (an MMX form still makes the x87-to-MMX
 //!   transition, as the CPU does).
-//! - After: a memory destination is written first (a fault leaves
-//!   everything unchanged), then the vector registers (whole YMM, so
-//!   legacy forms keep the upper halves and VEX.128 forms clear them, as
-//!   the instruction did), MM registers (with the x87-to-MMX transition),
-//!   general registers, the RFLAGS bits the instruction writes, and the
-//!   raised MXCSR flags.
+//! - After: the raised MXCSR flags are recorded first (a store that
+//!   faults still leaves them, as the CPU does for VCVTPS2PH), then a
+//!   memory destination is written (a fault leaves everything else
+//!   unchanged), then the vector registers (whole YMM, so legacy forms
+//!   keep the upper halves and VEX.128 forms clear them, as the
+//!   instruction did), MM registers (with the x87-to-MMX transition),
+//!   general registers and the RFLAGS bits the instruction writes.
 
 pub mod allow;
 mod call;
@@ -88,11 +89,13 @@ fn run(core: &mut Core, ins: &Instruction, form: &Form, e: &Entry) -> ExecResult
             return Err(xm(core).into());
         }
     };
+    // The CPU records the flags before the store: VCVTPS2PH to memory
+    // that faults leaves them set (measured).
+    core.cpu.fpu.mxcsr |= raised;
     if let (Some((s, off)), true) = (loc, p.mem_write) {
         core.write_seg_buf(s, off, &ctx.mem[..size])?;
     }
     commit(core, form, p, &ctx);
-    core.cpu.fpu.mxcsr |= raised;
     Ok(())
 }
 
