@@ -268,7 +268,10 @@ impl Core {
             } else {
                 off
             };
-            if !canonical(lin) {
+            // Every byte of the access must be canonical: one that
+            // crosses the boundary faults as a non-canonical one does.
+            let last = lin.wrapping_add(len.max(1) - 1);
+            if !canonical(lin) || !canonical(last) {
                 return Err(stack_or_gp(seg));
             }
             return Ok(lin);
