@@ -156,10 +156,11 @@ fn build(data: &[u8]) -> Option<Snippet> {
         })
         .expect("the differential generator's snippets are no longer prologue, body, HLT");
     let mut code = s.code[..len].to_vec();
-    // ldmxcsr [MXCSR_SLOT]; fldcw [FCW_SLOT]
+    // ldmxcsr [MXCSR_SLOT]; fnclex; fldcw [FCW_SLOT] (FNCLEX: no exception
+    // the prologue left pending is raised by the FLDCW, before the body).
     code.extend_from_slice(&[0x0f, 0xae, 0x14, 0x25]);
     code.extend_from_slice(&(MXCSR_SLOT as u32).to_le_bytes());
-    code.extend_from_slice(&[0xd9, 0x2c, 0x25]);
+    code.extend_from_slice(&[0xdb, 0xe2, 0xd9, 0x2c, 0x25]);
     code.extend_from_slice(&(FCW_SLOT as u32).to_le_bytes());
     let body_ip = CODE + code.len() as u64;
     code.extend_from_slice(body);
