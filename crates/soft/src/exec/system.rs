@@ -664,6 +664,8 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         Mnemonic::Rdtscp => rdtsc(core, true),
         Mnemonic::Lgdt | Mnemonic::Lidt | Mnemonic::Sgdt | Mnemonic::Sidt => table_op(core, ins, m),
         Mnemonic::Ltr | Mnemonic::Lldt => {
+            // Privilege before the operand, as the CPU checks.
+            require_cpl0(core)?;
             let sel = read(core, ins, 0, 16)? as u16;
             load_system_seg(core, sel, m == Mnemonic::Lldt)
         }
