@@ -171,6 +171,9 @@ fn build(data: &[u8]) -> Option<Snippet> {
     s.stack[slot(FCW_SLOT)..slot(FCW_SLOT) + 2].copy_from_slice(&fcw.to_le_bytes());
     s.text = disassemble(&code[code.len() - body.len() - 1..], body_ip);
     s.undefined_flags = linear_undefined(body, body_ip);
+    // The generator's UD2 patch for the reference points into its own
+    // body, which is gone.
+    s.cpu_ud_at = None;
     s.code = code;
     Some(s)
 }
