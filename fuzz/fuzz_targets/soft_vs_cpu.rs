@@ -426,27 +426,9 @@ fn host_xsave_state(s: &Snippet, soft: &Outcome) -> bool {
 /// exit's RIP is not compared.
 fn host_xcr0(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip: u64) -> bool {
     let xsave = |i: &Instruction| {
-        use Mnemonic as M;
-        matches!(
-            i.mnemonic(),
-            M::Xgetbv
-                | M::Xsave
-                | M::Xsave64
-                | M::Xsaveopt
-                | M::Xsaveopt64
-                | M::Xsavec
-                | M::Xsavec64
-                | M::Xsaves
-                | M::Xsaves64
-                | M::Xrstor
-                | M::Xrstor64
-                | M::Xrstors
-                | M::Xrstors64
-                | M::Fxsave
-                | M::Fxsave64
-                | M::Fxrstor
-                | M::Fxrstor64
-        )
+        use difftest::operands::{is_fxsave_family, is_xsave_family};
+        let m = i.mnemonic();
+        m == Mnemonic::Xgetbv || is_xsave_family(m) || is_fxsave_family(m)
     };
     linear(body, ip).iter().any(xsave)
         || [cpu.rip, soft.rip]

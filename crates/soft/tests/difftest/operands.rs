@@ -188,24 +188,42 @@ pub fn operands(rng: &mut Rng, code: Code) -> Option<Vec<Op>> {
 /// answers the CPU's #GP by emulating the instruction (SSE: #UD,
 /// FXSAVE/FXRSTOR: executed).
 pub fn mem_align(code: Code) -> i64 {
-    use iced_x86::Mnemonic as M;
-    match code.mnemonic() {
-        M::Xsave
-        | M::Xsave64
-        | M::Xsaveopt
-        | M::Xsaveopt64
-        | M::Xsavec
-        | M::Xsavec64
-        | M::Xsaves
-        | M::Xsaves64
-        | M::Xrstor
-        | M::Xrstor64
-        | M::Xrstors
-        | M::Xrstors64 => 64,
-        M::Fxsave | M::Fxsave64 | M::Fxrstor | M::Fxrstor64 => 16,
-        _ if is_vector(code) => 32,
-        _ => 0,
+    let m = code.mnemonic();
+    if is_xsave_family(m) {
+        64
+    } else if is_fxsave_family(m) {
+        16
+    } else if is_vector(code) {
+        32
+    } else {
+        0
     }
+}
+
+/// XSAVE, XSAVEOPT, XSAVEC, XSAVES, XRSTOR and XRSTORS (both widths).
+pub fn is_xsave_family(m: iced_x86::Mnemonic) -> bool {
+    use iced_x86::Mnemonic as M;
+    matches!(
+        m,
+        M::Xsave
+            | M::Xsave64
+            | M::Xsaveopt
+            | M::Xsaveopt64
+            | M::Xsavec
+            | M::Xsavec64
+            | M::Xsaves
+            | M::Xsaves64
+            | M::Xrstor
+            | M::Xrstor64
+            | M::Xrstors
+            | M::Xrstors64
+    )
+}
+
+/// FXSAVE and FXRSTOR (both widths).
+pub fn is_fxsave_family(m: iced_x86::Mnemonic) -> bool {
+    use iced_x86::Mnemonic as M;
+    matches!(m, M::Fxsave | M::Fxsave64 | M::Fxrstor | M::Fxrstor64)
 }
 
 /// A register from `regs`, or in one case in three a memory operand.
