@@ -414,14 +414,7 @@ fn masked_moves_and_gathers_match_the_host_cpu() {
             }
         }
     }
-    for f in failures.iter().take(30) {
-        eprintln!("{f}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {cases} cases differ",
-        failures.len()
-    );
+    assert_none_differ(&failures, cases);
 }
 
 #[test]
@@ -478,14 +471,7 @@ fn xsave_family_matches_the_host_cpu() {
         }
     }
     failures.sort_by_key(|f| f.contains("guest stopped"));
-    for f in failures.iter().take(30) {
-        eprintln!("{f}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {cases} cases differ",
-        failures.len()
-    );
+    assert_none_differ(&failures, cases);
 }
 
 /// Random VEX-prefixed instructions, one per run, as 64-bit CPL0 code
@@ -556,4 +542,16 @@ fn random_vex_instructions_never_panic_or_hang() {
     // Most random encodings are #UD (VEX.vvvv, VEX.L) or fault; some
     // hundreds are forms that run.
     assert!(halted > 100, "only {halted} of 3000 ran to HLT");
+}
+
+/// Prints the first 30 failures and fails when there is any.
+fn assert_none_differ(failures: &[String], cases: usize) {
+    for f in failures.iter().take(30) {
+        eprintln!("{f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases differ",
+        failures.len()
+    );
 }
