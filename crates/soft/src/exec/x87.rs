@@ -31,6 +31,7 @@ mod native;
 mod precision;
 mod response;
 pub mod save;
+mod tininess;
 mod transcend;
 use crate::core::Core;
 use crate::cpu::{Fpu, CR0_EM, CR0_NE, CR0_TS};
@@ -508,19 +509,16 @@ fn compute(f: &mut Fpu, m: Mnemonic, a: u128, b: u128, b_denormal: bool) -> u128
     let over = z.status.contains(Status::OVERFLOW)
         || r.status.contains(Status::OVERFLOW)
         || (zb & !SIGN == (0x7ffe << 64) | SIG && overflowed(m, a, b));
-    // Tiny: below the smallest normal (a nonzero result below the
-    // smallest denormal truncates to an inexact zero).
-    let tiny = exponent(zb) == 0 && (zb & SIG != 0 || z.status.contains(Status::INEXACT));
+    let tiny = tininess::tiny(f, m, a, b, zb, z.status);
     if (over && f.fcw & (1 << 3) == 0) || (tiny && f.fcw & (1 << 4) == 0) {
         return response::biased(f, m, a, b, over);
     }
     if let Some(p) = precision::narrow_precision(f) {
-        return precision::round_to(f, z, r.value.to_bits(), p, over);
+        return precision::round_to(f, z, r.value.to_bits(), p, over, tiny);
     }
-    // The x87 detects tininess before rounding: the truncated result is
-    // below the smallest normal.
     let mut status = r.status;
-    if status.contains(Status::INEXACT) && exponent(z.value.to_bits()) == 0 {
+    status.remove(Status::UNDERFLOW);
+    if status.contains(Status::INEXACT) && tiny {
         status |= Status::UNDERFLOW;
     }
     // A directed rounding control's largest finite result may hide an

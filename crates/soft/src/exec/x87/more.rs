@@ -191,7 +191,13 @@ fn fscale(f: &mut Fpu, a: u128, b: u128) -> u128 {
         .to_i128_r(64, Round::TowardZero, &mut exact)
         .value
         .clamp(-100_000, 100_000) as i64;
-    if k == 0 && !denormal(a) {
+    // A zero ST(1) leaves ST(0) as it is, a denormal included: no
+    // underflow even when UE is unmasked; a nonzero ST(1) that truncates
+    // to 0 scales a denormal as any other (an unmasked underflow's
+    // response), and a pseudo-denormal is rewritten as the normal it
+    // stands for (host results).
+    let unscaled = if denormal(a) { is_zero(b) } else { k == 0 };
+    if unscaled && !(exponent(a) == 0 && a & INT_BIT != 0) {
         return a;
     }
     scaled(f, a, k)
@@ -277,7 +283,7 @@ fn fsqrt(f: &mut Fpu, a: u128) -> u128 {
         };
         let mut g = *f;
         let rc64 = root(&mut g, a);
-        return super::precision::round_to(f, status.and(f80(z)), rc64, p, false);
+        return super::precision::round_to(f, status.and(f80(z)), rc64, p, false, false);
     }
     root(f, a)
 }
@@ -617,6 +623,47 @@ mod tests {
             };
             let r = fscale(&mut f, a, b);
             assert_eq!((r, f.fsw & 0x23f), (want, fsw), "{a:#x} {b:#x} rc {rc}");
+        }
+    }
+
+    /// FSCALE of a denormal by a zero leaves it alone even with UE
+    /// unmasked; by a nonzero ST(1) that truncates to 0 it underflows
+    /// as any scaling (host results: FCW, ST(0), ST(1), result, FSW
+    /// bits C1 and 5:0).
+    #[test]
+    fn fscale_of_a_denormal_by_zero_does_not_underflow() {
+        let d = 0x0000_7fff_ffff_ffff_fffd;
+        let cases: &[(u16, u128, u128, u128, u16)] = &[
+            (0x36f, d, 0, d, 0x02),
+            (0x36f, d, SIGN, d, 0x02),
+            (0x37f, d, 0, d, 0x02),
+            (0x14f, d, 0, d, 0x02),
+            (
+                0xc67,
+                0x0000_7fff_ffff_ffff_ffff,
+                0x0000_a651_3f76_1f9c_e03e,
+                0x6000_ffff_ffff_ffff_fffe,
+                0x12,
+            ),
+            (
+                0xd47,
+                0x8000_7400_0000_0000_0000,
+                0x0d24_8000_0000_0000_0000,
+                0xe000_e800_0000_0000_0000,
+                0x12,
+            ),
+        ];
+        for &(fcw, a, b, want, fsw) in cases {
+            let mut f = Fpu {
+                fcw,
+                ..Fpu::default()
+            };
+            let r = fscale(&mut f, a, b);
+            assert_eq!(
+                (r, f.fsw & 0x23f),
+                (want, fsw),
+                "{a:#x} {b:#x} fcw {fcw:#x}"
+            );
         }
     }
 

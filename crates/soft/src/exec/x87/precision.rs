@@ -33,9 +33,18 @@ fn largest(p: u32) -> u128 {
 /// rounded toward zero to 64 bits (with its status), `over` whether
 /// the exact result reached 2^16384, `rc64` the
 /// operation rounded to 64 bits as RC says (the result when it is an
-/// exact zero or infinity). Raises OE/UE/PE and sets C1 as the CPU
+/// exact zero or infinity), `tiny` whether the x87 deems the result
+/// tiny (judged after rounding to `p` bits with an unbounded exponent,
+/// see `tininess`). Raises OE/UE/PE and sets C1 as the CPU
 /// does.
-pub(super) fn round_to(f: &mut Fpu, z: StatusAnd<F80>, rc64: u128, p: u32, over: bool) -> u128 {
+pub(super) fn round_to(
+    f: &mut Fpu,
+    z: StatusAnd<F80>,
+    rc64: u128,
+    p: u32,
+    over: bool,
+    tiny: bool,
+) -> u128 {
     let t = z.value.to_bits();
     let neg = t & SIGN != 0;
     if t & !SIGN == 0 && z.status.contains(Status::INEXACT) {
@@ -72,8 +81,7 @@ pub(super) fn round_to(f: &mut Fpu, z: StatusAnd<F80>, rc64: u128, p: u32, over:
     } else {
         Status::OK
     };
-    // Tininess is detected before rounding.
-    if rem != 0 && lead < -16382 {
+    if rem != 0 && tiny {
         status |= Status::UNDERFLOW;
     }
     let top_bit = target + 127 - i64::from(q.leading_zeros());
