@@ -378,15 +378,13 @@ fn narrow(f: &mut Fpu, v: u128, frac: u32, exp_bits: u32) -> u128 {
         let z: StatusAnd<Double> = f80(v).convert_r(Round::TowardZero, &mut lost);
         (r.map(|x| x.to_bits()), z.value.to_bits())
     };
-    // The x87 detects tininess before rounding (the truncated result is
-    // below the smallest normal) and overflow on the exact value.
+    // Tininess is judged after rounding (`tininess`), overflow on the
+    // exact value. Unmasked, underflow is reported for a tiny value
+    // even when exact.
     let mut status = r.status;
-    if status.contains(Status::INEXACT) && (z >> frac) & ((1 << exp_bits) - 1) == 0 {
-        status |= Status::UNDERFLOW;
-    }
-    // Unmasked, underflow is reported for a tiny value even when exact.
-    let min_normal = 2 - (1i64 << (exp_bits - 1));
-    if f.fcw & (1 << 4) == 0 && v & !SIGN != 0 && exponent(v).max(1) as i64 - 16383 < min_normal {
+    status.remove(Status::UNDERFLOW);
+    let tiny = tininess::tiny_store(f, v, frac, exp_bits);
+    if tiny && (status.contains(Status::INEXACT) || f.fcw & (1 << 4) == 0) {
         status |= Status::UNDERFLOW;
     }
     if exponent(v) != 0x7fff && exponent(v) as i64 - 16383 >= 1 << (exp_bits - 1) {

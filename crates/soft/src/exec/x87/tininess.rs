@@ -11,7 +11,7 @@
 //! same.
 
 use iced_x86::Mnemonic;
-use rustc_apfloat::Status;
+use rustc_apfloat::{Round, Status};
 
 use super::*;
 
@@ -34,6 +34,35 @@ pub(super) fn tiny(f: &Fpu, m: Mnemonic, a: u128, b: u128, zb: u128, status: Sta
     let scaled = response::biased(&mut g, m, a, b, false);
     // Below 2^-16382 times 2^24576.
     exponent(scaled) < 0x6001
+}
+
+/// Whether FST/FSTP to a 32- or 64-bit float (`frac` fraction bits,
+/// `exp_bits` exponent bits) finds the finite nonzero `v` tiny: `v`
+/// rounded to `frac + 1` bits as FCW.RC says, with an unbounded
+/// exponent, is below the format's smallest normal.
+pub(super) fn tiny_store(f: &Fpu, v: u128, frac: u32, exp_bits: u32) -> bool {
+    if v & !SIGN == 0 || exponent(v) == 0x7fff {
+        return false;
+    }
+    let min_normal = 2 - (1i64 << (exp_bits - 1));
+    let e = exponent(v).max(1) as i64 - 16383;
+    if e != min_normal - 1 || v & INT_BIT == 0 {
+        return e < min_normal;
+    }
+    // Just below: tiny unless rounding carries into 2^min_normal.
+    let sig = (v & SIG) as u64;
+    let drop = 63 - frac;
+    let q = sig >> drop;
+    let rem = sig & ((1u64 << drop) - 1);
+    let half = 1u64 << (drop - 1);
+    let neg = v & SIGN != 0;
+    let up = match round(f) {
+        Round::NearestTiesToEven => rem > half || (rem == half && q & 1 == 1),
+        Round::TowardPositive => rem != 0 && !neg,
+        Round::TowardNegative => rem != 0 && neg,
+        _ => false,
+    };
+    q + u64::from(up) != 1 << (frac + 1)
 }
 
 #[cfg(test)]
@@ -130,5 +159,56 @@ mod tests {
         let x53 = |q: u128| (1u128 << 63) - (q << 8);
         check(Mnemonic::Fadd, x53(2), 0, &[(0x27f, MIN_NORMAL, 0x222)]);
         check(Mnemonic::Fadd, x53(3), 0, &[(0x27f, MIN_NORMAL, 0x232)]);
+    }
+
+    /// FST m32/m64 of a value just below the format's smallest normal
+    /// (host results: fraction bits, FCW, ST(0), stored bits, FSW bits
+    /// C1 and 5:0).
+    #[test]
+    fn a_store_that_rounds_up_to_the_smallest_normal_is_not_tiny() {
+        let cases: &[(u32, u16, u128, u128, u16)] = &[
+            (23, 0xb7f, 0x3f80_ffff_ffff_ffff_ffab, 0x80_0000, 0x220),
+            // UE unmasked: no underflow either, the value is stored.
+            (23, 0x36f, 0x3f80_ffff_ffd1_e63b_7ffb, 0x80_0000, 0x220),
+            // Tiny at 24 bits (1 - 2^-24), stored rounded up all the same.
+            (23, 0x37f, 0x3f80_ffff_ff7f_ffff_ffff, 0x80_0000, 0x230),
+            (
+                52,
+                0x37f,
+                0x3c00_ffff_ffff_ffff_ffff,
+                0x10_0000_0000_0000,
+                0x220,
+            ),
+            (
+                52,
+                0x36f,
+                0x3c00_ffff_ffff_ffff_ffff,
+                0x10_0000_0000_0000,
+                0x220,
+            ),
+            (
+                52,
+                0xf7f,
+                0x3c00_ffff_ffff_ffff_ffff,
+                0xf_ffff_ffff_ffff,
+                0x30,
+            ),
+            (
+                52,
+                0x77f,
+                0xbc00_ffff_ffff_ffff_fc01,
+                0x8010_0000_0000_0000,
+                0x220,
+            ),
+        ];
+        for &(frac, fcw, v, want, fsw) in cases {
+            let mut f = Fpu {
+                fcw,
+                ..Fpu::default()
+            };
+            let exp_bits = if frac == 23 { 8 } else { 11 };
+            let r = narrow(&mut f, v, frac, exp_bits);
+            assert_eq!((r, f.fsw & 0x23f), (want, fsw), "{v:#x} fcw {fcw:#x}");
+        }
     }
 }
