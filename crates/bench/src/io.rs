@@ -657,14 +657,15 @@ fn guest_row(
 }
 
 /// A network namespace this benchmark made, with a TAP inside; deleted
-/// (with the TAP) on drop.
-struct Netns {
-    name: String,
-    tap: String,
+/// (with the TAP) on drop. The host side is 10.77.0.1/24 (also used by the
+/// workload benchmark).
+pub(crate) struct Netns {
+    pub(crate) name: String,
+    pub(crate) tap: String,
 }
 
 impl Netns {
-    fn create(tap: &str) -> Result<Netns, String> {
+    pub(crate) fn create(tap: &str) -> Result<Netns, String> {
         if !Path::new("/dev/net/tun").exists() {
             return Err("no /dev/net/tun".to_string());
         }
@@ -690,7 +691,7 @@ impl Netns {
     }
 
     /// `cmd` run inside the namespace through `ip netns exec`.
-    fn wrap(&self, cmd: Command) -> Command {
+    pub(crate) fn wrap(&self, cmd: Command) -> Command {
         let mut w = Command::new("ip");
         w.args(["netns", "exec", &self.name])
             .arg(cmd.get_program())

@@ -13,6 +13,8 @@
 //! and `--net user` to its plain boot),
 //! `io` (fio and TCP throughput: guest next to native and QEMU, each with
 //! the host page cache and without it),
+//! `workload` (real programs from Debian packages in the guest under
+//! vessel and QEMU TCG and natively: times, ratios, geometric means),
 //! `process` (subprocesses with a deadline), `watch` (subprocesses with
 //! timestamped marker lines and `wait4` rusage), `tsc` (the host TSC rate).
 
@@ -27,6 +29,7 @@ mod process;
 pub mod smaps;
 mod tsc;
 mod watch;
+pub mod workload;
 
 pub use crate::api::{
     api, ApiBenchError, ApiBenchOptions, ApiReport, BootRun as ApiBootRun, StartRun,
@@ -43,6 +46,9 @@ pub use io::{io, DiskNumbers, HostCache, IoBenchOptions, IoMachine, IoReport, Io
 pub use cpu::{cpu, CpuBenchOptions, CpuReport, CpuRow, Machine, Measurement, RowOutcome};
 pub use process::RunError;
 pub use tsc::TscError;
+pub use workload::{
+    workload, WlMachine, WorkloadBenchOptions, WorkloadReport, WorkloadRow, WORKLOADS,
+};
 
 /// Why a benchmark gave no answer, or an answer that must not be trusted.
 #[derive(Debug, thiserror::Error)]

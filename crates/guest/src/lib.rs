@@ -9,7 +9,9 @@
 //! [`GuestImage::vmlinux`] with [`GuestImage::initramfs`] and
 //! [`GuestImage::default_cmdline`], plus [`command_cmdline`] to run a
 //! command. See `cmdline.rs` for the contract with the init.
-//! [`bench_initramfs`] adds host tools (fio) to a second, opt-in archive.
+//! [`bench_initramfs`] adds host tools (fio) to a second, opt-in archive;
+//! [`workload::workload_image`] makes the Debian root disk of
+//! `vessel bench workload`.
 
 pub mod agent;
 pub mod apt;
@@ -23,6 +25,7 @@ mod rootfs;
 pub mod tools;
 pub mod tree;
 pub mod vmlinux;
+pub mod workload;
 
 use std::path::PathBuf;
 
@@ -98,6 +101,8 @@ pub enum PrepareError {
     ToolMissing { tool: String, package: String },
     #[error("mkfs.ext4 failed: {0}")]
     Mkfs(String),
+    #[error("mmdebstrap failed: {0}")]
+    Mmdebstrap(String),
     #[error("{what} {path}")]
     Io {
         what: &'static str,
