@@ -429,6 +429,9 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
 }
 
 #[cfg(test)]
+mod legacy;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
