@@ -1,10 +1,13 @@
 //! The AVX2 gathers (VGATHERDPS/DPD/QPS/QPD, VPGATHERDD/DQ/QD/QQ): the
 //! engine computes each element's address from the VSIB operand and loads
 //! it itself, as the SDM's operation describes: the mask is first
-//! extended from each element's top bit (and cleared above the elements
-//! used), then the elements are loaded in order, each clearing its mask
-//! element; a fault leaves the elements before it loaded and their mask
-//! elements cleared, so the instruction restarts where it stopped. On
+//! extended from each element's top bit (every element of the vector
+//! length, those above the elements used too), then the elements are
+//! loaded in order, each clearing its mask element; a fault leaves the
+//! elements before it loaded and their mask elements cleared, so the
+//! instruction restarts where it stopped (both registers written at the
+//! vector length, the destination only once an element was loaded, as
+//! this host's CPU does). On
 //! completion the mask is zero and the destination is cleared above the
 //! elements used.
 
@@ -29,27 +32,40 @@ pub fn exec(core: &mut Core, ins: &Instruction) -> ExecResult {
     let (index_n, index_ymm) = vreg(ins.memory_index());
     let count =
         (if dest_ymm { 32 } else { 16 } / esize).min(if index_ymm { 32 } else { 16 } / isize);
+    // The vector length (VEX.L): 256 bits when either register is a YMM.
+    let vl = if dest_ymm || index_ymm { 32 } else { 16 };
     let index = get_ymm(core, index_n);
     let mut dest = get_ymm(core, dest_n);
     let old_mask = get_ymm(core, mask_n);
+    // Every mask element of the vector length is extended from its top
+    // bit, those above the elements used too (a fault shows them so).
     let mut mask = [0u8; 32];
-    for j in 0..count {
+    for j in 0..vl / esize {
         if old_mask[j * esize + esize - 1] & 0x80 != 0 {
             mask[j * esize..(j + 1) * esize].fill(0xff);
         }
     }
     let seg = ops::seg_index(ins.memory_segment());
+    let mut loaded = false;
     for j in 0..count {
         if mask[j * esize] != 0 {
             let off = offset(core, ins, &index, j);
             let mut e = [0u8; 8];
             if let Err(stop) = core.read_seg_buf(seg, off, &mut e[..esize]) {
-                set_ymm(core, dest_n, &dest, true);
-                set_ymm(core, mask_n, &mask, true);
+                // As this host's CPU leaves them: the destination, once an
+                // element was loaded, and the mask written at the vector
+                // length (VEX.128 zeroes bits 128-255; VEX.256 keeps an
+                // XMM destination's upper half); the destination untouched
+                // before.
+                if loaded {
+                    set_ymm(core, dest_n, &dest, vl == 32);
+                }
+                set_ymm(core, mask_n, &mask, vl == 32);
                 note(core, ins);
                 return Err(stop);
             }
             dest[j * esize..(j + 1) * esize].copy_from_slice(&e[..esize]);
+            loaded = true;
         }
         mask[j * esize..(j + 1) * esize].fill(0);
     }
