@@ -72,7 +72,13 @@
 //!    (i) PVM's emulator also runs bytes the CPU refuses (LOCK on a hint
 //!    NOP, prefixes on FXSAVE, ...): the engine's #UD is accepted when the
 //!    instruction, run natively in a child process (the harness's
-//!    `native` module), raises SIGILL too.
+//!    `native` module), raises SIGILL too;
+//!    (j) an access whose first byte is canonical and whose last is not
+//!    (it crosses 0x8000_0000_0000): KVM answers #PF at the first byte
+//!    where the CPU, run natively in a process, gives #GP(0) (`incl
+//!    (%rax)` at 0x7fff_ffff_ffff: SIGSEGV with trap number 13): accepted
+//!    when KVM says #PF with CR2 in the last bytes below the boundary and
+//!    the engine #GP(0) or #SS(0) at the same RIP, everything else equal.
 #![no_main]
 
 #[allow(dead_code, unused_imports, clippy::all)]
@@ -559,6 +565,22 @@ fn pvm_port_io(s: &Snippet, soft: &Outcome) -> bool {
     )
 }
 
+/// Rule 4j: an access crossing the canonical boundary upwards: KVM gives
+/// #PF at its first byte (below 0x8000_0000_0000) where the CPU natively
+/// gives #GP(0) (#SS(0) through SS), as the engine does.
+fn pvm_canonical_crossing(cpu: &Outcome, soft: &Outcome) -> bool {
+    const BOUNDARY: u64 = 0x8000_0000_0000;
+    let below = cpu
+        .cr2
+        .is_some_and(|a| a < BOUNDARY && BOUNDARY - a < 64);
+    if cpu.vector != 14 || !below || !matches!(soft.vector, 12 | 13) || soft.error != Some(0) {
+        return false;
+    }
+    let mut patched = soft.clone();
+    (patched.vector, patched.error, patched.cr2) = (cpu.vector, cpu.error, cpu.cr2);
+    patched == *cpu
+}
+
 fn check(e: &mut Engines, s: &Snippet, body: &[u8]) {
     let body_ip = CODE + (s.code.len() - body.len() - 1) as u64;
     let guard = watchdog::arm(CPU_LIMIT);
@@ -612,6 +634,7 @@ fn compare(s: &Snippet, body: &[u8], body_ip: u64, cpu: &Outcome, soft: &Outcome
         || host_xcr0(s, &c, &g, body, body_ip)
         || (c.vector == 17 && difftest::machine::user_sregs().cr0 & (1 << 18) == 0)
         || native_ud(s, &g)
+        || pvm_canonical_crossing(&c, &g)
         || nondeterministic(body, body_ip).is_some()
     {
         return;
