@@ -26,6 +26,8 @@ use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 use super::ops;
 
 mod control;
+#[cfg(test)]
+mod hostcheck;
 mod more;
 mod native;
 mod precision;

@@ -165,7 +165,7 @@ fn scaled(f: &mut Fpu, x: u128, t: i64) -> u128 {
 }
 
 /// FSCALE: ST(0) times 2 to the power of ST(1) truncated toward zero.
-fn fscale(f: &mut Fpu, a: u128, b: u128) -> u128 {
+pub(super) fn fscale(f: &mut Fpu, a: u128, b: u128) -> u128 {
     if let Some(r) = nan_operands(f, a, Some(b)) {
         return r;
     }
