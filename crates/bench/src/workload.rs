@@ -4,7 +4,7 @@
 //! kernel, initramfs, command line and root disk), and natively on the
 //! host from the same disk (loop-mounted, chroot), interleaved: in each
 //! round every machine runs the whole set once. Each program is timed by
-//! the clock of the machine it runs on (`date +%s.%N` around it, inside
+//! the clock of the machine it runs on (`/proc/uptime` around it, inside
 //! the guest); the host also timestamps the lines as they arrive, as a
 //! check on the guest's clock. Owns the workload set and its sizes, the
 //! options and the run order; `workload_run` starts the machines and

@@ -19,7 +19,7 @@ pub enum Cell {
     Measured {
         /// By the machine's own clock.
         secs: f64,
-        /// By the host, from the BEGIN line's arrival to the result's.
+        /// By the host, from the BEGIN line's arrival to the END line's.
         host_secs: Option<f64>,
         /// Output digest ("-": not compared).
         digest: String,
@@ -118,9 +118,9 @@ impl WorkloadReport {
                 machines.join(", "),
                 opts.scale
             ),
-            "times in seconds by each machine's own clock (date +%s.%N around the program, \
-             inside the guest), median of the rounds; ratios are of times (lower is better \
-             for vessel)"
+            "times in seconds by each machine's own clock (/proc/uptime read by the shell \
+             around the program, inside the guest), median of the rounds; ratios are of times \
+             (lower is better for vessel)"
                 .to_string(),
             format!(
                 "guest: {} + the default initramfs, {} MiB, 1 vCPU (smp: 2), root disk {} \

@@ -18,10 +18,13 @@ use crate::process::{self, RunError};
 const TAP: &str = "vbwl0";
 /// The guest's eth0 (the host side is 10.77.0.1, io.rs's).
 const GUEST_ADDR: &str = "10.77.0.2/24";
-/// A result line: `VESSEL-WL NAME STATUS START END DIGEST`.
+/// A result line: `VESSEL-WL NAME STATUS START END DIGEST` (START and END
+/// in seconds of the machine's uptime).
 const RESULT: &str = "VESSEL-WL ";
 /// Printed just before a workload's timed part starts.
 const BEGIN: &str = "VESSEL-WL-BEGIN ";
+/// Printed just after a workload's timed part ends.
+const END: &str = "VESSEL-WL-END ";
 /// Printed when the driver is through the list.
 const DONE: &str = "VESSEL-WL-DONE";
 
@@ -76,7 +79,8 @@ pub struct Parsed {
     pub status: i32,
     /// END - START, by the machine's own clock.
     pub secs: Option<f64>,
-    /// From the host's arrival of its BEGIN line to that of its result.
+    /// From the host's arrival of its BEGIN line to that of its END line
+    /// (or of its result, without one).
     pub host_secs: Option<f64>,
     /// The output's digest ("-": not compared).
     pub digest: String,
@@ -86,11 +90,17 @@ pub struct Parsed {
 /// before a marker on the same line (a console interleaving) is skipped.
 pub fn parse_lines(lines: &[(Duration, String)]) -> Vec<Parsed> {
     let mut begun: Vec<(String, Duration)> = Vec::new();
+    let mut ended: Vec<(String, Duration)> = Vec::new();
     let mut out = Vec::new();
     for (at, line) in lines {
         if let Some(i) = line.find(BEGIN) {
             let name = line[i + BEGIN.len()..].trim().to_string();
             begun.push((name, *at));
+            continue;
+        }
+        if let Some(i) = line.find(END) {
+            let name = line[i + END.len()..].trim().to_string();
+            ended.push((name, *at));
             continue;
         }
         let Some(i) = line.find(RESULT) else { continue };
@@ -106,11 +116,11 @@ pub fn parse_lines(lines: &[(Duration, String)]) -> Vec<Parsed> {
             (Some(a), Some(b)) if b >= a && a > 0.0 => Some(b - a),
             _ => None,
         };
-        let host_secs = begun
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, start)| at.checked_sub(*start))
+        let last =
+            |v: &[(String, Duration)]| v.iter().rev().find(|(n, _)| n == name).map(|(_, t)| *t);
+        let end = last(&ended).unwrap_or(*at);
+        let host_secs = last(&begun)
+            .and_then(|start| end.checked_sub(start))
             .map(|d| d.as_secs_f64());
         out.push(Parsed {
             name: name.to_string(),

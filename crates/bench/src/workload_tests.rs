@@ -13,6 +13,7 @@ fn result_lines_give_times_statuses_and_the_host_view() {
     let lines = vec![
         at(0, "VESSEL-GUEST-READY"),
         at(100, "VESSEL-WL-BEGIN gzip"),
+        at(2_150, "VESSEL-WL-END gzip"),
         at(2_200, "VESSEL-WL gzip 0 1000.5 1002.5 ee5ec66dd02eaea2"),
         at(2_300, "[  3.1] random: crng init done VESSEL-WL-BEGIN xz"),
         at(2_400, "VESSEL-WL xz 1 5.0 6.0 abcd"),
@@ -25,7 +26,7 @@ fn result_lines_give_times_statuses_and_the_host_view() {
     assert_eq!(p[0].name, "gzip");
     assert_eq!(p[0].status, 0);
     assert!((p[0].secs.unwrap() - 2.0).abs() < 1e-9);
-    assert!((p[0].host_secs.unwrap() - 2.1).abs() < 1e-9);
+    assert!((p[0].host_secs.unwrap() - 2.05).abs() < 1e-9);
     assert_eq!(p[0].digest, "ee5ec66dd02eaea2");
     assert_eq!(p[1].status, 1);
     assert!((p[1].host_secs.unwrap() - 0.1).abs() < 1e-9);

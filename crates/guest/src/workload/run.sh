@@ -2,16 +2,19 @@
 # vessel bench workload: runs each workload named in the arguments ("NAME
 # ARG", or "smp NAME ARG NAME ARG" for two at once), timing each with the
 # clock of the machine it runs on. Prints, per workload:
-#   VESSEL-WL-BEGIN NAME
+#   VESSEL-WL-BEGIN NAME        (just before the timed part)
+#   VESSEL-WL-END NAME          (just after it)
 #   VESSEL-WL NAME STATUS START END DIGEST
-# START and END are `date +%s.%N`; DIGEST is the first 16 hex digits of the
-# SHA-256 of the program's output (machines must agree), or - when the
-# output is not deterministic (iperf3).
+# START and END are the machine's /proc/uptime (read by the shell itself,
+# so no process start is timed; 10 ms resolution); DIGEST is the first 16
+# hex digits of the SHA-256 of the program's output (machines must agree),
+# or - when the output is not deterministic (iperf3).
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
 D=/bench/data
 HOST=${VESSEL_WL_HOST:-10.77.0.1}
 
-now() { date +%s.%N; }
+# now VAR: VAR = seconds since boot.
+now() { read -r "$1" _ < /proc/uptime; }
 
 # input MIB: $T/in holds MIB MiB of the corpus, repeated as needed.
 input() {
@@ -68,10 +71,11 @@ one() {
         return
     fi
     echo "VESSEL-WL-BEGIN $1"
-    t0=$(now)
+    now t0
     $CMD > "$T/out" 2> "$T/err"
     s=$?
-    t1=$(now)
+    now t1
+    echo "VESSEL-WL-END $1"
     echo "VESSEL-WL $1 $s $t0 $t1 $(digest "$1")"
     [ "$s" = 0 ] || tail -n 3 "$T/err"
     rm -rf "$T"
@@ -82,14 +86,15 @@ for w in "$@"; do
     if [ "$1" = smp ]; then
         # Two at once: the pair's time is from both starts to both ends.
         echo "VESSEL-WL-BEGIN smp"
-        t0=$(now)
+        now t0
         one "$2" "$3" a > /tmp/wl-smp-a.log &
         one "$4" "$5" b > /tmp/wl-smp-b.log &
         wait
-        t1=$(now)
+        now t1
+        echo "VESSEL-WL-END smp"
         st=0
         for l in a b; do
-            sed 's/^VESSEL-WL /VESSEL-WL-PART /; s/^VESSEL-WL-BEGIN /VESSEL-WL-PART-BEGIN /' /tmp/wl-smp-$l.log
+            sed 's/^VESSEL-WL /VESSEL-WL-PART /; s/^VESSEL-WL-BEGIN /VESSEL-WL-PART-BEGIN /; s/^VESSEL-WL-END /VESSEL-WL-PART-END /' /tmp/wl-smp-$l.log
             grep -q "^VESSEL-WL [^ ]* 0 " /tmp/wl-smp-$l.log || st=1
         done
         echo "VESSEL-WL smp $st $t0 $t1 -"
