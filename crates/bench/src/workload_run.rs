@@ -210,7 +210,11 @@ pub fn run_boot(
         cmd = net.netns.wrap(cmd);
     }
     match run_lines(&mut cmd, opts.timeout) {
-        Ok((status, lines, stderr)) => {
+        Ok(Captured {
+            status,
+            lines,
+            stderr,
+        }) => {
             let parsed = parse_lines(&lines);
             let done = lines.iter().any(|(_, l)| l.contains(DONE));
             let mut all: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
@@ -287,13 +291,18 @@ pub fn guest_command(
     }
 }
 
+/// What a finished run left: its status, its stdout lines each with the
+/// time since spawn it was read at, and its stderr.
+struct Captured {
+    status: ExitStatus,
+    lines: Vec<(Duration, String)>,
+    stderr: String,
+}
+
 /// Runs `cmd` in its own process group (stdin closed) to its end or
 /// `timeout` (then the whole group is killed): its exit status, its stdout
 /// lines each with the time since spawn it was read at, and its stderr.
-fn run_lines(
-    cmd: &mut Command,
-    timeout: Duration,
-) -> Result<(ExitStatus, Vec<(Duration, String)>, String), RunError> {
+fn run_lines(cmd: &mut Command, timeout: Duration) -> Result<Captured, RunError> {
     let start = Instant::now();
     cmd.process_group(0);
     let mut child = process::spawn_piped(cmd)?;
@@ -343,7 +352,11 @@ fn run_lines(
     }
     let lines: Vec<_> = rx.try_iter().collect();
     let stderr = process::join(stderr);
-    status.map(|s| (s, lines, stderr))
+    status.map(|status| Captured {
+        status,
+        lines,
+        stderr,
+    })
 }
 
 /// Kills the process group the child leads (only processes this run
