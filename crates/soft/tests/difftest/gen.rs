@@ -71,6 +71,9 @@ fn one(rng: &mut Rng, rip: u64) -> Option<(Vec<u8>, Instruction)> {
         return special::draw(rng, rip);
     }
     let code = k.forms[rng.below(k.forms.len() as u64) as usize];
+    if super::gather::is_gather(code) {
+        return super::gather::draw(rng, code, rip);
+    }
     let ops = operands(rng, code)?;
     let mut ins = build(code, &ops);
     if ins.op_count() > 0 && ins.op_kind(0) == iced_x86::OpKind::Memory && rng.below(4) == 0 {

@@ -149,6 +149,8 @@ pub enum Op {
     Reg(R),
     Mem(MemoryOperand),
     Imm(u64),
+    /// A 64-bit absolute address (MOV's moffs forms).
+    Moffs(u64),
 }
 
 /// Does the form have an XMM or YMM operand (then its memory operands are
@@ -247,6 +249,9 @@ fn operand(rng: &mut Rng, k: K, align: i64) -> Option<Op> {
         K::mm_or_mem => reg_or_mem(rng, MMS, mem),
         K::mem if align > 0 => Op::Mem(aligned(rng, align)),
         K::mem => Op::Mem(mem(rng)),
+        K::mem_offs => {
+            Op::Moffs(super::machine::DATA + rng.below(super::machine::DATA_LEN as u64 - 8))
+        }
         K::mm_reg | K::mm_rm => Op::Reg(pick(rng, MMS)),
         K::st0 => Op::Reg(R::ST0),
         K::sti_opcode => Op::Reg(pick(rng, STS)),
@@ -313,6 +318,14 @@ pub fn build(code: Code, ops: &[Op]) -> Instruction {
                 ins.set_memory_index_scale(1);
             }
             Op::Imm(v) => set_immediate(&mut ins, code, i, v),
+            Op::Moffs(a) => {
+                ins.set_op_kind(i, OpKind::Memory);
+                ins.set_memory_base(R::None);
+                ins.set_memory_index(R::None);
+                ins.set_memory_displacement64(a);
+                ins.set_memory_displ_size(8);
+                ins.set_memory_index_scale(1);
+            }
         }
     }
     ins

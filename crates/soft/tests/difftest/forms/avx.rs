@@ -1,8 +1,8 @@
 //! VEX forms: AVX, AVX2, FMA and F16C (helper "avx"), and the VEX forms
 //! of AES-NI and PCLMULQDQ. Every VEX form whose iced-x86 CPUID features
-//! are among those, listed by a program over `Code::values()`; the gathers (VSIB operands) wait for
-//! the operand drawer to make VSIB operands (`tests/xsave.rs` checks them
-//! and the masked moves against the host CPU). Left out as this host's
+//! are among those, listed by a program over `Code::values()`, the gathers
+//! among them (their VSIB operands and index values come from
+//! `gather.rs`). Left out as this host's
 //! KVM artifacts: VLDMXCSR of random data (its #GP comes back as #UD) and
 //! the XSAVE family and XGETBV/XSETBV (the guest's CPL3 code runs with the
 //! host's XCR0, 0x600e7, and a #GP goes through KVM's emulator);
@@ -19,6 +19,23 @@ pub const FORMS: &[Code] = &[
     Code::VEX_Vaesdeclast_xmm_xmm_xmmm128,
     Code::VEX_Vpclmulqdq_xmm_xmm_xmmm128_imm8,
     Code::VEX_Vaeskeygenassist_xmm_xmmm128_imm8,
+    // The AVX2 gathers (exec/avx_gather.rs): drawn by `gather.rs`.
+    Code::VEX_Vgatherdps_xmm_vm32x_xmm,
+    Code::VEX_Vgatherdps_ymm_vm32y_ymm,
+    Code::VEX_Vgatherdpd_xmm_vm32x_xmm,
+    Code::VEX_Vgatherdpd_ymm_vm32x_ymm,
+    Code::VEX_Vgatherqps_xmm_vm64x_xmm,
+    Code::VEX_Vgatherqps_xmm_vm64y_xmm,
+    Code::VEX_Vgatherqpd_xmm_vm64x_xmm,
+    Code::VEX_Vgatherqpd_ymm_vm64y_ymm,
+    Code::VEX_Vpgatherdd_xmm_vm32x_xmm,
+    Code::VEX_Vpgatherdd_ymm_vm32y_ymm,
+    Code::VEX_Vpgatherdq_xmm_vm32x_xmm,
+    Code::VEX_Vpgatherdq_ymm_vm32x_ymm,
+    Code::VEX_Vpgatherqd_xmm_vm64x_xmm,
+    Code::VEX_Vpgatherqd_xmm_vm64y_xmm,
+    Code::VEX_Vpgatherqq_xmm_vm64x_xmm,
+    Code::VEX_Vpgatherqq_ymm_vm64y_ymm,
     // VEX (exec/avx.rs, hostop).
     Code::VEX_Vmovups_xmm_xmmm128,
     Code::VEX_Vmovups_ymm_ymmm256,
