@@ -190,11 +190,20 @@ pub fn legacy_region_read(
 
 /// The linear address of a memory operand of `len` bytes, checked for
 /// the access (segment, paging) on both ends before anything is
-/// written; `align` is the alignment whose violation is #GP(0).
+/// written; `align` is the alignment whose violation is #GP(0). The
+/// first `head` bytes are checked as an ordinary access (a fault on the
+/// next page names that page's first byte), then the rest from the top
+/// (a fault names the operand's last byte). Host results: FNSTENV,
+/// FLDENV, FNSAVE and FRSTOR begin with an access of the layout's
+/// field size, 4 or 2 bytes ([`head`]): an operand with fewer bytes
+/// than that before a faulting page faults at the page's start, one
+/// with more at its last byte; FXSAVE and FXRSTOR go wholly from the
+/// top.
 fn operand(
     core: &mut Core,
     ins: &Instruction,
     len: u64,
+    head: u64,
     write: bool,
     align: u64,
 ) -> ExecResult<(usize, u64)> {
@@ -204,14 +213,26 @@ fn operand(
         return Err(Fault::gp(0).into());
     }
     let acc = if write { Access::Write } else { Access::Read };
-    if align == 16 {
-        // FXSAVE and FXRSTOR go from the top: a fault names the last
-        // byte (host results).
-        core.translate(lin + len - 1, acc, false)?;
+    if head > 0 {
+        core.translate(lin, acc, false)?;
+        let next_page = (lin + head - 1) & !0xfff;
+        if next_page > lin {
+            core.translate(next_page, acc, false)?;
+        }
     }
-    core.translate(lin, acc, false)?;
     core.translate(lin + len - 1, acc, false)?;
+    core.translate(lin + head, acc, false)?;
     Ok((s, off))
+}
+
+/// The first access of FNSTENV/FLDENV/FNSAVE/FRSTOR: one field of the
+/// 28-byte (`wide`) or 14-byte layout.
+fn head(wide: bool) -> u64 {
+    if wide {
+        4
+    } else {
+        2
+    }
 }
 
 fn xmm_count(core: &Core) -> usize {
@@ -223,7 +244,7 @@ fn xmm_count(core: &Core) -> usize {
 }
 
 fn fxsave(core: &mut Core, ins: &Instruction, wide: bool) -> ExecResult {
-    let (s, off) = operand(core, ins, 512, true, 16)?;
+    let (s, off) = operand(core, ins, 512, 0, true, 16)?;
     let n = xmm_count(core);
     let mut img = [0u8; 512];
     legacy_region_write(&core.cpu.fpu, &mut img, wide, n);
@@ -232,7 +253,7 @@ fn fxsave(core: &mut Core, ins: &Instruction, wide: bool) -> ExecResult {
 }
 
 fn fxrstor(core: &mut Core, ins: &Instruction, wide: bool) -> ExecResult {
-    let (s, off) = operand(core, ins, 512, false, 16)?;
+    let (s, off) = operand(core, ins, 512, 0, false, 16)?;
     let mut img = [0u8; 512];
     core.read_seg_buf(s, off, &mut img)?;
     let n = xmm_count(core);
@@ -364,7 +385,7 @@ fn fnstenv(core: &mut Core, ins: &Instruction, save: bool) -> ExecResult {
     let wide = wide_env(ins);
     let env = if wide { ENV32 } else { ENV16 };
     let len = env + if save { 80 } else { 0 };
-    let (s, off) = operand(core, ins, len as u64, true, 1)?;
+    let (s, off) = operand(core, ins, len as u64, head(wide), true, 1)?;
     let mut b = [0u8; ENV32 + 80];
     let real = real_layout(core);
     let f = &core.cpu.fpu;
@@ -389,7 +410,7 @@ fn fldenv(core: &mut Core, ins: &Instruction, restore: bool) -> ExecResult {
     let wide = wide_env(ins);
     let env = if wide { ENV32 } else { ENV16 };
     let len = env + if restore { 80 } else { 0 };
-    let (s, off) = operand(core, ins, len as u64, false, 1)?;
+    let (s, off) = operand(core, ins, len as u64, head(wide), false, 1)?;
     let mut b = [0u8; ENV32 + 80];
     core.read_seg_buf(s, off, &mut b[..len])?;
     let real = real_layout(core);
