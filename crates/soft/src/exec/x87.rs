@@ -13,9 +13,12 @@
 //! flags (IE, ZE, OE, UE, PE, SF) are set in FSW; an unmasked one sets
 //! ES and B, and the next waiting x87 or MMX instruction raises #MF.
 //!
-//! Not modelled: precision control (FCW.PC; results are always rounded
-//! to 64 bits, Linux's default), FIP/FDP/FOP, and unmasked-exception
-//! results (the masked response is always stored).
+//! Modelled as this host's CPU does them, each in its own module:
+//! precision control (`precision`: FCW.PC rounds to 24, 53 or 64 bits),
+//! tininess judged after rounding (`tininess`), the unmasked-exception
+//! responses (`response`), FOP/FIP/FDP and the environment and state
+//! images (`control`, `save`), the transcendentals by the host's own x87
+//! (`transcend`, `native`).
 
 use std::cmp::Ordering;
 
