@@ -147,7 +147,7 @@ impl Workload {
                 .filter_map(|n| find_workload(n))
                 .map(|w| format!("{} {}", w.name, w.arg(scale)))
                 .collect();
-            return format!("{} at once, 2 vCPUs", parts.join(" + "));
+            return format!("{}, 2 vCPUs at once", parts.join(" + "));
         }
         self.size.replace("{}", &thousands(self.arg(scale)))
     }
@@ -284,6 +284,19 @@ pub fn workload(opts: &WorkloadBenchOptions) -> Result<WorkloadReport, BenchErro
                     "bench workload: {machine} done in {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
+                // Each result as it comes, so a run cut short still says
+                // what it measured.
+                if let run::BootOutcome::Ran { parsed, .. } = &outcome {
+                    for p in parsed {
+                        eprintln!(
+                            "bench workload:   {machine} {} status {} {} s (host saw {} s)",
+                            p.name,
+                            p.status,
+                            p.secs.map_or("-".into(), |s| format!("{s:.2}")),
+                            p.host_secs.map_or("-".into(), |s| format!("{s:.2}")),
+                        );
+                    }
+                }
                 report.add(machine, boot, outcome);
             }
         }
