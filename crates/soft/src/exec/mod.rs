@@ -294,6 +294,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
         | M::Cpuid
         | M::Rdtsc
         | M::Rdtscp
+        | M::Rdpmc
         | M::Lgdt
         | M::Lidt
         | M::Sgdt

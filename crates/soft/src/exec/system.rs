@@ -662,6 +662,10 @@ pub fn exec(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         Mnemonic::Cpuid => cpuid(core),
         Mnemonic::Rdtsc => rdtsc(core, false),
         Mnemonic::Rdtscp => rdtsc(core, true),
+        // The model has no performance counters (their MSRs are not
+        // implemented either), so every counter ECX can name is
+        // unimplemented: #GP(0), as for RDPMC at CPL3 with CR4.PCE clear.
+        Mnemonic::Rdpmc => Err(Fault::gp(0).into()),
         Mnemonic::Lgdt | Mnemonic::Lidt | Mnemonic::Sgdt | Mnemonic::Sidt => table_op(core, ins, m),
         Mnemonic::Ltr | Mnemonic::Lldt => {
             // Privilege before the operand, as the CPU checks.
