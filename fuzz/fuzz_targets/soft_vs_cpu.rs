@@ -33,7 +33,10 @@
 //!    an instruction decodable at *any* offset of the body (a jump into the
 //!    middle of an instruction) are masked too, and an input in which an
 //!    instruction reads (branches on, pushes, adds in) a flag an earlier
-//!    one left undefined is not compared.
+//!    one left undefined is not compared. Where the run left the input's
+//!    code (a jump into the data or stack pages, whose bytes then run),
+//!    the flags left undefined by an instruction decodable at any of the
+//!    64 offsets before an exit's RIP in that page are masked as well.
 //! 3. Non-deterministic instructions: RDTSC, RDTSCP, RDPID, RDRAND, RDSEED,
 //!    and CPUID (KVM's CPUID table is not the engine's CPU model): an input
 //!    where one is decodable at any offset of the body is not compared when
@@ -56,9 +59,10 @@
 //!    first): when the engine gives #GP(0) at IN/OUT/INS/OUTS, the input is
 //!    not compared;
 //!    (e) IRET, far transfers, segment loads, LAR/LSL/VERR/VERW and
-//!    SGDT/SIDT/SLDT/STR/SMSW use the host's descriptor tables under PVM:
-//!    an input with one in the body in sequence or at either exit's RIP is
-//!    not compared;
+//!    SGDT/SIDT/SLDT/STR/SMSW use the host's descriptor tables under PVM,
+//!    and reads of segment registers (MOV from, PUSH) give the host's
+//!    selectors (measured: %cs 0x33, %ds/%fs 0): an input with one in the
+//!    body in sequence or at either exit's RIP is not compared;
 //!    (f) VEX/XOP code while the guest's CR4.OSXSAVE is clear, and EVEX
 //!    code always (the guest's XCR0 has no AVX-512 state), run under the
 //!    host's CR4 and XCR0: the engine's #UD there is accepted;
@@ -304,6 +308,18 @@ fn linear_undefined(body: &[u8], ip: u64) -> u64 {
         .fold(0, |m, i| m | undefined_flags(i))
 }
 
+/// Rule 2, for code run outside the input: the flags left undefined by an
+/// instruction decodable at any of the 64 offsets before `rip`, when
+/// `rip` is in the data or stack pages (the path there is not known).
+fn outside_undefined(s: &Snippet, o: &Outcome, rip: u64) -> u64 {
+    if (CODE..CODE + 0x1000).contains(&rip) {
+        return 0;
+    }
+    (rip.saturating_sub(64)..rip)
+        .filter_map(|a| instruction_at(s, o, a))
+        .fold(0, |m, i| m | undefined_flags(&i))
+}
+
 /// Rule 2: does an instruction read a flag an earlier one left undefined?
 fn reads_undefined(body: &[u8], ip: u64) -> bool {
     let mut undefined = 0;
@@ -365,8 +381,9 @@ fn pvm_gp_as_ud(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
 }
 
 /// Rule 4e: instructions that use descriptor tables or segment registers
-/// (IRET, far transfers, segment loads, LAR/LSL/VERR/VERW, SGDT/SIDT/SLDT/
-/// STR/SMSW): PVM runs guest user code on the host's own tables and
+/// (IRET, far transfers, segment loads and reads, LAR/LSL/VERR/VERW,
+/// SGDT/SIDT/SLDT/STR/SMSW): PVM runs guest user code on the host's own
+/// tables and selectors and
 /// emulates the rest, so the CPU is no oracle for them. An input is not
 /// compared when one is in the body in sequence or at either exit's RIP.
 fn descriptor_tables(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip: u64) -> bool {
@@ -384,7 +401,7 @@ fn descriptor_tables(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip
             );
         let sreg = (0..i.op_count()).any(|k| {
             i.op_kind(k) == iced_x86::OpKind::Register && i.op_register(k).is_segment_register()
-        }) && !matches!(i.mnemonic(), M::Push);
+        });
         far || sreg
             || matches!(
                 i.mnemonic(),
@@ -633,7 +650,9 @@ fn compare(s: &Snippet, body: &[u8], body_ip: u64, cpu: &Outcome, soft: &Outcome
     // Rule 2, wider: flags left undefined by anything decodable in the body.
     let wide = every_offset(body, body_ip)
         .iter()
-        .fold(0, |m, i| m | undefined_flags(i));
+        .fold(0, |m, i| m | undefined_flags(i))
+        | outside_undefined(s, soft, cpu.rip)
+        | outside_undefined(s, soft, soft.rip);
     let (mut c, mut g) = (cpu.clone(), soft.clone());
     c.rflags &= !wide;
     g.rflags &= !wide;
@@ -668,6 +687,16 @@ fn fail(s: &Snippet, what: &str, cpu: &Outcome, soft: Option<&Outcome>) -> ! {
     msg.push_str(&format!("start regs: {:x?}\n", s.regs));
     if let Some(g) = soft {
         msg.push_str(&diff(cpu, g));
+        // Code run outside the input (a jump into the data or stack
+        // pages): the bytes up to the CPU's exit, to decode by hand.
+        if !(CODE..CODE + 0x1000).contains(&cpu.rip) {
+            let from = cpu.rip.saturating_sub(64);
+            let bytes: Vec<String> = (from..cpu.rip + 16)
+                .filter_map(|a| bytes_at(s, g, a).and_then(|b| b.first().copied()))
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            msg.push_str(&format!("bytes from {from:#x}: {}\n", bytes.join(" ")));
+        }
     } else {
         msg.push_str(&format!(
             "cpu: vector {} error {:?} rip {:#x}\n",
@@ -688,13 +717,11 @@ fn diff(w: &Outcome, g: &Outcome) -> String {
         }
     }
     let exit = |o: &Outcome| (o.vector, o.error, o.rip, o.rsp, o.cr2);
-    if exit(w) != exit(g) {
-        out.push_str(&format!(
-            "exit (vector, error, rip, rsp, cr2): cpu {:x?} soft {:x?}\n",
-            exit(w),
-            exit(g)
-        ));
-    }
+    out.push_str(&format!(
+        "exit (vector, error, rip, rsp, cr2): cpu {:x?} soft {:x?}\n",
+        exit(w),
+        exit(g)
+    ));
     if w.rflags != g.rflags {
         out.push_str(&format!(
             "rflags: cpu {:#x} soft {:#x}\n",
