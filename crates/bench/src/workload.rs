@@ -139,6 +139,12 @@ impl Workload {
         }
     }
 
+    /// Throughput in MiB/s of a network workload (its argument is MiB)
+    /// that took `secs` at `scale`; None for other workloads or no time.
+    pub fn mib_per_sec(&self, scale: f64, secs: f64) -> Option<f64> {
+        (self.needs_net() && secs > 0.0 && secs.is_finite()).then(|| self.arg(scale) as f64 / secs)
+    }
+
     /// Its size at `scale`, for the table.
     pub fn describe(&self, scale: f64) -> String {
         if self.name == "smp" {
@@ -173,6 +179,10 @@ pub struct WorkloadBenchOptions {
     pub vessel: PathBuf,
     /// `vessel run --engine` value.
     pub engine: String,
+    /// `vessel run --cpu-model` value (what the guest's CPUID advertises).
+    pub cpu_model: String,
+    /// QEMU's `-cpu` model (None: QEMU's default, qemu64).
+    pub qemu_cpu: Option<String>,
     /// What `auto` means here, for the header.
     pub engine_note: String,
     /// The QEMU binary.
@@ -208,6 +218,8 @@ impl WorkloadBenchOptions {
         WorkloadBenchOptions {
             vessel,
             engine: "auto".to_string(),
+            cpu_model: "max".to_string(),
+            qemu_cpu: None,
             engine_note: String::new(),
             qemu: PathBuf::from("qemu-system-x86_64"),
             kernel: image.vmlinux.clone(),

@@ -97,6 +97,8 @@ pub struct WorkloadReport {
     pub machines: Vec<WlMachine>,
     /// The rows, in table order.
     pub rows: Vec<WorkloadRow>,
+    /// The sizes' scale (network throughput is size over time).
+    pub scale: f64,
     /// Footnotes: failures, clock disagreements, missing pieces.
     pub notes: Vec<String>,
 }
@@ -131,7 +133,7 @@ impl WorkloadReport {
             ),
             format!("disk packages: {}", opts.packages),
             format!(
-                "vessel: --engine {}{}; qemu: {} -M q35 -accel tcg (default CPU model), \
+                "vessel: --engine {}{} --cpu-model {}; qemu: {} -M q35 -accel tcg {}, \
                  virtio-blk and virtio-net on a TAP; native: the same disk loop-mounted, \
                  chroot (iperf3 natively is loopback in the namespace)",
                 opts.engine,
@@ -140,7 +142,12 @@ impl WorkloadReport {
                 } else {
                     format!(" ({})", opts.engine_note)
                 },
-                opts.qemu.display()
+                opts.cpu_model,
+                opts.qemu.display(),
+                match &opts.qemu_cpu {
+                    Some(m) => format!("-cpu {m}"),
+                    None => "(default CPU model, qemu64)".to_string(),
+                }
             ),
         ];
         let rows = opts
@@ -156,8 +163,34 @@ impl WorkloadReport {
             header,
             machines: opts.machines.clone(),
             rows,
+            scale: opts.scale,
             notes: Vec::new(),
         }
+    }
+
+    /// One line per network row with each machine's throughput in MiB/s
+    /// (the row's MiB over its median time, connection setup included).
+    pub fn throughput_lines(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter(|r| r.workload.needs_net())
+            .map(|r| {
+                let cells: Vec<String> = self
+                    .machines
+                    .iter()
+                    .map(|&m| {
+                        let v = r
+                            .median(m)
+                            .and_then(|s| r.workload.mib_per_sec(self.scale, s));
+                        match v {
+                            Some(v) => format!("{m} {v:.1}"),
+                            None => format!("{m} -"),
+                        }
+                    })
+                    .collect();
+                format!("throughput {} MiB/s: {}", r.workload.name, cells.join(", "))
+            })
+            .collect()
     }
 
     /// Adds a footnote.
@@ -351,6 +384,9 @@ impl fmt::Display for WorkloadReport {
                 f,
                 "goal: not measurable (no workload ran on both vessel and QEMU)"
             )?,
+        }
+        for line in self.throughput_lines() {
+            writeln!(f, "{line}")?;
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;

@@ -262,6 +262,7 @@ pub fn guest_command(
     if machine == WlMachine::Vessel {
         let mut cmd = Command::new(&opts.vessel);
         cmd.args(["run", "--engine", &opts.engine, "--cpus", &cpus])
+            .args(["--cpu-model", &opts.cpu_model])
             .args(["--no-reboot", "--memory", &memory])
             .args(["--kernel".as_ref(), opts.kernel.as_os_str()])
             .args(["--initrd".as_ref(), opts.initrd.as_os_str()])
@@ -274,8 +275,11 @@ pub fn guest_command(
     } else {
         let mut cmd = Command::new(&opts.qemu);
         cmd.args(["-M", "q35", "-accel", "tcg", "-smp", &cpus, "-m", &memory])
-            .args(["-nographic", "-display", "none", "-monitor", "none"])
-            .args(["-serial", "stdio", "-no-reboot", "-nodefaults"])
+            .args(["-nographic", "-display", "none", "-monitor", "none"]);
+        if let Some(model) = &opts.qemu_cpu {
+            cmd.args(["-cpu", model]);
+        }
+        cmd.args(["-serial", "stdio", "-no-reboot", "-nodefaults"])
             .args(["-kernel".as_ref(), opts.kernel.as_os_str()])
             .args(["-initrd".as_ref(), opts.initrd.as_os_str()])
             .args(["-append", &cmdline])

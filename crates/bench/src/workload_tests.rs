@@ -181,3 +181,81 @@ fn a_guest_clock_far_from_the_hosts_is_noted() {
         r.notes
     );
 }
+
+#[test]
+fn network_rows_give_throughput_others_none() {
+    let g2h = find_workload("iperf-g2h").unwrap();
+    assert!((g2h.mib_per_sec(1.0, 0.5).unwrap() - 128.0).abs() < 1e-9);
+    assert!((g2h.mib_per_sec(0.5, 1.0).unwrap() - 32.0).abs() < 1e-9);
+    assert_eq!(g2h.mib_per_sec(1.0, 0.0), None);
+    assert_eq!(find_workload("gzip").unwrap().mib_per_sec(1.0, 2.0), None);
+}
+
+#[test]
+fn the_report_gives_iperf_throughput_and_the_cpu_models() {
+    let mut opts = options(&["iperf-g2h", "gzip"]);
+    opts.scale = 0.5;
+    opts.cpu_model = "baseline".into();
+    opts.qemu_cpu = Some("Haswell".into());
+    let boot = &boots(&opts.workloads)[0];
+    let mut r = WorkloadReport::new(&opts);
+    r.add(
+        WlMachine::Vessel,
+        boot,
+        ran(&[("iperf-g2h", 0.25, "-"), ("gzip", 1.0, "a")]),
+    );
+    r.add(
+        WlMachine::Qemu,
+        boot,
+        ran(&[("iperf-g2h", 0.5, "-"), ("gzip", 1.0, "a")]),
+    );
+    let lines = r.throughput_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // 32 MiB (64 at scale 0.5) in 0.25 s and 0.5 s; native did not run.
+    assert!(
+        lines[0].contains("vessel 128.0") && lines[0].contains("qemu 64.0"),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("native -"), "{lines:?}");
+    let text = r.to_string();
+    assert!(text.contains("throughput iperf-g2h MiB/s"), "{text}");
+    assert!(text.contains("--cpu-model baseline"), "{text}");
+    assert!(text.contains("-cpu Haswell"), "{text}");
+}
+
+#[test]
+fn the_cpu_models_reach_the_command_lines() {
+    let mut opts = options(&["gzip"]);
+    opts.cpu_model = "v2".into();
+    let words = ["gzip 1".to_string()];
+    let args = |c: &std::process::Command| -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    };
+    let v = args(&run::guest_command(
+        &opts,
+        WlMachine::Vessel,
+        1,
+        &words,
+        false,
+    ));
+    assert!(v.windows(2).any(|w| w == ["--cpu-model", "v2"]), "{v:?}");
+    let q = args(&run::guest_command(
+        &opts,
+        WlMachine::Qemu,
+        1,
+        &words,
+        false,
+    ));
+    assert!(!q.iter().any(|a| a == "-cpu"), "{q:?}");
+    opts.qemu_cpu = Some("max".into());
+    let q = args(&run::guest_command(
+        &opts,
+        WlMachine::Qemu,
+        1,
+        &words,
+        false,
+    ));
+    assert!(q.windows(2).any(|w| w == ["-cpu", "max"]), "{q:?}");
+}

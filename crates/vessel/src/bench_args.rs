@@ -88,6 +88,27 @@ pub struct WorkloadArgs {
     /// The QEMU binary.
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: PathBuf,
+    /// What vessel's guest CPUID advertises (`vessel run --cpu-model`).
+    #[arg(long, value_enum, default_value_t = crate::CpuModelArg::Max)]
+    cpu_model: crate::CpuModelArg,
+    /// QEMU's `-cpu` model (e.g. max, Haswell); default: QEMU's own
+    /// (qemu64, SSE2 only).
+    #[arg(long, value_parser = qemu_cpu_name)]
+    qemu_cpu: Option<String>,
+}
+
+/// A QEMU CPU model name: letters, digits and `-_.,=+` (properties such
+/// as `max,+avx2` included), nothing a shell or QEMU would split on.
+fn qemu_cpu_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,=+".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a QEMU CPU model name"))
+    }
 }
 
 #[derive(clap::Args)]
@@ -285,6 +306,8 @@ fn workload(args: WorkloadArgs) -> anyhow::Result<ExitCode> {
     opts.memory_mib = args.memory;
     opts.timeout = Duration::from_secs(args.timeout);
     opts.qemu = args.qemu;
+    opts.cpu_model = cpu_model_name(args.cpu_model).to_string();
+    opts.qemu_cpu = args.qemu_cpu;
     opts.machines = args
         .machines
         .iter()
@@ -298,6 +321,16 @@ fn workload(args: WorkloadArgs) -> anyhow::Result<ExitCode> {
     println!("{report}");
     report.check()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--cpu-model` word for `vessel run`.
+fn cpu_model_name(m: crate::CpuModelArg) -> &'static str {
+    match m {
+        crate::CpuModelArg::Baseline => "baseline",
+        crate::CpuModelArg::V2 => "v2",
+        crate::CpuModelArg::V3 => "v3",
+        crate::CpuModelArg::Max => "max",
+    }
 }
 
 fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
@@ -414,4 +447,40 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     println!("{report}");
     report.check()?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Parser, ValueEnum};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        wl: WorkloadArgs,
+    }
+
+    #[test]
+    fn cpu_model_words_are_the_ones_vessel_run_parses() {
+        for m in crate::CpuModelArg::value_variants() {
+            let name = cpu_model_name(*m);
+            let back = crate::CpuModelArg::from_str(name, false).unwrap();
+            assert_eq!(cpu_model_name(back), name);
+        }
+    }
+
+    #[test]
+    fn workload_cpu_options_parse_and_default() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cpu_model_name(cli.wl.cpu_model), "max");
+        assert_eq!(cli.wl.qemu_cpu, None);
+        let cli =
+            Cli::try_parse_from(["x", "--cpu-model", "baseline", "--qemu-cpu", "Haswell"]).unwrap();
+        assert_eq!(cpu_model_name(cli.wl.cpu_model), "baseline");
+        assert_eq!(cli.wl.qemu_cpu.as_deref(), Some("Haswell"));
+        assert!(Cli::try_parse_from(["x", "--qemu-cpu", "max,+avx2"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "--qemu-cpu", "max -smp 4"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--qemu-cpu", ""]).is_err());
+        assert!(Cli::try_parse_from(["x", "--cpu-model", "v9"]).is_err());
+    }
 }
