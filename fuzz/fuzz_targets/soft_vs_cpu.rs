@@ -44,8 +44,9 @@
 //! 4. Artifacts of the PVM host, where KVM, not the CPU, has the last word:
 //!    (a) PVM turns the CPU's #GP at CPL3 into #UD when its emulator does
 //!    not know the instruction (a misaligned SSE operand, a non-canonical
-//!    address, INT n through a DPL-0 gate): accepted when KVM says #UD and
-//!    the engine #GP at the same RIP, everything else equal, for a valid
+//!    address, INT n through a DPL-0 gate), and #SS (a non-canonical
+//!    address through SS) likewise: accepted when KVM says #UD and the
+//!    engine #GP or #SS at the same RIP, everything else equal, for a valid
 //!    instruction without LOCK with a memory operand, or INT n;
 //!    (b) an input on which KVM itself fails (an error of the host's CPL0
 //!    emulator) is not compared, and is counted on stderr;
@@ -327,7 +328,12 @@ fn reads_undefined(body: &[u8], ip: u64) -> bool {
         if flag_bits(i.rflags_read()) & undefined != 0 {
             return true;
         }
-        undefined = (undefined & !flag_bits(i.rflags_modified())) | undefined_flags(&i);
+        let written = if difftest::gen::may_write_no_flags(&i) {
+            0
+        } else {
+            flag_bits(i.rflags_modified())
+        };
+        undefined = (undefined & !written) | undefined_flags(&i);
     }
     false
 }
@@ -358,12 +364,13 @@ fn instruction_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Instruction> {
 }
 
 /// Rule 4a: PVM turns the CPU's #GP at CPL3 into #UD when its instruction
-/// emulator does not know the instruction: accepted when KVM gives #UD and
-/// the engine #GP at the same RIP, everything else equal, for a valid
+/// emulator does not know the instruction (#SS too, for a non-canonical
+/// address through SS): accepted when KVM gives #UD and the engine #GP or
+/// #SS at the same RIP, everything else equal, for a valid
 /// instruction without LOCK that either has a memory operand (misaligned
 /// SSE, non-canonical address) or is INT n (a DPL-0 gate).
 fn pvm_gp_as_ud(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
-    if (cpu.vector, soft.vector) != (6, 13) || cpu.rip != soft.rip {
+    if cpu.vector != 6 || !matches!(soft.vector, 12 | 13) || cpu.rip != soft.rip {
         return false;
     }
     let Some(ins) = instruction_at(s, soft, soft.rip) else {

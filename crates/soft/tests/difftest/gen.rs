@@ -203,17 +203,27 @@ fn needs_aligned_rbp(ins: &Instruction) -> bool {
     matches!(ins.memory_base(), R::RBP | R::EBP) && super::operands::mem_align(ins.code()) > 0
 }
 
-/// A shift by CL may shift by zero, and a REP string compare may run no
-/// iteration: then no flag is written.
-fn may_write_no_flags(ins: &Instruction) -> bool {
+/// A shift by CL may shift by zero, one by an immediate may be masked to
+/// zero, and a REP string compare may run no iteration: then no flag is
+/// written.
+pub fn may_write_no_flags(ins: &Instruction) -> bool {
     use iced_x86::Mnemonic as M;
+    let shift = matches!(
+        ins.mnemonic(),
+        M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd
+    );
     let by_cl = (0..ins.op_count())
-        .any(|i| ins.op_kind(i) == iced_x86::OpKind::Register && ins.op_register(i) == R::CL)
-        && matches!(
-            ins.mnemonic(),
-            M::Shl | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd
-        );
-    by_cl
+        .any(|i| ins.op_kind(i) == iced_x86::OpKind::Register && ins.op_register(i) == R::CL);
+    // An immediate count the CPU masks to 0 (RCL/RCR: reduces to 0 modulo
+    // the width plus one) leaves the flags as they were too.
+    let by_zero = (0..ins.op_count()).any(|i| ins.op_kind(i) == iced_x86::OpKind::Immediate8)
+        && {
+            let width = ins.op0_register().size().max(ins.memory_size().size()) as u32 * 8;
+            let masked = u32::from(ins.immediate8()) & if width == 64 { 0x3f } else { 0x1f };
+            let narrow_rc = matches!(ins.mnemonic(), M::Rcl | M::Rcr) && width < 32;
+            masked == 0 || (narrow_rc && masked % (width + 1) == 0)
+        };
+    (shift && (by_cl || by_zero))
         || ((ins.has_repe_prefix() || ins.has_repne_prefix())
             && matches!(
                 ins.mnemonic(),
