@@ -7,51 +7,8 @@
 //! The host is read with FRSTOR, the instruction, FXSAVE and FNINIT, as
 //! `native` does for the transcendentals.
 
-use std::arch::asm;
-
+use super::native::{stub, Area};
 use super::*;
-
-/// The memory the stubs read and write; FXSAVE wants 16-byte alignment.
-#[repr(C, align(64))]
-struct Area {
-    fxsave: [u8; 512],
-    frstor: [u8; 108],
-    host_cw: u16,
-    /// FST's destination.
-    out: u64,
-}
-
-macro_rules! stub {
-    ($name:ident, $ins:literal) => {
-        fn $name(a: &mut Area) {
-            // SAFETY: the asm reads `a.frstor` and writes `a.fxsave`,
-            // `a.host_cw` and `a.out`, all inside `*a`, which the
-            // exclusive borrow keeps valid. It changes only x87 state,
-            // declared clobbered, and leaves the x87 empty (FNINIT) with
-            // the host's control word, as the ABI wants. FNCLEX clears
-            // anything pending before the waiting FRSTOR, whose image
-            // has no exception flags; after the instruction only
-            // non-waiting ones run until FNINIT clears ES.
-            unsafe {
-                asm!(
-                    "fnstcw word ptr [{a} + 620]",
-                    "fnclex",
-                    "frstor [{a} + 512]",
-                    $ins,
-                    "fxsave [{a}]",
-                    "fninit",
-                    "fldcw word ptr [{a} + 620]",
-                    a = in(reg) a as *mut Area,
-                    out("st(0)") _, out("st(1)") _, out("st(2)") _, out("st(3)") _,
-                    out("st(4)") _, out("st(5)") _, out("st(6)") _, out("st(7)") _,
-                    out("mm0") _, out("mm1") _, out("mm2") _, out("mm3") _,
-                    out("mm4") _, out("mm5") _, out("mm6") _, out("mm7") _,
-                    options(nostack),
-                );
-            }
-        }
-    };
-}
 
 stub!(host_fscale, "fscale");
 stub!(host_fadd, "fadd st(0), st(1)");

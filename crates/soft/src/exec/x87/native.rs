@@ -22,8 +22,6 @@
 //!
 //! This is the engine's only x87 inline assembly.
 
-use std::arch::asm;
-
 /// The instructions this module runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Op {
@@ -48,27 +46,31 @@ pub(super) struct After {
 }
 
 /// The memory the stub reads and writes: FXSAVE needs 16-byte
-/// alignment.
+/// alignment. The offsets are the stub's: FRSTOR's image at 512, the
+/// host's control word at 620, a store's destination at 624 (`out`,
+/// for the tests' FST stubs).
 #[repr(C, align(64))]
-struct Area {
-    fxsave: [u8; 512],
-    frstor: [u8; 108],
-    host_cw: u16,
+pub(super) struct Area {
+    pub(super) fxsave: [u8; 512],
+    pub(super) frstor: [u8; 108],
+    pub(super) host_cw: u16,
+    pub(super) out: u64,
 }
 
 macro_rules! stub {
     ($name:ident, $ins:literal) => {
         fn $name(a: &mut Area) {
             // SAFETY: the asm reads `a.frstor` (108 bytes) and writes
-            // `a.fxsave` (512 bytes, 64-byte aligned) and `a.host_cw`, all
-            // inside `*a`, which the exclusive borrow keeps valid. It only
+            // `a.fxsave` (512 bytes, 64-byte aligned), `a.host_cw` and (a
+            // store's stub) `a.out`, all inside `*a`, which the exclusive
+            // borrow keeps valid. It only
             // changes x87 state, declared clobbered (ST0-7 and the MMX
             // registers they alias), and leaves the host x87 as the ABI
             // wants it: empty (FNINIT) with the host's own control word.
             // No waiting instruction runs while an exception is pending
             // (see the module comment), so nothing traps.
             unsafe {
-                asm!(
+                std::arch::asm!(
                     "fnstcw word ptr [{a} + 620]",
                     "fnclex",
                     "frstor [{a} + 512]",
@@ -88,6 +90,9 @@ macro_rules! stub {
     };
 }
 
+#[cfg(test)]
+pub(super) use stub;
+
 stub!(f2xm1, "f2xm1");
 stub!(fyl2x, "fyl2x");
 stub!(fyl2xp1, "fyl2xp1");
@@ -104,6 +109,7 @@ pub(super) fn run(op: Op, image: &[u8; 108]) -> After {
         fxsave: [0; 512],
         frstor: *image,
         host_cw: 0,
+        out: 0,
     };
     match op {
         Op::F2xm1 => f2xm1(&mut a),
