@@ -216,13 +216,12 @@ pub fn may_write_no_flags(ins: &Instruction) -> bool {
         .any(|i| ins.op_kind(i) == iced_x86::OpKind::Register && ins.op_register(i) == R::CL);
     // An immediate count the CPU masks to 0 (RCL/RCR: reduces to 0 modulo
     // the width plus one) leaves the flags as they were too.
-    let by_zero = (0..ins.op_count()).any(|i| ins.op_kind(i) == iced_x86::OpKind::Immediate8)
-        && {
-            let width = ins.op0_register().size().max(ins.memory_size().size()) as u32 * 8;
-            let masked = u32::from(ins.immediate8()) & if width == 64 { 0x3f } else { 0x1f };
-            let narrow_rc = matches!(ins.mnemonic(), M::Rcl | M::Rcr) && width < 32;
-            masked == 0 || (narrow_rc && masked % (width + 1) == 0)
-        };
+    let by_zero = (0..ins.op_count()).any(|i| ins.op_kind(i) == iced_x86::OpKind::Immediate8) && {
+        let width = ins.op0_register().size().max(ins.memory_size().size()) as u32 * 8;
+        let masked = u32::from(ins.immediate8()) & if width == 64 { 0x3f } else { 0x1f };
+        let narrow_rc = matches!(ins.mnemonic(), M::Rcl | M::Rcr) && width < 32;
+        masked == 0 || (narrow_rc && masked % (width + 1) == 0)
+    };
     (shift && (by_cl || by_zero))
         || ((ins.has_repe_prefix() || ins.has_repne_prefix())
             && matches!(
