@@ -599,9 +599,7 @@ fn pvm_port_io(s: &Snippet, soft: &Outcome) -> bool {
 /// gives #GP(0) (#SS(0) through SS), as the engine does.
 fn pvm_canonical_crossing(cpu: &Outcome, soft: &Outcome) -> bool {
     const BOUNDARY: u64 = 0x8000_0000_0000;
-    let below = cpu
-        .cr2
-        .is_some_and(|a| a < BOUNDARY && BOUNDARY - a < 64);
+    let below = cpu.cr2.is_some_and(|a| a < BOUNDARY && BOUNDARY - a < 64);
     if cpu.vector != 14 || !below || !matches!(soft.vector, 12 | 13) || soft.error != Some(0) {
         return false;
     }
