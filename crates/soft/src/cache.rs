@@ -406,6 +406,55 @@ fn assume_init(b: &[std::mem::MaybeUninit<u8>]) -> &[u8] {
 /// Bytes of a code page fetched at a time while decoding.
 const FETCH_WINDOW: usize = 256;
 
+/// The length an undecodable instruction is given when its bytes run past
+/// the architecture's 15-byte limit (prefixes included), which the CPU
+/// refuses with #GP(0) rather than #UD. No real instruction is this long,
+/// so the mark cannot be confused with one.
+const TOO_LONG: usize = 16;
+
+/// Whether `ins` is an instruction longer than 15 bytes (see
+/// [`TOO_LONG`]): #GP(0).
+pub fn too_long(ins: &Instruction) -> bool {
+    ins.code() == Code::INVALID && ins.len() == TOO_LONG
+}
+
+/// Whether `bytes`, which the decoder refused, are a valid instruction
+/// made longer than 15 bytes by redundant prefixes. The decoder cannot
+/// tell that from an invalid encoding, so the prefixes that change
+/// nothing are dropped (a REX not right before the opcode, an earlier
+/// copy of a legacy prefix, a segment override a later one replaces)
+/// and the rest decoded again: valid, and over 15 bytes with the
+/// dropped ones, means too long.
+fn over_15_bytes(bytes: &[u8], bitness: u32) -> bool {
+    let legacy = |b: u8| {
+        matches!(
+            b,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+        )
+    };
+    let rex = |b: u8| bitness == 64 && (0x40..=0x4f).contains(&b);
+    let seg = |b: u8| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65);
+    let n = bytes.iter().take_while(|&&b| legacy(b) || rex(b)).count();
+    let prefixes = &bytes[..n];
+    let mut kept = Vec::with_capacity(n + 15);
+    for (i, &b) in prefixes.iter().enumerate() {
+        let later = &prefixes[i + 1..];
+        let redundant = (rex(b) && !later.is_empty())
+            || later.contains(&b)
+            || (seg(b) && later.iter().any(|&c| seg(c)));
+        if !redundant {
+            kept.push(b);
+        }
+    }
+    let dropped = n - kept.len();
+    if dropped == 0 {
+        return false;
+    }
+    kept.extend_from_slice(&bytes[n..bytes.len().min(n + 15)]);
+    let ins = Decoder::with_ip(bitness, &kept, 0, DecoderOptions::NONE).decode();
+    ins.code() != Code::INVALID && ins.len() + dropped > 15
+}
+
 fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> ExecResult<Block> {
     let off = (lin & (PAGE - 1)) as usize;
     let in_page = PAGE as usize - off;
@@ -466,9 +515,16 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
                     }
                 }
             }
+            let invalid = ins.code() == Code::INVALID;
+            if invalid && over_15_bytes(&fetched[pos..], bitness) {
+                // The decoder keeps the next IP and derives the IP from
+                // the length: set both so the IP stays.
+                let ip = ins.ip();
+                ins.set_len(TOO_LONG);
+                ins.set_next_ip(ip.wrapping_add(TOO_LONG as u64));
+            }
             let len = ins.len().max(1);
             let flow = ins.flow_control();
-            let invalid = ins.code() == Code::INVALID;
             instrs.push(ins);
             pos += len;
             // A block runs on past conditional branches (the block loop

@@ -211,6 +211,26 @@ fn undefined_opcode_is_delivered_through_the_idt() {
 }
 
 #[test]
+fn an_instruction_over_15_bytes_is_a_general_protection_fault() {
+    // nop; seven REX prefixes and MOV r10, imm64: 16 bytes, one past the
+    // limit, which the CPU refuses with #GP(0), not #UD.
+    let mut code = vec![0x90, 0x49, 0x49, 0x41, 0x49, 0x49, 0x49, 0x49, 0xba];
+    code.extend_from_slice(&[0x11; 8]);
+    let mut m = machine(&code, true);
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
+    assert_eq!(handled(&mut m), (13, Some(0), CODE + 1));
+    // One prefix fewer: 15 bytes, a valid instruction.
+    code.remove(1);
+    code.push(0x0f);
+    code.push(0x0b);
+    let mut m = machine(&code, true);
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
+    assert_eq!(handled(&mut m), (6, None, CODE + 16));
+}
+
+#[test]
 fn jump_to_unmapped_memory_faults_with_cr2() {
     // mov rax, UNMAPPED; jmp rax
     let mut code = vec![0x48, 0xb8];

@@ -283,6 +283,7 @@ pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
             }
             Ok(())
         }
+        M::INVALID if crate::cache::too_long(ins) => Err(Fault::gp(0).into()),
         M::Ud0 | M::Ud1 | M::Ud2 | M::INVALID => Err(Fault::ud().into()),
         M::Hlt
         | M::Cli
