@@ -196,7 +196,9 @@ pub fn unpack(tools: &Tools, deb: &Path, dest: &Path) -> Result<(), AptError> {
     Ok(())
 }
 
-fn last_line(bytes: &[u8]) -> String {
+/// The last non-blank line of a tool's error output (what it says went
+/// wrong), for an error message.
+pub(crate) fn last_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.lines()
         .rev()

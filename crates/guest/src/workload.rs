@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::apt::{self, find_tool, PackageVersion, Tools};
+use crate::apt::{self, find_tool, last_line, PackageVersion, Tools};
 use crate::PrepareError;
 
 mod data;
@@ -178,16 +178,6 @@ fn debootstrap(mmdebstrap: &Path, root: &Path) -> Result<(), PrepareError> {
     } else {
         Err(PrepareError::Mmdebstrap(last_line(&out.stderr)))
     }
-}
-
-fn last_line(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no error output")
-        .trim()
-        .to_string()
 }
 
 /// Writes /bench and /bench/data into `root`.
