@@ -173,20 +173,21 @@ pub(super) fn emms(core: &mut Core) -> ExecResult {
 }
 
 /// MASKMOVQ: stores the bytes of the first MM operand whose mask byte in
-/// the second has its top bit set, at DS:rDI. Every selected byte is
-/// checked for a write before any is stored.
+/// the second has its top bit set, at DS:rDI. The whole 8 bytes are
+/// checked for a write first, whatever the mask (a fault names the first
+/// that cannot be written), and MMX state is entered even when that
+/// faults, as this host's CPU does (measured natively: a zero mask still
+/// faults; after the fault TOP is 0 and every tag valid).
 fn maskmovq(core: &mut Core, ins: &Instruction) -> ExecResult {
     let v = src(core, ins, 1)?.to_le_bytes();
     let mask = src(core, ins, 2)?.to_le_bytes();
+    if let Err(stop) = super::sse2::probe_write_bytes(core, ins, 0..8) {
+        enter(&mut core.cpu.fpu);
+        return Err(stop);
+    }
     let (s, off) = ops::mem_loc(core, ins, 0);
     let addr_mask = crate::flags::mask(ops::addr_size(ins));
-    let selected = |k: usize| mask[k] & 0x80 != 0;
-    for k in (0..8).filter(|&k| selected(k)) {
-        let o = off.wrapping_add(k as u64) & addr_mask;
-        let lin = core.seg_lin(s, o, 1, true)?;
-        core.translate(lin, crate::mmu::Access::Write, false)?;
-    }
-    for k in (0..8).filter(|&k| selected(k)) {
+    for k in (0..8).filter(|&k| mask[k] & 0x80 != 0) {
         let o = off.wrapping_add(k as u64) & addr_mask;
         core.write_seg_buf(s, o, &v[k..k + 1])?;
     }
