@@ -128,11 +128,7 @@ impl Workload {
     /// "smp A ARG B ARG".
     pub fn driver_arg(&self, scale: f64) -> String {
         if self.name == "smp" {
-            let parts: Vec<String> = SMP_PAIR
-                .iter()
-                .filter_map(|n| find_workload(n))
-                .map(|w| format!("{} {}", w.name, w.arg(scale)))
-                .collect();
+            let parts = smp_parts(scale);
             format!("smp {}", parts.join(" "))
         } else {
             format!("{} {}", self.name, self.arg(scale))
@@ -148,11 +144,7 @@ impl Workload {
     /// Its size at `scale`, for the table.
     pub fn describe(&self, scale: f64) -> String {
         if self.name == "smp" {
-            let parts: Vec<String> = SMP_PAIR
-                .iter()
-                .filter_map(|n| find_workload(n))
-                .map(|w| format!("{} {}", w.name, w.arg(scale)))
-                .collect();
+            let parts = smp_parts(scale);
             return format!("{}, 2 vCPUs at once", parts.join(" + "));
         }
         self.size.replace("{}", &thousands(self.arg(scale)))
@@ -314,6 +306,15 @@ pub fn workload(opts: &WorkloadBenchOptions) -> Result<WorkloadReport, BenchErro
         }
     }
     Ok(report)
+}
+
+/// "NAME ARG" of each workload of the `smp` pair at `scale`.
+fn smp_parts(scale: f64) -> Vec<String> {
+    SMP_PAIR
+        .iter()
+        .filter_map(|n| find_workload(n))
+        .map(|w| format!("{} {}", w.name, w.arg(scale)))
+        .collect()
 }
 
 #[cfg(test)]
