@@ -2,7 +2,7 @@
 //! `exec/intisa.rs`): BMI1, BMI2, LZCNT/TZCNT/POPCNT at every size,
 //! MOVBE, ADX, CRC32, FSGSBASE, RDRAND/RDSEED, PREFETCHW.
 
-use iced_x86::{Code, Encoder, IcedError, Instruction, Mnemonic, Register};
+use iced_x86::{Code, Encoder, IcedError, Instruction, MemoryOperand, Mnemonic, Register};
 
 use super::super::machine::{FS_BASE, GS_BASE};
 
@@ -81,10 +81,13 @@ pub const FORMS: &[Code] = &[
 
 /// What the generator appends after an instruction of this area so the
 /// snippet compares only what is deterministic (empty for most):
-/// - RDRAND/RDSEED: PUSHFQ keeps their flags (CF=1, the rest clear) on
-///   the stack, the register loses its random bits but keeps what shows
-///   it was written at its size (a 16-bit write keeps bits 16-63, a
-///   32-bit one clears 32-63), and POPFQ puts the flags back.
+/// - RDRAND/RDSEED: PUSHFQ keeps their flags on the stack with CF
+///   cleared (CF=0 says the entropy source was drained: the CPU gives it
+///   under load, seen in a 1,000,000-snippet run beside a fuzzer, so it
+///   is not deterministic; the other flags are cleared either way), the
+///   register loses its random bits but keeps what shows it was written
+///   at its size (a 16-bit write keeps bits 16-63, a 32-bit one clears
+///   32-63), and POPFQ puts the flags back.
 /// - WRFSBASE/WRGSBASE: the base is read back into the register (so the
 ///   value written, zero-extended from 32 bits or not, is compared) and
 ///   the machine's base restored, so later FS/GS-relative SSE accesses
@@ -118,6 +121,11 @@ fn settle_random(r: Register) -> Vec<Result<Instruction, IcedError>> {
     };
     vec![
         Ok(Instruction::with(Code::Pushfq)),
+        Instruction::with2(
+            Code::And_rm64_imm8,
+            MemoryOperand::with_base(Register::RSP),
+            -2i32,
+        ),
         settle,
         Ok(Instruction::with(Code::Popfq)),
     ]
