@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction};
+use iced_x86::{Code, Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
 
 use crate::core::Core;
 use crate::exception::{ExecResult, Fault, Stop};
@@ -418,13 +418,15 @@ pub fn too_long(ins: &Instruction) -> bool {
     ins.code() == Code::INVALID && ins.len() == TOO_LONG
 }
 
-/// Whether `bytes`, which the decoder refused, are a valid instruction
-/// made longer than 15 bytes by redundant prefixes. The decoder cannot
-/// tell that from an invalid encoding, so the prefixes that change
-/// nothing are dropped (a REX not right before the opcode, an earlier
-/// copy of a legacy prefix, a segment override a later one replaces)
-/// and the rest decoded again: valid, and over 15 bytes with the
-/// dropped ones, means too long.
+/// Whether `bytes`, which the decoder refused, are an instruction made
+/// longer than 15 bytes by redundant prefixes: the CPU checks the length
+/// before the opcode, so even an undefined opcode there is #GP(0), not
+/// #UD. The decoder cannot tell that from an invalid encoding, so the
+/// prefixes that change nothing are dropped (a REX not right before the
+/// opcode, an earlier copy of a legacy prefix, a segment override a
+/// later one replaces) and the rest decoded again: its length (what the
+/// decoder took, for an undefined opcode) over 15 with the dropped ones
+/// means too long.
 fn over_15_bytes(bytes: &[u8], bitness: u32) -> bool {
     let legacy = |b: u8| {
         matches!(
@@ -451,8 +453,11 @@ fn over_15_bytes(bytes: &[u8], bitness: u32) -> bool {
         return false;
     }
     kept.extend_from_slice(&bytes[n..bytes.len().min(n + 15)]);
-    let ins = Decoder::with_ip(bitness, &kept, 0, DecoderOptions::NONE).decode();
-    ins.code() != Code::INVALID && ins.len() + dropped > 15
+    let mut dec = Decoder::with_ip(bitness, &kept, 0, DecoderOptions::NONE);
+    let ins = dec.decode();
+    let measured =
+        ins.code() != Code::INVALID || dec.last_error() == DecoderError::InvalidInstruction;
+    measured && ins.len() + dropped > 15
 }
 
 fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> ExecResult<Block> {

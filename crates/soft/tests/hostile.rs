@@ -220,6 +220,18 @@ fn an_instruction_over_15_bytes_is_a_general_protection_fault() {
     let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
     assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
     assert_eq!(handled(&mut m), (13, Some(0), CODE + 1));
+    // Fourteen REX prefixes before an undefined opcode (FF /7 with a
+    // 32-bit displacement): the length is checked first, so #GP(0) too.
+    let mut m = machine(
+        &[
+            0x90, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41,
+            0x41, 0xff, 0xba, 0x33, 0x33, 0xff, 0xad,
+        ],
+        true,
+    );
+    let exit = run_bounded(m.vcpu.as_mut(), Duration::from_secs(5));
+    assert!(matches!(exit, VmExit::Hlt), "{exit:?}");
+    assert_eq!(handled(&mut m), (13, Some(0), CODE + 1));
     // One prefix fewer: 15 bytes, a valid instruction.
     code.remove(1);
     code.push(0x0f);
