@@ -436,9 +436,6 @@ fn xsave_family_matches_the_host_cpu() {
                     cases += 1;
                     let seed = cases as u64 + k as u64 * 1000;
                     let img = image(bv, compact, mxcsr, seed);
-                    let (mut hi, mut hb) = (Aligned([0; LEN]), Aligned([0xaa; LEN]));
-                    hi.0.copy_from_slice(&img);
-                    run_host(&host_code(o, save, rfbm), &mut hi.0, &mut hb.0);
                     let (mut gi, mut gb) = (img.clone(), vec![0xaa; LEN]);
                     let name = format!(
                         "image bv={bv} compact={compact} mxcsr={mxcsr:#x}, {o:?}, {save:?} rfbm={rfbm}"
@@ -447,25 +444,46 @@ fn xsave_family_matches_the_host_cpu() {
                         failures.push(format!("{name}: {e}"));
                         continue;
                     }
-                    if matches!(o, Op::Fld1) {
+                    let fld1 = matches!(o, Op::Fld1);
+                    if fld1 {
                         // FLD1 records its own address as FIP, which
                         // differs between the two runs.
-                        for b in [&mut hb.0[..], &mut gb[..]] {
-                            b[8..16].fill(0);
-                            b[FULL as usize + 8..FULL as usize + 16].fill(0);
-                        }
-                        hi.0[8..16].fill(0);
+                        gb[8..16].fill(0);
+                        gb[FULL as usize + 8..FULL as usize + 16].fill(0);
                         gi[8..16].fill(0);
                     }
-                    let diff = first_difference(&hb.0, &gb).map(|i| ("buffer", i));
-                    let diff = diff.or(first_difference(&hi.0, &gi).map(|i| ("image", i)));
-                    if let Some((what, i)) = diff {
-                        failures.push(format!(
-                            "{name}: {what} byte {i}: host {:#x} soft {:#x}",
-                            if what == "buffer" { hb.0[i] } else { hi.0[i] },
-                            if what == "buffer" { gb[i] } else { gi[i] },
-                        ));
+                    // Which components the CPU reports in use (XSTATE_BV,
+                    // and what XSAVEOPT/XSAVEC write) is not always the
+                    // same for the same case on this loaded host (the SDM
+                    // lets XINUSE be set conservatively; seen: SSE marked
+                    // in use on 1 case in 3,600 in some runs, never the
+                    // same case twice), so a case that differs is run on
+                    // the host again, three times at most, and passes when
+                    // one of the CPU's answers is the engine's.
+                    let mut last = None;
+                    for _ in 0..3 {
+                        let (mut hi, mut hb) = (Aligned([0; LEN]), Aligned([0xaa; LEN]));
+                        hi.0.copy_from_slice(&img);
+                        run_host(&host_code(o, save, rfbm), &mut hi.0, &mut hb.0);
+                        if fld1 {
+                            hb.0[8..16].fill(0);
+                            hb.0[FULL as usize + 8..FULL as usize + 16].fill(0);
+                            hi.0[8..16].fill(0);
+                        }
+                        let diff = first_difference(&hb.0, &gb).map(|i| ("buffer", i));
+                        let diff = diff.or(first_difference(&hi.0, &gi).map(|i| ("image", i)));
+                        last = diff.map(|(what, i)| {
+                            format!(
+                                "{name}: {what} byte {i}: host {:#x} soft {:#x}",
+                                if what == "buffer" { hb.0[i] } else { hi.0[i] },
+                                if what == "buffer" { gb[i] } else { gi[i] },
+                            )
+                        });
+                        if last.is_none() {
+                            break;
+                        }
                     }
+                    failures.extend(last);
                 }
             }
         }
