@@ -455,8 +455,11 @@ fn over_15_bytes(bytes: &[u8], bitness: u32) -> bool {
     kept.extend_from_slice(&bytes[n..bytes.len().min(n + 15)]);
     let mut dec = Decoder::with_ip(bitness, &kept, 0, DecoderOptions::NONE);
     let ins = dec.decode();
-    let measured =
-        ins.code() != Code::INVALID || dec.last_error() == DecoderError::InvalidInstruction;
+    // A prefix before a VEX/EVEX/XOP escape is #UD whatever the length
+    // (the CPU: eleven REX prefixes, C4, ... gives #UD, not #GP).
+    let escape = matches!(bytes.get(n), Some(0xc4 | 0xc5 | 0x62 | 0x8f));
+    let measured = ins.code() != Code::INVALID
+        || (dec.last_error() == DecoderError::InvalidInstruction && !escape);
     measured && ins.len() + dropped > 15
 }
 
