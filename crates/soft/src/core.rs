@@ -167,40 +167,20 @@ impl Core {
     }
 
     fn read_phys_page(&mut self, p: Page, off: usize, buf: &mut [u8]) {
-        if p.host != 0 {
-            Ram::read(p.host, off, buf);
+        if let Some(host) = p.host {
+            Ram::read(host, off, buf);
         } else {
             self.mmio_read(p.pa + off as u64, buf);
         }
     }
 
     fn write_phys_page(&mut self, p: Page, off: usize, buf: &[u8]) {
-        if p.host != 0 {
-            if self.shared.ram.write(p.pa, p.host, off, buf) {
+        if let Some(host) = p.host {
+            if self.shared.ram.write(p.pa, host, off, buf) {
                 self.code_written = true;
             }
         } else {
             self.mmio_write(p.pa + off as u64, buf);
-        }
-    }
-
-    /// Reads guest-physical memory (RAM or MMIO), crossing pages.
-    pub fn read_phys(&mut self, pa: u64, buf: &mut [u8]) {
-        let mut done = 0;
-        while done < buf.len() {
-            let a = pa + done as u64;
-            let off = (a & (PAGE - 1)) as usize;
-            let n = (buf.len() - done).min(PAGE as usize - off);
-            let host = self.shared.ram.page_host(a).unwrap_or(0);
-            self.read_phys_page(
-                Page {
-                    pa: a & !(PAGE - 1),
-                    host,
-                },
-                off,
-                &mut buf[done..done + n],
-            );
-            done += n;
         }
     }
 
@@ -341,12 +321,9 @@ impl Core {
         let lin = self.lin_mask(lin);
         if lin.is_multiple_of(bytes as u64) {
             let p = self.translate(lin, Access::Write, false)?;
-            if p.host != 0 {
+            if let Some(host) = p.host {
                 let off = (lin & (PAGE - 1)) as usize;
-                let (old, code) = self
-                    .shared
-                    .ram
-                    .cmpxchg(p.pa, p.host, off, bytes, expect, new);
+                let (old, code) = self.shared.ram.cmpxchg(p.pa, host, off, bytes, expect, new);
                 self.code_written |= code;
                 return Ok(old);
             }

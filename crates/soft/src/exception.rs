@@ -5,7 +5,6 @@ pub const DE: u8 = 0;
 pub const DB: u8 = 1;
 pub const BP: u8 = 3;
 pub const OFV: u8 = 4;
-pub const BR: u8 = 5;
 pub const UD: u8 = 6;
 pub const NM: u8 = 7;
 pub const DF: u8 = 8;

@@ -11,23 +11,23 @@
 //! interrupt controllers (`devices::irqchip`). [`SoftHypervisor`]
 //! implements the engine-neutral `hypervisor` traits.
 
-pub mod cache;
-pub mod core;
-pub mod cpu;
+mod cache;
+mod core;
+mod cpu;
 pub mod cpuid;
-pub mod exception;
-pub mod exec;
-pub mod fast;
-pub mod flags;
-pub mod hostop;
-pub mod interrupt;
-pub mod jit;
-pub mod mmu;
-pub mod phys;
-pub mod sample;
-pub mod seg;
-pub mod vcpu;
-pub mod vm;
+mod exception;
+mod exec;
+mod fast;
+mod flags;
+mod hostop;
+mod interrupt;
+mod jit;
+mod mmu;
+mod phys;
+mod sample;
+mod seg;
+mod vcpu;
+mod vm;
 
 pub use vcpu::SoftVcpu;
 pub use vm::SoftVm;

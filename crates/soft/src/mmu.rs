@@ -5,7 +5,7 @@
 
 use crate::cpu::{Cpu, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_NXE};
 use crate::exception::{Fault, PF};
-use crate::phys::{Ram, PAGE};
+use crate::phys::{HostPage, Ram, PAGE};
 
 const TLB_SIZE: usize = 4096;
 
@@ -26,8 +26,9 @@ struct Entry {
     tag: u64,
     /// Physical page address.
     pa: u64,
-    /// Host address of the page when it is RAM, else 0.
-    host: usize,
+    /// The page's host address when it is RAM (`None` is 0 to translated
+    /// code).
+    host: Option<HostPage>,
     writable: bool,
     user: bool,
     nx: bool,
@@ -52,7 +53,7 @@ pub const PERM_X: u8 = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
     pub pa: u64,
-    pub host: usize,
+    pub host: Option<HostPage>,
 }
 
 /// Translation lookaside buffer.
@@ -175,12 +176,12 @@ impl Tlb {
     /// The host page and physical page of `lin` when the TLB holds it as
     /// RAM with all of the `need` permission bits (`PERM_*`).
     #[inline(always)]
-    pub fn fast(&self, lin: u64, need: u8) -> Option<(usize, u64)> {
+    pub(crate) fn fast(&self, lin: u64, need: u8) -> Option<(HostPage, u64)> {
         let vpn = lin >> 12;
         // The index is reduced modulo the table size.
         let e = &self.e[(vpn as usize) % TLB_SIZE];
         if e.tag == vpn + 1 && e.perm & need == need {
-            Some((e.host, e.pa))
+            Some((e.host?, e.pa))
         } else {
             None
         }
@@ -188,7 +189,7 @@ impl Tlb {
 }
 
 fn perm_of(cpu: &Cpu, e: &Entry) -> u8 {
-    if e.host == 0 {
+    if e.host.is_none() {
         return 0;
     }
     let mut p = PERM_SR;
@@ -333,7 +334,7 @@ fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Ent
         return Ok(Entry {
             tag: 0,
             pa,
-            host: ram.page_host(pa).unwrap_or(0),
+            host: ram.page_host(pa),
             writable: true,
             user: true,
             nx: false,
@@ -391,7 +392,7 @@ fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Ent
             let ent = Entry {
                 tag: 0,
                 pa: 0,
-                host: 0,
+                host: None,
                 writable,
                 user,
                 nx,
@@ -423,7 +424,7 @@ fn walk(cpu: &mut Cpu, ram: &Ram, lin: u64, acc: Access, who: Who) -> Result<Ent
             };
             return Ok(Entry {
                 pa,
-                host: ram.page_host(pa).unwrap_or(0),
+                host: ram.page_host(pa),
                 dirty: new & D != 0,
                 ..ent
             });

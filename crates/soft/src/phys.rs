@@ -4,6 +4,7 @@
 //! per-page code generations that invalidate cached decoded blocks when
 //! any vCPU writes a page holding code.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -14,6 +15,33 @@ struct Region {
     start: u64,
     len: u64,
     host: usize,
+}
+
+/// The host address of one 4 KiB page of guest RAM. Only
+/// [`Ram::page_host`] makes one, so holding a `HostPage` means the page is
+/// inside a mapping the VM's `Ram` keeps alive (the engine drops its
+/// vCPUs, and with them every TLB entry holding one, before the `Ram`).
+/// `Option<HostPage>` is one machine word, 0 for "not RAM": translated
+/// code reads it from TLB entries as a plain address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct HostPage(NonZeroUsize);
+
+const _: () = assert!(std::mem::size_of::<Option<HostPage>>() == std::mem::size_of::<usize>());
+
+impl HostPage {
+    /// The address of byte `off` of the page, for a range of `len` bytes
+    /// that must lie inside the page (checked: every caller has already
+    /// split its access at page boundaries, so a failure is an engine
+    /// bug, never guest input).
+    #[inline(always)]
+    fn at(self, off: usize, len: usize) -> usize {
+        assert!(
+            off <= PAGE as usize && len <= PAGE as usize - off,
+            "access of {len} bytes at offset {off} crosses a RAM page"
+        );
+        self.0.get() + off
+    }
 }
 
 /// The guest's RAM. Holds a clone of the memory object so the mappings
@@ -68,11 +96,11 @@ impl Ram {
 
     /// The host address of the page holding `pa`, if it is RAM.
     #[inline]
-    pub fn page_host(&self, pa: u64) -> Option<usize> {
+    pub(crate) fn page_host(&self, pa: u64) -> Option<HostPage> {
         let page = pa & !(PAGE - 1);
         for r in &self.regions {
             if page >= r.start && page - r.start < r.len {
-                return Some(r.host + (page - r.start) as usize);
+                return NonZeroUsize::new(r.host + (page - r.start) as usize).map(HostPage);
             }
         }
         None
@@ -80,8 +108,7 @@ impl Ram {
 
     /// Copies from RAM at `pa` (the range must lie in one page).
     #[inline]
-    pub fn read(host_page: usize, off: usize, buf: &mut [u8]) {
-        debug_assert!(off + buf.len() <= PAGE as usize);
+    pub(crate) fn read(host_page: HostPage, off: usize, buf: &mut [u8]) {
         // Operand-sized reads (the interpreter's slow paths) without a
         // call to memcpy.
         if let n @ (1 | 2 | 4 | 8) = buf.len() {
@@ -89,29 +116,23 @@ impl Ram {
             buf.copy_from_slice(&v[..n]);
             return;
         }
-        // SAFETY: `host_page` came from `page_host`, so it is the start of
-        // a 4 KiB page inside a live mapping owned by `Ram::_mem`; the
-        // range stays within that page (checked by every caller, asserted
-        // above). Other vCPUs may write the same bytes concurrently, as on
-        // real hardware; the bytes are plain data with no invalid values.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (host_page + off) as *const u8,
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        }
+        let p = host_page.at(off, buf.len());
+        // SAFETY: a `HostPage` is the start of a 4 KiB page inside a live
+        // mapping owned by `Ram::_mem` (see the type), and `at` checked
+        // that the range stays within that page. Other vCPUs may write the
+        // same bytes concurrently, as on real hardware; the bytes are
+        // plain data with no invalid values.
+        unsafe { std::ptr::copy_nonoverlapping(p as *const u8, buf.as_mut_ptr(), buf.len()) }
     }
 
     /// Loads a little-endian value of `bytes` (1, 2, 4 or 8) bytes at
     /// `off` in a RAM page (the range must lie in the page).
     #[inline(always)]
-    pub fn load(host_page: usize, off: usize, bytes: usize) -> u64 {
-        debug_assert!(off + bytes <= PAGE as usize);
-        let p = host_page + off;
-        // SAFETY: as in `read`: `host_page` is a live RAM page from
-        // `page_host` and the caller keeps `off + bytes` within it; the
-        // loads are unaligned-tolerant and any bit pattern is valid.
+    pub(crate) fn load(host_page: HostPage, off: usize, bytes: usize) -> u64 {
+        let p = host_page.at(off, bytes.min(8));
+        // SAFETY: as in `read`: a live RAM page, the range checked by
+        // `at` (at most 8 bytes are read); the loads are
+        // unaligned-tolerant and any bit pattern is valid.
         unsafe {
             match bytes {
                 8 => std::ptr::read_unaligned(p as *const u64),
@@ -125,9 +146,15 @@ impl Ram {
     /// Stores the low `bytes` (1, 2, 4 or 8) bytes of `v` at `off` in a
     /// RAM page; returns true when the page held cached code.
     #[inline(always)]
-    pub fn store(&self, pa: u64, host_page: usize, off: usize, bytes: usize, v: u64) -> bool {
-        debug_assert!(off + bytes <= PAGE as usize);
-        let p = host_page + off;
+    pub(crate) fn store(
+        &self,
+        pa: u64,
+        host_page: HostPage,
+        off: usize,
+        bytes: usize,
+        v: u64,
+    ) -> bool {
+        let p = host_page.at(off, bytes.min(8));
         // SAFETY: as in `load`; other vCPUs may touch the same bytes, as
         // on hardware, and guest RAM is never referenced by Rust refs.
         unsafe {
@@ -144,12 +171,10 @@ impl Ram {
     /// Copies into RAM; returns true when the page held cached code (now
     /// invalidated).
     #[inline]
-    pub fn write(&self, pa: u64, host_page: usize, off: usize, buf: &[u8]) -> bool {
-        debug_assert!(off + buf.len() <= PAGE as usize);
+    pub(crate) fn write(&self, pa: u64, host_page: HostPage, off: usize, buf: &[u8]) -> bool {
+        let p = host_page.at(off, buf.len());
         // SAFETY: as in `read`: a live, page-bounded range of guest RAM.
-        unsafe {
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), (host_page + off) as *mut u8, buf.len())
-        }
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p as *mut u8, buf.len()) }
         self.note_write(pa)
     }
 
@@ -219,18 +244,21 @@ impl Ram {
     /// Atomically compares and exchanges an aligned value of `size` bytes
     /// (1, 2, 4, 8). Returns the old value and whether a page holding code
     /// was written; stores `new` only when the old value equalled `expect`.
-    pub fn cmpxchg(
+    pub(crate) fn cmpxchg(
         &self,
         pa: u64,
-        host_page: usize,
+        host_page: HostPage,
         off: usize,
         size: usize,
         expect: u64,
         new: u64,
     ) -> (u64, bool) {
         use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8};
-        debug_assert!(off.is_multiple_of(size) && off + size <= PAGE as usize);
-        let p = host_page + off;
+        assert!(
+            off.is_multiple_of(size) && matches!(size, 1 | 2 | 4 | 8),
+            "atomic access of {size} bytes at offset {off} is not aligned"
+        );
+        let p = host_page.at(off, size);
         // In every arm below, `p` is inside a live RAM page (see `read`) and
         // aligned to `size` (the caller checked alignment), so it is valid
         // for an atomic of that width; other threads only access guest RAM

@@ -6,7 +6,7 @@ use hypervisor::Segment;
 
 use crate::core::Core;
 use crate::cpu::{CS, SS};
-use crate::exception::{Fault, GP, NP, SS as SSV};
+use crate::exception::{Fault, NP, SS as SSV};
 use crate::mmu::Access;
 
 /// Reads the 8-byte descriptor for `sel` (a null selector is the caller's
@@ -157,8 +157,6 @@ pub fn flat(sel: u16, code: bool, dpl: u8, long: bool) -> Segment {
         unusable: false,
     }
 }
-
-pub const GP_V: u8 = GP;
 
 #[cfg(test)]
 mod tests {

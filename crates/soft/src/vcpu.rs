@@ -521,15 +521,20 @@ impl SoftVcpu {
                 } else {
                     CHAIN_BUDGET
                 };
-                let exit = jit::run(
-                    &mut self.core,
-                    j,
-                    t,
-                    keys,
-                    budget,
-                    self.maybe_irq,
-                    &self.signal,
-                );
+                // SAFETY: `t` came from `j.entry` for this core's block
+                // just above; linking and `entered` only patch link slots,
+                // so the buffer and the block cache are as they were.
+                let exit = unsafe {
+                    jit::run(
+                        &mut self.core,
+                        j,
+                        t,
+                        keys,
+                        budget,
+                        self.maybe_irq,
+                        &self.signal,
+                    )
+                };
                 n = n.wrapping_add(exit.chained);
                 let st = &mut self.stats;
                 st.translated += 1;

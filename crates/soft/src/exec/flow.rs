@@ -34,12 +34,6 @@ pub fn adjust_sp(core: &mut Core, delta: u64) {
     core.cpu.set_gpr(RSP, ss, new);
 }
 
-pub fn pop(core: &mut Core, bytes: u64) -> ExecResult<u64> {
-    let v = peek(core, bytes, 0)?;
-    adjust_sp(core, bytes);
-    Ok(v)
-}
-
 /// Sets RIP to a branch target, masked to the operand size, with the
 /// canonical check of 64-bit mode.
 pub fn branch(core: &mut Core, target: u64, size: u32) -> ExecResult {

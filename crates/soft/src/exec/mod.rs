@@ -27,20 +27,6 @@ use crate::cpu::RAX;
 use crate::exception::{ExecResult, Fault, Stop};
 use crate::flags::{self, mask};
 
-/// Executes one instruction. On `Err(Stop::Fault)` the state is as before
-/// the instruction (RIP at the instruction).
-#[inline]
-pub fn step(core: &mut Core, ins: &Instruction) -> ExecResult {
-    let ip = core.cpu.rip;
-    let bits = core.cpu.bitness();
-    core.cpu.rip = ins.next_ip() & mask(bits);
-    let r = dispatch(core, ins);
-    if let Err(Stop::Fault(_) | Stop::Unsupported) = r {
-        core.cpu.rip = ip;
-    }
-    r
-}
-
 /// Executes one instruction with RIP already past it.
 pub(crate) fn dispatch(core: &mut Core, ins: &Instruction) -> ExecResult {
     use Mnemonic as M;

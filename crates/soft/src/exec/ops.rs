@@ -48,29 +48,6 @@ pub fn reg_set(cpu: &mut Cpu, r: Register, val: u64) {
     }
 }
 
-/// Index 0-15 of a GPR of any size (8-bit high registers map to their
-/// full register).
-#[inline]
-pub fn gpr_index(r: Register) -> usize {
-    let v = r as u32;
-    match v {
-        1..=20 => {
-            let n = (v - 1) as usize;
-            // AH-BH (4-7) and SPL-R15L (8-19) both sit four above their
-            // register's number.
-            if n >= 4 {
-                n - 4
-            } else {
-                n
-            }
-        }
-        21..=36 => (v - 21) as usize,
-        37..=52 => (v - 37) as usize,
-        53..=68 => (v - 53) as usize,
-        _ => 0,
-    }
-}
-
 /// Segment number (ES=0 .. GS=5) of a segment register.
 #[inline]
 pub fn seg_index(r: Register) -> usize {
@@ -268,8 +245,6 @@ mod tests {
         assert_eq!(c.gpr[11], 0xffff_ffff);
         reg_set(&mut c, Register::SIL, 7);
         assert_eq!(c.gpr[6] & 0xff, 7);
-        assert_eq!(gpr_index(Register::BH), 3);
-        assert_eq!(gpr_index(Register::R9L), 9);
         assert_eq!(seg_index(Register::FS), 4);
     }
 

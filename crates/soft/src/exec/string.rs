@@ -210,18 +210,18 @@ fn bulk(
     let src = if m == StrOp::Movs {
         let lin = core.seg_lin(src_seg, si, bytes, false)?;
         let p = core.translate(lin, Access::Read, false)?;
-        if p.host == 0 {
+        let Some(host) = p.host else {
             return Ok(None);
-        }
-        Some((p.host, (lin & (PAGE - 1)) as usize))
+        };
+        Some((host, (lin & (PAGE - 1)) as usize))
     } else {
         None
     };
     let lin = core.seg_lin(crate::cpu::ES, di, bytes, true)?;
     let dst = core.translate(lin, Access::Write, false)?;
-    if dst.host == 0 {
+    let Some(dst_host) = dst.host else {
         return Ok(None);
-    }
+    };
     let dst_off = (lin & (PAGE - 1)) as usize;
     // Through a small buffer a piece at a time (a page-sized one costs
     // more to clear than most of Linux's memsets): forward, which is
@@ -256,7 +256,7 @@ fn bulk(
         code |= core
             .shared
             .ram
-            .write(dst.pa, dst.host, dst_off + done, piece);
+            .write(dst.pa, dst_host, dst_off + done, piece);
         done += n;
     }
     if code {

@@ -113,9 +113,9 @@ mod translator;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, VecAssembler};
 
-pub use buf::{BufError, CodeBuf};
-pub use run::{run, Exit, JitCtx, Outcome};
-pub use translator::{Jit, Keys, PendingLink, Translation, FAILED};
+pub use buf::CodeBuf;
+pub use run::{run, Outcome};
+pub use translator::{Jit, Keys, PendingLink, FAILED};
 
 /// The assembler translations are emitted with: dynasm-rs encodes each
 /// instruction form at compile time, so emitting a block costs about a

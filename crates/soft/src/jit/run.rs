@@ -122,7 +122,13 @@ pub struct Exit {
 /// key `key` at most `budget` times while neither of `signal`'s flags is
 /// set; `irq_maybe`: the run loop may hold an interrupt it could not
 /// deliver yet.
-pub fn run(
+///
+/// # Safety
+/// `t` must come from `jit.entry` for a block of `core`'s block cache,
+/// with no translation, flush or block drop since (the buffer must still
+/// hold the code `t` names, and every block it may link into must be
+/// alive): the function jumps to `t.entry` as machine code.
+pub unsafe fn run(
     core: &mut Core,
     jit: &Jit,
     t: Translation,
@@ -147,9 +153,9 @@ pub fn run(
         jumps: jumps.e.as_ptr(),
         tramps: jit.tramps.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
     };
-    // SAFETY: `t.entry` is code our emitter produced (the caller got it
-    // from `Jit::entry` in the buffer's current generation, so the buffer
-    // still holds it), following the sysv64 ABI and saving the registers
+    // SAFETY: `t.entry` is code our emitter produced (the caller's
+    // contract: it came from `Jit::entry` in the buffer's current
+    // generation, so the buffer still holds it), following the sysv64 ABI and saving the registers
     // it uses. It touches only `core` (through the pointer in `ctx`, which
     // nothing else uses while it runs), the signal's flags (read), the
     // links (read) and, through `tramp`, the `Fast`/`Instruction` of the

@@ -40,7 +40,7 @@ pub struct Keys {
 /// another translation's link (past the register set-up).
 #[derive(Debug, Clone, Copy)]
 pub struct Translation {
-    pub entry: usize,
+    pub(super) entry: usize,
     chain: usize,
 }
 
