@@ -12,6 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use iced_x86::{Code, Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
 
+use crate::config::SoftConfig;
 use crate::core::Core;
 use crate::exception::{ExecResult, Fault, Stop};
 use crate::fast::Fast;
@@ -112,15 +113,17 @@ pub struct BlockCache {
     fast: bool,
 }
 
-impl Default for BlockCache {
-    fn default() -> Self {
+impl BlockCache {
+    /// An empty cache; `config` says whether blocks get fast handlers and
+    /// whether decoding is timed.
+    pub fn new(config: &SoftConfig) -> Self {
         BlockCache {
             link_epoch: 0,
             decoded: 0,
             redecoded: 0,
             decode_time: std::time::Duration::ZERO,
-            timed: std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some(),
-            fast: std::env::var_os("VESSEL_SOFT_FAST").is_none_or(|v| v != "0"),
+            timed: config.stats,
+            fast: config.fast_handlers,
             map: HashMap::default(),
             blocks: Vec::new(),
             jc: vec![(0, u32::MAX); JC_SIZE],

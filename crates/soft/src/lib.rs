@@ -12,6 +12,7 @@
 //! implements the engine-neutral `hypervisor` traits.
 
 mod cache;
+mod config;
 mod core;
 mod cpu;
 pub mod cpuid;
@@ -29,6 +30,7 @@ mod seg;
 mod vcpu;
 mod vm;
 
+pub use config::SoftConfig;
 pub use vcpu::SoftVcpu;
 pub use vm::SoftVm;
 
@@ -38,12 +40,20 @@ use hypervisor::{CpuidEntry, EngineKind, Hypervisor, Result, Vm};
 pub const MAX_VCPUS: usize = 64;
 
 /// The soft engine.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SoftHypervisor;
+#[derive(Debug, Default, Clone)]
+pub struct SoftHypervisor {
+    config: SoftConfig,
+}
 
 impl SoftHypervisor {
+    /// The engine with its default tiers and no diagnostics.
     pub fn new() -> Self {
-        SoftHypervisor
+        SoftHypervisor::default()
+    }
+
+    /// The engine with `config` for every VM it makes.
+    pub fn with_config(config: SoftConfig) -> Self {
+        SoftHypervisor { config }
     }
 }
 
@@ -66,6 +76,6 @@ impl Hypervisor for SoftHypervisor {
     }
 
     fn create_vm(&self) -> Result<Box<dyn Vm>> {
-        Ok(Box::new(SoftVm::new()))
+        Ok(Box::new(SoftVm::with_config(self.config.clone())))
     }
 }

@@ -19,11 +19,6 @@ pub struct RipSampler {
 }
 
 impl RipSampler {
-    /// A sampler when the environment asks for one.
-    pub fn from_env() -> Option<Self> {
-        std::env::var_os("VESSEL_SOFT_SAMPLE").map(|_| RipSampler::default())
-    }
-
     /// Records `rip`; `retired` (instructions so far) goes with each
     /// printed summary.
     pub fn record(&mut self, rip: u64, retired: u64) {

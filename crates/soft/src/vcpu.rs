@@ -12,6 +12,7 @@ use hypervisor::{
 };
 
 use crate::cache::BlockCache;
+use crate::config::SoftConfig;
 use crate::core::Core;
 use crate::cpu::{Cpu, CS};
 use crate::exception::Stop;
@@ -93,6 +94,8 @@ pub struct SoftVcpu {
     maybe_irq: bool,
     /// Guest RIP samples, when asked for (`VESSEL_SOFT_SAMPLE`).
     samples: Option<crate::sample::RipSampler>,
+    /// Print the run statistics when the vCPU ends (`SoftConfig::stats`).
+    stats_on: bool,
     /// The binary translator, unless turned off (`VESSEL_SOFT_JIT=0`).
     jit: Option<Jit>,
     /// The chain keys of translated runs.
@@ -130,7 +133,7 @@ struct RunStats {
 
 impl Drop for SoftVcpu {
     fn drop(&mut self) {
-        if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
+        if self.stats_on {
             eprintln!(
                 "soft vcpu {}: {:?}; chain keys moved (tlb, global tlb, code, blocks): {:?}; \
                  blocks decoded {}, decoded again {} in {:?}",
@@ -215,6 +218,7 @@ impl SoftVcpu {
         io: Arc<dyn DeviceIo>,
         index: usize,
         signal: Arc<Signal>,
+        config: &SoftConfig,
     ) -> Self {
         let has_irq = shared.irq.get().is_some();
         let mut core = Core::new(shared, io, index);
@@ -223,7 +227,7 @@ impl SoftVcpu {
         }
         SoftVcpu {
             core,
-            cache: BlockCache::default(),
+            cache: BlockCache::new(config),
             signal,
             state: if index > 0 && has_irq {
                 RunState::WaitSipi
@@ -231,8 +235,9 @@ impl SoftVcpu {
                 RunState::Running
             },
             maybe_irq: true,
-            samples: crate::sample::RipSampler::from_env(),
-            jit: Jit::from_env(),
+            samples: config.sample_rips.then(crate::sample::RipSampler::default),
+            jit: Jit::new(config),
+            stats_on: config.stats,
             chain: ChainKeys::default(),
             stats: RunStats::default(),
         }

@@ -11,6 +11,7 @@ use devices::irqchip::IrqChip;
 use hypervisor::{DeviceIo, EngineKind, Error, Result, Vcpu, Vm};
 use vm_memory::GuestMemoryMmap;
 
+use crate::config::SoftConfig;
 use crate::phys::Ram;
 use crate::vcpu::SoftVcpu;
 
@@ -77,6 +78,7 @@ impl hypervisor::VcpuKicker for Signal {
 pub struct SoftVm {
     shared: OnceLock<Arc<Shared>>,
     signals: Arc<Mutex<Vec<Arc<Signal>>>>,
+    config: SoftConfig,
 }
 
 fn engine_err(what: &str) -> Error {
@@ -86,6 +88,14 @@ fn engine_err(what: &str) -> Error {
 impl SoftVm {
     pub fn new() -> Self {
         SoftVm::default()
+    }
+
+    /// A VM whose vCPUs run as `config` says.
+    pub fn with_config(config: SoftConfig) -> Self {
+        SoftVm {
+            config,
+            ..SoftVm::default()
+        }
     }
 
     fn shared(&self) -> Result<&Arc<Shared>> {
@@ -179,6 +189,12 @@ impl Vm for SoftVm {
         if let Some(irq) = shared.irq.get() {
             irq.add_cpu(index);
         }
-        Ok(Box::new(SoftVcpu::new(shared, io, index, sig)))
+        Ok(Box::new(SoftVcpu::new(
+            shared,
+            io,
+            index,
+            sig,
+            &self.config,
+        )))
     }
 }

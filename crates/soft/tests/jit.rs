@@ -8,7 +8,7 @@
 //! CDQE and selector reads, in-code
 //! self loops, CLI/STI, CMPXCHG and XADD on memory, BT/BTS/BTR/BTC, SETcc to memory, IRETQ, REP MOVS/STOS, and CALL/JMP through a register or memory and RET (indirect
 //! exits through the jump table). Registers, flags and the retired count must
-//! match between `VESSEL_SOFT_JIT=0` and the translator with every block
+//! match between the interpreter and the translator with every block
 //! translated on its first run.
 
 use std::sync::Arc;
@@ -460,17 +460,19 @@ fn cmov_cc(a: &mut CodeAssembler, cc: u8) {
 }
 
 fn run(jit: bool) -> (Regs, u64) {
-    std::env::set_var("VESSEL_SOFT_JIT", if jit { "1" } else { "0" });
-    std::env::set_var("VESSEL_SOFT_JIT_HOT", "0");
-    // An emitter failure fails the test (instead of the interpreter
-    // quietly running the block).
-    std::env::set_var("VESSEL_SOFT_JIT_STRICT", "1");
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("memory");
     mem.write_obj(0x2000u64 | 3, GuestAddress(0x1000)).unwrap();
     mem.write_obj(0x3000u64 | 3, GuestAddress(0x2000)).unwrap();
     mem.write_obj(0x83u64, GuestAddress(0x3000)).unwrap();
     mem.write_slice(&program(), GuestAddress(CODE)).unwrap();
-    let hv = soft::SoftHypervisor::new();
+    // Every block translated on its first run; an emitter failure fails
+    // the test (instead of the interpreter quietly running the block).
+    let hv = soft::SoftHypervisor::with_config(soft::SoftConfig {
+        translate: jit,
+        hot_after: 0,
+        strict: true,
+        ..soft::SoftConfig::default()
+    });
     let vm = hv.create_vm().expect("vm");
     vm.set_memory(&mem).expect("set memory");
     let mut vcpu = vm

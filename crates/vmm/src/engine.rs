@@ -76,6 +76,8 @@ pub fn create(choice: EngineChoice) -> Result<Box<dyn Hypervisor>, EngineError> 
         EngineKind::Kvm => Ok(Box::new(
             kvm::KvmHypervisor::new().map_err(EngineError::Kvm)?,
         )),
-        EngineKind::Soft => Ok(Box::new(soft::SoftHypervisor::new())),
+        EngineKind::Soft => Ok(Box::new(soft::SoftHypervisor::with_config(
+            soft::SoftConfig::from_env(),
+        ))),
     }
 }

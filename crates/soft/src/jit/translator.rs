@@ -10,6 +10,7 @@ use super::emit::emit;
 use super::link::{JumpTable, LinkPool};
 use super::CodeBuf;
 use crate::cache::Block;
+use crate::config::SoftConfig;
 use crate::core::Core;
 
 /// `Block::jit` entry of a block that cannot be translated.
@@ -52,15 +53,6 @@ pub struct PendingLink {
     gen: u64,
 }
 
-/// Runs of a block before it is translated, unless `VESSEL_SOFT_JIT_HOT`
-/// says otherwise. Most of a Linux boot is code that runs a few times, and
-/// a translation costs about as much as 20-50 interpreted runs (5-10 µs:
-/// emission, links, the code buffer's fresh pages). In the Debian boot
-/// (0.46e9 instructions; minimum user time of 4 boots each, same session)
-/// thresholds of 64 and 256 were best (2.72 s and 2.68 s), 16 and 4
-/// slower (2.90 s, 2.97 s), 1024 slowest (3.02 s).
-const DEFAULT_HOT: u32 = 64;
-
 /// The translator of one vCPU.
 pub struct Jit {
     buf: CodeBuf,
@@ -88,24 +80,18 @@ pub struct Jit {
     /// (profiling; the code itself goes to `/tmp/vessel-jit-PID-BASE.bin`
     /// when the translator ends).
     perf_map: Option<std::io::BufWriter<std::fs::File>>,
+    /// Print translation statistics when dropped (`SoftConfig::stats`).
+    stats: bool,
 }
 
 impl Jit {
-    /// The translator as the environment configures it:
-    /// `VESSEL_SOFT_JIT=0` turns it off, `VESSEL_SOFT_JIT_HOT=n` sets how
-    /// many runs make a block hot. None when it is off or its code buffer
-    /// cannot be mapped.
-    pub fn from_env() -> Option<Jit> {
-        let on = std::env::var("VESSEL_SOFT_JIT")
-            .map(|v| v != "0")
-            .unwrap_or(DEFAULT_ON);
-        if !on {
+    /// The translator as `config` sets it up. None when it is off or its
+    /// code buffer cannot be mapped.
+    pub fn new(config: &SoftConfig) -> Option<Jit> {
+        if !config.translate {
             return None;
         }
-        let hot = std::env::var("VESSEL_SOFT_JIT_HOT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_HOT);
+        let hot = config.hot_after;
         match CodeBuf::new(BUF_SIZE) {
             Ok(buf) => Some(Jit {
                 buf,
@@ -116,16 +102,19 @@ impl Jit {
                 translate_time: std::time::Duration::ZERO,
                 cold: 0,
                 untranslatable: 0,
-                strict: std::env::var_os("VESSEL_SOFT_JIT_STRICT").is_some(),
-                perf_map: std::env::var_os("VESSEL_SOFT_PERF_MAP")
-                    .and_then(|_| {
+                strict: config.strict,
+                perf_map: config
+                    .perf_map
+                    .then(|| {
                         let path = format!("/tmp/perf-{}.map", std::process::id());
                         std::fs::File::create(&path)
                             .map_err(|e| log::warn!("soft jit: {path}: {e}"))
                             .ok()
                     })
+                    .flatten()
                     .map(std::io::BufWriter::new),
-                tramps: std::env::var_os("VESSEL_SOFT_JIT_STATS").map(|_| {
+                stats: config.stats,
+                tramps: config.stats.then(|| {
                     (0..2 * iced_x86::Code::values().len())
                         .map(|_| Cell::new(0))
                         .collect()
@@ -244,7 +233,7 @@ impl Drop for Jit {
                 log::warn!("soft jit: {path}: {e}");
             }
         }
-        if std::env::var_os("VESSEL_SOFT_JIT_STATS").is_some() {
+        if self.stats {
             eprintln!(
                 "soft jit: {} blocks translated in {:?}, code buffer generation {}; \
                  runs left to the interpreter: {} not yet hot, {} untranslatable",
@@ -269,6 +258,3 @@ impl Drop for Jit {
         }
     }
 }
-
-/// Whether the translator runs when the environment does not say.
-const DEFAULT_ON: bool = true;

@@ -13,13 +13,13 @@ use super::reference::load;
 /// A tier of the engine: which of its execution paths run the snippet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
-    /// Every block translated on its first run (`VESSEL_SOFT_JIT_HOT=0`);
-    /// a block the emitter fails on is a test failure
-    /// (`VESSEL_SOFT_JIT_STRICT`), not a quiet fallback.
+    /// Every block translated on its first run (`SoftConfig::hot_after`
+    /// 0); a block the emitter fails on is a test failure
+    /// (`SoftConfig::strict`), not a quiet fallback.
     Jit,
     /// The interpreter with its pre-resolved fast handlers.
     Interp,
-    /// The interpreter alone (`VESSEL_SOFT_FAST=0`).
+    /// The interpreter alone (`SoftConfig::fast_handlers` off).
     Slow,
 }
 
@@ -44,19 +44,21 @@ impl Tier {
         }
     }
 
-    /// The engine's settings for this tier (read when a vCPU is made).
-    fn env(self) -> [(&'static str, &'static str); 4] {
-        let (jit, fast) = match self {
-            Tier::Jit => ("1", "1"),
-            Tier::Interp => ("0", "1"),
-            Tier::Slow => ("0", "0"),
+    /// The engine's settings for this tier: every block translated on
+    /// its first run, and a block the translator refuses is an error.
+    fn config(self) -> soft::SoftConfig {
+        let (translate, fast_handlers) = match self {
+            Tier::Jit => (true, true),
+            Tier::Interp => (false, true),
+            Tier::Slow => (false, false),
         };
-        [
-            ("VESSEL_SOFT_JIT", jit),
-            ("VESSEL_SOFT_JIT_HOT", "0"),
-            ("VESSEL_SOFT_JIT_STRICT", "1"),
-            ("VESSEL_SOFT_FAST", fast),
-        ]
+        soft::SoftConfig {
+            translate,
+            fast_handlers,
+            hot_after: 0,
+            strict: true,
+            ..soft::SoftConfig::default()
+        }
     }
 }
 
@@ -69,12 +71,7 @@ pub struct SoftRunner {
 
 impl SoftRunner {
     pub fn new(tier: Tier) -> Self {
-        // The engine reads its settings from the environment when the
-        // vCPU is created; the test sets them just before.
-        for (k, v) in tier.env() {
-            std::env::set_var(k, v);
-        }
-        let hv = soft::SoftHypervisor::new();
+        let hv = soft::SoftHypervisor::with_config(tier.config());
         let vm = hv.create_vm().expect("soft vm");
         let mem =
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("memory");
