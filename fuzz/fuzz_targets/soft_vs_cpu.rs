@@ -52,10 +52,14 @@
 //!    instruction without LOCK with a memory operand, or INT n;
 //!    (b) an input on which KVM itself fails (an error of the host's CPL0
 //!    emulator) is not compared, and is counted on stderr;
-//!    (c) KVM delivers INT3 (`CC`) at CPL3 as #BP after the instruction,
-//!    ignoring the gate's DPL 0, where the CPU gives #GP(0x1a) at the INT3:
-//!    accepted when everything else matches (the code page is INT3 past
-//!    the input's bytes, so any jump forward lands on one);
+//!    (c) KVM delivers INT3 (`CC`), `INT $3` and `INT $4` at CPL3 as #BP
+//!    or #OF after the instruction, through the host's own IDT, whose gates
+//!    for these two vectors have DPL 3 (Linux's, for INT3 and INTO), where
+//!    the CPU with the guest's DPL-0 gates gives #GP(vector * 8 + 2) at the
+//!    instruction: accepted when everything else matches (the code page is
+//!    INT3 past the input's bytes, so any jump forward lands on one).
+//!    Measured natively on this host: `int $4` in a user process gives
+//!    SIGSEGV with trapno 4 and RIP after it, `int $5` trapno 13, error 42;
 //!    (d) KVM lets port I/O at CPL3 through to the VMM (the reference's
 //!    exit loop reads zeros) where the CPU, with IOPL 0 and no I/O bitmap,
 //!    gives #GP(0), and emulates INS/OUTS (reading or writing memory
@@ -558,23 +562,27 @@ fn bytes_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Vec<u8>> {
         .or_else(|| within(STACK, &o.stack, o.stack.len()))
 }
 
-/// Rule 4c: KVM delivers INT3 (CC) at CPL3 as #BP after the instruction,
-/// through the IDT gate of DPL 0 that makes the CPU (and the engine) give
-/// #GP(3 * 8 + 2) at the INT3 itself (with RF in the pushed RFLAGS, as for
-/// every fault).
+/// Rule 4c: KVM delivers INT3 (CC), `INT $3` and `INT $4` at CPL3 through
+/// the host's IDT (DPL-3 gates for #BP and #OF) as a trap after the
+/// instruction, where the guest's IDT gate of DPL 0 makes the CPU (and the
+/// engine) give #GP(vector * 8 + 2) at the instruction itself (with RF in
+/// the pushed RFLAGS, as for every fault).
 fn pvm_int3(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
-    if (cpu.vector, soft.vector, soft.error) != (3, 13, Some(0x1a)) {
-        return false;
-    }
-    // INT3 with or without prefixes in front.
+    // INT3 or INT n with or without prefixes in front.
     let Some(ins) = instruction_at(s, soft, soft.rip) else {
         return false;
     };
-    if ins.mnemonic() != Mnemonic::Int3 {
+    let vector = match ins.mnemonic() {
+        Mnemonic::Int3 => 3,
+        Mnemonic::Int if matches!(ins.immediate8(), 3 | 4) => u64::from(ins.immediate8()),
+        _ => return false,
+    };
+    let gp = Some(vector * 8 + 2);
+    if cpu.vector != vector || (soft.vector, soft.error) != (13, gp) {
         return false;
     }
     let mut patched = soft.clone();
-    patched.vector = 3;
+    patched.vector = vector;
     patched.error = None;
     patched.rip += ins.len() as u64;
     patched.rflags &= !(1 << 16);
