@@ -63,6 +63,31 @@ impl Default for Flags {
     }
 }
 
+/// The I/O privilege level in RFLAGS value `rflags`.
+#[inline]
+pub fn iopl(rflags: u64) -> u8 {
+    ((rflags & IOPL) >> 12) as u8
+}
+
+/// The RFLAGS bits POPF (and IRET, which adds RF) may change at privilege
+/// `cpl` with an operand of `bytes` bytes, given the flags `old` before
+/// it: IF only when CPL <= IOPL, IOPL only at CPL 0, and a 16-bit
+/// operand reaches the low word only. VM, VIF and VIP are never written
+/// (no virtual-8086 mode).
+pub fn pop_writable(old: u64, cpl: u8, bytes: u64) -> u64 {
+    let mut can = ARITH | TF | DF | NT | AC | ID;
+    if cpl <= iopl(old) {
+        can |= IF;
+    }
+    if cpl == 0 {
+        can |= IOPL;
+    }
+    if bytes == 2 {
+        can &= 0xffff;
+    }
+    can
+}
+
 #[inline]
 pub fn mask(size: u32) -> u64 {
     if size >= 64 {

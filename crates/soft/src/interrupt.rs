@@ -291,17 +291,10 @@ pub fn iret(core: &mut Core, bytes: u64) -> ExecResult {
     };
     // Flags the return may change.
     let old = core.cpu.flags.get();
-    let iopl = ((old & flags::IOPL) >> 12) as u8;
-    let mut can =
-        flags::ARITH | flags::TF | flags::DF | flags::NT | flags::AC | flags::ID | flags::RF;
-    if cpl <= iopl {
-        can |= flags::IF;
-    }
-    if cpl == 0 {
-        can |= flags::IOPL;
-    }
-    if bytes == 2 {
-        can &= 0xffff;
+    let mut can = flags::pop_writable(old, cpl, bytes);
+    if bytes != 2 {
+        // IRET restores RF too (a 16-bit frame holds no RF).
+        can |= flags::RF;
     }
     let newf = (old & !can) | (f & can);
     let target = if cs.l && long {

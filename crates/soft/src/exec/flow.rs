@@ -295,17 +295,7 @@ pub fn popf(core: &mut Core, ins: &Instruction) -> ExecResult {
     adjust_sp(core, bytes);
     let cpl = core.cpu.cpl();
     let old = core.cpu.flags.get();
-    let iopl = ((old & flags::IOPL) >> 12) as u8;
-    let mut can = flags::ARITH | flags::TF | flags::DF | flags::NT | flags::AC | flags::ID;
-    if cpl <= iopl {
-        can |= flags::IF;
-    }
-    if cpl == 0 {
-        can |= flags::IOPL;
-    }
-    if bytes == 2 {
-        can &= 0xffff;
-    }
+    let can = flags::pop_writable(old, cpl, bytes);
     let new = (old & !can) | (v & can);
     // A change of IF or TF ends the block: the run loop takes pending
     // interrupts and single-steps at instruction boundaries it sees.

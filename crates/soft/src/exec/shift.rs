@@ -52,6 +52,108 @@ fn zero_count(core: &mut Core, ins: &Instruction, size: u32) -> ExecResult {
     Ok(())
 }
 
+/// The operations of the shift-and-rotate group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShiftOp {
+    Shl,
+    Shr,
+    Sar,
+    Rol,
+    Ror,
+    Rcl,
+    Rcr,
+}
+
+impl ShiftOp {
+    fn of(m: Mnemonic) -> Option<ShiftOp> {
+        Some(match m {
+            Mnemonic::Shl | Mnemonic::Sal => ShiftOp::Shl,
+            Mnemonic::Shr => ShiftOp::Shr,
+            Mnemonic::Sar => ShiftOp::Sar,
+            Mnemonic::Rol => ShiftOp::Rol,
+            Mnemonic::Ror => ShiftOp::Ror,
+            Mnemonic::Rcl => ShiftOp::Rcl,
+            Mnemonic::Rcr => ShiftOp::Rcr,
+            _ => return None,
+        })
+    }
+}
+
+/// `op` on the low `size` bits of `v` by the masked, non-zero count `n`,
+/// with the flags `flags_in` before it: the result and the new arithmetic
+/// flags (the one definition every tier uses). Shifts set SF, ZF and PF
+/// from the result; rotates change only CF and OF.
+pub(crate) fn shift_rotate(op: ShiftOp, v: u64, n: u32, size: u32, flags_in: u64) -> (u64, u64) {
+    let m_ = mask(size);
+    let v = v & m_;
+    let cin = flags_in & CF != 0;
+    let cf_of = |cf: bool, of: bool| (u64::from(cf) * CF) | (u64::from(of) * OF);
+    let rotated = |r: u64, cf: bool, of: bool| (r, (flags_in & !(CF | OF)) | cf_of(cf, of));
+    match op {
+        ShiftOp::Shl => {
+            let r = if n >= size { 0 } else { (v << n) & m_ };
+            let cf = n <= size && (v >> (size - n)) & 1 != 0;
+            (r, szp(size, r) | cf_of(cf, msb(r, size) != cf))
+        }
+        ShiftOp::Shr => {
+            let r = if n >= size { 0 } else { v >> n };
+            let cf = n <= size && (v >> (n - 1)) & 1 != 0;
+            (r, szp(size, r) | cf_of(cf, msb(v, size)))
+        }
+        ShiftOp::Sar => {
+            let sv = ops::sext(v, size) as i64;
+            let r = (sv >> n.min(63)) as u64 & m_;
+            let cf = (sv >> (n - 1).min(63)) & 1 != 0;
+            (r, szp(size, r) | cf_of(cf, false))
+        }
+        ShiftOp::Rol => {
+            let k = n % size;
+            let r = if k == 0 {
+                v
+            } else {
+                ((v << k) | (v >> (size - k))) & m_
+            };
+            let cf = r & 1 != 0;
+            rotated(r, cf, msb(r, size) != cf)
+        }
+        ShiftOp::Ror => {
+            let k = n % size;
+            let r = if k == 0 {
+                v
+            } else {
+                ((v >> k) | (v << (size - k))) & m_
+            };
+            rotated(
+                r,
+                msb(r, size),
+                msb(r, size) != (((r >> (size - 2)) & 1) != 0),
+            )
+        }
+        // A count that is a multiple of the width plus one rotates nothing
+        // and leaves CF and OF as they were (the CPU does).
+        ShiftOp::Rcl | ShiftOp::Rcr if n.is_multiple_of(size + 1) => (v, flags_in),
+        ShiftOp::Rcl | ShiftOp::Rcr => {
+            let k = n % (size + 1);
+            let wide = u128::from(v) | (u128::from(cin) << size);
+            let w = size + 1;
+            let all = (1u128 << w) - 1;
+            let r = if op == ShiftOp::Rcl {
+                ((wide << k) | (wide >> (w - k))) & all
+            } else {
+                ((wide >> k) | (wide << (w - k))) & all
+            };
+            let res = (r as u64) & m_;
+            let cf = (r >> size) & 1 != 0;
+            let of = if op == ShiftOp::Rcl {
+                msb(res, size) != cf
+            } else {
+                msb(res, size) != (((res >> (size - 2)) & 1) != 0)
+            };
+            rotated(res, cf, of)
+        }
+    }
+}
+
 pub fn shift(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
     let size = ops::op_size(ins, 0);
     let n = count(core, ins, 1, size)?;
@@ -59,106 +161,12 @@ pub fn shift(core: &mut Core, ins: &Instruction, m: Mnemonic) -> ExecResult {
         return zero_count(core, ins, size);
     }
     let flags_in = core.cpu.flags.get();
-    let cin = flags_in & CF != 0;
-    let m_ = mask(size);
+    let Some(op) = ShiftOp::of(m) else {
+        return Err(crate::exception::Stop::Unsupported);
+    };
     let mut out = 0u64;
     rmw(core, ins, size, |_, v| {
-        let v = v & m_;
-        let (r, f) = match m {
-            Mnemonic::Shl | Mnemonic::Sal => {
-                let r = if n >= size { 0 } else { (v << n) & m_ };
-                let cf = n <= size && (v >> (size - n)) & 1 != 0;
-                let of = msb(r, size) != cf;
-                (
-                    r,
-                    szp(size, r) | if cf { CF } else { 0 } | if of { OF } else { 0 },
-                )
-            }
-            Mnemonic::Shr => {
-                let r = if n >= size { 0 } else { v >> n };
-                let cf = n <= size && (v >> (n - 1)) & 1 != 0;
-                let of = msb(v, size);
-                (
-                    r,
-                    szp(size, r) | if cf { CF } else { 0 } | if of { OF } else { 0 },
-                )
-            }
-            Mnemonic::Sar => {
-                let sv = ops::sext(v, size) as i64;
-                let r = (sv >> n.min(63)) as u64 & m_;
-                let cf = (sv >> (n - 1).min(63)) & 1 != 0;
-                (r, szp(size, r) | if cf { CF } else { 0 })
-            }
-            Mnemonic::Rol => {
-                let k = n % size;
-                let r = if k == 0 {
-                    v
-                } else {
-                    ((v << k) | (v >> (size - k))) & m_
-                };
-                let cf = r & 1 != 0;
-                let of = msb(r, size) != cf;
-                (
-                    r,
-                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
-                )
-            }
-            Mnemonic::Ror => {
-                let k = n % size;
-                let r = if k == 0 {
-                    v
-                } else {
-                    ((v >> k) | (v << (size - k))) & m_
-                };
-                let cf = msb(r, size);
-                let of = msb(r, size) != (((r >> (size - 2)) & 1) != 0);
-                (
-                    r,
-                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
-                )
-            }
-            // A count that is a multiple of the width plus one rotates
-            // nothing and leaves CF and OF as they were (the CPU does).
-            Mnemonic::Rcl if n % (size + 1) == 0 => (v, flags_in),
-            Mnemonic::Rcl => {
-                let k = n % (size + 1);
-                let wide = (u128::from(v)) | (u128::from(cin) << size);
-                let w = size + 1;
-                let r = if k == 0 {
-                    wide
-                } else {
-                    ((wide << k) | (wide >> (w - k))) & ((1u128 << w) - 1)
-                };
-                let res = (r as u64) & m_;
-                let cf = (r >> size) & 1 != 0;
-                let of = msb(res, size) != cf;
-                (
-                    res,
-                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
-                )
-            }
-            // A count that is a multiple of the width plus one rotates
-            // nothing and leaves CF and OF as they were (the CPU does).
-            Mnemonic::Rcr if n % (size + 1) == 0 => (v, flags_in),
-            Mnemonic::Rcr => {
-                let k = n % (size + 1);
-                let wide = (u128::from(v)) | (u128::from(cin) << size);
-                let w = size + 1;
-                let r = if k == 0 {
-                    wide
-                } else {
-                    ((wide >> k) | (wide << (w - k))) & ((1u128 << w) - 1)
-                };
-                let res = (r as u64) & m_;
-                let cf = (r >> size) & 1 != 0;
-                let of = msb(res, size) != (((res >> (size - 2)) & 1) != 0);
-                (
-                    res,
-                    (flags_in & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 },
-                )
-            }
-            _ => (v, flags_in),
-        };
+        let (r, f) = shift_rotate(op, v, n, size, flags_in);
         out = f;
         r
     })?;

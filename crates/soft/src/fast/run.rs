@@ -700,7 +700,6 @@ fn run(core: &mut Core, f: &Fast, _: &Instruction) -> ExecResult {
 /// SHL/SHR/SAR with the interpreter's flag results (`exec::shift`).
 #[inline(always)]
 fn shift(core: &mut Core, f: &Fast) -> ExecResult {
-    use crate::flags::{CF, OF, PF, SF, ZF};
     let size = f.size;
     let bits = u32::from(size);
     let raw = if f.src == Loc::Imm {
@@ -723,43 +722,14 @@ fn shift(core: &mut Core, f: &Fast) -> ExecResult {
         }
         return Ok(());
     }
-    let m = mask(bits);
-    let msb = |x: u64| (x >> (bits - 1)) & 1 != 0;
-    let (r, cf, of) = match f.kind {
-        Kind::Shl => {
-            let r = if n >= bits { 0 } else { (v << n) & m };
-            let cf = n <= bits && (v >> (bits - n)) & 1 != 0;
-            (r, cf, msb(r) != cf)
-        }
-        Kind::Shr => {
-            let r = if n >= bits { 0 } else { v >> n };
-            let cf = n <= bits && (v >> (n - 1)) & 1 != 0;
-            (r, cf, msb(v))
-        }
-        _ => {
-            let sv = crate::exec::ops::sext(v, bits) as i64;
-            let r = (sv >> n.min(63)) as u64 & m;
-            let cf = (sv >> (n - 1).min(63)) & 1 != 0;
-            (r, cf, false)
-        }
+    use crate::exec::shift::{shift_rotate, ShiftOp};
+    let op = match f.kind {
+        Kind::Shl => ShiftOp::Shl,
+        Kind::Shr => ShiftOp::Shr,
+        _ => ShiftOp::Sar,
     };
+    let (r, fl) = shift_rotate(op, v, n, bits, 0);
     put(core, f, f.dst, size, r)?;
-    let mut fl = 0;
-    if r == 0 {
-        fl |= ZF;
-    }
-    if msb(r) {
-        fl |= SF;
-    }
-    if (r as u8).count_ones().is_multiple_of(2) {
-        fl |= PF;
-    }
-    if cf {
-        fl |= CF;
-    }
-    if of {
-        fl |= OF;
-    }
     core.cpu.flags.set_arith(fl);
     Ok(())
 }
