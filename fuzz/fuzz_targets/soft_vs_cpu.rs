@@ -49,7 +49,9 @@
 //!    address, INT n through a DPL-0 gate), and #SS (a non-canonical
 //!    address through SS) likewise: accepted when KVM says #UD and the
 //!    engine #GP or #SS at the same RIP, everything else equal, for a valid
-//!    instruction without LOCK with a memory operand, or INT n;
+//!    instruction without LOCK with a memory operand, or INT n, and for an
+//!    instruction over 15 bytes (the CPU's #GP(0), measured natively; KVM's
+//!    emulator stops at an opcode it lacks, x87 here, with #UD first);
 //!    (b) an input on which KVM itself fails (an error of the host's CPL0
 //!    emulator) is not compared, and is counted on stderr;
 //!    (c) KVM delivers INT3 (`CC`), `INT $3` and `INT $4` at CPL3 as #BP
@@ -383,23 +385,62 @@ fn instruction_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Instruction> {
 /// address through SS): accepted when KVM gives #UD and the engine #GP or
 /// #SS at the same RIP, everything else equal, for a valid
 /// instruction without LOCK that either has a memory operand (misaligned
-/// SSE, non-canonical address) or is INT n (a DPL-0 gate).
+/// SSE, non-canonical address) or is INT n (a DPL-0 gate); and for an
+/// instruction over 15 bytes, which the CPU refuses with #GP(0) while
+/// KVM's emulator gives #UD for an opcode it does not emulate before it
+/// reaches the 16th byte (seen: ten REX prefixes, then FISTTP with SIB and
+/// disp32, 18 bytes; natively #GP(0) at its first byte).
 fn pvm_gp_as_ud(s: &Snippet, cpu: &Outcome, soft: &Outcome) -> bool {
     if cpu.vector != 6 || !matches!(soft.vector, 12 | 13) || cpu.rip != soft.rip {
         return false;
     }
-    let Some(ins) = instruction_at(s, soft, soft.rip) else {
+    let Some(bytes) = bytes_at(s, soft, soft.rip) else {
         return false;
     };
+    let ins = Decoder::with_ip(64, &bytes, soft.rip, DecoderOptions::NONE).decode();
+    let too_long = (soft.vector, soft.error) == (13, Some(0)) && over_15_bytes(&bytes, soft.rip);
     let memory = (0..ins.op_count()).any(|i| ins.op_kind(i) == iced_x86::OpKind::Memory);
     let int_n = ins.mnemonic() == Mnemonic::Int;
-    if ins.is_invalid() || ins.has_lock_prefix() || !(memory || int_n) {
+    let known = !ins.is_invalid() && !ins.has_lock_prefix() && (memory || int_n);
+    if !(known || too_long) {
         return false;
     }
     let mut patched = soft.clone();
     patched.vector = 6;
     patched.error = None;
     patched == *cpu
+}
+
+/// Whether `bytes` start with a valid instruction longer than 15 bytes
+/// (which iced calls invalid): a run of legacy and REX prefixes, then an
+/// instruction that decodes with the last of them alone.
+fn over_15_bytes(bytes: &[u8], ip: u64) -> bool {
+    let prefixes = bytes
+        .iter()
+        .take_while(|b| {
+            matches!(
+                b,
+                0x40..=0x4f
+                    | 0x66
+                    | 0x67
+                    | 0xf0
+                    | 0xf2
+                    | 0xf3
+                    | 0x26
+                    | 0x2e
+                    | 0x36
+                    | 0x3e
+                    | 0x64
+                    | 0x65
+            )
+        })
+        .count();
+    if prefixes < 2 {
+        return false;
+    }
+    let rest = &bytes[prefixes - 1..];
+    let ins = Decoder::with_ip(64, rest, ip, DecoderOptions::NONE).decode();
+    !ins.is_invalid() && prefixes - 1 + ins.len() > 15
 }
 
 /// Rule 4e: instructions that use descriptor tables or segment registers
@@ -545,14 +586,15 @@ mod default_signals {
     }
 }
 
-/// Up to 15 bytes at a guest address as the snippet left them: the code
-/// page (INT3 past the code, as `load` fills it), data and stack pages.
+/// Up to 32 bytes at a guest address as the snippet left them (enough to
+/// see an instruction run past 15 bytes): the code page (INT3 past the
+/// code, as `load` fills it), data and stack pages.
 fn bytes_at(s: &Snippet, o: &Outcome, addr: u64) -> Option<Vec<u8>> {
     let within = |base: u64, v: &[u8], len: usize| {
         let off = usize::try_from(addr.checked_sub(base)?).ok()?;
         (off < len).then(|| {
-            let mut b: Vec<u8> = v.iter().skip(off).take(15).copied().collect();
-            b.resize(15, 0xcc);
+            let mut b: Vec<u8> = v.iter().skip(off).take(32).copied().collect();
+            b.resize(32, 0xcc);
             b.truncate(len - off);
             b
         })
