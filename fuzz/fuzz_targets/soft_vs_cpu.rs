@@ -443,6 +443,22 @@ fn over_15_bytes(bytes: &[u8], ip: u64) -> bool {
     !ins.is_invalid() && prefixes - 1 + ins.len() > 15
 }
 
+/// Whether an instruction `is` one the CPU is no oracle for, in the body
+/// (`body` at `ip`) in sequence or at either run's exit RIP (the shape of
+/// rules 4e, 4g and 4k).
+fn in_body_or_at_exits(
+    s: &Snippet,
+    [cpu, soft]: [&Outcome; 2],
+    (body, ip): (&[u8], u64),
+    is: impl Fn(&Instruction) -> bool,
+) -> bool {
+    linear(body, ip).iter().any(&is)
+        || [cpu.rip, soft.rip]
+            .iter()
+            .filter_map(|&r| instruction_at(s, soft, r))
+            .any(|i| is(&i))
+}
+
 /// Rule 4e: instructions that use descriptor tables or segment registers
 /// (IRET, far transfers, segment loads and reads, LAR/LSL/VERR/VERW,
 /// SGDT/SIDT/SLDT/STR/SMSW): PVM runs guest user code on the host's own
@@ -484,11 +500,7 @@ fn descriptor_tables(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip
                     | M::Smsw
             )
     };
-    linear(body, ip).iter().any(uses)
-        || [cpu.rip, soft.rip]
-            .iter()
-            .filter_map(|&r| instruction_at(s, soft, r))
-            .any(|i| uses(&i))
+    in_body_or_at_exits(s, [cpu, soft], (body, ip), uses)
 }
 
 /// Rule 4f: VEX/EVEX/XOP instructions run at CPL3 under the host's CR4 and
@@ -521,11 +533,7 @@ fn host_xcr0(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip: u64) -
         let m = i.mnemonic();
         m == Mnemonic::Xgetbv || is_xsave_family(m) || is_fxsave_family(m)
     };
-    linear(body, ip).iter().any(xsave)
-        || [cpu.rip, soft.rip]
-            .iter()
-            .filter_map(|&r| instruction_at(s, soft, r))
-            .any(|i| xsave(&i))
+    in_body_or_at_exits(s, [cpu, soft], (body, ip), xsave)
 }
 
 /// Rule 4i: the engine's #UD at an instruction that the CPU, run natively
@@ -672,11 +680,7 @@ fn pvm_canonical_crossing(cpu: &Outcome, soft: &Outcome) -> bool {
 /// Rule 4k: SYSCALL goes through PVM's own entry path.
 fn pvm_syscall(s: &Snippet, cpu: &Outcome, soft: &Outcome, body: &[u8], ip: u64) -> bool {
     let is = |i: &Instruction| i.mnemonic() == Mnemonic::Syscall;
-    linear(body, ip).iter().any(is)
-        || [cpu.rip, soft.rip]
-            .iter()
-            .filter_map(|&r| instruction_at(s, soft, r))
-            .any(|i| is(&i))
+    in_body_or_at_exits(s, [cpu, soft], (body, ip), is)
 }
 
 /// Rule 5: SYSENTER/SYSEXIT in 64-bit mode, #UD on the engine's vendor
