@@ -2,7 +2,9 @@
 //! vmlinux entered through PVH, busybox initramfs) running `echo` of a
 //! marker, booted N times on vessel (plain, with `-v` and with `--net
 //! user`: see `boot_variants`) and on QEMU TCG (`-M microvm` and `-M
-//! q35`) with the same kernel, initramfs and command line. Each run is
+//! q35`) with the same kernel, initramfs and command line, and a
+//! distribution's own bzImage (Debian's generic kernel, XZ) on vessel and
+//! QEMU q35, where the guest decompresses its kernel. Each run is
 //! timed from spawn to the guest's `VESSEL-GUEST-READY` line, to the
 //! command's first output line and to the process's exit, and its peak
 //! RSS is read from `wait4`. vessel also reports the guest instructions it
@@ -45,16 +47,24 @@ pub enum BootMachine {
     QemuMicrovm,
     /// `qemu-system-x86_64 -accel tcg -M q35`.
     QemuQ35,
+    /// `vessel run --net none` booting a distribution's own bzImage
+    /// (Debian's generic kernel, XZ-compressed: the guest decompresses
+    /// it) with its own initramfs ([`BootBenchOptions::bzimage`]).
+    VesselBzImage,
+    /// `qemu-system-x86_64 -accel tcg -M q35` booting the same bzImage.
+    QemuQ35BzImage,
 }
 
 impl BootMachine {
     /// Every machine, in table order.
-    pub const ALL: [BootMachine; 5] = [
+    pub const ALL: [BootMachine; 7] = [
         BootMachine::Vessel,
         BootMachine::VesselShare,
         BootMachine::VesselUserNet,
         BootMachine::QemuMicrovm,
         BootMachine::QemuQ35,
+        BootMachine::VesselBzImage,
+        BootMachine::QemuQ35BzImage,
     ];
 
     /// Whether the run is ended by killing the process at the guest's
@@ -68,7 +78,26 @@ impl BootMachine {
 
     /// Whether this is `vessel run`, plain or a variant.
     pub fn is_vessel(self) -> bool {
-        self == BootMachine::Vessel || self.is_vessel_variant()
+        matches!(self, BootMachine::Vessel | BootMachine::VesselBzImage) || self.is_vessel_variant()
+    }
+
+    /// Whether the machine boots the distribution bzImage
+    /// ([`BootBenchOptions::bzimage`]) instead of the default guest.
+    pub fn boots_bzimage(self) -> bool {
+        matches!(
+            self,
+            BootMachine::VesselBzImage | BootMachine::QemuQ35BzImage
+        )
+    }
+
+    /// The vessel row this machine's times are compared with: the one
+    /// booting the same kernel.
+    fn vessel_peer(self) -> BootMachine {
+        if self.boots_bzimage() {
+            BootMachine::VesselBzImage
+        } else {
+            BootMachine::Vessel
+        }
     }
 
     /// Whether this is `vessel run` with `-v` or `--net user`.
@@ -85,6 +114,8 @@ impl fmt::Display for BootMachine {
             BootMachine::VesselUserNet => "vessel --net user",
             BootMachine::QemuMicrovm => "qemu microvm",
             BootMachine::QemuQ35 => "qemu q35",
+            BootMachine::VesselBzImage => "vessel bzImage",
+            BootMachine::QemuQ35BzImage => "qemu q35 bzImage",
         })
     }
 }
@@ -118,6 +149,39 @@ pub struct BootBenchOptions {
     /// Whether passt is installed: without it the `vessel --net user` row
     /// is unavailable. `new` assumes it is; the CLI asks vessel's lookup.
     pub passt_installed: bool,
+    /// What the bzImage rows boot; without it they are unavailable.
+    pub bzimage: Option<KernelBoot>,
+}
+
+/// A kernel, its initramfs and the whole command line.
+#[derive(Debug, Clone)]
+pub struct KernelBoot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+}
+
+impl KernelBoot {
+    /// `image`'s bzImage as shipped, its initramfs, and its default
+    /// command line running `echo` [`FIRST_OUTPUT`].
+    pub fn bzimage_of(image: &guest::GuestImage) -> Self {
+        KernelBoot {
+            kernel: image.kernel_bzimage.clone(),
+            initrd: image.initramfs.clone(),
+            cmdline: echo_cmdline(image),
+        }
+    }
+}
+
+/// `image`'s default command line with the command that prints
+/// [`FIRST_OUTPUT`].
+fn echo_cmdline(image: &guest::GuestImage) -> String {
+    let command = ["echo".to_string(), FIRST_OUTPUT.to_string()];
+    format!(
+        "{} {}",
+        image.default_cmdline,
+        guest::command_cmdline(&command)
+    )
 }
 
 impl BootBenchOptions {
@@ -125,12 +189,7 @@ impl BootBenchOptions {
     /// command line: 256 MiB, 3 runs, 300 s per boot, all machines,
     /// vessel's `auto` engine.
     pub fn new(vessel: PathBuf, image: &guest::GuestImage) -> Self {
-        let command = ["echo".to_string(), FIRST_OUTPUT.to_string()];
-        let cmdline = format!(
-            "{} {}",
-            image.default_cmdline,
-            guest::command_cmdline(&command)
-        );
+        let cmdline = echo_cmdline(image);
         BootBenchOptions {
             vessel,
             engine: "auto".to_string(),
@@ -145,6 +204,18 @@ impl BootBenchOptions {
             share_dir: std::env::temp_dir()
                 .join(format!("vessel-bench-boot-share-{}", std::process::id())),
             passt_installed: true,
+            bzimage: None,
+        }
+    }
+
+    /// The kernel, initramfs and command line `machine` boots, if it has
+    /// them.
+    fn boot_files(&self, machine: BootMachine) -> Option<(&PathBuf, &PathBuf, &str)> {
+        if machine.boots_bzimage() {
+            let b = self.bzimage.as_ref()?;
+            Some((&b.kernel, &b.initrd, &b.cmdline))
+        } else {
+            Some((&self.kernel, &self.initrd, &self.cmdline))
         }
     }
 }
@@ -242,6 +313,12 @@ pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
                     "passt not installed: apt-get install passt".to_string(),
                 )),
             ),
+            _ if opts.boot_files(m).is_none() => (
+                m,
+                Err(BootOutcome::Unavailable(
+                    "no distribution bzImage given".to_string(),
+                )),
+            ),
             _ => (m, Ok(Vec::new())),
         })
         .collect();
@@ -276,55 +353,55 @@ pub fn boot(opts: &BootBenchOptions) -> Result<BootReport, BenchError> {
     })
 }
 
-/// The command line that boots the guest on `machine`.
+/// The command line that boots the guest on `machine` (the bzImage rows
+/// with [`BootBenchOptions::bzimage`], which must be set for them).
 pub fn command(opts: &BootBenchOptions, machine: BootMachine) -> Command {
-    match machine {
-        BootMachine::Vessel | BootMachine::VesselShare | BootMachine::VesselUserNet => {
-            // No `-- CMD`: the command is already in the command line, and
-            // without one vessel passes the whole console through, so the
-            // READY line reaches stdout as it does on QEMU.
-            let mut cmd = Command::new(&opts.vessel);
-            cmd.args([
-                "run",
-                "--engine",
-                &opts.engine,
-                "--cpus",
-                "1",
-                "--no-reboot",
-            ])
-            .arg("--memory")
-            .arg(opts.memory_mib.to_string())
-            .arg("--kernel")
-            .arg(&opts.kernel)
-            .arg("--initrd")
-            .arg(&opts.initrd)
-            .arg("--cmdline")
-            .arg(&opts.cmdline)
-            .env("VESSEL_STATS", "1");
-            variant_args(&mut cmd, opts, machine);
-            cmd
-        }
-        BootMachine::QemuMicrovm | BootMachine::QemuQ35 => {
-            let board = if machine == BootMachine::QemuMicrovm {
-                "microvm,acpi=off,pit=on,pic=on,rtc=on"
-            } else {
-                "q35"
-            };
-            let mut cmd = Command::new(&opts.qemu);
-            cmd.args(["-M", board, "-accel", "tcg", "-smp", "1"])
-                .arg("-m")
-                .arg(opts.memory_mib.to_string())
-                .args(["-nographic", "-display", "none", "-monitor", "none"])
-                .args(["-serial", "stdio", "-no-reboot"])
-                .arg("-kernel")
-                .arg(&opts.kernel)
-                .arg("-initrd")
-                .arg(&opts.initrd)
-                .arg("-append")
-                .arg(&opts.cmdline);
-            cmd
-        }
+    let (kernel, initrd, cmdline) =
+        opts.boot_files(machine)
+            .unwrap_or((&opts.kernel, &opts.initrd, &opts.cmdline));
+    if machine.is_vessel() {
+        // No `-- CMD`: the command is already in the command line, and
+        // without one vessel passes the whole console through, so the
+        // READY line reaches stdout as it does on QEMU.
+        let mut cmd = Command::new(&opts.vessel);
+        cmd.args([
+            "run",
+            "--engine",
+            &opts.engine,
+            "--cpus",
+            "1",
+            "--no-reboot",
+        ])
+        .arg("--memory")
+        .arg(opts.memory_mib.to_string())
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--initrd")
+        .arg(initrd)
+        .arg("--cmdline")
+        .arg(cmdline)
+        .env("VESSEL_STATS", "1");
+        variant_args(&mut cmd, opts, machine);
+        return cmd;
     }
+    let board = if machine == BootMachine::QemuMicrovm {
+        "microvm,acpi=off,pit=on,pic=on,rtc=on"
+    } else {
+        "q35"
+    };
+    let mut cmd = Command::new(&opts.qemu);
+    cmd.args(["-M", board, "-accel", "tcg", "-smp", "1"])
+        .arg("-m")
+        .arg(opts.memory_mib.to_string())
+        .args(["-nographic", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(cmdline);
+    cmd
 }
 
 /// The flags that make `machine` plain vessel (no NIC, said outright in
@@ -476,7 +553,7 @@ impl BootReport {
     /// vessel's median times over `machine`'s, (to READY, to exit), when
     /// both were measured: below 1.0 vessel is faster.
     pub fn ratios(&self, machine: BootMachine) -> Option<(f64, f64)> {
-        let v = self.summary(BootMachine::Vessel)?;
+        let v = self.summary(machine.vessel_peer())?;
         let m = self.summary(machine)?;
         let r = |a: Duration, b: Duration| {
             let b = b.as_secs_f64();
@@ -569,14 +646,18 @@ impl fmt::Display for BootReport {
                  only halts): exit = time to that line"
             )?;
         }
-        let goal: Vec<String> = [BootMachine::QemuMicrovm, BootMachine::QemuQ35]
-            .into_iter()
-            .filter_map(|m| {
-                let (ready, _) = self.ratios(m)?;
-                let verdict = if ready <= 1.0 { "met" } else { "not met" };
-                Some(format!("{verdict} vs {m} ({ready:.2}x)"))
-            })
-            .collect();
+        let goal: Vec<String> = [
+            BootMachine::QemuMicrovm,
+            BootMachine::QemuQ35,
+            BootMachine::QemuQ35BzImage,
+        ]
+        .into_iter()
+        .filter_map(|m| {
+            let (ready, _) = self.ratios(m)?;
+            let verdict = if ready <= 1.0 { "met" } else { "not met" };
+            Some(format!("{verdict} vs {m} ({ready:.2}x)"))
+        })
+        .collect();
         if !goal.is_empty() {
             writeln!(
                 f,

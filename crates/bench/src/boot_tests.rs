@@ -47,9 +47,13 @@ fn options(dir: &Path, vessel: &str, qemu: &str) -> BootBenchOptions {
         memory_mib: 256,
         runs: 2,
         timeout: Duration::from_secs(20),
-        machines: BootMachine::ALL.to_vec(),
+        machines: BootMachine::ALL
+            .into_iter()
+            .filter(|m| !m.boots_bzimage())
+            .collect(),
         share_dir: dir.join("share"),
         passt_installed: true,
+        bzimage: None,
     }
 }
 
@@ -467,4 +471,69 @@ fn an_init_setup_failure_or_a_missing_first_output_fails_the_row() {
         BootOutcome::Failed(RunError::MissingLine { key, .. }) => assert_eq!(*key, FIRST_OUTPUT),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn bzimage_rows_boot_their_own_kernel_and_compare_with_each_other() {
+    let dir = test_dir("bzimage");
+    let mut opts = options(&dir, VESSEL_OK, QEMU_OK);
+    opts.runs = 1;
+    opts.machines = vec![
+        BootMachine::Vessel,
+        BootMachine::VesselBzImage,
+        BootMachine::QemuQ35BzImage,
+    ];
+    // Without a bzImage given, its rows cannot run; the plain boot still does.
+    let r = boot(&opts).expect("files exist");
+    for row in &r.rows[1..] {
+        match &row.outcome {
+            BootOutcome::Unavailable(why) => assert!(why.contains("bzImage"), "{why}"),
+            other => panic!("{}: {other:?}", row.machine),
+        }
+    }
+    r.check().expect("the plain boot was measured");
+
+    opts.bzimage = Some(KernelBoot {
+        kernel: dir.join("bzImage"),
+        initrd: dir.join("initrd-generic"),
+        cmdline: "console=ttyS0 generic".to_string(),
+    });
+    for machine in [BootMachine::VesselBzImage, BootMachine::QemuQ35BzImage] {
+        let a = args_of(&command(&opts, machine));
+        assert!(
+            a.contains(&dir.join("bzImage").display().to_string()),
+            "{a:?}"
+        );
+        assert!(
+            a.contains(&dir.join("initrd-generic").display().to_string()),
+            "{a:?}"
+        );
+        assert!(a.iter().any(|x| x == "console=ttyS0 generic"), "{a:?}");
+        assert!(
+            !a.contains(&dir.join("vmlinux").display().to_string()),
+            "{a:?}"
+        );
+    }
+    let report = BootReport {
+        runs: 1,
+        cmdline: CMDLINE.to_string(),
+        rows: vec![
+            measured(BootMachine::Vessel, &[1000]),
+            measured(BootMachine::QemuQ35, &[2000]),
+            measured(BootMachine::VesselBzImage, &[3000]),
+            measured(BootMachine::QemuQ35BzImage, &[2000]),
+        ],
+    };
+    let (ready, _) = report.ratios(BootMachine::QemuQ35).expect("measured");
+    assert!((ready - 0.5).abs() < 0.01, "{ready}");
+    let (ready, _) = report
+        .ratios(BootMachine::QemuQ35BzImage)
+        .expect("measured");
+    assert!((ready - 1.5).abs() < 0.01, "{ready}");
+    let table = report.to_string();
+    assert!(
+        table.contains("not met vs qemu q35 bzImage (1.50x)"),
+        "{table}"
+    );
+    assert!(table.contains("met vs qemu q35 (0.50x)"), "{table}");
 }

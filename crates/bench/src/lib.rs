@@ -38,6 +38,7 @@ pub use api_report::{note, Published, Row as ApiRow, Spread};
 
 pub use boot::{
     boot, BootBenchOptions, BootMachine, BootOutcome, BootReport, BootRow, BootRun, BootSummary,
+    KernelBoot,
 };
 pub use boot_variants::VariantCost;
 

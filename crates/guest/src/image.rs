@@ -48,7 +48,7 @@ pub fn prepare(
     let kernel = apt::candidate(&tools, &kernel_name)?;
     let busybox = apt::candidate(&tools, &opts.busybox_package)?;
     let key = cache_key(&kernel, &busybox);
-    let guest_root = opts.cache_dir.join("guest");
+    let guest_root = opts.cache_dir.join(&opts.dir_name);
     let entry = guest_root.join(&key);
     if !opts.force {
         if let Some(image) = load_entry(&entry) {
@@ -84,7 +84,16 @@ pub fn find_prepared() -> Option<GuestImage> {
 
 /// Like [`find_prepared`] under a given cache directory.
 pub fn find_prepared_in(cache_dir: &Path) -> Option<GuestImage> {
-    let guest_root = cache_dir.join("guest");
+    find_prepared_at(&cache_dir.join("guest"))
+}
+
+/// The guest `opts` would prepare, if it was prepared before and is still
+/// complete (not checked against apt's current versions). Never runs apt.
+pub fn find_prepared_like(opts: &PrepareOptions) -> Option<GuestImage> {
+    find_prepared_at(&opts.cache_dir.join(&opts.dir_name))
+}
+
+fn find_prepared_at(guest_root: &Path) -> Option<GuestImage> {
     let key = fs::read_to_string(guest_root.join(CURRENT)).ok()?;
     let key = key.trim();
     if key.is_empty() || key.contains('/') || key.starts_with('.') {

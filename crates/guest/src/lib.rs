@@ -33,7 +33,7 @@ pub use cmdline::{
     command_cmdline, decode_cmdline, parse_exit_status, script_cmdline, EXIT_STATUS_MARKER,
     KERNEL_CMDLINE_MAX, READY_MARKER,
 };
-pub use image::{find_prepared, find_prepared_in, prepare};
+pub use image::{find_prepared, find_prepared_in, find_prepared_like, prepare};
 pub use rootfs::make_rootfs;
 pub use tools::{bench_initramfs, bench_initramfs_in};
 
@@ -55,8 +55,12 @@ pub struct GuestImage {
 /// What to build and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrepareOptions {
-    /// Cache root; the guest lives in `<cache_dir>/guest/<key>/`.
+    /// Cache root; the guest lives in `<cache_dir>/<dir_name>/<key>/`.
     pub cache_dir: PathBuf,
+    /// The directory under `cache_dir` for this kind of guest: `guest`
+    /// for the default one; another name keeps a second kernel flavour's
+    /// builds (and its "current" marker) apart from it.
+    pub dir_name: String,
     /// The meta package whose `linux-image-*` dependency is the kernel.
     pub kernel_meta_package: String,
     /// The package providing a static `/bin/busybox`.
@@ -69,9 +73,24 @@ impl Default for PrepareOptions {
     fn default() -> Self {
         Self {
             cache_dir: cache_dir(),
+            dir_name: "guest".to_string(),
             kernel_meta_package: "linux-image-cloud-amd64".to_string(),
             busybox_package: "busybox-static".to_string(),
             force: false,
+        }
+    }
+}
+
+impl PrepareOptions {
+    /// The guest with Debian's generic kernel (`linux-image-amd64`: the
+    /// distribution's usual bzImage, XZ-compressed, with the drivers the
+    /// cloud flavour leaves out) instead of the cloud one, kept in
+    /// `<cache>/guest-generic/`.
+    pub fn generic_kernel() -> Self {
+        PrepareOptions {
+            dir_name: "guest-generic".to_string(),
+            kernel_meta_package: "linux-image-amd64".to_string(),
+            ..PrepareOptions::default()
         }
     }
 }

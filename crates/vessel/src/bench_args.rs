@@ -174,6 +174,11 @@ pub enum BootMachineArg {
     Microvm,
     /// `qemu-system-x86_64 -accel tcg -M q35`.
     Q35,
+    /// `vessel run` booting Debian's generic bzImage (XZ; prepared on
+    /// first use into the cache's guest-generic/).
+    VesselBzimage,
+    /// `qemu-system-x86_64 -accel tcg -M q35` booting the same bzImage.
+    Q35Bzimage,
 }
 
 #[derive(clap::Args)]
@@ -182,7 +187,7 @@ pub struct BootArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
     /// Machines to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BootMachineArg::Vessel, BootMachineArg::VesselV, BootMachineArg::VesselNet, BootMachineArg::Microvm, BootMachineArg::Q35])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BootMachineArg::Vessel, BootMachineArg::VesselV, BootMachineArg::VesselNet, BootMachineArg::Microvm, BootMachineArg::Q35, BootMachineArg::VesselBzimage, BootMachineArg::Q35Bzimage])]
     machines: Vec<BootMachineArg>,
     /// vessel's engine (auto, soft or kvm).
     #[arg(long, default_value = "auto", value_parser = ["auto", "soft", "kvm"])]
@@ -422,6 +427,22 @@ fn cpu(args: CpuArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The guest with Debian's generic kernel, prepared first if it is not
+/// in the cache (the package lists must know `linux-image-amd64`).
+fn generic_guest() -> anyhow::Result<guest::GuestImage> {
+    let opts = guest::PrepareOptions::generic_kernel();
+    if let Some(image) = guest::find_prepared_like(&opts) {
+        return Ok(image);
+    }
+    eprintln!("vessel bench boot: preparing the generic-kernel guest for the bzImage rows");
+    guest::prepare(&opts, &mut |line| eprintln!("{line}")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot prepare Debian's generic kernel for the bzImage rows: {e} \
+             (leave them out with --machines vessel,vessel-v,vessel-net,microvm,q35)"
+        )
+    })
+}
+
 fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     let vessel = std::env::current_exe()?;
     let image = vmm::default_guest::image(&mut |line| eprintln!("{line}"))?;
@@ -441,8 +462,13 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             BootMachineArg::VesselNet => bench::BootMachine::VesselUserNet,
             BootMachineArg::Microvm => bench::BootMachine::QemuMicrovm,
             BootMachineArg::Q35 => bench::BootMachine::QemuQ35,
+            BootMachineArg::VesselBzimage => bench::BootMachine::VesselBzImage,
+            BootMachineArg::Q35Bzimage => bench::BootMachine::QemuQ35BzImage,
         })
         .collect();
+    if opts.machines.iter().any(|m| m.boots_bzimage()) {
+        opts.bzimage = Some(bench::KernelBoot::bzimage_of(&generic_guest()?));
+    }
     let report = bench::boot(&opts)?;
     println!("{report}");
     report.check()?;
