@@ -455,6 +455,7 @@ fn over_15_bytes(bytes: &[u8], bitness: u32) -> bool {
     if dropped == 0 {
         return false;
     }
+    let kept_prefixes = kept.len();
     kept.extend_from_slice(&bytes[n..bytes.len().min(n + 15)]);
     let mut dec = Decoder::with_ip(bitness, &kept, 0, DecoderOptions::NONE);
     let ins = dec.decode();
@@ -463,7 +464,38 @@ fn over_15_bytes(bytes: &[u8], bitness: u32) -> bool {
     let escape = matches!(bytes.get(n), Some(0xc4 | 0xc5 | 0x62 | 0x8f));
     let measured = ins.code() != Code::INVALID
         || (dec.last_error() == DecoderError::InvalidInstruction && !escape);
-    measured && ins.len() + dropped > 15
+    let opsize16 = kept[..kept_prefixes].contains(&0x66);
+    let len = match ins.code() {
+        Code::INVALID => {
+            legacy_opcode_len(&bytes[n..], opsize16).map_or(ins.len(), |l| kept_prefixes + l)
+        }
+        _ => ins.len(),
+    };
+    measured && len + dropped > 15
+}
+
+/// The length the CPU's instruction-length decoder gives an opcode that
+/// is undefined in 64-bit mode but was an instruction in 32-bit mode (it
+/// still measures it by its old format before raising #UD), or None for
+/// other opcodes. iced measures some of them otherwise (it takes three
+/// bytes for PUSH ES, `06`). Measured natively on this host with
+/// fourteen or thirteen prefixes in front: `06`, `60`, `CE`, `D6` are one
+/// byte; `D4 ib`, `D5 ib` two; `9A`/`EA` seven (ptr16:32); `82 /r ib`
+/// like `80`.
+fn legacy_opcode_len(op: &[u8], opsize16: bool) -> Option<usize> {
+    match *op.first()? {
+        0x06 | 0x07 | 0x0e | 0x16 | 0x17 | 0x1e | 0x1f | 0x27 | 0x2f | 0x37 | 0x3f | 0x60
+        | 0x61 | 0xce | 0xd6 => Some(1),
+        0xd4 | 0xd5 => Some(2),
+        0x9a | 0xea => Some(if opsize16 { 5 } else { 7 }),
+        0x82 => {
+            let mut as80 = op.to_vec();
+            as80[0] = 0x80;
+            let ins = Decoder::with_ip(64, &as80, 0, DecoderOptions::NONE).decode();
+            (ins.code() != Code::INVALID).then(|| ins.len())
+        }
+        _ => None,
+    }
 }
 
 fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> ExecResult<Block> {
@@ -579,4 +611,33 @@ fn decode_block(core: &mut Core, rip: u64, lin: u64, pa: u64, bitness: u32) -> E
         npages,
         bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::over_15_bytes;
+
+    #[test]
+    fn length_of_prefixed_instructions() {
+        // Fourteen ES overrides and PUSH ES (undefined in 64-bit mode):
+        // 15 bytes, #UD, not too long.
+        let mut b = vec![0x26; 14];
+        b.extend_from_slice(&[0x06, 0x04, 0x35, 0x00, 0x0e, 0x00, 0x00, 0x00, 0x03]);
+        assert!(!over_15_bytes(&b, 64));
+        // Ten REX.R, REX, FISTTP m16 with SIB and disp32: 18 bytes.
+        let mut b = vec![0x44; 10];
+        b.extend_from_slice(&[0x40, 0xdf, 0x8c, 0xf4, 0xcc, 0xcc, 0xcc, 0xcc]);
+        assert!(over_15_bytes(&b, 64));
+        // Measured natively: with fourteen prefixes D4 ib is 16 bytes
+        // (#GP), with thirteen 8D C0 (LEA of a register) is 15 (#UD).
+        let mut b = vec![0x26; 14];
+        b.extend_from_slice(&[0xd4, 0x0a, 0x90]);
+        assert!(over_15_bytes(&b, 64));
+        let mut b = vec![0x26; 13];
+        b.extend_from_slice(&[0x8d, 0xc0, 0x90]);
+        assert!(!over_15_bytes(&b, 64));
+        let mut b = vec![0x26; 13];
+        b.extend_from_slice(&[0x9a, 0, 0, 0, 0, 0, 0]);
+        assert!(over_15_bytes(&b, 64));
+    }
 }
