@@ -17,8 +17,11 @@ pub struct DeviceArgs {
     /// --disk, with `root=/dev/vda rw` added to the kernel command line.
     #[arg(long, value_name = "PATH")]
     pub rootfs: Option<PathBuf>,
-    /// A virtio disk backed by a raw image. Repeatable; the first is
-    /// /dev/vda. cache=writeback (default: guest flushes reach the disk)
+    /// A disk backed by a raw image. Repeatable. if=virtio (default): a
+    /// virtio disk, the first is /dev/vda; if=nvme: an emulated NVMe
+    /// controller (/dev/nvme0n1, ...), for guests without virtio drivers
+    /// (it takes readonly, id (its serial), cache, direct and lock).
+    /// cache=writeback (default: guest flushes reach the disk)
     /// or unsafe (no flush); direct=on bypasses the host page cache;
     /// io=async serves reads, writes and flushes through io_uring;
     /// lock=off opens the image without the lock that keeps other VMs
@@ -26,7 +29,7 @@ pub struct DeviceArgs {
     /// bw=BYTES and iops=N limit it per second (K/M/G suffixes, 1024-based).
     #[arg(
         long = "disk",
-        value_name = "PATH[,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,lock=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
+        value_name = "PATH[,if=virtio|nvme][,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,lock=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
     )]
     pub disks: Vec<String>,
     /// A virtio network interface. Repeatable. `user` (the default when
@@ -76,6 +79,7 @@ pub enum DeviceArgError {
     DiskOption { arg: String, opt: String },
     DiskId(String),
     DiskValue { arg: String, opt: String },
+    DiskNotVirtio { arg: String, opt: String },
     NetTap(String),
     NetOption { arg: String, opt: String },
     NetMac(String),
@@ -98,8 +102,12 @@ impl std::fmt::Display for DeviceArgError {
             Self::DiskId(a) => write!(f, "--disk {a:?}: id is longer than 20 bytes"),
             Self::DiskValue { arg, opt } => write!(
                 f,
-                "--disk {arg:?}: bad value in {opt:?} (cache=unsafe|writeback, direct=on|off, lock=on|off, \
+                "--disk {arg:?}: bad value in {opt:?} (if=virtio|nvme, cache=unsafe|writeback, direct=on|off, lock=on|off, \
                  io=sync|async, bw=BYTES, iops=N; sizes may end in K, M or G)"
+            ),
+            Self::DiskNotVirtio { arg, opt } => write!(
+                f,
+                "--disk {arg:?}: {opt:?} applies to virtio disks only (if=virtio)"
             ),
             Self::NetTap(a) => write!(f, "--net {a:?}: tap=NAME (at most 15 bytes) is required"),
             Self::NetOption { arg, opt } => write!(
@@ -158,12 +166,17 @@ impl DeviceArgs {
             id: Some("rootfs".to_string()),
             ..BlockConfig::new(path)
         });
+        let mut disks: Vec<BlockConfig> = root.into_iter().collect();
+        let mut nvme = Vec::new();
+        for d in &self.disks {
+            match parse_disk(d)? {
+                (DiskInterface::Virtio, cfg) => disks.push(cfg),
+                (DiskInterface::Nvme, cfg) => nvme.push(cfg),
+            }
+        }
         Ok(DeviceConfig {
-            disks: root
-                .into_iter()
-                .map(Ok)
-                .chain(self.disks.iter().map(|d| parse_disk(d)))
-                .collect::<Result<_, _>>()?,
+            disks,
+            nvme,
             nets: nets.taps,
             user_net: nets.user,
             rng: self.rng,
@@ -174,7 +187,14 @@ impl DeviceArgs {
     }
 }
 
-fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
+/// Which controller a `--disk` goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskInterface {
+    Virtio,
+    Nvme,
+}
+
+fn parse_disk(arg: &str) -> Result<(DiskInterface, BlockConfig), DeviceArgError> {
     let mut parts = arg.split(',');
     let path = parts
         .next()
@@ -186,8 +206,17 @@ fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
         opt: opt.to_string(),
     };
     let mut limits = RateLimiterConfig::default();
+    let mut interface = DiskInterface::Virtio;
+    // Options only virtio-blk serves.
+    let mut virtio_only = None;
     for opt in parts {
+        if ["io=", "bw=", "iops="].iter().any(|p| opt.starts_with(p)) {
+            virtio_only = Some(opt);
+        }
         match opt.split_once('=') {
+            Some(("if", "virtio")) => interface = DiskInterface::Virtio,
+            Some(("if", "nvme")) => interface = DiskInterface::Nvme,
+            Some(("if", _)) => return Err(bad(opt)),
             None if opt == "readonly" || opt == "ro" => cfg.readonly = true,
             Some(("id", id)) if id.len() <= 20 => cfg.id = Some(id.to_string()),
             Some(("id", _)) => return Err(DeviceArgError::DiskId(arg.to_string())),
@@ -210,7 +239,13 @@ fn parse_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
         }
     }
     cfg.rate_limiter = (!limits.is_unlimited()).then_some(limits);
-    Ok(cfg)
+    if let (DiskInterface::Nvme, Some(opt)) = (interface, virtio_only) {
+        return Err(DeviceArgError::DiskNotVirtio {
+            arg: arg.to_string(),
+            opt: opt.to_string(),
+        });
+    }
+    Ok((interface, cfg))
 }
 
 fn parse_on_off(v: &str) -> Option<bool> {
@@ -327,38 +362,74 @@ fn parse_vsock(arg: &str) -> Result<VsockConfig, DeviceArgError> {
 mod tests {
     use super::*;
 
+    /// The disk's options, whatever its interface.
+    fn virtio_disk(arg: &str) -> Result<BlockConfig, DeviceArgError> {
+        parse_disk(arg).map(|(_, cfg)| cfg)
+    }
+
+    #[test]
+    fn disk_interfaces() {
+        assert_eq!(parse_disk("/img").unwrap().0, DiskInterface::Virtio);
+        assert_eq!(
+            parse_disk("/img,if=virtio").unwrap().0,
+            DiskInterface::Virtio
+        );
+        let (i, d) = parse_disk("/img,if=nvme,readonly,id=sn1").unwrap();
+        assert_eq!(i, DiskInterface::Nvme);
+        assert!(d.readonly);
+        assert_eq!(d.id.as_deref(), Some("sn1"));
+        assert!(matches!(
+            parse_disk("/img,if=scsi"),
+            Err(DeviceArgError::DiskValue { .. })
+        ));
+        for opt in ["io=async", "bw=1M", "iops=10"] {
+            assert!(matches!(
+                parse_disk(&format!("/img,if=nvme,{opt}")),
+                Err(DeviceArgError::DiskNotVirtio { .. })
+            ));
+        }
+        let args = DeviceArgs {
+            disks: vec!["/a.img,if=nvme".into(), "/b.img".into()],
+            ..Default::default()
+        };
+        let cfg = args.into_config().unwrap();
+        assert_eq!(cfg.nvme.len(), 1);
+        assert_eq!(cfg.disks.len(), 1);
+        assert_eq!(cfg.disks[0].path, PathBuf::from("/b.img"));
+    }
+
     #[test]
     fn disks() {
-        let d = parse_disk("/img,readonly,id=root").unwrap();
+        let d = virtio_disk("/img,readonly,id=root").unwrap();
         assert_eq!(d.path, PathBuf::from("/img"));
         assert!(d.readonly);
         assert_eq!(d.id.as_deref(), Some("root"));
-        assert!(!parse_disk("/img").unwrap().readonly);
-        assert!(parse_disk("").is_err());
-        assert!(parse_disk("/img,bogus").is_err());
-        assert!(parse_disk("/img,id=123456789012345678901").is_err());
+        assert!(!virtio_disk("/img").unwrap().readonly);
+        assert!(virtio_disk("").is_err());
+        assert!(virtio_disk("/img,bogus").is_err());
+        assert!(virtio_disk("/img,id=123456789012345678901").is_err());
     }
 
     #[test]
     fn disk_cache_direct_and_limits() {
-        let d = parse_disk("/img").unwrap();
+        let d = virtio_disk("/img").unwrap();
         assert_eq!(d.cache, CacheType::Writeback);
         assert!(!d.direct);
         assert_eq!(d.rate_limiter, None);
-        let d = parse_disk("/img,cache=unsafe,direct=on,bw=4M,iops=100").unwrap();
+        let d = virtio_disk("/img,cache=unsafe,direct=on,bw=4M,iops=100").unwrap();
         assert_eq!(d.cache, CacheType::Unsafe);
         assert!(d.direct);
         let l = d.rate_limiter.unwrap();
         assert_eq!(l.bandwidth, Some(TokenBucketConfig::per_second(4 << 20)));
         assert_eq!(l.ops, Some(TokenBucketConfig::per_second(100)));
-        assert!(parse_disk("/img,direct=off").is_ok_and(|d| !d.direct));
-        assert!(parse_disk("/img").is_ok_and(|d| d.lock));
-        assert!(parse_disk("/img,lock=off").is_ok_and(|d| !d.lock));
-        assert_eq!(parse_disk("/img").unwrap().io_engine, IoEngine::Sync);
-        let d = parse_disk("/img,io=async").unwrap();
+        assert!(virtio_disk("/img,direct=off").is_ok_and(|d| !d.direct));
+        assert!(virtio_disk("/img").is_ok_and(|d| d.lock));
+        assert!(virtio_disk("/img,lock=off").is_ok_and(|d| !d.lock));
+        assert_eq!(virtio_disk("/img").unwrap().io_engine, IoEngine::Sync);
+        let d = virtio_disk("/img,io=async").unwrap();
         assert_eq!(d.io_engine, IoEngine::Async);
         assert_eq!(
-            parse_disk("/img,io=sync").unwrap().io_engine,
+            virtio_disk("/img,io=sync").unwrap().io_engine,
             IoEngine::Sync
         );
         for bad in [
@@ -374,7 +445,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_disk(&format!("/img,{bad}")),
+                    virtio_disk(&format!("/img,{bad}")),
                     Err(DeviceArgError::DiskValue { .. })
                 ),
                 "{bad}"

@@ -7,11 +7,13 @@
 //! (blocking system calls, or io_uring so a slow image does not stall the
 //! queue), and a [`BlockHandle`] to change a running drive's limits or
 //! image.
+//! [`Image`] lends the same backend to the emulated NVMe and IDE disks.
 
 mod device;
 mod disk;
 mod handle;
 mod handler;
+mod image;
 mod lock;
 pub mod metrics;
 pub mod persist;
@@ -23,6 +25,7 @@ pub use device::{
 };
 pub use disk::{BOUNCE_BYTES, DIRECT_ALIGN};
 pub use handle::BlockHandle;
+pub use image::{Image, ImageError};
 pub use lock::LockError;
 pub use rate_limiter;
 pub use uring::UringError;

@@ -555,6 +555,7 @@ fn vm_config(c: &PendingConfig, engine: EngineChoice) -> Result<VmConfig, Instan
             balloon: c.balloon,
             vsock: c.vsock.clone(),
             shares: Vec::new(),
+            nvme: Vec::new(),
         },
     })
 }

@@ -22,6 +22,7 @@ pub mod logger;
 pub mod memory;
 pub mod metrics;
 pub mod stdio;
+pub mod storage_devices;
 pub mod user_net;
 pub mod vcpu;
 pub mod virtio_devices;

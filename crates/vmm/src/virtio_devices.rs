@@ -47,6 +47,8 @@ pub struct DeviceConfig {
     pub vsock: Option<VsockConfig>,
     /// Shared host directories (virtio-fs), last on the bus.
     pub shares: Vec<FsConfig>,
+    /// Disks on emulated NVMe controllers (see `storage_devices`).
+    pub nvme: Vec<BlockConfig>,
 }
 
 impl DeviceConfig {
@@ -58,6 +60,7 @@ impl DeviceConfig {
             && self.balloon.is_none()
             && self.vsock.is_none()
             && self.shares.is_empty()
+            && self.nvme.is_empty()
     }
 }
 
@@ -92,6 +95,8 @@ pub enum VirtioError {
     Ioevent(#[source] hypervisor::Error),
     #[error("no drive or network interface with id {0:?}: use an id given at boot")]
     NoSuchDevice(String),
+    #[error("cannot set up an emulated disk")]
+    Storage(#[from] crate::storage_devices::StorageError),
     #[error("cannot change the rate limiter")]
     RateLimiter(#[from] virtio::block::rate_limiter::RateLimiterError),
 }
@@ -294,6 +299,7 @@ pub fn attach(
         functions.push(f);
     }
     drop(root);
+    crate::storage_devices::attach(&config.nvme, guest_mem, vm, dm)?;
 
     let mut sources = Vec::new();
     for (index, fds) in event_sources {
