@@ -24,7 +24,7 @@ fn ascii(buf: &mut [u8], text: &str) {
     buf.fill(b' ');
     for (b, c) in buf
         .iter_mut()
-        .zip(text.bytes().filter(u8::is_ascii_graphic))
+        .zip(text.bytes().filter(|c| c.is_ascii_graphic() || *c == b' '))
     {
         *b = c;
     }
