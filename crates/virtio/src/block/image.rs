@@ -41,6 +41,16 @@ impl Image {
         })
     }
 
+    /// A writeback image over an already open file of `sectors` sectors,
+    /// unlocked (tests and fuzz targets use a memfd).
+    pub fn from_file(file: std::fs::File, sectors: u64, readonly: bool) -> Self {
+        Image {
+            disk: Disk::from_file(file, sectors),
+            readonly,
+            cache: CacheType::Writeback,
+        }
+    }
+
     /// Capacity in 512-byte sectors.
     pub fn sectors(&self) -> u64 {
         self.disk.sectors
