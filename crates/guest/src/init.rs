@@ -7,7 +7,7 @@ use crate::modules::{self, Module};
 use crate::tree::{Node, Tree, TreeError};
 
 /// Version of this recipe; part of the cache key.
-pub const RECIPE_VERSION: u32 = 11;
+pub const RECIPE_VERSION: u32 = 12;
 
 /// The kernel command line the default guest boots with. `panic=-1` makes
 /// a kernel panic reboot at once, which the VMM treats as a failed run
@@ -89,6 +89,9 @@ case "$modules" in
     *)
         load_for /sys/bus/pci/devices/*/modalias
         load_for /sys/bus/virtio/devices/*/modalias
+        # An IDE controller (ata_piix): its disks appear later, as SCSI
+        # disks, so their driver is loaded now.
+        [ -d /sys/bus/pci/drivers/ata_piix ] && modprobe -q sd_mod
         ;;
 esac
 

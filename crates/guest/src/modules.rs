@@ -29,6 +29,9 @@ pub const GUEST_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
     // virtio-fs shared directories (vessel run -v); needs fuse.
     "virtiofs",
+    // The emulated IDE disk (--disk PATH,if=ide): PIIX IDE, SCSI disks.
+    "ata_piix",
+    "sd_mod",
 ];
 
 /// Upper bound on one module file, compressed or not.

@@ -19,8 +19,10 @@ pub struct DeviceArgs {
     pub rootfs: Option<PathBuf>,
     /// A disk backed by a raw image. Repeatable. if=virtio (default): a
     /// virtio disk, the first is /dev/vda; if=nvme: an emulated NVMe
-    /// controller (/dev/nvme0n1, ...), for guests without virtio drivers
-    /// (it takes readonly, id (its serial), cache, direct and lock).
+    /// controller (/dev/nvme0n1, ...); if=ide: the master of an emulated
+    /// PIIX3 IDE controller (one at most; Linux's ata_piix, /dev/sda): for
+    /// guests without virtio drivers (they take readonly, id (the
+    /// serial), cache, direct and lock).
     /// cache=writeback (default: guest flushes reach the disk)
     /// or unsafe (no flush); direct=on bypasses the host page cache;
     /// io=async serves reads, writes and flushes through io_uring;
@@ -29,7 +31,7 @@ pub struct DeviceArgs {
     /// bw=BYTES and iops=N limit it per second (K/M/G suffixes, 1024-based).
     #[arg(
         long = "disk",
-        value_name = "PATH[,if=virtio|nvme][,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,lock=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
+        value_name = "PATH[,if=virtio|nvme|ide][,readonly][,id=NAME][,cache=unsafe|writeback][,direct=on|off][,lock=on|off][,io=sync|async][,bw=BYTES][,iops=N]"
     )]
     pub disks: Vec<String>,
     /// A virtio network interface. Repeatable. `user` (the default when
@@ -102,7 +104,7 @@ impl std::fmt::Display for DeviceArgError {
             Self::DiskId(a) => write!(f, "--disk {a:?}: id is longer than 20 bytes"),
             Self::DiskValue { arg, opt } => write!(
                 f,
-                "--disk {arg:?}: bad value in {opt:?} (if=virtio|nvme, cache=unsafe|writeback, direct=on|off, lock=on|off, \
+                "--disk {arg:?}: bad value in {opt:?} (if=virtio|nvme|ide, cache=unsafe|writeback, direct=on|off, lock=on|off, \
                  io=sync|async, bw=BYTES, iops=N; sizes may end in K, M or G)"
             ),
             Self::DiskNotVirtio { arg, opt } => write!(
@@ -167,16 +169,18 @@ impl DeviceArgs {
             ..BlockConfig::new(path)
         });
         let mut disks: Vec<BlockConfig> = root.into_iter().collect();
-        let mut nvme = Vec::new();
+        let (mut nvme, mut ide) = (Vec::new(), Vec::new());
         for d in &self.disks {
             match parse_disk(d)? {
                 (DiskInterface::Virtio, cfg) => disks.push(cfg),
                 (DiskInterface::Nvme, cfg) => nvme.push(cfg),
+                (DiskInterface::Ide, cfg) => ide.push(cfg),
             }
         }
         Ok(DeviceConfig {
             disks,
             nvme,
+            ide,
             nets: nets.taps,
             user_net: nets.user,
             rng: self.rng,
@@ -192,6 +196,7 @@ impl DeviceArgs {
 enum DiskInterface {
     Virtio,
     Nvme,
+    Ide,
 }
 
 fn parse_disk(arg: &str) -> Result<(DiskInterface, BlockConfig), DeviceArgError> {
@@ -216,6 +221,7 @@ fn parse_disk(arg: &str) -> Result<(DiskInterface, BlockConfig), DeviceArgError>
         match opt.split_once('=') {
             Some(("if", "virtio")) => interface = DiskInterface::Virtio,
             Some(("if", "nvme")) => interface = DiskInterface::Nvme,
+            Some(("if", "ide")) => interface = DiskInterface::Ide,
             Some(("if", _)) => return Err(bad(opt)),
             None if opt == "readonly" || opt == "ro" => cfg.readonly = true,
             Some(("id", id)) if id.len() <= 20 => cfg.id = Some(id.to_string()),
@@ -239,7 +245,7 @@ fn parse_disk(arg: &str) -> Result<(DiskInterface, BlockConfig), DeviceArgError>
         }
     }
     cfg.rate_limiter = (!limits.is_unlimited()).then_some(limits);
-    if let (DiskInterface::Nvme, Some(opt)) = (interface, virtio_only) {
+    if let (DiskInterface::Nvme | DiskInterface::Ide, Some(opt)) = (interface, virtio_only) {
         return Err(DeviceArgError::DiskNotVirtio {
             arg: arg.to_string(),
             opt: opt.to_string(),
@@ -376,6 +382,7 @@ mod tests {
         );
         let (i, d) = parse_disk("/img,if=nvme,readonly,id=sn1").unwrap();
         assert_eq!(i, DiskInterface::Nvme);
+        assert_eq!(parse_disk("/img,if=ide").unwrap().0, DiskInterface::Ide);
         assert!(d.readonly);
         assert_eq!(d.id.as_deref(), Some("sn1"));
         assert!(matches!(

@@ -1,6 +1,7 @@
 //! Emulated disks in the real Debian guest (issue 15, check 1's disk
 //! part): an ext4 image made with mkfs on the host, on an NVMe
-//! controller; the guest mounts it, writes a 64 MiB random file and
+//! controller, and one on the IDE controller (which must use bus-master
+//! DMA); the guest mounts it, writes a 64 MiB random file and
 //! syncs; after the VM stops the host reads the file out of the image
 //! with debugfs and gets the guest's sha256. A read-only NVMe disk is
 //! read-only to the guest.
@@ -45,7 +46,9 @@ fn mkfs(path: &Path, mib: u64) {
 
 /// The sha256 of `file` inside the ext4 image, read with debugfs.
 fn sha_in_image(image: &Path, file: &str) -> String {
-    let out = temp("dump");
+    // Named after the image: the tests run in parallel.
+    let name = image.file_name().unwrap().to_string_lossy();
+    let out = temp(&format!("{name}.dump"));
     let st = Command::new(tool("debugfs").unwrap())
         .arg("-R")
         .arg(format!("dump {file} {}", out.0.display()))
@@ -109,4 +112,47 @@ fn nvme_disk_written_by_the_guest_reads_back_on_the_host() {
         "write to a read-only disk"
     );
     assert!(std::fs::read(&ro.0).unwrap().iter().all(|&b| b == 0x5a));
+}
+
+#[test]
+fn ide_disk_written_by_the_guest_reads_back_on_the_host() {
+    let (Some(_), Some(_)) = (tool("mkfs.ext4"), tool("debugfs")) else {
+        eprintln!("SKIPPED: mkfs.ext4 or debugfs (e2fsprogs) missing");
+        return;
+    };
+    let disk = temp("ide.img");
+    mkfs(&disk.0, 128);
+    let script = format!(
+        "{}; echo MODEL=$(cat /sys/block/sda/device/model); \
+         echo MODE=$(cat /sys/class/ata_device/dev1.0/xfer_mode)",
+        WRITE_SCRIPT.replace("DEV", "/dev/sda")
+    );
+    let mut cmd = vessel();
+    cmd.arg("run")
+        .arg("--disk")
+        .arg(format!("{},if=ide", disk.0.display()))
+        .args(["--", "sh", "-c", &script]);
+    let r = run(cmd, BOOT_TIMEOUT);
+    assert!(!r.timed_out, "timed out; stderr:\n{}", r.stderr);
+    assert_eq!(
+        r.status,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(value(&r.stdout, "UMOUNT="), "0", "stdout:\n{}", r.stdout);
+    assert_eq!(value(&r.stdout, "MODEL="), "vessel IDE disk");
+    assert_eq!(
+        value(&r.stdout, "MODE="),
+        "XFER_MW_DMA_2",
+        "bus-master DMA in use"
+    );
+    let guest_sha = value(&r.stdout, "SHA=");
+    assert_eq!(guest_sha.len(), 64);
+    assert_eq!(
+        sha_in_image(&disk.0, "/f"),
+        guest_sha,
+        "host reads the guest's file"
+    );
 }

@@ -556,6 +556,7 @@ fn vm_config(c: &PendingConfig, engine: EngineChoice) -> Result<VmConfig, Instan
             vsock: c.vsock.clone(),
             shares: Vec::new(),
             nvme: Vec::new(),
+            ide: Vec::new(),
         },
     })
 }

@@ -1,21 +1,27 @@
-//! The VM's emulated disk controllers (`--disk PATH,if=nvme`): each disk
-//! becomes an NVMe controller on PCI bus 0 with its BAR in the middle of
-//! the PCI MMIO window (virtio functions fill it from the bottom), over
-//! the same image backend as virtio-blk.
+//! The VM's emulated disk controllers: each `--disk PATH,if=nvme` becomes
+//! an NVMe controller on PCI bus 0 with its BAR in the middle of the PCI
+//! MMIO window (virtio functions fill it from the bottom); one
+//! `--disk PATH,if=ide` becomes the primary master of a PIIX3 IDE
+//! function (legacy ports 0x1f0/0x3f6, IRQ 14, bus master in BAR 4 a MiB
+//! above the NVMe BARs). All over the same image backend as virtio-blk.
 
 use crate::device_manager::DeviceManager;
 use arch::layout::mem;
 use devices::pci::bar::BusOwner;
 use devices::pci::msix::{MsiSink, VmMsi};
+use devices::IrqLine;
 use devices::{PciDevice, PciError};
 use hypervisor::Vm;
 use std::sync::{Arc, Mutex};
+use storage::ide::{CommandPorts, ControlPort, Ide};
 use storage::nvme::{Nvme, BAR_SIZE};
 use virtio::block::{BlockConfig, BlockError, Image};
 use vm_memory::GuestMemoryMmap;
 
 /// Where the emulated controllers' BARs start.
 const BAR_BASE: u64 = mem::PCI_MMIO_START + mem::PCI_MMIO_SIZE / 2;
+/// The IDE function's BAR 4.
+const IDE_BAR: u64 = BAR_BASE - 0x10_0000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -27,11 +33,31 @@ pub enum StorageError {
     Pci(#[from] PciError),
     #[error("too many emulated disks for the pci mmio window")]
     NoBarSpace,
+    #[error("only one ide disk is supported (the primary master)")]
+    TooManyIde,
+    #[error("cannot map the ide ports")]
+    Ports(#[from] devices::BusError),
 }
 
-/// Puts an NVMe controller on the machine for each of `disks`.
+/// A GSI of the VM's interrupt controllers.
+struct GsiLine {
+    vm: Arc<dyn Vm>,
+    gsi: u32,
+}
+
+impl IrqLine for GsiLine {
+    fn set_level(&self, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
+            log::warn!("cannot set GSI {}: {e}", self.gsi);
+        }
+    }
+}
+
+/// Puts an NVMe controller on the machine for each of `nvme`, and an IDE
+/// controller for `ide` (at most one disk).
 pub fn attach(
-    disks: &[BlockConfig],
+    nvme: &[BlockConfig],
+    ide: &[BlockConfig],
     guest_mem: &GuestMemoryMmap,
     vm: &Arc<dyn Vm>,
     dm: &DeviceManager,
@@ -40,7 +66,10 @@ pub fn attach(
     let bus: Arc<dyn BusOwner> = dm.io.clone();
     let dma = virtio::device::DmaNotify::new(vm.dma_observer());
     let mut made = Vec::new();
-    for (i, disk) in disks.iter().enumerate() {
+    if ide.len() > 1 {
+        return Err(StorageError::TooManyIde);
+    }
+    for (i, disk) in nvme.iter().enumerate() {
         let offset = (i as u64)
             .checked_mul(BAR_SIZE)
             .filter(|&o| BAR_BASE + o + BAR_SIZE <= mem::PCI_MMIO_START + mem::PCI_MMIO_SIZE)
@@ -67,5 +96,44 @@ pub fn attach(
             .add_device(as_pci)?;
         made.push(dev);
     }
+    if let Some(disk) = ide.first() {
+        attach_ide(disk, guest_mem, vm, dm, &bus, &dma)?;
+    }
     Ok(made)
+}
+
+fn attach_ide(
+    disk: &BlockConfig,
+    guest_mem: &GuestMemoryMmap,
+    vm: &Arc<dyn Vm>,
+    dm: &DeviceManager,
+    bus: &Arc<dyn BusOwner>,
+    dma: &virtio::device::DmaNotify,
+) -> Result<(), StorageError> {
+    let image = Image::open(disk)?;
+    let irq = Arc::new(GsiLine {
+        vm: vm.clone(),
+        gsi: storage::ide::IRQ,
+    });
+    let serial = disk.id.clone().unwrap_or_else(|| "vessel-ide-0".into());
+    let mut dev = Ide::new(image, guest_mem.clone(), irq, IDE_BAR, &serial)?;
+    dev.set_dma_notify(dma.clone());
+    let dev = Arc::new(Mutex::new(dev));
+    Ide::attach(&dev, Arc::downgrade(bus));
+    dm.io.pio.insert(
+        u64::from(storage::ide::CMD_PORT),
+        8,
+        Arc::new(Mutex::new(CommandPorts(dev.clone()))),
+    )?;
+    dm.io.pio.insert(
+        u64::from(storage::ide::CTL_PORT),
+        1,
+        Arc::new(Mutex::new(ControlPort(dev.clone()))),
+    )?;
+    let as_pci: Arc<Mutex<dyn PciDevice>> = dev;
+    dm.pci
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .add_device(as_pci)?;
+    Ok(())
 }

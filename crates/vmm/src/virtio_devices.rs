@@ -49,6 +49,8 @@ pub struct DeviceConfig {
     pub shares: Vec<FsConfig>,
     /// Disks on emulated NVMe controllers (see `storage_devices`).
     pub nvme: Vec<BlockConfig>,
+    /// The disk on the emulated IDE controller (at most one).
+    pub ide: Vec<BlockConfig>,
 }
 
 impl DeviceConfig {
@@ -61,6 +63,7 @@ impl DeviceConfig {
             && self.vsock.is_none()
             && self.shares.is_empty()
             && self.nvme.is_empty()
+            && self.ide.is_empty()
     }
 }
 
@@ -299,7 +302,7 @@ pub fn attach(
         functions.push(f);
     }
     drop(root);
-    crate::storage_devices::attach(&config.nvme, guest_mem, vm, dm)?;
+    crate::storage_devices::attach(&config.nvme, &config.ide, guest_mem, vm, dm)?;
 
     let mut sources = Vec::new();
     for (index, fds) in event_sources {

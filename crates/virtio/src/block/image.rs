@@ -88,6 +88,27 @@ impl Image {
             .map_err(|_| ImageError::Io)
     }
 
+    /// Reads (or with `write`, writes) `buf`, whole sectors, at 512-byte
+    /// sector `sector`: for front ends that move data through their own
+    /// buffer (IDE PIO).
+    pub fn buffer_io(&self, sector: u64, buf: &mut [u8], write: bool) -> Result<(), ImageError> {
+        use std::os::unix::fs::FileExt;
+        if write && self.readonly {
+            return Err(ImageError::ReadOnly);
+        }
+        let offset = self
+            .disk
+            .checked_offset(sector, buf.len() as u64)
+            .ok_or(ImageError::OutOfRange)?;
+        let file = self.disk.file();
+        let r = if write {
+            file.write_all_at(buf, offset)
+        } else {
+            file.read_exact_at(buf, offset)
+        };
+        r.map_err(|_| ImageError::Io)
+    }
+
     /// Data to stable storage (nothing to do for cache=unsafe).
     pub fn flush(&self) -> Result<(), ImageError> {
         if !self.flushes() || self.readonly || self.disk.sync() {
@@ -128,6 +149,15 @@ mod tests {
             Err(ImageError::OutOfRange)
         );
         img.flush().unwrap();
+        let mut buf = [1u8; 512];
+        img.buffer_io(1, &mut buf, true).unwrap();
+        let mut back = [0u8; 1024];
+        img.buffer_io(0, &mut back, false).unwrap();
+        assert_eq!(back[512..], buf);
+        assert_eq!(
+            img.buffer_io(8, &mut buf, false),
+            Err(ImageError::OutOfRange)
+        );
         drop(img);
         let mut ro = Image::open(&BlockConfig {
             readonly: true,
