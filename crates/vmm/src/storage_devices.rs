@@ -137,3 +137,53 @@ fn attach_ide(
         .add_device(as_pci)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::VmControl;
+    use hypervisor::{DeviceIo, Hypervisor};
+    use vm_memory::GuestAddress;
+
+    #[test]
+    fn nvme_and_ide_on_the_machine() {
+        let hv = soft::SoftHypervisor::new();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let vm: Arc<dyn Vm> = Arc::from(hv.create_vm().unwrap());
+        vm.set_memory(&mem).unwrap();
+        let dm = DeviceManager::new(
+            vm.clone(),
+            VmControl::new(),
+            1 << 20,
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir();
+        let pid = std::process::id();
+        let a = dir.join(format!("vessel-sd-{pid}-a.img"));
+        let b = dir.join(format!("vessel-sd-{pid}-b.img"));
+        std::fs::write(&a, vec![0u8; 8192]).unwrap();
+        std::fs::write(&b, vec![0u8; 8192]).unwrap();
+        let two = [BlockConfig::new(&a), BlockConfig::new(&b)];
+        assert!(matches!(
+            attach(&[], &two, &mem, &vm, &dm),
+            Err(StorageError::TooManyIde)
+        ));
+        let made = attach(&two[..1], &two[1..], &mem, &vm, &dm).unwrap();
+        assert_eq!(made.len(), 1);
+        let root = dm.pci.lock().unwrap();
+        // Slot 1: NVMe (1b36:0010), slot 2: PIIX3 IDE (8086:7010).
+        assert_eq!(root.config_read(1, 0), 0x0010_1b36);
+        assert_eq!(root.config_read(2, 0), 0x7010_8086);
+        drop(root);
+        let mut status = [0u8];
+        dm.io.pio_read(storage::ide::CMD_PORT + 7, &mut status);
+        assert_eq!(status[0], storage::ide::DRDY | storage::ide::DSC);
+        let (bar, _) = made[0].lock().unwrap().bar_mapping().unwrap();
+        let mut cap = [0u8; 4];
+        dm.io.mmio_read(bar, &mut cap);
+        assert_eq!(u32::from_le_bytes(cap), storage::nvme::CAP as u32);
+        let _ = std::fs::remove_file(a);
+        let _ = std::fs::remove_file(b);
+    }
+}
